@@ -1,0 +1,222 @@
+"""``llm-supervisorctl``: query and steer the daemon over its control socket.
+
+Exit codes (SPEC §9): 0 ok (for ``status``: every engine healthy), 1 error, 2 usage,
+3 some engine not healthy, 4 daemon unreachable. Only the standard library is imported at
+the top; commands that need the config (``check-config``, ``render``) import it themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from supervisor import client
+
+OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
+
+
+class Failure(Exception):
+    def __init__(self, message: str, code: int = ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _call(args: argparse.Namespace, method: str, target: str, body: object = None,
+          timeout: float = 30.0) -> object:
+    try:
+        response = client.request(args.socket, method, target, body, timeout=timeout)
+    except client.Unreachable as exc:
+        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+    except client.ProtocolError as exc:
+        raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+    try:
+        document = response.json()
+    except ValueError:
+        raise Failure(f"bad answer from llm-supervisord: HTTP {response.status},"
+                      " body is not JSON") from None
+    if response.status >= 400:
+        error = document.get("error") if isinstance(document, dict) else None
+        detail = document.get("detail") if isinstance(document, dict) else None
+        message = error or f"HTTP {response.status}"
+        if isinstance(detail, list):
+            message += "".join(f"\n  {line}" for line in detail)
+        elif detail:
+            message += f": {detail}"
+        raise Failure(message, ERROR)
+    return document
+
+
+# --------------------------------------------------------------------------- formatting
+
+def _ago(iso: str | None, now: float) -> str:
+    if not iso:
+        return "-"
+    try:
+        then = time.mktime(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    except ValueError:
+        return iso
+    seconds = max(0, int(now - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
+def format_status(document: dict) -> str:
+    now = time.time()
+    rows = [["ENGINE", "STATE", "TIER", "SINCE", "USABLE", "REASON"]]
+    for engine in document.get("engines", []):
+        state = engine["state"] + (" (pinned)" if engine.get("pinned") else "")
+        if engine.get("reboot_required"):
+            state += " REBOOT REQUIRED"
+        rows.append([engine["name"], state, engine.get("tier") or "-",
+                     _ago(engine.get("since"), now), ",".join(engine.get("usable_tiers", [])),
+                     engine.get("reason") or ""])
+    out = _table(rows) if len(rows) > 1 else "no engines configured"
+    error = document.get("supervisor", {}).get("config_error")
+    if error:
+        out += "\nconfig error (the running config stays in force):\n  " + \
+            "\n  ".join(error if isinstance(error, list) else [str(error)])
+    return out
+
+
+def format_tiers(document: dict) -> str:
+    rows = [["TIER", "PRESENT", "REASON"]]
+    for tier in document.get("tiers", []):
+        rows.append([tier["tier"], "yes" if tier["present"] else "no", tier["reason"]])
+    lines = [_table(rows)]
+    for engine in document.get("engines", []):
+        skipped = [f"{c['tier']} ({c['reason']})" for c in engine["choices"] if not c["usable"]]
+        if skipped:
+            lines.append(f"{engine['name']}: skips " + "; ".join(skipped))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_status(args: argparse.Namespace) -> int:
+    target = f"/v1/engines/{args.engine}" if args.engine else "/v1/status"
+    document = _call(args, "GET", target)
+    assert isinstance(document, dict)
+    engines = [document] if args.engine else document.get("engines", [])
+    if args.json:
+        print(json.dumps(document, indent=2))
+    elif args.engine:
+        print(format_status({"engines": engines}))
+    else:
+        print(format_status(document))
+    return OK if all(e.get("state") == "healthy" for e in engines) else UNHEALTHY
+
+
+def cmd_tiers(args: argparse.Namespace) -> int:
+    document = _call(args, "GET", "/v1/tiers")
+    assert isinstance(document, dict)
+    print(json.dumps(document, indent=2) if args.json else format_tiers(document))
+    return OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from supervisor.config import ConfigError, load
+
+    try:
+        config = load(args.path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return ERROR
+    names = ", ".join(e.name for e in config.engines) or "none"
+    print(f"{args.path}: ok ({len(config.files)} file(s); engines: {names})")
+    return OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from supervisor.config import ConfigError, load
+    from supervisor.state import load_state
+    from supervisor.tiers import kind_supports
+    from supervisor.units import HostFacts, render
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return ERROR
+    engines = config.engines
+    if args.engine:
+        engines = tuple(e for e in engines if e.name == args.engine)
+        if not engines:
+            raise Failure(f"no engine named {args.engine!r} in {args.config}")
+    state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True)
+    host = HostFacts.read()
+    for engine in engines:
+        tier = args.tier or state.tier_of(engine.name) or next(
+            (t for t in config.chain_for(engine)
+             if kind_supports(engine, t)[0] and config.availability(t) != "never"),
+            config.chain_for(engine)[-1])
+        units = render(config, engine, tier, host)
+        for name, text in units.files().items():
+            print(f"# ---- {config.supervisor.unit_dir / name} (tier {tier})")
+            print(text)
+    return OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llm-supervisorctl",
+                                description="Query and steer llm-supervisord.")
+    p.add_argument("--socket", default=os.environ.get("LLM_SUPERVISOR_SOCKET",
+                                                      client.DEFAULT_SOCKET),
+                   help="control socket (default %(default)s)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("status", help="engines, their state and tier")
+    s.add_argument("engine", nargs="?")
+    s.add_argument("--json", action="store_true", help="print the API document")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_tiers)
+
+    s = sub.add_parser("check-config", help="validate a config and exit 0 (valid) or 1")
+    s.add_argument("path", nargs="?", default="/etc/llm-supervisor/supervisor.toml")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("render", help="print the units that would be written; write nothing")
+    s.add_argument("engine", nargs="?")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--tier", choices=("rocm", "vulkan", "opencl", "cpu"),
+                   help="render for this tier (default: the engine's current tier)")
+    s.set_defaults(func=cmd_render)
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = parser()
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except Failure as exc:
+        print(f"llm-supervisorctl: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        return ERROR
+
+
+def main() -> None:
+    sys.exit(cli())
+
+
+if __name__ == "__main__":
+    main()

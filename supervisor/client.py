@@ -1,0 +1,98 @@
+"""A minimal, strict HTTP/1.1 client for the control socket: standard library only.
+
+``llm-supervisorctl status`` must start about as fast as Python itself, and ``http.client``
+or ``h11`` alone cost 30-40 ms of imports (FIELD-NOTES). So this path speaks just enough
+HTTP/1.1: one request with ``Connection: close``, the status line and ``Content-Length``
+checked, anything unexpected an error. The server side always uses a real HTTP library.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+DEFAULT_SOCKET = "/run/llm-supervisor/control.sock"
+MAX_RESPONSE = 64 * 1024 * 1024
+
+
+class Unreachable(Exception):
+    """The daemon's socket is absent, refused, or not answering."""
+
+
+class ProtocolError(Exception):
+    """The daemon answered something that is not the HTTP we expect."""
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):  # noqa: ANN201 - a JSON document
+        return json.loads(self.body)
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise Unreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def request(path: str, method: str, target: str, body: object = None, *,
+            timeout: float = 30.0) -> Response:
+    """One request over the Unix socket at ``path``; returns the whole response."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = (f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            f"Accept: application/json\r\nContent-Length: {len(payload)}\r\n")
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    sock = _connect(path, timeout)
+    try:
+        sock.sendall(head.encode("ascii") + b"\r\n" + payload)
+        chunks = []
+        size = 0
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_RESPONSE:
+                raise ProtocolError("response too large")
+    except TimeoutError:
+        raise Unreachable(f"{path}: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise Unreachable(f"{path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    return parse_response(b"".join(chunks))
+
+
+def parse_response(data: bytes) -> Response:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise ProtocolError("incomplete response (no end of headers)")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or parts[0] != "HTTP/1.1" or not parts[1].isdigit():
+        raise ProtocolError(f"bad status line {lines[0]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise ProtocolError(f"bad header line {line!r}")
+        headers[name.lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise ProtocolError("unexpected Transfer-Encoding")
+    length = headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise ProtocolError("missing or bad Content-Length")
+    if len(body) != int(length):
+        raise ProtocolError(f"body is {len(body)} bytes, Content-Length says {length}")
+    return Response(int(parts[1]), headers, body)

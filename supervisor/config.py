@@ -1,0 +1,475 @@
+"""The declarative config: TOML files merged, then validated into frozen, comparable models.
+
+``supervisor.toml`` is read first, then ``conf.d/*.toml`` in lexical order. Later files
+override keys; ``[[engine]]`` tables merge by ``name``. Every error names the file that set
+the offending key and the key's path, e.g. ``conf.d/10-gpu.toml: engine.main.listen: ...``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from supervisor.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/llm-supervisor/supervisor.toml")
+TIERS: tuple[str, ...] = ("rocm", "vulkan", "opencl", "cpu")
+GPU_TIERS: frozenset[str] = frozenset({"rocm", "vulkan", "opencl"})
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+POSIX_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+# --------------------------------------------------------------------------- value types
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string like '5s' or a number of seconds, not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
+    if seconds < 0:
+        raise ValueError(f"bad duration {value!r}: must not be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Tier = Literal["rocm", "vulkan", "opencl", "cpu"]
+Kind = Literal["ollama", "vllm"]
+
+
+def _check_chain(chain: list[str]) -> list[str]:
+    if not chain:
+        raise ValueError("the chain must name at least one tier")
+    seen: set[str] = set()
+    for tier in chain:
+        if tier in seen:
+            raise ValueError(f"tier {tier!r} appears twice in the chain")
+        seen.add(tier)
+    return chain
+
+
+def _check_environment(env: dict[str, str]) -> dict[str, str]:
+    for key in env:
+        if not ENV_NAME_RE.match(key):
+            raise ValueError(f"bad environment variable name {key!r}: use letters, digits, '_'")
+    return env
+
+
+def _check_exec(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot parse command line {value!r}: {exc}") from None
+    if not words:
+        raise ValueError("the command line is empty")
+    if not words[0].startswith("/"):
+        raise ValueError(f"the program must be an absolute path, got {words[0]!r}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+class SupervisorSection(_Model):
+    socket: Path = Path("/run/llm-supervisor/control.sock")
+    socket_group: str = "llm-supervisor"
+    state_dir: Path = Path("/var/lib/llm-supervisor")
+    unit_dir: Path = Path("/etc/systemd/system")
+    watch_config: bool = True
+    probe_timeout: Duration = 10.0
+    kfd_path: Path = Path("/dev/kfd")
+    kernel_journal_match: str = "_TRANSPORT=kernel"  # what counts as "the kernel's journal"
+
+    @field_validator("socket", "state_dir", "unit_dir", "kfd_path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"must be an absolute path, got {str(value)!r}")
+        return value
+
+
+class HealthSection(_Model):
+    interval: Duration = 5.0
+    timeout: Duration = 3.0
+    failures: int = Field(3, ge=1)
+    startup_grace: Duration = 120.0
+    canary_every: int = Field(6, ge=0)
+    canary_timeout: Duration = 30.0
+    min_tokens_per_second: float = Field(0.0, ge=0)
+
+    @field_validator("interval", "timeout", "canary_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+class HealthOverride(_Model):
+    """``[engine.health]``: any subset of ``[health]``."""
+
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    failures: int | None = Field(None, ge=1)
+    startup_grace: Duration | None = None
+    canary_every: int | None = Field(None, ge=0)
+    canary_timeout: Duration | None = None
+    min_tokens_per_second: float | None = Field(None, ge=0)
+
+
+class FallbackSection(_Model):
+    chain: tuple[Tier, ...] = TIERS  # type: ignore[assignment]
+    restarts_per_tier: int = Field(1, ge=0)
+    promote_after: Duration = 1800.0
+    promote_backoff: float = Field(2.0, ge=1.0)
+
+    _chain = field_validator("chain")(lambda cls, v: tuple(_check_chain(list(v))))
+
+
+class TierHost(_Model):
+    available: Literal["auto", "always", "never"] = "auto"
+
+
+class RoutingSection(_Model):
+    fallback_url: str = ""
+
+    @field_validator("fallback_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+
+class TierOverride(_Model):
+    exec: str | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+
+    _exec = field_validator("exec")(lambda cls, v: _check_exec(v))
+    _env = field_validator("environment")(lambda cls, v: _check_environment(v))
+
+
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ollama": {"exec": "/usr/local/bin/ollama serve", "listen": "127.0.0.1:11434",
+               "user": "ollama", "group": "ollama", "writable": ("/usr/share/ollama",)},
+    "vllm": {"exec": None, "listen": "127.0.0.1:8000",
+             "user": "vllm", "group": "vllm", "writable": ("/var/lib/vllm",)},
+}
+
+
+class EngineConfig(_Model):
+    name: str
+    kind: Kind = "ollama"
+    exec: str = ""
+    listen: str = ""
+    model: str = ""
+    user: str = ""
+    group: str = ""
+    environment: dict[str, str] = Field(default_factory=dict)
+    writable: tuple[str, ...] | None = None
+    chain: tuple[Tier, ...] | None = None
+    health: HealthOverride = HealthOverride()
+    tiers: dict[Tier, TierOverride] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(f"bad engine name {value!r}: use ^[a-z0-9][a-z0-9-]{{0,39}}$")
+        return value
+
+    _env = field_validator("environment")(lambda cls, v: _check_environment(v))
+
+    @field_validator("chain")
+    @classmethod
+    def _chain(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(_check_chain(list(value)))
+
+    @field_validator("user", "group")
+    @classmethod
+    def _posix_name(cls, value: str) -> str:
+        if value and not POSIX_NAME_RE.match(value):
+            raise ValueError(f"bad user/group name {value!r}")
+        return value
+
+    @field_validator("writable")
+    @classmethod
+    def _writable(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for path in value or ():
+            if not path.startswith("/") or " " in path:
+                raise ValueError(f"writable paths must be absolute, without spaces: {path!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_defaults(self) -> EngineConfig:
+        defaults = KIND_DEFAULTS[self.kind]
+        fill: dict[str, Any] = {}
+        for key in ("listen", "user", "group"):
+            if not getattr(self, key):
+                fill[key] = defaults[key]
+        if self.writable is None:
+            fill["writable"] = defaults["writable"]
+        listen = fill.get("listen", self.listen)
+        host, port = split_listen(listen)
+        if not self.exec:
+            if self.kind == "vllm":
+                if not self.model:
+                    raise ValueError("a vllm engine needs `model` (or an explicit `exec`)")
+                fill["exec"] = (f"/usr/local/bin/vllm serve {shlex.quote(self.model)}"
+                                f" --host {host} --port {port}")
+            else:
+                fill["exec"] = defaults["exec"]
+        else:
+            _check_exec(self.exec)
+        for key, value in fill.items():
+            object.__setattr__(self, key, value)
+        return self
+
+    @property
+    def unit(self) -> str:
+        return f"llm-{self.name}.service"
+
+    @property
+    def endpoint(self) -> str:
+        host, port = split_listen(self.listen)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    match = re.match(r"^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$", listen)
+    if not match or not 0 < int(match.group(3)) < 65536:
+        raise ValueError(f"bad listen address {listen!r}: use HOST:PORT, e.g. 127.0.0.1:11434")
+    return match.group(1) or match.group(2), int(match.group(3))
+
+
+class Config(_Model):
+    supervisor: SupervisorSection = SupervisorSection()
+    health: HealthSection = HealthSection()
+    fallback: FallbackSection = FallbackSection()
+    tiers: dict[Tier, TierHost] = Field(default_factory=dict)
+    routing: RoutingSection = RoutingSection()
+    engines: tuple[EngineConfig, ...] = Field(default=(), alias="engine")
+    files: tuple[str, ...] = ()
+
+    @field_validator("engines")
+    @classmethod
+    def _listen(cls, engines: tuple[EngineConfig, ...]) -> tuple[EngineConfig, ...]:
+        for engine in engines:
+            split_listen(engine.listen)
+        return engines
+
+    @model_validator(mode="after")
+    def _unique_listen(self) -> Config:
+        seen: dict[str, str] = {}
+        for engine in self.engines:
+            if engine.listen in seen:
+                raise ValueError(f"engines {seen[engine.listen]!r} and {engine.name!r} both"
+                                 f" listen on {engine.listen}")
+            seen[engine.listen] = engine.name
+        return self
+
+    def engine(self, name: str) -> EngineConfig | None:
+        return next((e for e in self.engines if e.name == name), None)
+
+    def health_for(self, engine: EngineConfig) -> HealthSection:
+        override = engine.health.model_dump(exclude_none=True)
+        return self.health.model_copy(update=override) if override else self.health
+
+    def chain_for(self, engine: EngineConfig) -> tuple[str, ...]:
+        return engine.chain or self.fallback.chain
+
+    def availability(self, tier: str) -> str:
+        host = self.tiers.get(tier)  # type: ignore[call-overload]
+        return host.available if host else "auto"
+
+
+# --------------------------------------------------------------------------- loading
+
+def config_files(path: Path) -> list[Path]:
+    """The files a config at ``path`` consists of: the file, then its conf.d in lexical order."""
+    confd = path.parent / "conf.d"
+    extra = sorted(confd.glob("*.toml")) if confd.is_dir() else []
+    return [path, *extra]
+
+
+def load(path: Path | str = DEFAULT_CONFIG) -> Config:
+    """Read, merge and validate; raise ConfigError naming file and key path for each problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"])
+    files = config_files(path)
+    raws: list[tuple[str, dict[str, Any]]] = []
+    problems: list[str] = []
+    for file in files:
+        try:
+            with file.open("rb") as fh:
+                raws.append((str(file), tomllib.load(fh)))
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{file}: invalid TOML: {exc}")
+        except OSError as exc:
+            problems.append(f"{file}: cannot read: {exc.strerror}")
+    if problems:
+        raise ConfigError(problems)
+    return validate(raws)
+
+
+def loads(text: str, source: str = "<string>") -> Config:
+    try:
+        return validate([(source, tomllib.loads(text))])
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+
+
+def validate(raws: list[tuple[str, dict[str, Any]]]) -> Config:
+    merged, origin, problems = _merge(raws)
+    for loc, value in _walk(merged, ()):
+        if isinstance(value, str) and _CONTROL.search(value):
+            problems.append(f"{_where(origin, loc)}: {_dotted(merged, loc)}: newlines and control"
+                            " characters are not allowed in values")
+        if isinstance(value, dict):
+            for key in value:
+                if _CONTROL.search(str(key)):
+                    problems.append(f"{_where(origin, loc)}: {_dotted(merged, loc)}: control"
+                                    " characters are not allowed in keys")
+    merged["files"] = [name for name, _ in raws]
+    try:
+        config = Config.model_validate(merged)
+    except ValidationError as exc:
+        problems += [_describe(error, merged, origin) for error in exc.errors()]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _merge(raws: list[tuple[str, dict[str, Any]]]
+           ) -> tuple[dict[str, Any], dict[tuple[Any, ...], str], list[str]]:
+    """Deep-merge files; engines by name. ``origin`` maps key paths to the file that set them."""
+    merged: dict[str, Any] = {}
+    origin: dict[tuple[Any, ...], str] = {}
+    problems: list[str] = []
+    engines: list[dict[str, Any]] = []
+    for source, raw in raws:
+        raw = dict(raw)
+        file_engines = raw.pop("engine", [])
+        _deep_update(merged, raw, (), source, origin)
+        if not isinstance(file_engines, list) or not all(isinstance(e, dict)
+                                                         for e in file_engines):
+            problems.append(f"{source}: engine: must be an array of tables ([[engine]])")
+            continue
+        names_here: set[str] = set()
+        for table in file_engines:
+            name = table.get("name")
+            if not isinstance(name, str):
+                problems.append(f"{source}: engine[{len(engines)}].name: every engine needs a"
+                                " name (a string)")
+                continue
+            if name in names_here:
+                problems.append(f"{source}: engine.{name}: duplicate engine name {name!r}")
+                continue
+            names_here.add(name)
+            existing = next((e for e in engines if e["name"] == name), None)
+            if existing is None:
+                existing = {}
+                engines.append(existing)
+            _deep_update(existing, table, ("engine", name), source, origin)
+    if engines or "engine" in origin:
+        merged["engine"] = engines
+    return merged, origin, problems
+
+
+def _deep_update(target: dict[str, Any], new: Mapping[str, Any], prefix: tuple[Any, ...],
+                 source: str, origin: dict[tuple[Any, ...], str]) -> None:
+    for key, value in new.items():
+        loc = (*prefix, key)
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value, loc, source, origin)
+        else:
+            target[key] = value.copy() if isinstance(value, dict) else value
+            for sub, _ in _walk(value, loc):
+                origin[sub] = source
+        origin.setdefault(loc, source)
+
+
+def _walk(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    yield loc, value
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _walk(sub, (*loc, key))
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            yield from _walk(sub, (*loc, index))
+
+
+def _named(merged: dict[str, Any], loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Turn ``("engine", 0, "listen")`` into ``("engine", "main", "listen")``."""
+    if len(loc) >= 2 and loc[0] == "engine" and isinstance(loc[1], int):
+        engines = merged.get("engine") or []
+        if loc[1] < len(engines) and isinstance(engines[loc[1]].get("name"), str):
+            return ("engine", engines[loc[1]]["name"], *loc[2:])
+    return loc
+
+
+def _dotted(merged: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    parts = [f"[{p}]" if isinstance(p, int) else str(p) for p in _named(merged, loc)]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _where(origin: dict[tuple[Any, ...], str], loc: tuple[Any, ...]) -> str:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in origin:
+            return origin[loc[:end]]
+    return next(iter(origin.values()), "<config>")
+
+
+def _describe(error: Any, merged: dict[str, Any], origin: dict[tuple[Any, ...], str]) -> str:
+    loc = tuple(error["loc"])
+    # pydantic appends the tag of a failing validator ("function-after[...]"); drop it
+    loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+    if loc[:1] == ("engines",):
+        loc = ("engine", *loc[1:])
+    named = _named(merged, loc)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
+    elif error["type"] == "literal_error" and ("tiers" in loc or "chain" in loc):
+        message = f"unknown tier: {message}"
+    return f"{_where(origin, named)}: {_dotted(merged, loc)}: {message}"

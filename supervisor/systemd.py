@@ -1,0 +1,178 @@
+"""The systemd adapter: the one module that runs systemctl and journalctl.
+
+Everything else talks to a ``ServiceManager``; tests of the decision logic give it a fake,
+system tests the real ``Systemd`` inside a booted container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from supervisor.errors import CommandError, SystemdError
+from supervisor.process import run
+
+UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "ExecMainCode",
+                   "MainPID", "Result", "LoadState", "ActiveEnterTimestampMonotonic")
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """What systemd says of a unit (``systemctl show``)."""
+
+    name: str
+    active_state: str = "unknown"    # active, activating, deactivating, inactive, failed
+    sub_state: str = "unknown"       # running, auto-restart, dead, ...
+    n_restarts: int = 0
+    exec_main_status: int = 0
+    main_pid: int = 0
+    result: str = ""
+    load_state: str = ""
+    raw: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_properties(cls, name: str, props: dict[str, str]) -> UnitStatus:
+        def number(key: str) -> int:
+            try:
+                return int(props.get(key, "0") or 0)
+            except ValueError:
+                return 0
+        return cls(name=name, active_state=props.get("ActiveState", "unknown"),
+                   sub_state=props.get("SubState", "unknown"),
+                   n_restarts=number("NRestarts"), exec_main_status=number("ExecMainStatus"),
+                   main_pid=number("MainPID"), result=props.get("Result", ""),
+                   load_state=props.get("LoadState", ""), raw=dict(props))
+
+    @property
+    def running(self) -> bool:
+        return self.active_state == "active" and self.sub_state == "running"
+
+
+class ServiceManager(Protocol):
+    async def daemon_reload(self) -> None: ...
+    async def start(self, unit: str) -> None: ...
+    async def stop(self, unit: str) -> None: ...
+    async def restart(self, unit: str) -> None: ...
+    async def status(self, unit: str) -> UnitStatus: ...
+
+
+class Systemd:
+    """systemctl/journalctl with timeouts; failures raise SystemdError with systemd's words."""
+
+    def __init__(self, *, systemctl: str = "systemctl", journalctl: str = "journalctl",
+                 timeout: float = 60.0) -> None:
+        self.systemctl = systemctl
+        self.journalctl = journalctl
+        self.timeout = timeout
+
+    async def _systemctl(self, *args: str, timeout: float | None = None) -> str:
+        argv = [self.systemctl, *args]
+        try:
+            done = await run(argv, timeout=timeout or self.timeout)
+        except CommandError as exc:
+            raise SystemdError(argv, str(exc)) from exc
+        if done.timed_out:
+            raise SystemdError(argv, f"timed out after {timeout or self.timeout:g}s")
+        if done.returncode != 0:
+            message = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+            raise SystemdError(argv, message, returncode=done.returncode, output=done.stdout)
+        return done.stdout
+
+    async def daemon_reload(self) -> None:
+        await self._systemctl("daemon-reload")
+
+    async def start(self, unit: str) -> None:
+        # --no-block: an engine that takes minutes to load must not stall the supervisor;
+        # health checks watch it come up.
+        await self._systemctl("start", "--no-block", unit)
+
+    async def stop(self, unit: str) -> None:
+        await self._systemctl("stop", unit)
+
+    async def restart(self, unit: str) -> None:
+        await self._systemctl("restart", "--no-block", unit)
+
+    async def reset_failed(self, unit: str) -> None:
+        await self._systemctl("reset-failed", unit)
+
+    async def enable(self, unit: str) -> None:
+        await self._systemctl("enable", unit)
+
+    async def show(self, unit: str, properties: Sequence[str] = UNIT_PROPERTIES
+                   ) -> dict[str, str]:
+        out = await self._systemctl("show", unit, "-p", ",".join(properties))
+        return parse_show(out)
+
+    async def status(self, unit: str) -> UnitStatus:
+        return UnitStatus.from_properties(unit, await self.show(unit))
+
+    async def environment(self, unit: str) -> dict[str, str]:
+        """The unit's effective ``Environment=`` as systemd parsed it."""
+        out = await self._systemctl("show", unit, "-p", "Environment")
+        return parse_environment(parse_show(out).get("Environment", ""))
+
+    async def journal(self, *matches: str, lines: int = 200, timeout: float = 15.0) -> str:
+        argv = [self.journalctl, "--no-pager", "-o", "short-iso", "-n", str(lines), *matches]
+        try:
+            done = await run(argv, timeout=timeout)
+        except CommandError as exc:
+            raise SystemdError(argv, str(exc)) from exc
+        if done.timed_out:
+            raise SystemdError(argv, f"timed out after {timeout:g}s")
+        return done.stdout
+
+    async def follow(self, *matches: str, cursor: str | None = None
+                     ) -> AsyncIterator[dict[str, str]]:
+        """Follow the journal as JSON entries, resuming after ``cursor`` (never from the start).
+
+        Each entry carries ``__CURSOR``, so the caller can persist where it stopped.
+        """
+        argv = [self.journalctl, "-f", "-o", "json", "--no-pager"]
+        argv += [f"--after-cursor={cursor}"] if cursor else ["-n", "0"]
+        argv += list(matches)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, limit=1 << 20)
+        assert proc.stdout is not None
+        try:
+            async for line in proc.stdout:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def parse_show(text: str) -> dict[str, str]:
+    props = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+def parse_environment(value: str) -> dict[str, str]:
+    """``systemctl show -p Environment`` prints ``A=1 "B=two words"``; undo that quoting."""
+    env = {}
+    for word in shlex.split(value):
+        key, _, val = word.partition("=")
+        env[key] = val
+    return env
+
+
+def journal_message(entry: dict[str, object]) -> str:
+    """MESSAGE of a journal JSON entry; journald sends non-UTF-8 text as a list of bytes."""
+    message = entry.get("MESSAGE", "")
+    if isinstance(message, list):
+        return bytes(int(b) for b in message).decode("utf-8", errors="replace")
+    return str(message)
