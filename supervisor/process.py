@@ -50,16 +50,24 @@ async def run(argv: list[str] | tuple[str, ...], *, timeout: float,
         )
     except (FileNotFoundError, PermissionError) as exc:
         raise CommandError(list(argv), f"cannot run: {exc.strerror or exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    if input is not None and proc.stdin is not None:
+        proc.stdin.write(input)
+        proc.stdin.close()
+    # Read both pipes in the background, so that on a timeout what was printed so far is kept.
+    reading = asyncio.gather(proc.stdout.read(), proc.stderr.read())
     try:
-        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-    except (TimeoutError, asyncio.CancelledError) as exc:
+        out, err = await asyncio.wait_for(asyncio.shield(reading), timeout)
+        await proc.wait()
+    except BaseException as exc:
         _kill_group(proc.pid)
-        out, err = b"", b""
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), 2)
-        except (TimeoutError, ValueError):
-            pass
-        if isinstance(exc, asyncio.CancelledError):
+            out, err = await asyncio.wait_for(reading, 2)
+        except (TimeoutError, asyncio.CancelledError):
+            reading.cancel()
+            out, err = b"", b""
+        await proc.wait()
+        if not isinstance(exc, TimeoutError):
             raise
         return Completed(tuple(argv), None, _text(out), _text(err),
                          time.monotonic() - started, timed_out=True)
