@@ -1,0 +1,329 @@
+"""``llm-supervisord``: startup, the main loop, reload and shutdown.
+
+Startup: load the config, probe the host's tiers, reconcile the engines' units (write,
+one daemon-reload, start what is not running), open the control socket, then READY=1.
+Signal handlers only set events; the main loop acts on them. SIGTERM persists state and
+exits 0: engines are separate units and keep serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sdnotify
+import structlog
+
+from supervisor import handlers, policy, probes, tiers, units
+from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, load
+from supervisor.control import ControlServer, HTTPError, group_reader
+from supervisor.engine import Engine
+from supervisor.errors import SupervisorError
+from supervisor.history import EventLog
+from supervisor.logs import configure
+from supervisor.probes import ProbeResult
+from supervisor.state import State, load_state, save_state
+from supervisor.states import EngineState
+from supervisor.systemd import Systemd, UnitStatus
+
+log = structlog.get_logger("llm-supervisor")
+
+
+class Supervisor:
+    """The daemon's state and its actuator for the engines. No side effects until startup()."""
+
+    def __init__(self, config_path: Path, *, systemd: Systemd | None = None) -> None:
+        self.config_path = config_path
+        self.systemd = systemd or Systemd()
+        self.notifier = sdnotify.SystemdNotifier()
+        self.engines: dict[str, Engine] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.probes: dict[str, ProbeResult] = {}
+        self.config_error: list[str] | None = None
+        self.started_at = time.time()
+        self.reload_lock = asyncio.Lock()
+        self.systemd_lock = asyncio.Lock()
+        self.hup = asyncio.Event()
+
+    # ------------------------------------------------------------------ startup
+
+    async def startup(self) -> None:
+        self.config: Config = load(self.config_path)
+        sup = self.config.supervisor
+        self.state_path = sup.state_dir / "state.json"
+        self.state: State = load_state(self.state_path)
+        self.events = EventLog(sup.state_dir / "events")
+        self.host = units.HostFacts.read()
+        self.http = httpx.AsyncClient(trust_env=False)
+        missing = self.host.missing_gpu_groups()
+        if missing:
+            log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
+                        groups=missing)
+        await self.reprobe()
+        for engine_cfg in self.config.engines:
+            self.engines[engine_cfg.name] = Engine(
+                self.config, engine_cfg, self.state.engine(engine_cfg.name), self, self.http)
+        await self.reconcile()
+        self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
+                                     may_read=group_reader(sup.socket_group))
+        await self.control.start()
+        self.events.append("started", reason=f"llm-supervisord pid {os.getpid()}",
+                           evidence={"config_files": list(self.config.files)})
+        self.notify("READY=1")
+        self.update_status()
+        log.info("ready", engines=list(self.engines), socket=str(sup.socket))
+
+    async def reprobe(self) -> None:
+        sup = self.config.supervisor
+        previous = self.probes
+        self.probes = await probes.probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path))
+        for tier, result in self.probes.items():
+            old = previous.get(tier)
+            if old is None or old.present != result.present or old.reason != result.reason:
+                self.events.append("probe", to="present" if result.present else "absent",
+                                   reason=f"{tier}: {result.reason}", evidence=result.to_dict())
+
+    def choices(self, engine: Engine) -> list[tiers.TierChoice]:
+        return tiers.choices(self.config, engine.cfg, self.probes,
+                             reboot_required=engine.memory.reboot_required)
+
+    def usable(self, engine: Engine) -> list[str]:
+        return [c.tier for c in self.choices(engine) if c.usable]
+
+    async def reconcile(self) -> None:
+        """Bring units in line with the config: write, one daemon-reload, start what's down."""
+        unit_dir = self.config.supervisor.unit_dir
+        placed: dict[str, str | None] = {}
+        for engine in self.engines.values():
+            usable = self.usable(engine)
+            tier = engine.memory.pinned if engine.memory.pinned in usable else None
+            if tier is None and engine.tier in usable:
+                tier = engine.tier
+            placed[engine.name] = tier or policy.best_tier(engine.chain, usable)
+        rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host)
+                    for name, tier in placed.items() if tier is not None}
+        changed = units.write_files(unit_dir, units.files_of(rendered.values()))
+        stale = units.managed_engines(unit_dir) - set(self.engines)
+        for name in sorted(stale):
+            await self._remove_engine_units(name)
+        if changed or stale:
+            await self.daemon_reload()
+        changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
+        changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
+        for engine in self.engines.values():
+            tier = placed[engine.name]
+            if tier is None:
+                engine.memory.tier = None
+                engine.fail("no usable tier on this host: " + "; ".join(
+                    f"{c.tier}: {c.reason}" for c in self.choices(engine)))
+                continue
+            status = await self.unit_status(engine)
+            if status.running and engine.name not in changed_engines and tier == engine.tier:
+                engine.adopt(running=True)
+                log.info("adopted running engine", engine=engine.name, tier=tier,
+                         pid=status.main_pid)
+                continue
+            skipped = [f"{c.tier}: {c.reason}" for c in self.choices(engine)
+                       if not c.usable and engine.chain.index(c.tier) <
+                       engine.chain.index(tier)]
+            why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
+            await engine.start_on(tier, why)
+        self.save()
+
+    async def _remove_engine_units(self, name: str) -> None:
+        unit = f"llm-{name}.service"
+        try:
+            await self.systemd.stop(unit)
+        except SupervisorError as exc:
+            log.warning("could not stop removed engine", engine=name, error=str(exc))
+        removed = units.remove_engine(self.config.supervisor.unit_dir, name)
+        self.events.append("removed", engine=name, reason="engine removed from the config",
+                           evidence=[str(p) for p in removed])
+        self.state.engines.pop(name, None)
+
+    # ------------------------------------------------------------------ the actuator
+
+    async def daemon_reload(self) -> None:
+        async with self.systemd_lock:
+            await self.systemd.daemon_reload()
+
+    async def switch(self, engine: Engine, tier: str) -> None:
+        rendered = units.render(self.config, engine.cfg, tier, self.host)
+        changed = units.write_files(self.config.supervisor.unit_dir, rendered.files())
+        if changed:
+            await self.daemon_reload()
+        async with self.systemd_lock:
+            try:
+                await self.systemd.reset_failed(engine.cfg.unit)
+            except SupervisorError:
+                pass  # not failed: nothing to reset
+            await self.systemd.restart(engine.cfg.unit)
+        self.save()
+
+    async def unit_status(self, engine: Engine) -> UnitStatus:
+        return await self.systemd.status(engine.cfg.unit)
+
+    def record(self, engine: Engine, type: str, **fields: Any) -> None:
+        self.events.append(type, engine=engine.name, **fields)
+        self.save()
+        self.update_status()
+
+    def save(self) -> None:
+        try:
+            save_state(self.state_path, self.state)
+        except OSError as exc:
+            log.error("cannot write state", path=str(self.state_path), error=str(exc))
+
+    def wall_of(self, monotonic: float) -> float:
+        return time.time() + (monotonic - time.monotonic())
+
+    # ------------------------------------------------------------------ operator actions
+
+    async def operator_action(self, engine: Engine, verb: str, method: str,
+                              body: dict[str, Any], uid: int) -> str:
+        self.events.append("operator", engine=engine.name, reason=f"{verb} by uid {uid}",
+                           evidence=body or None)
+        async with engine.lock:
+            usable = self.usable(engine)
+            if verb == "pin" and method == "DELETE":
+                engine.memory.pinned = None
+                self.record(engine, "unpin", reason=f"unpinned by uid {uid}")
+                return "unpinned"
+            if verb == "pin":
+                tier = body.get("tier")
+                if tier not in engine.chain:
+                    raise HTTPError(400, f"tier must be one of {list(engine.chain)}",
+                                    {"tier": tier})
+                if tier not in usable:
+                    raise HTTPError(409, f"{tier} is not usable for {engine.name}",
+                                    {c.tier: c.reason for c in self.choices(engine)})
+                engine.memory.pinned = tier
+                engine.memory.next_promotion_at = None
+                self.record(engine, "pin", to=tier, reason=f"pinned to {tier} by uid {uid}")
+                if engine.tier != tier:
+                    await engine.start_on(tier, f"pinned to {tier} by the operator")
+                return f"pinned to {tier}"
+            if engine.memory.pinned and verb in ("demote", "promote"):
+                raise HTTPError(409, f"{engine.name} is pinned to {engine.memory.pinned};"
+                                " unpin it first")
+            if verb == "restart":
+                await engine.start_on(engine.tier or policy.best_tier(engine.chain, usable)
+                                      or "cpu", "restarted by the operator")
+                return "restarted"
+            if verb == "demote":
+                target = policy.tier_below(engine.chain, usable, engine.tier)
+                if target is None:
+                    raise HTTPError(409, f"no usable tier below {engine.tier}")
+                await engine.start_on(target, f"demoted from {engine.tier} by the operator")
+                return f"demoted to {target}"
+            if verb == "promote":
+                await self.reprobe()
+                usable = self.usable(engine)
+                best = policy.best_tier(engine.chain, usable)
+                if best is None or best == engine.tier:
+                    raise HTTPError(409, f"{engine.name} is already on its best usable tier")
+                await engine.promote(best, "asked by the operator")
+                return f"promoting to {best}"
+        raise HTTPError(404, f"unknown action {verb}")
+
+    # ------------------------------------------------------------------ sd_notify
+
+    def notify(self, message: str) -> None:
+        self.notifier.notify(message)
+
+    def summary(self) -> str:
+        parts = []
+        for engine in self.engines.values():
+            text = f"{engine.name}: {engine.state.value}"
+            if engine.tier:
+                text += f" on {engine.tier}"
+            if engine.memory.pinned:
+                text += " (pinned)"
+            parts.append(text)
+        return "; ".join(parts) or "no engines configured"
+
+    def update_status(self) -> None:
+        # sdnotify encodes latin-1: keep the line plain
+        self.notify("STATUS=" + self.summary().encode("latin-1", "replace").decode("latin-1"))
+
+    # ------------------------------------------------------------------ main loop
+
+    async def serve(self, shutdown_trigger: asyncio.Event | None = None) -> None:
+        trigger = shutdown_trigger or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if shutdown_trigger is None:
+            loop.add_signal_handler(signal.SIGTERM, trigger.set)
+            loop.add_signal_handler(signal.SIGINT, trigger.set)
+            loop.add_signal_handler(signal.SIGHUP, self.hup.set)
+        await self.startup()
+        for name, engine in self.engines.items():
+            self.tasks[name] = asyncio.create_task(engine.run(), name=f"engine-{name}")
+        watchdog = asyncio.create_task(self._watchdog())
+        try:
+            await trigger.wait()
+        finally:
+            watchdog.cancel()
+            await self.shutdown()
+
+    async def _watchdog(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if usec <= 0:
+            return
+        while True:
+            self.notify("WATCHDOG=1")
+            await asyncio.sleep(usec / 2e6)
+
+    async def shutdown(self) -> None:
+        self.notify("STOPPING=1")
+        log.info("stopping; engines keep serving")
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if hasattr(self, "control"):
+            await self.control.close()
+        if hasattr(self, "state"):
+            self.save()
+            self.events.append("stopped", reason="SIGTERM: state saved, engines left running")
+        if hasattr(self, "http"):
+            await self.http.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llm-supervisord",
+                                     description="Keeps local LLM engines serving.")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="main config file (default %(default)s; conf.d/ beside it)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config, print the errors, exit 0 or 1")
+    args = parser.parse_args(argv)
+    if args.check:
+        try:
+            config = load(args.config)
+        except ConfigError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            return 1
+        print(f"{args.config}: ok ({len(config.engines)} engine(s))")
+        return 0
+    configure()
+    supervisor = Supervisor(args.config)
+    try:
+        asyncio.run(supervisor.serve())
+    except ConfigError as exc:
+        log.error("invalid config; not starting", problems=exc.problems)
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    except SupervisorError as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Control API handlers: plain functions from the daemon's state to JSON documents.
+
+They are testable without a socket; ``routes()`` binds them to paths for the server.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from supervisor import __version__, tiers
+from supervisor.control import HTTPError, Request, Response, Router
+from supervisor.history import utc
+from supervisor.states import EngineState
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Supervisor
+    from supervisor.engine import Engine
+
+API = 1
+
+
+def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
+    memory = engine.memory
+    choices = sup.choices(engine)
+    return {
+        "name": engine.name,
+        "kind": engine.cfg.kind,
+        "unit": engine.cfg.unit,
+        "endpoint": engine.cfg.endpoint,
+        "model": engine.cfg.model,
+        "state": engine.state.value,
+        "tier": engine.tier,
+        "chain": list(engine.chain),
+        "usable_tiers": [c.tier for c in choices if c.usable],
+        "skipped_tiers": {c.tier: c.reason for c in choices if not c.usable},
+        "pinned": memory.pinned is not None,
+        "pinned_tier": memory.pinned,
+        "reboot_required": memory.reboot_required,
+        "since": utc(memory.since) if memory.since else None,
+        "reason": memory.reason,
+        "last_check": engine.last_check,
+        "consecutive_failures": engine.failures,
+        "next_promotion_at": (utc(memory.next_promotion_at)
+                              if memory.next_promotion_at else None),
+        "next_retry_at": (utc(sup.wall_of(engine.retry_at))
+                          if engine.state == EngineState.FAILED and engine.retry_at else None),
+        "promoting_from": engine.promoting_from,
+    }
+
+
+def status_document(sup: Supervisor) -> dict[str, Any]:
+    return {
+        "api": API,
+        "supervisor": {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": utc(sup.started_at),
+            "config_files": list(sup.config.files),
+            "config_error": sup.config_error,
+            "missing_groups": sup.host.missing_gpu_groups(),
+        },
+        "engines": [engine_document(sup, e) for e in sup.engines.values()],
+    }
+
+
+def tiers_document(sup: Supervisor) -> dict[str, Any]:
+    return {
+        "api": API,
+        "tiers": [
+            {**result.to_dict(), "available": sup.config.availability(tier),
+             "host_has": tiers.host_has(sup.config, tier, sup.probes)[0]}
+            for tier, result in sup.probes.items()
+        ],
+        "engines": [
+            {"name": e.name,
+             "choices": [{"tier": c.tier, "usable": c.usable, "reason": c.reason}
+                         for c in sup.choices(e)]}
+            for e in sup.engines.values()
+        ],
+    }
+
+
+def _engine(sup: Supervisor, name: str) -> Engine:
+    engine = sup.engines.get(name)
+    if engine is None:
+        raise HTTPError(404, f"no engine named {name!r}",
+                        {"engines": sorted(sup.engines)})
+    return engine
+
+
+def routes(sup: Supervisor) -> Router:
+    router = Router()
+
+    async def status(_: Request, __: dict[str, str]) -> Response:
+        return Response(200, status_document(sup))
+
+    async def engine(_: Request, params: dict[str, str]) -> Response:
+        return Response(200, engine_document(sup, _engine(sup, params["name"])))
+
+    async def host_tiers(_: Request, __: dict[str, str]) -> Response:
+        return Response(200, tiers_document(sup))
+
+    async def action(request: Request, params: dict[str, str]) -> Response:
+        target = _engine(sup, params["name"])
+        verb = request.path.rstrip("/").rsplit("/", 1)[-1]
+        body = request.json()
+        if not isinstance(body, dict):
+            raise HTTPError(400, "the request body must be a JSON object")
+        done = await sup.operator_action(target, verb, request.method, body, request.uid)
+        return Response(200, {"ok": True, "engine": target.name, "action": verb,
+                              "result": done, "status": engine_document(sup, target)})
+
+    router.add("GET", "/v1/status", status)
+    router.add("GET", "/v1/engines/{name}", engine)
+    router.add("GET", "/v1/tiers", host_tiers)
+    for verb in ("restart", "demote", "promote", "pin"):
+        router.add("POST", f"/v1/engines/{{name}}/{verb}", action, write=True)
+    router.add("DELETE", "/v1/engines/{name}/pin", action, write=True)
+    return router

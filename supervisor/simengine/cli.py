@@ -1,0 +1,123 @@
+"""``llm-supervisor-simengine``: arguments, then the engine's life from bind to exit.
+
+Like the real engines, the socket is bound first and HTTP answered only after discovery and
+model load (``start_delay``): a client connects, then waits. Exit codes: 0 after SIGTERM or
+SIGINT, 1 when it crashes on start (or cannot bind), 2 for a bad plan or arguments and when it
+crashes after ``crash_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+
+from supervisor.simengine.api import SimServer
+from supervisor.simengine.engine import Engine
+from supervisor.simengine.logs import Log
+from supervisor.simengine.narrate import gpu_error_lines, narrator
+from supervisor.simengine.placement import LIBRARIES, choose_library, parse_listen
+from supervisor.simengine.plan import PlanError, load_plan
+
+DEFAULTS = {  # kind -> (model, port)
+    "ollama": ("qwen2.5:7b-instruct", 11434),
+    "vllm": ("Qwen/Qwen2.5-7B-Instruct", 8000),
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="llm-supervisor-simengine",
+        description="A simulated Ollama or vLLM engine that follows a fault plan.")
+    parser.add_argument("--kind", choices=tuple(DEFAULTS), default="ollama")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help="default: $OLLAMA_HOST or 127.0.0.1:11434 (ollama), "
+                             "127.0.0.1:8000 (vllm)")
+    parser.add_argument("--model", help="the one model it serves")
+    parser.add_argument("--library", choices=LIBRARIES,
+                        help="force the library (default: chosen from the environment like "
+                             "Ollama does; rocm for vllm)")
+    parser.add_argument("--faults", metavar="PATH", help="fault plan (default: $SIMENGINE_FAULTS)")
+    args = list(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args(args[1:] if args[:1] == ["serve"] else args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = os.environ
+    model, port = DEFAULTS[args.kind]
+    try:
+        plan = load_plan(args.faults or env.get("SIMENGINE_FAULTS"))
+        listen = args.listen or (env.get("OLLAMA_HOST", "") if args.kind == "ollama" else "")
+        host, port = parse_listen(listen, port)
+    except (PlanError, ValueError) as e:
+        print(f"llm-supervisor-simengine: {e}", file=sys.stderr, flush=True)
+        return 2
+    if args.library:
+        library, reason = args.library, "--library"
+    elif args.kind == "ollama":
+        library, reason = choose_library(env)
+    else:
+        library, reason = "rocm", "vLLM default"
+    engine = Engine(kind=args.kind, model=args.model or model, library=library,
+                    faults=plan.faults_for(library), log=Log(args.kind))
+    return run(engine, host, port, env, reason)
+
+
+def run(engine: Engine, host: str, port: int, env: Mapping[str, str], reason: str,
+        stop: threading.Event | None = None) -> int:
+    """Live until ``stop`` is set (by default: SIGTERM or SIGINT) or a fault ends it."""
+    if stop is None:
+        stop = _stop_on_signals()
+    story, faults = narrator(engine, env, reason), engine.faults
+    shown = f"[{host}]" if ":" in host else host
+    story.starting(f"http://{shown}:{port}")
+    try:
+        server = SimServer((host, port), engine)
+    except OSError as e:
+        engine.log.line(f"Error: listen tcp {shown}:{port}: bind: {e.strerror or e}")
+        return 1
+    try:
+        bound_host, bound_port = server.server_address[:2]
+        story.listening(f"[{bound_host}]:{bound_port}" if ":" in bound_host
+                        else f"{bound_host}:{bound_port}")
+        if faults.crash_on_start:
+            story.crashed(gpu_error_lines(engine), on_start=True)
+            return 1
+        if faults.start_delay and stop.wait(faults.start_delay):
+            story.stopping(getattr(stop, "signame", "stop"))
+            return 0
+        story.ready()
+        engine.ready_at = engine.clock()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                         name="http", daemon=True).start()
+        if stop.wait(faults.crash_after):
+            story.stopping(getattr(stop, "signame", "stop"))
+            return 0
+        story.crashed(gpu_error_lines(engine), on_start=False)
+        return 2
+    finally:
+        engine.stop.set()  # releases hung generations
+        if engine.ready_at is not None:
+            server.shutdown()
+        server.server_close()
+
+
+class _SignalStop(threading.Event):
+    signame = "stop"
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT; the handler only records and sets, nothing more."""
+    stop = _SignalStop()
+
+    def handle(signum: int, _frame: object) -> None:
+        stop.signame = signal.Signals(signum).name
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop

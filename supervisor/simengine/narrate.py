@@ -1,0 +1,140 @@
+"""The engines' life stories on stderr: start-up, discovery, crash, ready, shutdown.
+
+Each kind tells the same events with its own real lines (Ollama: server/routes.go,
+discover/runner.go, discover/types.go LogDetails; vLLM: api_server.py, gpu_model_runner.py,
+uvicorn). Source line numbers are plausible, not pinned to a release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from supervisor.simengine.api import OLLAMA_VERSION, VLLM_VERSION
+from supervisor.simengine.engine import Engine
+from supervisor.simengine.logs import CPU_MEMORY, GPU_DEVICES, GPU_MEMORY, error_lines
+from supervisor.simengine.placement import go_false, host_gpus
+
+SERVER_CONFIG_VARS = ("GGML_VK_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION",
+                      "OLLAMA_HOST", "OLLAMA_LLM_LIBRARY", "OLLAMA_VULKAN", "ROCR_VISIBLE_DEVICES")
+OVERRIDE_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES",
+                 "HSA_OVERRIDE_GFX_VERSION")
+GO_ABORT = ("SIGABRT: abort", "PC=0x7f1c2a0969fc m=5 sigcode=18446744073709551610",
+            "signal arrived during cgo execution")
+
+
+class Ollama:
+    def __init__(self, engine: Engine, env: Mapping[str, str], reason: str) -> None:
+        self.engine, self.env, self.reason = engine, env, reason
+        self.log = engine.log
+
+    def starting(self, url: str) -> None:
+        values = {name: self.env.get(name, "") for name in SERVER_CONFIG_VARS}
+        values["OLLAMA_HOST"] = url
+        values["OLLAMA_VULKAN"] = "false" if go_false(values["OLLAMA_VULKAN"]) else "true"
+        env = " ".join(f"{k}:{v}" for k, v in values.items())
+        self.log.slog("INFO", "routes.go:1727", "server config", env=f"map[{env}]")
+
+    def listening(self, address: str) -> None:
+        self.log.slog("INFO", "routes.go:1833",
+                      f"Listening on {address} (version {OLLAMA_VERSION})")
+        self.log.slog("INFO", "simengine.py", "simulated host", gpus=",".join(
+            host_gpus(self.env)), library=self.engine.library, reason=self.reason,
+                      OLLAMA_GPU_DRIVER=self.env.get("OLLAMA_GPU_DRIVER", ""))
+        self.log.slog("INFO", "runner.go:67", "discovering available GPUs...")
+        overrides = {k: self.env[k] for k in OVERRIDE_VARS if self.env.get(k)}
+        for name, value in overrides.items():
+            self.log.slog("WARN", "runner.go:487", "user overrode visible devices",
+                          **{name: value})
+        if overrides:
+            self.log.slog("WARN", "runner.go:491",
+                          "if GPUs are not correctly discovered, unset and try again")
+
+    def crashed(self, lines: tuple[str, ...], on_start: bool) -> None:
+        self.log.lines(lines + GO_ABORT)
+
+    def ready(self) -> None:
+        engine = self.engine
+        if engine.faults.cpu_fallback and engine.library != "cpu":
+            libdir = f"/usr/local/lib/ollama/{engine.library}"
+            self.log.slog("INFO", "runner.go:545", "failure during GPU discovery",
+                          OLLAMA_LIBRARY_PATH=f"[/usr/local/lib/ollama {libdir}]",
+                          extra_envs="map[GGML_CUDA_INIT:1 ROCR_VISIBLE_DEVICES:0]",
+                          error="runner crashed")
+        if engine.on_gpu:
+            total, available = GPU_MEMORY
+            self.log.slog("INFO", "types.go:42", "inference compute",
+                          **GPU_DEVICES[engine.placement], total=total, available=available)
+        else:
+            total, available = CPU_MEMORY
+            self.log.slog("INFO", "types.go:60", "inference compute", id="cpu", library="cpu",
+                          compute="", name="cpu", description="cpu", libdirs="ollama",
+                          driver="", pci_id="", type="", total=total, available=available)
+            total = "0 B"
+        self.log.slog("INFO", "routes.go:1768", "vram-based default context", total_vram=total,
+                      default_num_ctx=4096)
+
+    def stopping(self, signame: str) -> None:
+        self.log.slog("INFO", "simengine.py", f"received {signame}, shutting down")
+
+
+class Vllm:
+    def __init__(self, engine: Engine, env: Mapping[str, str], reason: str) -> None:
+        self.engine, self.log = engine, engine.log
+        self.device = "CPU" if engine.placement == "cpu" else "GPU"
+
+    def starting(self, url: str) -> None:
+        now = datetime.now().strftime("%m-%d %H:%M:%S")
+        self.log.line(f"INFO {now} [__init__.py:216] Automatically detected platform "
+                      f"{self.engine.placement}.")
+        self.log.vllm("INFO", "api_server.py:1839", f"vLLM API server version {VLLM_VERSION}")
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        self.log.vllm("INFO", "utils.py:233", f"non-default args: {{'model_tag': "
+                      f"'{self.engine.model}', 'host': '{host}', 'port': {port}}}")
+        self.url = url
+
+    def listening(self, address: str) -> None:
+        self.log.vllm("INFO", "core.py:77", f"Initializing a V1 LLM engine (v{VLLM_VERSION}) "
+                      f"with config: model='{self.engine.model}', device_config={self.device}",
+                      proc="EngineCore_DP0")
+        self.log.vllm("INFO", "gpu_model_runner.py:2338",
+                      f"Starting to load model {self.engine.model}...", proc="EngineCore_DP0")
+
+    def crashed(self, lines: tuple[str, ...], on_start: bool) -> None:
+        if on_start:
+            self.log.vllm("ERROR", "core.py:708", "EngineCore failed to start.",
+                          proc="EngineCore_DP0")
+            self.log.lines(lines, prefix=self.log.engine_core)
+            self.log.line("RuntimeError: Engine core initialization failed. See root cause "
+                          "above. Failed core proc(s): {}")
+            return
+        self.log.vllm("ERROR", "core.py:710", "EngineCore encountered a fatal error.",
+                      proc="EngineCore_DP0")
+        self.log.lines(lines, prefix=self.log.engine_core)
+        self.log.vllm("ERROR", "async_llm.py:480", "AsyncLLM output_handler failed.")
+        self.log.line("vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an "
+                      "issue. See stack trace (above) for the root cause.")
+
+    def ready(self) -> None:
+        delay = self.engine.faults.start_delay
+        self.log.vllm("INFO", "gpu_model_runner.py:2370",
+                      f"Model loading took 14.2474 GiB and {delay:.2f} seconds",
+                      proc="EngineCore_DP0")
+        self.log.vllm("INFO", "kv_cache_utils.py:1087", f"{self.device} KV cache size: "
+                      "49,152 tokens", proc="EngineCore_DP0")
+        self.log.vllm("INFO", "api_server.py:1971", f"Starting vLLM API server 0 on {self.url}")
+        self.log.uvicorn(f"Started server process [{self.log.pid}]")
+        self.log.uvicorn("Waiting for application startup.")
+        self.log.uvicorn("Application startup complete.")
+
+    def stopping(self, signame: str) -> None:
+        self.log.uvicorn("Shutting down")
+        self.log.uvicorn(f"Finished server process [{self.log.pid}]")
+
+
+def narrator(engine: Engine, env: Mapping[str, str], reason: str) -> Ollama | Vllm:
+    return (Ollama if engine.kind == "ollama" else Vllm)(engine, env, reason)
+
+
+def gpu_error_lines(engine: Engine) -> tuple[str, ...]:
+    return error_lines(engine.kind, engine.placement, engine.faults.error_lines)

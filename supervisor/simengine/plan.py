@@ -1,0 +1,113 @@
+"""The fault plan: a JSON file read once at start, naming what goes wrong on which library.
+
+    {"rocm": {"hang_after": 30, "tokens_per_second": 20},
+     "*":    {"blip_every": 50}}
+
+Keys are libraries (``rocm``, ``vulkan``, ``opencl``, ``cpu``) or ``*`` for all of them; the
+library's own entry overrides ``*`` key by key. Times count from the moment the engine starts
+answering HTTP (after ``start_delay``). No plan, or an empty one, is a healthy engine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+LIBRARIES = ("rocm", "vulkan", "opencl", "cpu")
+
+
+class PlanError(Exception):
+    """The fault plan is missing or invalid; the message names the file and the value."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The faults of one library: each field is one key of the plan, None or False is "off"."""
+
+    crash_on_start: bool = False  # print GPU error lines and exit 1 before serving
+    crash_after: float | None = None  # serve, then print error lines and exit 2 after N s
+    start_delay: float = 0.0  # socket bound, but no HTTP answers for N s (discovery, load)
+    hang_after: float | None = None  # from N s on, generations never return; liveness stays 200
+    tokens_per_second: float | None = None  # generation speed (default 45 on a GPU, 8 on cpu)
+    cpu_fallback: bool = False  # on a GPU library, silently run on the CPU
+    gpu_errors_after: float | None = None  # from N s on, generations print GPU errors, answer 500
+    blip_every: int | None = None  # every Nth liveness request and generation answers 500
+    error_lines: tuple[str, ...] | None = None  # the GPU error lines to print (default per library)
+
+
+def _seconds(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+
+
+def _positive(v: Any) -> bool:
+    return _seconds(v) and v > 0
+
+
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "crash_on_start": (lambda v: isinstance(v, bool), "true or false"),
+    "crash_after": (_seconds, "a number of seconds >= 0"),
+    "start_delay": (_seconds, "a number of seconds >= 0"),
+    "hang_after": (_seconds, "a number of seconds >= 0"),
+    "tokens_per_second": (_positive, "a number > 0"),
+    "cpu_fallback": (lambda v: isinstance(v, bool), "true or false"),
+    "gpu_errors_after": (_seconds, "a number of seconds >= 0"),
+    "blip_every": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                   "an integer >= 1"),
+    "error_lines": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+                    "a list of strings"),
+}
+assert set(_CHECKS) == {f.name for f in fields(Faults)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole plan, already validated: library (or ``*``) -> the keys given for it."""
+
+    entries: dict[str, dict[str, Any]]
+
+    def faults_for(self, library: str) -> Faults:
+        merged = {**self.entries.get("*", {}), **self.entries.get(library, {})}
+        if "error_lines" in merged:
+            merged["error_lines"] = tuple(merged["error_lines"])
+        return Faults(**merged)
+
+
+def load_plan(path: str | None) -> Plan:
+    """Read and validate the plan at ``path``; no path is the empty plan (a healthy engine)."""
+    if not path:
+        return Plan({})
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise PlanError(f"fault plan {path}: cannot read it: {e.strerror or e}") from e
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as e:
+        raise PlanError(f"fault plan {path}: not valid JSON: {e}") from e
+    return parse_plan(data, source=path)
+
+
+def parse_plan(data: Any, *, source: str = "fault plan") -> Plan:
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: must be a JSON object keyed by library, got {data!r}")
+    problems = []
+    for library, entry in data.items():
+        if library not in (*LIBRARIES, "*"):
+            problems.append(f"{source}: unknown library {library!r} "
+                            f"(expected one of {', '.join(LIBRARIES)} or '*')")
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"{source}: {library}: must be an object of faults, got {entry!r}")
+            continue
+        for key, value in entry.items():
+            if key not in _CHECKS:
+                problems.append(f"{source}: {library}: unknown fault {key!r} "
+                                f"(known: {', '.join(_CHECKS)})")
+            elif not _CHECKS[key][0](value):
+                problems.append(f"{source}: {library}.{key} = {json.dumps(value)}: "
+                                f"must be {_CHECKS[key][1]}")
+    if problems:
+        raise PlanError("\n".join(problems))
+    return Plan({lib: dict(entry) for lib, entry in data.items()})
