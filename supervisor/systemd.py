@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -162,12 +161,30 @@ def parse_show(text: str) -> dict[str, str]:
 
 
 def parse_environment(value: str) -> dict[str, str]:
-    """``systemctl show -p Environment`` prints ``A=1 "B=two words"``; undo that quoting."""
-    env = {}
-    for word in shlex.split(value):
-        key, _, val = word.partition("=")
-        env[key] = val
-    return env
+    """``systemctl show -p Environment`` prints ``A=1 "B=two words" "C=\\$x"``: undo it.
+
+    systemd quotes a word holding special characters and backslash-escapes ``"``, ``\\``,
+    `` ` `` and ``$`` inside (shell_maybe_quote); a backslash takes the next character as is.
+    """
+    words: list[str] = []
+    word: list[str] | None = None
+    quoted = False
+    chars = iter(value)
+    for ch in chars:
+        if ch == "\\":
+            word = (word or []) + [next(chars, "")]
+        elif ch == '"':
+            quoted = not quoted
+            word = word or []
+        elif ch == " " and not quoted:
+            if word is not None:
+                words.append("".join(word))
+            word = None
+        else:
+            word = (word or []) + [ch]
+    if word is not None:
+        words.append("".join(word))
+    return dict(w.partition("=")[::2] for w in words)
 
 
 def journal_message(entry: dict[str, object]) -> str:
