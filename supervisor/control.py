@@ -218,7 +218,8 @@ class ControlServer:
                 raise HTTPError(413 if status == 431 else 400,
                                 f"malformed HTTP request: {exc}") from None
             if event is h11.NEED_DATA:
-                data = await reader.read(65536)
+                # small reads, so h11 sees an oversized head before it is complete
+                data = await reader.read(4096)
                 conn.receive_data(data)
                 if not data and conn.their_state is h11.IDLE:
                     return None
@@ -258,8 +259,8 @@ class ControlServer:
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter,
                     response: Response) -> None:
-        if conn.our_state is not h11.SEND_RESPONSE:
-            return
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # h11 allows an error response even before a request was understood
         headers = [("Content-Type", response.content_type), *response.headers]
         if response.stream is None:
             body = _encode(response)

@@ -11,6 +11,7 @@ import json
 import select
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -145,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
     def end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
 
-    def hang(self, stop: Any) -> None:
+    def hang(self, stop: threading.Event) -> None:
         """Never answer: wait until the client gives up (or the engine stops), then hang up."""
         self.close_connection = True
         while not stop.is_set():

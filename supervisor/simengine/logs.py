@@ -1,4 +1,4 @@
-"""What the simulated engines print on stderr, one flushed line at a time, shaped like the real ones.
+"""What the simulated engines print on stderr, one flushed line at a time, like the real ones.
 
 Ollama logs with Go's slog text handler (``time=… level=INFO source=file.go:N msg="…" k=v``)
 plus gin's access lines; vLLM logs ``(APIServer pid=N) INFO MM-DD HH:MM:SS [file.py:N] …`` plus

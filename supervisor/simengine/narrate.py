@@ -80,7 +80,7 @@ class Ollama:
 
 class Vllm:
     def __init__(self, engine: Engine, env: Mapping[str, str], reason: str) -> None:
-        self.engine, self.log = engine, engine.log
+        self.engine, self.log, self.url = engine, engine.log, ""
         self.device = "CPU" if engine.placement == "cpu" else "GPU"
 
     def starting(self, url: str) -> None:
