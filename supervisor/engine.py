@@ -60,6 +60,9 @@ class Engine:
         self.nrestarts_seen: int | None = None
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
+        self.canary_task: asyncio.Task[Observation] | None = None
+        self.canary_failure: Observation | None = None
+        self.tokens_per_second: float | None = None
         self.promoting_from: str | None = None
         self.retry_attempt = 0
         self.retry_at: float | None = None
@@ -116,10 +119,8 @@ class Engine:
         """(Re)start on ``tier``: units rewritten, unit restarted, grace begins."""
         before = self.tier
         self.memory.tier = tier
-        self.failures = 0
-        self.nrestarts_seen = None
+        self._forget_checks()
         self.started_at = self.clock()
-        self.inbox.clear()
         if before != tier:
             self.restarts_on_tier = 0
             self.actuator.record(self, "tier", from_=before, to=tier, reason=reason,
@@ -155,33 +156,70 @@ class Engine:
         live = await health.liveness(self.http, self.cfg, self.health.timeout)
         found.append(live)
         self.checks += 1
-        rate = None
-        if live.ok and self.health.canary_every and self.checks % self.health.canary_every == 0:
-            canary = await health.canary(self.http, self.cfg, self.health.canary_timeout,
-                                         self.health.min_tokens_per_second)
-            found.append(canary)
-            rate = canary.tokens_per_second
-            if canary.ok and self.cfg.kind == "ollama" and self.tier in GPU_TIERS:
-                found.append(await health.placement(self.http, self.cfg, self.health.timeout))
+        found.extend(await self._canary(live.ok))
         failed = [o for o in found if not o.ok]
         self.last_check = {"at": utc(), "ok": not failed, "latency_ms": live.latency_ms,
-                           "tokens_per_second": rate,
+                           "tokens_per_second": self.tokens_per_second,
                            "error": failed[0].reason if failed else None}
         return found
 
+    async def _canary(self, alive: bool) -> list[Observation]:
+        """The generation canary runs in the background, so a hung GPU cannot stall checks.
+
+        A failed canary stands until a canary succeeds: every check meanwhile counts as
+        failed (and starts a new canary), so a hang is acted on after ``failures`` checks
+        rather than ``failures`` canary timeouts.
+        """
+        found: list[Observation] = []
+        task = self.canary_task
+        if task is not None and task.done():
+            self.canary_task = None
+            result = task.result()
+            if result.ok:
+                self.canary_failure = None
+                self.tokens_per_second = result.tokens_per_second
+                if self.cfg.kind == "ollama" and self.tier in GPU_TIERS:
+                    found.append(await health.placement(self.http, self.cfg,
+                                                        self.health.timeout))
+            else:
+                self.canary_failure = result
+        every = self.health.canary_every
+        due = every and (self.checks % every == 0 or self.canary_failure is not None)
+        if alive and due and self.canary_task is None:
+            self.canary_task = asyncio.create_task(health.canary(
+                self.http, self.cfg, self.health.canary_timeout,
+                self.health.min_tokens_per_second))
+            self.canary_task.add_done_callback(lambda _: self.wake.set())
+        if self.canary_failure is not None:
+            found.append(self.canary_failure)
+        return found
+
+    def _forget_checks(self) -> None:
+        """A (re)start begins with a clean slate: no stale canary verdicts."""
+        if self.canary_task is not None:
+            self.canary_task.cancel()
+            self.canary_task = None
+        self.canary_failure = None
+        self.failures = 0
+        self.nrestarts_seen = None
+        self.inbox.clear()
+
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
-        found = []
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         if seen is not None and unit.n_restarts > seen:
-            found.append(Observation(
+            return [Observation(
                 False, "unit", f"crashed: systemd restarted it {unit.n_restarts - seen} time(s)"
-                f" (exit status {unit.exec_main_status})", evidence=unit.raw))
-        elif not unit.running:
-            found.append(Observation(
+                f" (exit status {unit.exec_main_status})", evidence=unit.raw)]
+        down = (unit.active_state in ("failed", "inactive", "deactivating")
+                or unit.sub_state in ("auto-restart", "dead", "failed"))
+        stuck = (not unit.running and self.clock() - self.started_at
+                 > self.health.startup_grace)
+        if down or stuck:
+            return [Observation(
                 False, "unit", f"not running: {unit.active_state}/{unit.sub_state}"
                 f" (exit status {unit.exec_main_status}, result {unit.result or '-'})",
-                evidence=unit.raw))
-        return found
+                evidence=unit.raw)]
+        return []  # running, or still activating within its grace
 
     async def judge(self, observations: list[Observation]) -> None:
         now = self.clock()
@@ -211,7 +249,7 @@ class Engine:
             log.info("check failed", engine=self.name, tier=self.tier, reason=first.reason,
                      failures=self.failures)
             return
-        reason = f"{self.tier}: {first.reason} ({self.failures} checks in a row)"
+        reason = f"{first.reason} ({self.failures} checks in a row)"
         if self.promoting_from is not None:
             await self._rollback(reason, first)
         elif self.memory.pinned or self.restarts_on_tier < self.fallback.restarts_per_tier:
@@ -248,28 +286,28 @@ class Engine:
             self.memory.reboot_required = True
             self.memory.reboot_evidence = fault.evidence or fault.reason
             log.error("reboot required", engine=self.name, tier=self.tier, reason=fault.reason)
-        reason = f"{self.tier}: {fault.reason}"
+        reason = fault.reason
         if fault.severity == RESET or self.memory.pinned:
             await self._restart(reason, fault)
         elif self.promoting_from is not None:
             await self._rollback(reason, fault)
         else:
-            await self._demote(reason, fault, immediately=True)
+            await self._demote(reason, fault)
 
     async def _restart(self, reason: str, why: Observation) -> None:
         self.restarts_on_tier += 1
-        self.transition(EngineState.DEGRADED, reason, why.evidence or None)
+        self.transition(EngineState.DEGRADED, f"{self.tier}: {reason}", why.evidence or None)
         assert self.tier is not None
         await self.start_on(self.tier, f"restarting on {self.tier}: {reason}")
 
-    async def _demote(self, reason: str, why: Observation, immediately: bool = False) -> None:
-        self.transition(EngineState.DEGRADED, reason, why.evidence or None)
+    async def _demote(self, reason: str, why: Observation) -> None:
+        self.transition(EngineState.DEGRADED, f"{self.tier}: {reason}", why.evidence or None)
         usable = self.actuator.usable(self)
         target = policy.tier_below(self.chain, usable, self.tier)
         if self.memory.reboot_required and self.tier not in GPU_TIERS and target is None:
             target = self.tier  # already off the GPU: stay, restart
         if target is None:
-            self.fail(f"every usable tier exhausted; last: {reason}")
+            self.fail(f"every usable tier exhausted; last: {self.tier}: {reason}")
             return
         if self.fallback.promote_after > 0 and policy.best_tier(self.chain, usable) != target:
             wait = self.memory.promote_wait or self.fallback.promote_after
@@ -323,7 +361,8 @@ class Engine:
                                           self.fallback.promote_backoff)
         self.memory.promote_wait = wait
         self.memory.next_promotion_at = self.wall() + wait
-        self.transition(EngineState.DEGRADED, f"promotion failed: {reason}", why.evidence or None)
+        self.transition(EngineState.DEGRADED, f"{self.tier}: promotion failed: {reason}",
+                        why.evidence or None)
         assert back is not None
         await self.start_on(back, f"back to {back} after a failed promotion; next try in"
                             f" {wait:.0f}s")
@@ -332,15 +371,19 @@ class Engine:
 
     async def run(self) -> None:
         """Check every ``interval``, or at once when woken (log finding, operator action)."""
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # one bad check must not end supervision
-                log.exception("check cycle failed", engine=self.name, error=str(exc))
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), self.health.interval)
-            except TimeoutError:
-                pass
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one bad check must not end supervision
+                    log.exception("check cycle failed", engine=self.name, error=str(exc))
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), self.health.interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if self.canary_task is not None:
+                self.canary_task.cancel()

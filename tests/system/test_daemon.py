@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.system.sim import (
+from sandbox import (
     FAST,
     SOCKET,
     configure,

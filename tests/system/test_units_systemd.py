@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.system.sim import (
+from sandbox import (
     CONFIG,
     engine_toml,
     free_port,

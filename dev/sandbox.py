@@ -1,4 +1,6 @@
-"""Setting up llm-supervisor inside a booted test container: the same steps a package does.
+"""Setting up llm-supervisor in a booted throwaway container, as a package would.
+
+Used by the system tests and by the demo.
 
 The project's venv (dev/bootstrap) is visible inside through the overlay; its console
 scripts are linked into /usr/bin like the .deb does, the daemon's unit is installed, and
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SCRIPTS = ("llm-supervisord", "llm-supervisorctl", "llm-supervisor-simengine")
 CONFIG = "/etc/llm-supervisor/supervisor.toml"
