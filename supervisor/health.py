@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -44,7 +45,10 @@ async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: flo
     path = "/health" if engine.kind == "vllm" else "/"
     started = time.monotonic()
     try:
-        response = await client.get(engine.endpoint + path, timeout=timeout)
+        async with asyncio.timeout(timeout):  # a total deadline: httpx's are per operation
+            response = await client.get(engine.endpoint + path, timeout=timeout)
+    except TimeoutError:
+        return Observation(False, "liveness", f"GET {path}: timed out after {timeout:g}s")
     except httpx.HTTPError as exc:
         return Observation(False, "liveness", f"GET {path}: {_error(exc)}")
     latency = (time.monotonic() - started) * 1000
@@ -65,8 +69,9 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
                 "options": {"num_predict": 1}}
     started = time.monotonic()
     try:
-        response = await client.post(engine.endpoint + path, json=body, timeout=timeout)
-    except httpx.TimeoutException:
+        async with asyncio.timeout(timeout):
+            response = await client.post(engine.endpoint + path, json=body, timeout=timeout)
+    except (TimeoutError, httpx.TimeoutException):
         return Observation(False, "canary", f"canary hung: no token within {timeout:g}s")
     except httpx.HTTPError as exc:
         return Observation(False, "canary", f"canary failed: {_error(exc)}")
@@ -104,8 +109,11 @@ async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: fl
                     ) -> Observation:
     """Ollama only: is the model on the GPU? (``/api/ps``: ``size_vram == 0`` means CPU)."""
     try:
-        response = await client.get(engine.endpoint + "/api/ps", timeout=timeout)
+        async with asyncio.timeout(timeout):
+            response = await client.get(engine.endpoint + "/api/ps", timeout=timeout)
         models = response.json().get("models") or []
+    except TimeoutError:
+        return Observation(False, "placement", f"GET /api/ps: timed out after {timeout:g}s")
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
         return Observation(False, "placement", f"GET /api/ps: {_error(exc)}")
     for model in models:
