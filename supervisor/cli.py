@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from urllib.parse import quote
 
 from supervisor import client
 
@@ -124,6 +125,28 @@ def cmd_tiers(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_action(args: argparse.Namespace) -> int:
+    verb = args.command
+    if verb == "unpin":
+        method, path, body = "DELETE", f"/v1/engines/{args.engine}/pin", None
+    elif verb == "pin":
+        method, path, body = "POST", f"/v1/engines/{args.engine}/pin", {"tier": args.tier}
+    else:
+        method, path, body = "POST", f"/v1/engines/{args.engine}/{verb}", None
+    document = _call(args, method, path, body)
+    assert isinstance(document, dict)
+    print(f"{args.engine}: {document.get('result', 'done')}")
+    return OK
+
+
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    target = "/v1/endpoint" + (f"?model={quote(args.model)}" if args.model else "")
+    document = _call(args, "GET", target)
+    assert isinstance(document, dict)
+    print(json.dumps(document, indent=2) if args.json else document["url"])
+    return OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from supervisor.config import ConfigError, load
 
@@ -185,6 +208,23 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tiers)
+
+    for verb, text in (("restart", "restart an engine on its tier"),
+                       ("demote", "move an engine one usable tier down"),
+                       ("promote", "try the best usable tier now"),
+                       ("unpin", "release a pinned tier")):
+        s = sub.add_parser(verb, help=text)
+        s.add_argument("engine")
+        s.set_defaults(func=cmd_action)
+    s = sub.add_parser("pin", help="freeze an engine on a tier until unpinned")
+    s.add_argument("engine")
+    s.add_argument("tier", choices=("rocm", "vulkan", "opencl", "cpu"))
+    s.set_defaults(func=cmd_action)
+
+    s = sub.add_parser("endpoint", help="URL of a healthy engine (local first) for clients")
+    s.add_argument("--model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_endpoint)
 
     s = sub.add_parser("check-config", help="validate a config and exit 0 (valid) or 1")
     s.add_argument("path", nargs="?", default="/etc/llm-supervisor/supervisor.toml")

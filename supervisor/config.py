@@ -115,7 +115,6 @@ class SupervisorSection(_Model):
     watch_config: bool = True
     probe_timeout: Duration = 10.0
     kfd_path: Path = Path("/dev/kfd")
-    kernel_journal_match: str = "_TRANSPORT=kernel"  # what counts as "the kernel's journal"
 
     @field_validator("socket", "state_dir", "unit_dir", "kfd_path")
     @classmethod
@@ -165,6 +164,42 @@ class FallbackSection(_Model):
 
 class TierHost(_Model):
     available: Literal["auto", "always", "never"] = "auto"
+
+
+def _check_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+    return patterns
+
+
+class LogsSection(_Model):
+    """The log classifier: where the kernel's lines come from, and extra patterns."""
+
+    kernel_match: str = "_TRANSPORT=kernel"   # journalctl matches, space-separated
+    gpu_fault: tuple[str, ...] = ()
+    discovery: tuple[str, ...] = ()
+    placement: tuple[str, ...] = ()
+    oom: tuple[str, ...] = ()
+    reset: tuple[str, ...] = ()
+    fatal_reset: tuple[str, ...] = ()
+
+    _patterns = field_validator("gpu_fault", "discovery", "placement", "oom", "reset",
+                                "fatal_reset")(lambda cls, v: _check_patterns(v))
+
+    @field_validator("kernel_match")
+    @classmethod
+    def _matches(cls, value: str) -> str:
+        for word in value.split():
+            if word != "+" and not re.match(r"^[A-Z0-9_]+=", word):
+                raise ValueError(f"bad journal match {word!r}: use FIELD=value (or +)")
+        return value
+
+    def extra(self) -> dict[str, tuple[str, ...]]:
+        return {name: getattr(self, name) for name in
+                ("gpu_fault", "discovery", "placement", "oom", "reset", "fatal_reset")}
 
 
 class RoutingSection(_Model):
@@ -287,6 +322,7 @@ class Config(_Model):
     fallback: FallbackSection = FallbackSection()
     tiers: dict[Tier, TierHost] = Field(default_factory=dict)
     routing: RoutingSection = RoutingSection()
+    logs: LogsSection = LogsSection()
     engines: tuple[EngineConfig, ...] = Field(default=(), alias="engine")
     files: tuple[str, ...] = ()
 

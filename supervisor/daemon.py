@@ -21,7 +21,7 @@ import httpx
 import sdnotify
 import structlog
 
-from supervisor import handlers, policy, probes, tiers, units
+from supervisor import handlers, logwatch, policy, probes, tiers, units
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, load
 from supervisor.control import ControlServer, HTTPError, group_reader
 from supervisor.engine import Engine
@@ -265,12 +265,41 @@ class Supervisor:
         await self.startup()
         for name, engine in self.engines.items():
             self.tasks[name] = asyncio.create_task(engine.run(), name=f"engine-{name}")
+        self._follow_logs()
         watchdog = asyncio.create_task(self._watchdog())
         try:
             await trigger.wait()
         finally:
             watchdog.cancel()
             await self.shutdown()
+
+    def _follow_logs(self) -> None:
+        """One journal follower per engine unit, one for the kernel (``[logs] kernel_match``)."""
+        extra = self.config.logs.extra()
+        self.engine_rules = logwatch.compile_rules(logwatch.ENGINE_PATTERNS, extra)
+        self.kernel_rules = logwatch.compile_rules(logwatch.KERNEL_PATTERNS, extra)
+        for engine in self.engines.values():
+            self.tasks[f"journal-{engine.name}"] = asyncio.create_task(logwatch.follow(
+                self.systemd, [f"_SYSTEMD_UNIT={engine.cfg.unit}"],
+                engine.memory.journal_cursor, self._engine_line(engine), what=engine.name))
+        self.tasks["journal-kernel"] = asyncio.create_task(logwatch.follow(
+            self.systemd, self.config.logs.kernel_match.split(), self.state.kernel_cursor,
+            self._kernel_line, what="kernel"))
+
+    def _engine_line(self, engine: Engine) -> logwatch.Sink:
+        def sink(message: str, cursor: str, realtime: int) -> None:
+            engine.memory.journal_cursor = cursor
+            found = logwatch.classify(self.engine_rules, message, tier=engine.tier)
+            if found is not None:
+                engine.finding(found, realtime)
+        return sink
+
+    def _kernel_line(self, message: str, cursor: str, realtime: int) -> None:
+        self.state.kernel_cursor = cursor
+        for engine in self.engines.values():
+            found = logwatch.classify(self.kernel_rules, message, tier=engine.tier, kernel=True)
+            if found is not None:
+                engine.finding(found, realtime)
 
     async def _watchdog(self) -> None:
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)

@@ -57,6 +57,7 @@ class Engine:
         self.last_failure: Observation | None = None
         self.restarts_on_tier = 0
         self.started_at = clock()
+        self.started_wall = wall()
         self.nrestarts_seen: int | None = None
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
@@ -121,6 +122,7 @@ class Engine:
         self.memory.tier = tier
         self._forget_checks()
         self.started_at = self.clock()
+        self.started_wall = self.wall()
         if before != tier:
             self.restarts_on_tier = 0
             self.actuator.record(self, "tier", from_=before, to=tier, reason=reason,
@@ -132,6 +134,13 @@ class Engine:
         await self.actuator.switch(self, tier)
 
     # ------------------------------------------------------------------ the check cycle
+
+    def finding(self, observation: Observation, realtime_us: int = 0) -> None:
+        """A log line said something: handle it at once, unless it predates this start."""
+        if realtime_us and realtime_us / 1e6 < self.started_wall:
+            return  # the previous run's last words
+        self.inbox.append(observation)
+        self.wake.set()
 
     async def tick(self) -> None:
         async with self.lock:

@@ -81,6 +81,23 @@ def tiers_document(sup: Supervisor) -> dict[str, Any]:
     }
 
 
+def endpoint_document(sup: Supervisor, model: str | None) -> dict[str, Any]:
+    """Local first: a healthy engine serving ``model`` (best tier first), else the remote."""
+    candidates = [e for e in sup.engines.values()
+                  if e.state == EngineState.HEALTHY and (model is None or e.cfg.model == model)]
+    candidates.sort(key=lambda e: e.chain.index(e.tier) if e.tier in e.chain else 99)
+    if candidates:
+        best = candidates[0]
+        return {"url": best.cfg.endpoint, "local": True, "engine": best.name,
+                "kind": best.cfg.kind, "model": best.cfg.model, "tier": best.tier}
+    fallback = sup.config.routing.fallback_url
+    if fallback:
+        return {"url": fallback, "local": False, "engine": None, "model": model,
+                "reason": "no healthy local engine serves it"}
+    raise HTTPError(503, "no healthy engine serves " + (repr(model) if model else "any model"),
+                    {"engines": {e.name: e.state.value for e in sup.engines.values()}})
+
+
 def _engine(sup: Supervisor, name: str) -> Engine:
     engine = sup.engines.get(name)
     if engine is None:
@@ -111,7 +128,11 @@ def routes(sup: Supervisor) -> Router:
         return Response(200, {"ok": True, "engine": target.name, "action": verb,
                               "result": done, "status": engine_document(sup, target)})
 
+    async def endpoint(request: Request, _: dict[str, str]) -> Response:
+        return Response(200, endpoint_document(sup, request.query.get("model") or None))
+
     router.add("GET", "/v1/status", status)
+    router.add("GET", "/v1/endpoint", endpoint)
     router.add("GET", "/v1/engines/{name}", engine)
     router.add("GET", "/v1/tiers", host_tiers)
     for verb in ("restart", "demote", "promote", "pin"):

@@ -27,6 +27,7 @@ class EngineMemory:
     state: str = "stopped"
     since: float | None = None
     reason: str = ""
+    journal_cursor: str | None = None     # where the engine's journal was last read
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def remember(self, record: dict[str, Any]) -> None:
@@ -36,6 +37,7 @@ class EngineMemory:
 @dataclass
 class State:
     engines: dict[str, EngineMemory] = field(default_factory=dict)
+    kernel_cursor: str | None = None
 
     def engine(self, name: str) -> EngineMemory:
         return self.engines.setdefault(name, EngineMemory())
@@ -45,7 +47,7 @@ class State:
         return memory.tier if memory else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": VERSION,
+        return {"version": VERSION, "kernel_cursor": self.kernel_cursor,
                 "engines": {name: asdict(m) for name, m in sorted(self.engines.items())}}
 
 
@@ -70,7 +72,8 @@ def load_state(path: Path, *, missing_ok: bool = True) -> State:
     for name, data in (raw.get("engines") or {}).items():
         if isinstance(data, dict):
             engines[name] = EngineMemory(**{k: v for k, v in data.items() if k in known})
-    return State(engines)
+    cursor = raw.get("kernel_cursor")
+    return State(engines, cursor if isinstance(cursor, str) else None)
 
 
 def save_state(path: Path, state: State) -> None:
