@@ -63,6 +63,7 @@ class Engine:
         self.last_check: dict[str, Any] | None = None
         self.canary_task: asyncio.Task[Observation] | None = None
         self.canary_failure: Observation | None = None
+        self.canary_started = float("-inf")
         self.tokens_per_second: float | None = None
         self.promoting_from: str | None = None
         self.retry_attempt = 0
@@ -194,14 +195,23 @@ class Engine:
                 self.canary_failure = result
         every = self.health.canary_every
         due = every and (self.checks % every == 0 or self.canary_failure is not None)
-        if alive and due and self.canary_task is None:
+        rested = self.clock() - self.canary_started >= self.health.interval * 0.9
+        if alive and due and rested and self.canary_task is None:
+            self.canary_started = self.clock()
             self.canary_task = asyncio.create_task(health.canary(
                 self.http, self.cfg, self.health.canary_timeout,
                 self.health.min_tokens_per_second))
-            self.canary_task.add_done_callback(lambda _: self.wake.set())
+            self.canary_task.add_done_callback(self._canary_done)
         if self.canary_failure is not None:
             found.append(self.canary_failure)
         return found
+
+    def _canary_done(self, task: asyncio.Task[Observation]) -> None:
+        """Wake the loop at once when the canary starts failing; later results wait a tick."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        if not task.result().ok and self.canary_failure is None:
+            self.wake.set()
 
     def _forget_checks(self) -> None:
         """A (re)start begins with a clean slate: no stale canary verdicts."""
@@ -239,6 +249,8 @@ class Engine:
             return
         failed = [o for o in observations if not o.ok]
         if not failed:
+            if not any(o.source == "liveness" for o in observations):
+                return  # the unit is still activating: nothing answered yet
             self.failures = 0
             if self.state != EngineState.HEALTHY:
                 self._became_healthy()

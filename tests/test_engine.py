@@ -118,12 +118,13 @@ async def started(tier="rocm", **kw):
 
 
 async def settle(engine: Engine, ticks: int = 1) -> None:
-    """Run ticks, letting a background canary finish between them."""
+    """Run check intervals, letting a background canary finish within each."""
     for _ in range(ticks):
         await engine.tick()
         if engine.canary_task is not None:
             await asyncio.wait([engine.canary_task], timeout=1)
         await engine.tick()
+        engine.clock.now += 1  # type: ignore[attr-defined]  # one interval
 
 
 async def test_healthy_after_start_and_one_failed_check_changes_nothing():
