@@ -94,8 +94,13 @@ def status(c: Any, engine: str | None = None) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def engine_status(c: Any, name: str) -> dict[str, Any]:
-    return status(c, name)
+def engine_status(c: Any, name: str) -> dict[str, Any] | None:
+    """One engine's status document, or None while the daemon has no such engine."""
+    done = c.run(["llm-supervisorctl", "status", "--json", name], check=False)
+    if done.returncode == 1 and "no engine named" in done.stderr:
+        return None
+    assert done.returncode in (0, 3), (done.returncode, done.stdout, done.stderr)
+    return json.loads(done.stdout)
 
 
 def wait_engine(c: Any, name: str, *, state: str, tier: str | None = None,
@@ -104,8 +109,8 @@ def wait_engine(c: Any, name: str, *, state: str, tier: str | None = None,
 
     def check() -> dict[str, Any] | None:
         nonlocal last
-        last = engine_status(c, name)
-        if last["state"] == state and (tier is None or last["tier"] == tier):
+        last = engine_status(c, name) or {}
+        if last.get("state") == state and (tier is None or last["tier"] == tier):
             return last
         return None
 

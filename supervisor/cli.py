@@ -153,6 +153,16 @@ def cmd_action(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Waits for the outcome: `systemctl reload` (ExecReload) fails on a bad config."""
+    document = _call(args, "POST", "/v1/reload", timeout=300)
+    assert isinstance(document, dict)
+    changes = {k: v for k, v in document.get("diff", {}).items() if v}
+    print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in changes.items())
+                          or "no change"))
+    return OK
+
+
 def cmd_endpoint(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
@@ -226,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tiers)
+
+    s = sub.add_parser("reload", help="reload the config; fails (exit 1) if it is rejected")
+    s.set_defaults(func=cmd_reload)
 
     for verb, text in (("restart", "restart an engine on its tier"),
                        ("demote", "move an engine one usable tier down"),

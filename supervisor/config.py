@@ -398,13 +398,14 @@ def loads(text: str, source: str = "<string>") -> Config:
 def validate(raws: list[tuple[str, dict[str, Any]]]) -> Config:
     merged, origin, problems = _merge(raws)
     for loc, value in _walk(merged, ()):
+        where = _where(origin, _named(merged, loc))
         if isinstance(value, str) and _CONTROL.search(value):
-            problems.append(f"{_where(origin, loc)}: {_dotted(merged, loc)}: newlines and control"
+            problems.append(f"{where}: {_dotted(merged, loc)}: newlines and control"
                             " characters are not allowed in values")
         if isinstance(value, dict):
             for key in value:
                 if _CONTROL.search(str(key)):
-                    problems.append(f"{_where(origin, loc)}: {_dotted(merged, loc)}: control"
+                    problems.append(f"{where}: {_dotted(merged, loc)}: control"
                                     " characters are not allowed in keys")
     merged["files"] = [name for name, _ in raws]
     try:

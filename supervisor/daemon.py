@@ -22,10 +22,11 @@ import sdnotify
 import structlog
 
 from supervisor import handlers, logwatch, policy, probes, tiers, units
-from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, load
+from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
+from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.control import ControlServer, HTTPError, group_reader
 from supervisor.engine import Engine
-from supervisor.errors import SupervisorError
+from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.history import EventLog
 from supervisor.logs import configure
 from supervisor.probes import ProbeResult
@@ -42,7 +43,6 @@ class Supervisor:
     def __init__(self, config_path: Path, *, systemd: Systemd | None = None) -> None:
         self.config_path = config_path
         self.systemd = systemd or Systemd()
-        self.notifier = sdnotify.SystemdNotifier()
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.probes: dict[str, ProbeResult] = {}
@@ -97,16 +97,19 @@ class Supervisor:
     def usable(self, engine: Engine) -> list[str]:
         return [c.tier for c in self.choices(engine) if c.usable]
 
+    def place(self, engine: Engine) -> str | None:
+        """The tier an engine should run on now: its pin, else its tier, else the best."""
+        usable = self.usable(engine)
+        if engine.memory.pinned in usable:
+            return engine.memory.pinned
+        if engine.tier in usable:
+            return engine.tier
+        return policy.best_tier(engine.chain, usable)
+
     async def reconcile(self) -> None:
         """Bring units in line with the config: write, one daemon-reload, start what's down."""
         unit_dir = self.config.supervisor.unit_dir
-        placed: dict[str, str | None] = {}
-        for engine in self.engines.values():
-            usable = self.usable(engine)
-            tier = engine.memory.pinned if engine.memory.pinned in usable else None
-            if tier is None and engine.tier in usable:
-                tier = engine.tier
-            placed[engine.name] = tier or policy.best_tier(engine.chain, usable)
+        placed = {engine.name: self.place(engine) for engine in self.engines.values()}
         rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host)
                     for name, tier in placed.items() if tier is not None}
         changed = units.write_files(unit_dir, units.files_of(rendered.values()))
@@ -257,31 +260,162 @@ class Supervisor:
 
     async def serve(self, shutdown_trigger: asyncio.Event | None = None) -> None:
         trigger = shutdown_trigger or asyncio.Event()
+        self.notifier = sdnotify.SystemdNotifier()
+        # the notify socket is ours alone: the tools we run must not inherit it
+        os.environ.pop("NOTIFY_SOCKET", None)
         loop = asyncio.get_running_loop()
         if shutdown_trigger is None:
             loop.add_signal_handler(signal.SIGTERM, trigger.set)
             loop.add_signal_handler(signal.SIGINT, trigger.set)
             loop.add_signal_handler(signal.SIGHUP, self.hup.set)
         await self.startup()
-        for name, engine in self.engines.items():
-            self.tasks[name] = asyncio.create_task(engine.run(), name=f"engine-{name}")
-        self._follow_logs()
-        watchdog = asyncio.create_task(self._watchdog())
+        for engine in self.engines.values():
+            self._supervise(engine)
+        self._follow_kernel()
+        helpers = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._on_hup())]
+        if self.config.supervisor.watch_config:
+            helpers.append(asyncio.create_task(self._watch_config()))
         try:
             await trigger.wait()
         finally:
-            watchdog.cancel()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self.shutdown()
 
-    def _follow_logs(self) -> None:
-        """One journal follower per engine unit, one for the kernel (``[logs] kernel_match``)."""
-        extra = self.config.logs.extra()
-        self.engine_rules = logwatch.compile_rules(logwatch.ENGINE_PATTERNS, extra)
-        self.kernel_rules = logwatch.compile_rules(logwatch.KERNEL_PATTERNS, extra)
+    def _supervise(self, engine: Engine) -> None:
+        """The engine's check loop and its journal follower."""
+        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
+        self.tasks[f"journal-{engine.name}"] = asyncio.create_task(logwatch.follow(
+            self.systemd, [f"_SYSTEMD_UNIT={engine.cfg.unit}"], engine.memory.journal_cursor,
+            self._engine_line(engine), what=engine.name))
+
+    async def _unsupervise(self, name: str) -> None:
+        tasks = [self.tasks.pop(key) for key in (name, f"journal-{name}") if key in self.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ reload
+
+    async def _on_hup(self) -> None:
+        while True:
+            await self.hup.wait()
+            self.hup.clear()
+            await self.reload("SIGHUP")
+
+    async def _watch_config(self) -> None:
+        """Reload when a *.toml under the config directory changes (debounced)."""
+        import watchfiles
+
+        directory = self.config_path.parent
+        while True:
+            try:
+                async for _ in watchfiles.awatch(
+                        directory, debounce=500, step=100, recursive=True,
+                        watch_filter=_config_change):
+                    await self.reload("file change")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("config watcher failed; retrying", error=repr(exc))
+            await asyncio.sleep(1)
+
+    async def reload(self, door: str) -> tuple[bool, dict[str, Any]]:
+        """One code path for SIGHUP, POST /v1/reload and file changes; one at a time."""
+        async with self.reload_lock:
+            self.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                return await self._reload(door)
+            finally:
+                self.notify("READY=1")
+                self.update_status()
+
+    async def _reload(self, door: str) -> tuple[bool, dict[str, Any]]:
+        old = self.config
+        try:
+            new = load(self.config_path)
+            await self.reprobe()  # host tiers are refreshed on every reload
+            change = diff(old, new, {n: e.tier for n, e in self.engines.items()}, self.host)
+            if change.needs_restart:  # keep what a reload cannot move; say so
+                kept = {k: getattr(old.supervisor, k) for k in RESTART_ONLY}
+                new = new.model_copy(update={
+                    "supervisor": new.supervisor.model_copy(update=kept)})
+            await self._apply(old, new, change)
+        except (ConfigError, UnitFileError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            self.config_error = problems
+            self.events.append("reload", to="rejected", reason=f"{door}: config rejected;"
+                               " the running config stays", evidence=problems)
+            log.error("reload rejected; the running config stays", door=door,
+                      problems=problems)
+            return False, {"error": "config rejected; the running config stays",
+                           "detail": problems}
+        self.config_error = None
+        summary = change.to_dict()
+        self.events.append("reload", to="applied", reason=f"{door}: " + (
+            "no change" if change.empty else ", ".join(
+                f"{k} {', '.join(v)}" for k, v in summary.items() if v)), evidence=summary)
+        log.info("reloaded", door=door, **summary)
+        return True, {"ok": True, "diff": summary}
+
+    async def _apply(self, old: Config, new: Config, change: ConfigDiff) -> None:
+        """Write what changed (nothing at all if anything is wrong), then act on engines."""
+        candidates = {e.name: e for e in new.engines}
+        plan: dict[str, tuple[EngineConfig, str | None]] = {}
+        for name in (*change.added, *change.changed):
+            probe_engine = self.engines.get(name)
+            memory_tier = probe_engine.tier if probe_engine else None
+            usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
+                probe_engine.memory.reboot_required if probe_engine else False))
+            tier = memory_tier if memory_tier in usable else policy.best_tier(
+                new.chain_for(candidates[name]), usable)
+            plan[name] = (candidates[name], tier)
+        rendered = [units.render(new, cfg, tier, self.host)
+                    for cfg, tier in plan.values() if tier is not None]
+        # raises UnitFileError before writing anything if a file is not ours
+        written = units.write_files(new.supervisor.unit_dir, units.files_of(rendered))
+        self.config = new
+        for name in change.removed:
+            await self._unsupervise(name)
+            self.engines.pop(name, None)
+            await self._remove_engine_units(name)
+        if written or change.removed:
+            await self.daemon_reload()
         for engine in self.engines.values():
-            self.tasks[f"journal-{engine.name}"] = asyncio.create_task(logwatch.follow(
-                self.systemd, [f"_SYSTEMD_UNIT={engine.cfg.unit}"],
-                engine.memory.journal_cursor, self._engine_line(engine), what=engine.name))
+            engine.configure(new, candidates[engine.name])
+        for name in change.added:
+            self.engines[name] = Engine(new, candidates[name], self.state.engine(name), self,
+                                        self.http)
+        for name, (_, tier) in plan.items():
+            engine = self.engines[name]
+            async with engine.lock:
+                if tier is None:
+                    engine.fail("no usable tier on this host")
+                elif name in change.added:
+                    await engine.start_on(tier, f"added by reload: starting on {tier}")
+                else:
+                    await engine.start_on(tier, f"config changed: restarting on {tier}")
+            if name in change.added:
+                self._supervise(engine)
+        # a retuned chain or availability may leave an engine on a tier it may not use
+        for engine in self.engines.values():
+            if engine.name in plan or engine.state == EngineState.FAILED:
+                continue
+            tier = self.place(engine)
+            if tier is not None and tier != engine.tier:
+                async with engine.lock:
+                    await engine.start_on(tier, f"config changed: {engine.tier} is no longer"
+                                          " usable")
+        if old.logs.kernel_match != new.logs.kernel_match:
+            self._follow_kernel()
+        self.save()
+
+    def _follow_kernel(self) -> None:
+        """The kernel's journal (``[logs] kernel_match``); each engine has its own follower."""
+        old = self.tasks.pop("journal-kernel", None)
+        if old is not None:
+            old.cancel()
         self.tasks["journal-kernel"] = asyncio.create_task(logwatch.follow(
             self.systemd, self.config.logs.kernel_match.split(), self.state.kernel_cursor,
             self._kernel_line, what="kernel"))
@@ -289,15 +423,17 @@ class Supervisor:
     def _engine_line(self, engine: Engine) -> logwatch.Sink:
         def sink(message: str, cursor: str, realtime: int) -> None:
             engine.memory.journal_cursor = cursor
-            found = logwatch.classify(self.engine_rules, message, tier=engine.tier)
+            rules = logwatch.rules_for(self.config.logs)[0]
+            found = logwatch.classify(rules, message, tier=engine.tier)
             if found is not None:
                 engine.finding(found, realtime)
         return sink
 
     def _kernel_line(self, message: str, cursor: str, realtime: int) -> None:
         self.state.kernel_cursor = cursor
+        rules = logwatch.rules_for(self.config.logs)[1]
         for engine in self.engines.values():
-            found = logwatch.classify(self.kernel_rules, message, tier=engine.tier, kernel=True)
+            found = logwatch.classify(rules, message, tier=engine.tier, kernel=True)
             if found is not None:
                 engine.finding(found, realtime)
 
@@ -322,6 +458,11 @@ class Supervisor:
             self.events.append("stopped", reason="SIGTERM: state saved, engines left running")
         if hasattr(self, "http"):
             await self.http.aclose()
+
+
+def _config_change(_: object, path: str) -> bool:
+    """A *.toml changed, or conf.d itself appeared or went (its files may predate the watch)."""
+    return path.endswith(".toml") or os.path.basename(path) == "conf.d"
 
 
 def main(argv: list[str] | None = None) -> int:

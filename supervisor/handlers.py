@@ -131,6 +131,11 @@ def routes(sup: Supervisor) -> Router:
     async def endpoint(request: Request, _: dict[str, str]) -> Response:
         return Response(200, endpoint_document(sup, request.query.get("model") or None))
 
+    async def reload(_: Request, __: dict[str, str]) -> Response:
+        ok, document = await sup.reload("POST /v1/reload")
+        return Response(200 if ok else 422, document)
+
+    router.add("POST", "/v1/reload", reload, write=True)
     router.add("GET", "/v1/status", status)
     router.add("GET", "/v1/endpoint", endpoint)
     router.add("GET", "/v1/engines/{name}", engine)

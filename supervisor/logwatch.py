@@ -8,13 +8,14 @@ journal (``journalctl -f -o json``, resumed from a persisted cursor) is done by 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
-from supervisor.config import GPU_TIERS
+from supervisor.config import GPU_TIERS, LogsSection
 from supervisor.health import Observation
 from supervisor.states import CHECK, FATAL_RESET, FAULT, RESET
 from supervisor.systemd import Systemd, journal_message
@@ -69,6 +70,13 @@ def compile_rules(table: dict[str, tuple[str, tuple[str, ...]]],
     # the most serious category first, so one line gives one finding
     order = {FATAL_RESET: 0, RESET: 1, FAULT: 2, CHECK: 3}
     return sorted(rules, key=lambda r: order[r.severity])
+
+
+@functools.lru_cache(maxsize=8)
+def rules_for(logs: LogsSection) -> tuple[list[Rule], list[Rule]]:
+    """(engine rules, kernel rules) for a ``[logs]`` section: compiled once per config."""
+    return (compile_rules(ENGINE_PATTERNS, logs.extra()),
+            compile_rules(KERNEL_PATTERNS, logs.extra()))
 
 
 def classify(rules: list[Rule], line: str, *, tier: str | None, kernel: bool = False

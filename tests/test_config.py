@@ -140,7 +140,8 @@ def test_each_error_names_file_and_key(tmp_path, text, needle):
 
 
 def test_an_error_names_the_conf_d_file_that_set_the_key(tmp_path):
-    main = write(tmp_path / "supervisor.toml", '[[engine]]\nname = "main"\n')
+    main = write(tmp_path / "supervisor.toml",
+                 '[[engine]]\nname = "main"\nenvironment = { A = "1" }\n')
     late = write(tmp_path / "conf.d/50-gpu.toml",
                  '[[engine]]\nname = "main"\nenvironment = { X = "a\\rb" }\n')
     problems = errors_of(main)
