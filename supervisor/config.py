@@ -175,6 +175,44 @@ def _check_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
     return patterns
 
 
+def parse_size(value: Any) -> int:
+    """``"64MiB"``, ``"512KiB"``, ``"1GiB"`` or a number of bytes -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a string like '64MiB' or a number of bytes")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = re.match(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$", str(value))
+        if not match:
+            raise ValueError(f"bad size {value!r}: use e.g. '512KiB', '64MiB', '1GiB'")
+        size = int(match.group(1)) * {"B": 1, "KiB": 1024, "MiB": 1 << 20,
+                                      "GiB": 1 << 30, None: 1}[match.group(2)]
+    if size <= 0:
+        raise ValueError(f"bad size {value!r}: must be positive")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class HistorySection(_Model):
+    """The event history: rotated by size into zstd segments, pruned to a budget."""
+
+    segment_size: Size = 1 << 20      # rotate current.jsonl past this
+    max_size: Size = 64 << 20         # all compressed segments together stay within this
+
+
+class MetricsSection(_Model):
+    textfile_dir: Path | None = None  # node-exporter textfile collector directory, if any
+
+    @field_validator("textfile_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, got {str(value)!r}")
+        return value
+
+
 class LogsSection(_Model):
     """The log classifier: where the kernel's lines come from, and extra patterns."""
 
@@ -323,6 +361,8 @@ class Config(_Model):
     tiers: dict[Tier, TierHost] = Field(default_factory=dict)
     routing: RoutingSection = RoutingSection()
     logs: LogsSection = LogsSection()
+    history: HistorySection = HistorySection()
+    metrics: MetricsSection = MetricsSection()
     engines: tuple[EngineConfig, ...] = Field(default=(), alias="engine")
     files: tuple[str, ...] = ()
 
