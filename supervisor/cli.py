@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+
 from supervisor import client
 
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
@@ -163,6 +164,29 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    print("collecting a support bundle (config, units, state, events, journals)...",
+          file=sys.stderr, flush=True)
+    try:
+        response = client.request(args.socket, "GET", "/v1/bundle", timeout=120)
+    except client.Unreachable as exc:
+        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+    except client.ProtocolError as exc:
+        raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+    if response.status != 200:
+        raise Failure(f"bundle failed: HTTP {response.status}: {response.body[:500]!r}")
+    disposition = response.headers.get("content-disposition", "")
+    default = disposition.split('filename="', 1)[-1].rstrip('"') or "llm-supervisor-bundle.tar.zst"
+    path = args.output or default
+    if path == "-":
+        sys.stdout.buffer.write(response.body)
+    else:
+        with open(path, "wb") as fh:
+            fh.write(response.body)
+        print(f"wrote {path} ({len(response.body) / 1024:.0f} KiB)", file=sys.stderr)
+    return OK
+
+
 def cmd_endpoint(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
@@ -236,6 +260,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tiers)
+
+    s = sub.add_parser("bundle", help="write a .tar.zst support bundle")
+    s.add_argument("-o", "--output", help="file to write (- for stdout)")
+    s.set_defaults(func=cmd_bundle)
 
     s = sub.add_parser("reload", help="reload the config; fails (exit 1) if it is rejected")
     s.set_defaults(func=cmd_reload)

@@ -23,8 +23,8 @@ import structlog
 
 from supervisor import handlers, logwatch, policy, probes, tiers, units
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
-from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.control import ControlServer, HTTPError, group_reader
+from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.history import EventLog

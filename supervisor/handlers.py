@@ -5,11 +5,15 @@ They are testable without a socket; ``routes()`` binds them to paths for the ser
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supervisor import __version__, tiers
+from supervisor import __version__, bundle, tiers
 from supervisor.control import HTTPError, Request, Response, Router
+from supervisor.errors import SupervisorError
 from supervisor.history import utc
 from supervisor.states import EngineState
 
@@ -98,6 +102,40 @@ def endpoint_document(sup: Supervisor, model: str | None) -> dict[str, Any]:
                     {"engines": {e.name: e.state.value for e in sup.engines.values()}})
 
 
+async def bundle_files(sup: Supervisor) -> dict[str, str]:
+    """Everything a maintainer needs, as files (redacted by bundle.build)."""
+    config_dir = sup.config_path.parent
+    files: dict[str, str] = {}
+    for name in sup.config.files:
+        path = Path(name)
+        relative = path.relative_to(config_dir) if path.is_relative_to(config_dir) else path.name
+        files[f"config/{relative}"] = bundle.read_text(path)
+    unit_dir = sup.config.supervisor.unit_dir
+    for engine in sup.engines.values():
+        for relative in (engine.cfg.unit, f"{engine.cfg.unit}.d/50-tier.conf"):
+            files[f"units/{relative}"] = bundle.read_text(unit_dir / relative)
+    files["state.json"] = bundle.read_text(sup.state_path)
+    files["status.json"] = bundle.as_json(status_document(sup))
+    files["tiers.json"] = bundle.as_json(tiers_document(sup))
+    files["events.jsonl"] = "".join(json.dumps(e, default=str) + "\n"
+                                    for e in sup.events.read(limit=5000))
+    journals = {f"journal/{e.name}.log": [f"_SYSTEMD_UNIT={e.cfg.unit}"]
+                for e in sup.engines.values()}
+    journals["journal/llm-supervisor.log"] = ["_SYSTEMD_UNIT=llm-supervisor.service"]
+    journals["journal/kernel.log"] = sup.config.logs.kernel_match.split()
+    for name, matches in journals.items():
+        try:
+            files[name] = await sup.systemd.journal(*matches, lines=1000)
+        except SupervisorError as exc:
+            files[name] = f"(journal unavailable: {exc})\n"
+    try:
+        systemd_version = (await sup.systemd.version()).splitlines()[0]
+    except (SupervisorError, IndexError) as exc:
+        systemd_version = f"unknown ({exc})"
+    files["versions.txt"] = bundle.versions({"systemd": systemd_version})
+    return files
+
+
 def _engine(sup: Supervisor, name: str) -> Engine:
     engine = sup.engines.get(name)
     if engine is None:
@@ -135,6 +173,14 @@ def routes(sup: Supervisor) -> Router:
         ok, document = await sup.reload("POST /v1/reload")
         return Response(200 if ok else 422, document)
 
+    async def support_bundle(_: Request, __: dict[str, str]) -> Response:
+        data = bundle.build(await bundle_files(sup))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = f"llm-supervisor-bundle-{os.uname().nodename}-{stamp}.tar.zst"
+        return Response(200, body=data, content_type="application/zstd",
+                        headers=[("Content-Disposition", f'attachment; filename="{name}"')])
+
+    router.add("GET", "/v1/bundle", support_bundle)
     router.add("POST", "/v1/reload", reload, write=True)
     router.add("GET", "/v1/status", status)
     router.add("GET", "/v1/endpoint", endpoint)

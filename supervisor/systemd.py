@@ -114,6 +114,9 @@ class Systemd:
         out = await self._systemctl("show", unit, "-p", "Environment")
         return parse_environment(parse_show(out).get("Environment", ""))
 
+    async def version(self) -> str:
+        return await self._systemctl("--version", timeout=10)
+
     async def journal(self, *matches: str, lines: int = 200, timeout: float = 15.0) -> str:
         argv = [self.journalctl, "--no-pager", "-o", "short-iso", "-n", str(lines), *matches]
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from supervisor import config
 from supervisor.config import ConfigError, load, parse_duration
@@ -182,5 +183,5 @@ def test_configs_are_frozen_and_comparable(tmp_path):
     a = config.loads(text, "x")
     b = config.loads(text, "x")
     assert a == b and a.engines[0] == b.engines[0]
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         a.engines[0].name = "other"  # type: ignore[misc]

@@ -1,0 +1,72 @@
+"""The support bundle: one ``.tar.zst`` an operator can hand to a maintainer.
+
+It holds the config files, the rendered units, state, status, recent events, probe
+evidence, the engines' and the daemon's recent journal, and versions. Values of keys that
+look secret (TOKEN, KEY, SECRET, PASSWORD) are redacted wherever they appear.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import re
+import tarfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+REDACTED = "<redacted>"
+_SECRET = re.compile(
+    r"""(?ix)
+    (?P<name>[\w.-]*(?:token|key|secret|password|passwd)[\w.-]*)   # a secret-looking name
+    (?P<sep>"?\s*[=:]\s*)                                           # = or : (JSON, TOML, env)
+    (?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s"',}\]]+)           # its value
+    """)
+
+
+def redact(text: str) -> str:
+    """Replace the value of every secret-looking assignment, keeping the quotes' style."""
+    def hide(match: re.Match[str]) -> str:
+        value = match.group("value")
+        quote = value[0] if value[:1] in "\"'" else ""
+        return f"{match.group('name')}{match.group('sep')}{quote}{REDACTED}{quote}"
+    return _SECRET.sub(hide, text)
+
+
+def build(files: Mapping[str, str | bytes], *, level: int = 10) -> bytes:
+    """A zstd-compressed tar (one frame) of ``files``: name -> content, text redacted."""
+    stamp = time.time()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in files.items():
+            data = redact(content).encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(f"llm-supervisor-bundle/{name}")
+            info.size = len(data)
+            info.mtime = int(stamp)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return zstandard.ZstdCompressor(level=level).compress(raw.getvalue())
+
+
+def versions(extra: Mapping[str, str]) -> str:
+    from supervisor import __version__
+
+    lines = {"llm-supervisor": __version__, "python": platform.python_version(),
+             "kernel": platform.release(), "machine": platform.machine(), **extra}
+    return "".join(f"{k}: {v}\n" for k, v in lines.items())
+
+
+def read_text(path: Path, limit: int = 1 << 20) -> str:
+    try:
+        with path.open(errors="replace") as fh:
+            return fh.read(limit)
+    except OSError as exc:
+        return f"(cannot read {path}: {exc.strerror})\n"
+
+
+def as_json(document: Any) -> str:
+    return json.dumps(document, indent=1, default=str) + "\n"
