@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import os
 import signal
 import sys
@@ -249,6 +250,12 @@ class Supervisor:
                 text += f" on {engine.tier}"
             if engine.memory.pinned:
                 text += " (pinned)"
+            elif engine.tier and engine.tier != engine.chain[0]:
+                moved = next((r for r in reversed(engine.memory.history)
+                              if r.get("reason", "").startswith("demoted from")), None)
+                if moved:
+                    origin = moved["reason"].split()[2].rstrip(":")
+                    text += f" (demoted from {origin} {_ago(moved.get('ts', ''))})"
             parts.append(text)
         return "; ".join(parts) or "no engines configured"
 
@@ -438,12 +445,14 @@ class Supervisor:
                 engine.finding(found, realtime)
 
     async def _watchdog(self) -> None:
+        """WATCHDOG=1 at half WATCHDOG_USEC from the main loop; STATUS= kept current."""
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        if usec <= 0:
-            return
+        period = min(usec / 2e6, 30.0) if usec > 0 else 30.0
         while True:
-            self.notify("WATCHDOG=1")
-            await asyncio.sleep(usec / 2e6)
+            if usec > 0:
+                self.notify("WATCHDOG=1")
+            self.update_status()
+            await asyncio.sleep(period)
 
     async def shutdown(self) -> None:
         self.notify("STOPPING=1")
@@ -458,6 +467,15 @@ class Supervisor:
             self.events.append("stopped", reason="SIGTERM: state saved, engines left running")
         if hasattr(self, "http"):
             await self.http.aclose()
+
+
+def _ago(iso: str) -> str:
+    try:
+        then = calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return ""
+    seconds = max(0, int(time.time() - then))
+    return f"{seconds // 60}m ago" if seconds >= 60 else f"{seconds}s ago"
 
 
 def _config_change(_: object, path: str) -> bool:

@@ -64,6 +64,18 @@ def test_crash_on_rocm_ends_healthy_on_vulkan(fresh_container):
         "/var/lib/llm-supervisor/events/current.jsonl").splitlines()]
     tiers = [(e["from"], e["to"]) for e in history if e["type"] == "tier"]
     assert tiers == [(None, "rocm"), ("rocm", "vulkan")], tiers
+    # logs: a demotion is a warning, so `journalctl -p warning` shows it (<N> prefix)
+    warnings = c.run(["journalctl", "--no-pager", "-p", "warning", "-u", "llm-supervisor",
+                      "-o", "cat"]).stdout
+    demoted = [json.loads(line) for line in warnings.splitlines() if "engine demoted" in line]
+    assert demoted and demoted[0]["engine"] == "main" and demoted[0]["tier"] == "vulkan"
+    assert demoted[0]["from"] == "rocm" and demoted[0]["reason"]
+    infos = c.run(["journalctl", "--no-pager", "-p", "info", "-u", "llm-supervisor",
+                   "-o", "cat"]).stdout
+    assert '"event": "ready"' in infos and '"event": "ready"' not in warnings
+    c.wait_for(lambda: "demoted from rocm" in c.run(
+        ["systemctl", "show", "-p", "StatusText", "--value", "llm-supervisor"]).stdout,
+        timeout=35, what="STATUS= saying where the engine came from")
 
 
 def test_a_single_failed_check_or_a_slow_start_moves_nothing(fresh_container):

@@ -89,7 +89,10 @@ def test_cpu_fallback_gpu_errors_and_slow_tokens_demote(fresh_container):
     slow = wait_engine(c, "slow", state="healthy", tier="vulkan")
     history = events(c)
     reasons = {e["engine"]: e for e in history if e["type"] == "tier" and e["to"] == "vulkan"}
-    assert "CPU" in reasons["fallback"]["reason"], reasons["fallback"]
+    # caught by whichever comes first: the discovery-failure log line, the log's
+    # `inference compute ... library=cpu`, or /api/ps showing size_vram 0
+    assert any(word in reasons["fallback"]["reason"]
+               for word in ("CPU", "GPU discovery failed")), reasons["fallback"]
     assert "GPU fault" in reasons["errors"]["reason"] or "HTTP 500" in reasons["errors"]["reason"]
     assert "tokens/s" in reasons["slow"]["reason"], reasons["slow"]
     # a fault demotes without a restart on the same tier first (even if restarts were allowed)
