@@ -1,0 +1,175 @@
+"""Prometheus metrics: engine up/state/tier, tier switches by reason, check latency, canary
+tokens/s, reloads by result, tier availability.
+
+Each ``Metrics`` owns its registry (no global one). Gauges come from the last ``refresh()``
+snapshot, built into families at scrape time, so an engine removed by a reload disappears;
+counters and the histogram are fed by ``observe_event`` / ``observe_check``. Served on
+``GET /metrics`` via ``render()``, and optionally written for node-exporter's textfile collector.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    write_to_textfile,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from supervisor.config import TIERS
+from supervisor.states import EngineState
+
+TEXTFILE = "llm_supervisor.prom"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)
+RELOAD_RESULTS = frozenset({"applied", "rejected"})
+
+# Wrappers engine.py / daemon.py put around a cause: "demoted from rocm: <cause>".
+_WRAPPER = re.compile(r"^(?:(?:demoted from|restarting on) \S+: |(?:rocm|vulkan|opencl|cpu): )+")
+# (pattern, category), first match wins. Whole-reason patterns come before the cause's own,
+# and causes are matched at their start, so a quoted log line cannot pick the category.
+_WHOLE = (
+    (re.compile(r"\bby (?:the operator\)?|uid \d+)$"), "operator"),
+    (re.compile(r"^config changed\b|^added by reload\b"), "config"),
+    (re.compile(r"^back to \S+ after a failed promotion\b"), "rollback"),
+    (re.compile(r"^promotion\b"), "promotion"),
+    (re.compile(r"^retry \d+ from the bottom\b"), "retry"),
+    (re.compile(r"^starting on \S+"), "start"),
+)
+_CAUSE = (
+    (re.compile(r"^canary\b"), "canary"),
+    (re.compile(r"^(?:crashed|not running)\b"), "crash"),
+    (re.compile(r"^(?:GPU fault|GPU discovery failed)\b"), "gpu_fault"),
+    (re.compile(r"^(?:\S+|the engine) runs on the CPU\b|^GET /api/ps\b"), "placement"),
+    (re.compile(r"^a GPU reset failed\b"), "reboot"),
+    (re.compile(r"^the kernel reset the GPU\b"), "reset"),
+    (re.compile(r"^out of memory\b"), "oom"),
+    (re.compile(r"^GET \S+: "), "liveness"),
+)
+
+
+def reason_category(reason: str) -> str:
+    """A short, bounded label for a tier event's free-text reason."""
+    for pattern, category in _WHOLE:
+        if pattern.search(reason):
+            return category
+    cause = _WRAPPER.sub("", reason)
+    for pattern, category in _CAUSE:
+        if pattern.search(cause):
+            return category
+    return "other"
+
+
+def _tier_label(tier: str | None) -> str:
+    if tier is None:
+        return "none"
+    return tier if tier in TIERS else "other"
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """What the gauges need from one engine: plain data, so tests need no daemon."""
+
+    name: str
+    state: str
+    tier: str | None
+    reboot_required: bool = False
+    tokens_per_second: float | None = None
+
+    @classmethod
+    def of(cls, engine: Any) -> EngineView:
+        """From a ``supervisor.engine.Engine`` (duck-typed: no import, no cycle)."""
+        check = engine.last_check or {}
+        return cls(name=engine.name, state=str(engine.state), tier=engine.tier,
+                   reboot_required=bool(engine.memory.reboot_required),
+                   tokens_per_second=check.get("tokens_per_second"))
+
+
+class _Snapshot(Collector):
+    """The gauges, built from the last refresh at each scrape."""
+
+    def __init__(self) -> None:
+        self.engines: tuple[EngineView, ...] = ()
+        self.probes: dict[str, bool] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("llm_supervisor_engine_up", "1 when the engine is healthy",
+                               labels=["engine"])
+        state = GaugeMetricFamily("llm_supervisor_engine_state",
+                                  "1 for the engine's current state", labels=["engine", "state"])
+        tier = GaugeMetricFamily("llm_supervisor_engine_tier",
+                                 "1 for the tier the engine runs on", labels=["engine", "tier"])
+        reboot = GaugeMetricFamily("llm_supervisor_engine_reboot_required",
+                                   "1 when a failed GPU reset needs a reboot", labels=["engine"])
+        rate = GaugeMetricFamily("llm_supervisor_canary_tokens_per_second",
+                                 "The last successful canary's generation rate",
+                                 labels=["engine"])
+        for e in self.engines:
+            up.add_metric([e.name], float(e.state == EngineState.HEALTHY))
+            for s in EngineState:
+                state.add_metric([e.name, s.value], float(e.state == s))
+            for t in TIERS:
+                tier.add_metric([e.name, t], float(e.tier == t))
+            reboot.add_metric([e.name], float(e.reboot_required))
+            if e.tokens_per_second is not None:
+                rate.add_metric([e.name], e.tokens_per_second)
+        available = GaugeMetricFamily("llm_supervisor_tier_available",
+                                      "1 when the host probe found the tier", labels=["tier"])
+        for t in TIERS:
+            if t in self.probes:
+                available.add_metric([t], float(self.probes[t]))
+        yield from (up, state, tier, reboot, rate, available)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._snapshot = _Snapshot()
+        self.registry.register(self._snapshot)
+        self.tier_switches = Counter(
+            "llm_supervisor_tier_switches_total", "Tier switches, by reason category",
+            ["engine", "from", "to", "reason"], registry=self.registry)
+        self.reloads = Counter("llm_supervisor_reloads_total", "Config reloads, by result",
+                               ["result"], registry=self.registry)
+        self.check_latency = Histogram(
+            "llm_supervisor_check_latency_seconds", "How long a health check took",
+            ["engine", "check"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def refresh(self, engines: Iterable[EngineView], probes: Mapping[str, bool]) -> None:
+        """Replace the gauges' snapshot: engines as they are now, probes as tier -> present."""
+        self._snapshot.engines = tuple(engines)
+        self._snapshot.probes = dict(probes)
+
+    def observe_event(self, event: Mapping[str, Any]) -> None:
+        """Count what an event says; events other than tier switches and reloads are ignored."""
+        if event.get("type") == "tier":
+            self.tier_switches.labels(event.get("engine") or "", _tier_label(event.get("from")),
+                                      _tier_label(event.get("to")),
+                                      reason_category(event.get("reason") or "")).inc()
+        elif event.get("type") == "reload":
+            result = event.get("to")
+            self.reloads.labels(result if result in RELOAD_RESULTS else "other").inc()
+
+    def observe_check(self, engine: str, check: str, seconds: float) -> None:
+        self.check_latency.labels(engine, check).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def write_textfile(self, directory: Path) -> Path:
+        """Write ``llm_supervisor.prom`` for node-exporter: a temp file, then a rename."""
+        path = directory / TEXTFILE
+        write_to_textfile(str(path), self.registry)
+        return path
