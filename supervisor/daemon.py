@@ -30,6 +30,7 @@ from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.history import EventLog
 from supervisor.logs import configure
+from supervisor.metrics import EngineView, Metrics
 from supervisor.probes import ProbeResult
 from supervisor.state import State, load_state, save_state
 from supervisor.states import EngineState
@@ -60,7 +61,9 @@ class Supervisor:
         sup = self.config.supervisor
         self.state_path = sup.state_dir / "state.json"
         self.state: State = load_state(self.state_path)
-        self.events = EventLog(sup.state_dir / "events")
+        self.events = EventLog(sup.state_dir / "events", segment_size=self.config.history.segment_size,
+                               max_size=self.config.history.max_size)
+        self.metrics = Metrics()
         self.host = units.HostFacts.read()
         self.http = httpx.AsyncClient(trust_env=False)
         missing = self.host.missing_gpu_groups()
@@ -75,7 +78,7 @@ class Supervisor:
         self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
                                      may_read=group_reader(sup.socket_group))
         await self.control.start()
-        self.events.append("started", reason=f"llm-supervisord pid {os.getpid()}",
+        self.event("started", reason=f"llm-supervisord pid {os.getpid()}",
                            evidence={"config_files": list(self.config.files)})
         self.notify("READY=1")
         self.update_status()
@@ -88,7 +91,7 @@ class Supervisor:
         for tier, result in self.probes.items():
             old = previous.get(tier)
             if old is None or old.present != result.present or old.reason != result.reason:
-                self.events.append("probe", to="present" if result.present else "absent",
+                self.event("probe", to="present" if result.present else "absent",
                                    reason=f"{tier}: {result.reason}", evidence=result.to_dict())
 
     def choices(self, engine: Engine) -> list[tiers.TierChoice]:
@@ -148,7 +151,7 @@ class Supervisor:
         except SupervisorError as exc:
             log.warning("could not stop removed engine", engine=name, error=str(exc))
         removed = units.remove_engine(self.config.supervisor.unit_dir, name)
-        self.events.append("removed", engine=name, reason="engine removed from the config",
+        self.event("removed", engine=name, reason="engine removed from the config",
                            evidence=[str(p) for p in removed])
         self.state.engines.pop(name, None)
 
@@ -174,10 +177,36 @@ class Supervisor:
     async def unit_status(self, engine: Engine) -> UnitStatus:
         return await self.systemd.status(engine.cfg.unit)
 
+    def event(self, type: str, **fields: Any) -> dict[str, Any]:
+        """Append to the history, and count it in the metrics."""
+        event = self.events.append(type, **fields)
+        self.metrics.observe_event(event)
+        return event
+
+    def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
+        self.metrics.observe_check(engine.name, check, seconds)
+
+    def metrics_text(self) -> bytes:
+        self.metrics.refresh([EngineView.of(e) for e in self.engines.values()],
+                             {t: p.present for t, p in self.probes.items()})
+        return self.metrics.render()
+
+    def write_metrics_textfile(self) -> None:
+        directory = self.config.metrics.textfile_dir
+        if directory is None:
+            return
+        self.metrics_text()
+        try:
+            self.metrics.write_textfile(directory)
+        except OSError as exc:
+            log.warning("cannot write the metrics textfile", path=str(directory),
+                        error=str(exc))
+
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
-        self.events.append(type, engine=engine.name, **fields)
+        self.event(type, engine=engine.name, **fields)
         self.save()
         self.update_status()
+        self.write_metrics_textfile()
 
     def save(self) -> None:
         try:
@@ -192,7 +221,7 @@ class Supervisor:
 
     async def operator_action(self, engine: Engine, verb: str, method: str,
                               body: dict[str, Any], uid: int) -> str:
-        self.events.append("operator", engine=engine.name, reason=f"{verb} by uid {uid}",
+        self.event("operator", engine=engine.name, reason=f"{verb} by uid {uid}",
                            evidence=body or None)
         async with engine.lock:
             usable = self.usable(engine)
@@ -352,7 +381,7 @@ class Supervisor:
         except (ConfigError, UnitFileError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             self.config_error = problems
-            self.events.append("reload", to="rejected", reason=f"{door}: config rejected;"
+            self.event("reload", to="rejected", reason=f"{door}: config rejected;"
                                " the running config stays", evidence=problems)
             log.error("reload rejected; the running config stays", door=door,
                       problems=problems)
@@ -360,7 +389,7 @@ class Supervisor:
                            "detail": problems}
         self.config_error = None
         summary = change.to_dict()
-        self.events.append("reload", to="applied", reason=f"{door}: " + (
+        self.event("reload", to="applied", reason=f"{door}: " + (
             "no change" if change.empty else ", ".join(
                 f"{k} {', '.join(v)}" for k, v in summary.items() if v)), evidence=summary)
         log.info("reloaded", door=door, **summary)
@@ -452,6 +481,7 @@ class Supervisor:
             if usec > 0:
                 self.notify("WATCHDOG=1")
             self.update_status()
+            self.write_metrics_textfile()
             await asyncio.sleep(period)
 
     async def shutdown(self) -> None:
@@ -464,7 +494,7 @@ class Supervisor:
             await self.control.close()
         if hasattr(self, "state"):
             self.save()
-            self.events.append("stopped", reason="SIGTERM: state saved, engines left running")
+            self.event("stopped", reason="SIGTERM: state saved, engines left running")
         if hasattr(self, "http"):
             await self.http.aclose()
 

@@ -36,6 +36,8 @@ class Actuator(Protocol):
 
     def usable(self, engine: Engine) -> list[str]: ...
 
+    def observe_check(self, engine: Engine, check: str, seconds: float) -> None: ...
+
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
         """Persist the engine's memory and append an event."""
 
@@ -164,6 +166,8 @@ class Engine:
         if not unit.running:
             return found
         live = await health.liveness(self.http, self.cfg, self.health.timeout)
+        if live.latency_ms is not None:
+            self.actuator.observe_check(self, "liveness", live.latency_ms / 1000)
         found.append(live)
         self.checks += 1
         found.extend(await self._canary(live.ok))
@@ -185,6 +189,8 @@ class Engine:
         if task is not None and task.done():
             self.canary_task = None
             result = task.result()
+            if result.latency_ms is not None:
+                self.actuator.observe_check(self, "canary", result.latency_ms / 1000)
             if result.ok:
                 self.canary_failure = None
                 self.tokens_per_second = result.tokens_per_second

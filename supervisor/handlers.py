@@ -180,6 +180,10 @@ def routes(sup: Supervisor) -> Router:
         return Response(200, body=data, content_type="application/zstd",
                         headers=[("Content-Disposition", f'attachment; filename="{name}"')])
 
+    async def metrics(_: Request, __: dict[str, str]) -> Response:
+        return Response(200, body=sup.metrics_text(), content_type=sup.metrics.content_type)
+
+    router.add("GET", "/metrics", metrics)
     router.add("GET", "/v1/bundle", support_bundle)
     router.add("POST", "/v1/reload", reload, write=True)
     router.add("GET", "/v1/status", status)

@@ -35,6 +35,7 @@ class FakeActuator:
         self.events: list[dict[str, Any]] = []
         self.unit = RUNNING
         self.reprobes = 0
+        self.checks: list[tuple[str, float]] = []
 
     async def switch(self, engine: Engine, tier: str) -> None:
         self.switches.append(tier)
@@ -50,6 +51,9 @@ class FakeActuator:
 
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
         self.events.append({"type": type, **fields})
+
+    def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
+        self.checks.append((check, seconds))
 
 
 class FakeOllama:

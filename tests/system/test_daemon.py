@@ -64,6 +64,17 @@ def test_crash_on_rocm_ends_healthy_on_vulkan(fresh_container):
         "/var/lib/llm-supervisor/events/current.jsonl").splitlines()]
     tiers = [(e["from"], e["to"]) for e in history if e["type"] == "tier"]
     assert tiers == [(None, "rocm"), ("rocm", "vulkan")], tiers
+    # metrics: parse with prometheus-client's own parser; the demotion moved them
+    from prometheus_client.parser import text_string_to_metric_families
+    text = c.run(["curl", "-sf", "--unix-socket", SOCKET, "http://localhost/metrics"]).stdout
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    switch = [v for (name, labels), v in samples.items()
+              if name == "llm_supervisor_tier_switches_total"
+              and dict(labels).get("to") == "vulkan" and dict(labels).get("from") == "rocm"]
+    assert switch == [1.0], switch
+    assert samples[("llm_supervisor_engine_tier", (("engine", "main"), ("tier", "vulkan")))] == 1
+    assert samples[("llm_supervisor_engine_up", (("engine", "main"),))] == 1
     # logs: a demotion is a warning, so `journalctl -p warning` shows it (<N> prefix)
     warnings = c.run(["journalctl", "--no-pager", "-p", "warning", "-u", "llm-supervisor",
                       "-o", "cat"]).stdout
