@@ -22,18 +22,23 @@ import zstandard
 REDACTED = "<redacted>"
 _SECRET = re.compile(
     r"""(?ix)
-    (?P<name>[\w.-]*(?:token|key|secret|password|passwd)[\w.-]*)   # a secret-looking name
-    (?P<sep>"?\s*[=:]\s*)                                           # = or : (JSON, TOML, env)
-    (?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s"',}\]]+)           # its value
+    (?<![\w.-])
+    (?P<name>(?:[\w.-]*[_.-])?(?:token|key|secret|password|passwd|apikey)(?:[_.-][\w.-]*)?)
+    (?P<sep>"?\s*[=:]\s*)                                    # = or : (TOML, env, JSON)
+    (?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s"',}\]]+)    # its value
     """)
 
 
 def redact(text: str) -> str:
-    """Replace the value of every secret-looking assignment, keeping the quotes' style."""
+    """Replace the value of every secret-looking assignment, keeping the quotes' style.
+
+    A name counts when one of its ``_``/``.``/``-`` separated parts is TOKEN, KEY,
+    SECRET, PASSWORD...: ``HF_TOKEN`` and ``api_key`` do, ``tokens_per_second`` does not.
+    """
     def hide(match: re.Match[str]) -> str:
-        value = match.group("value")
-        quote = value[0] if value[:1] in "\"'" else ""
-        return f"{match.group('name')}{match.group('sep')}{quote}{REDACTED}{quote}"
+        value, sep = match.group("value"), match.group("sep")
+        quote = value[0] if value[:1] in "\"'" else ('"' if ":" in sep else "")
+        return f"{match.group('name')}{sep}{quote}{REDACTED}{quote}"
     return _SECRET.sub(hide, text)
 
 

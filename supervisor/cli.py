@@ -164,6 +164,33 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return OK
 
 
+def format_event(event: dict) -> str:
+    move = ""
+    if event.get("from") or event.get("to"):
+        move = f" {event.get('from') or '-'} -> {event.get('to') or '-'}"
+    who = event.get("engine") or "-"
+    return f"{event.get('ts', '')} {who:<12} {event.get('type', ''):<8}{move}  " \
+        f"{event.get('reason') or ''}"
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = {"limit": args.n, "engine": args.engine, "since": args.since,
+             "follow": 1 if args.follow else None}
+    target = "/v1/events?" + urlencode({k: v for k, v in query.items() if v is not None})
+    try:
+        for event in client.stream_lines(args.socket, target):
+            print(json.dumps(event) if args.json else format_event(event), flush=True)
+    except client.Unreachable as exc:
+        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+    except client.ProtocolError as exc:
+        raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+    return OK
+
+
 def cmd_bundle(args: argparse.Namespace) -> int:
     print("collecting a support bundle (config, units, state, events, journals)...",
           file=sys.stderr, flush=True)
@@ -260,6 +287,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tiers)
+
+    s = sub.add_parser("events", help="the history: state changes, tier switches, reloads")
+    s.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    s.add_argument("-n", type=int, default=50, help="the last N events (default %(default)s)")
+    s.add_argument("--engine")
+    s.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-22T16:00:00Z")
+    s.add_argument("--json", action="store_true", help="one JSON document per line")
+    s.set_defaults(func=cmd_events)
 
     s = sub.add_parser("bundle", help="write a .tar.zst support bundle")
     s.add_argument("-o", "--output", help="file to write (- for stdout)")

@@ -96,3 +96,31 @@ def parse_response(data: bytes) -> Response:
     if len(body) != int(length):
         raise ProtocolError(f"body is {len(body)} bytes, Content-Length says {length}")
     return Response(int(parts[1]), headers, body)
+
+
+def stream_lines(path: str, target: str, *, timeout: float | None = None):  # noqa: ANN201
+    """GET a streaming NDJSON resource, yielding one decoded line at a time until EOF.
+
+    Asks with HTTP/1.0, so the server frames the body by closing the connection: no
+    chunked decoding is needed here.
+    """
+    sock = _connect(path, 30.0)
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode("ascii"))
+        reader = sock.makefile("rb")
+        status = reader.readline().decode("latin-1").split(" ", 2)
+        if len(status) < 2 or not status[0].startswith("HTTP/1.") or not status[1].isdigit():
+            raise ProtocolError(f"bad status line {' '.join(status)!r}")
+        while reader.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        if status[1] != "200":
+            body = reader.read(65536).decode("utf-8", "replace")
+            raise ProtocolError(f"HTTP {status[1]}: {body.strip()}")
+        for line in reader:
+            if line.strip():
+                yield json.loads(line)
+    except OSError as exc:
+        raise Unreachable(f"{path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()

@@ -61,8 +61,9 @@ class Supervisor:
         sup = self.config.supervisor
         self.state_path = sup.state_dir / "state.json"
         self.state: State = load_state(self.state_path)
-        self.events = EventLog(sup.state_dir / "events", segment_size=self.config.history.segment_size,
-                               max_size=self.config.history.max_size)
+        history = self.config.history
+        self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
+                               max_size=history.max_size)
         self.metrics = Metrics()
         self.host = units.HostFacts.read()
         self.http = httpx.AsyncClient(trust_env=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,10 +181,29 @@ def routes(sup: Supervisor) -> Router:
         return Response(200, body=data, content_type="application/zstd",
                         headers=[("Content-Disposition", f'attachment; filename="{name}"')])
 
+    async def events(request: Request, _: dict[str, str]) -> Response:
+        query = request.query
+        try:
+            limit = int(query["limit"]) if query.get("limit") else None
+        except ValueError:
+            raise HTTPError(400, "limit must be a number", {"limit": query["limit"]}) from None
+        if limit is not None and limit < 0:
+            raise HTTPError(400, "limit must not be negative", {"limit": limit})
+        since, engine = query.get("since") or None, query.get("engine") or None
+        if query.get("follow") in ("1", "true", "yes"):
+            async def lines() -> AsyncIterator[bytes]:
+                async for event in sup.events.follow(since=since, engine=engine, limit=limit):
+                    yield (json.dumps(event, default=str) + "\n").encode()
+            return Response(200, stream=lines(), content_type="application/x-ndjson")
+        body = "".join(json.dumps(e, default=str) + "\n"
+                       for e in sup.events.read(since=since, limit=limit, engine=engine))
+        return Response(200, body=body.encode(), content_type="application/x-ndjson")
+
     async def metrics(_: Request, __: dict[str, str]) -> Response:
         return Response(200, body=sup.metrics_text(), content_type=sup.metrics.content_type)
 
     router.add("GET", "/metrics", metrics)
+    router.add("GET", "/v1/events", events)
     router.add("GET", "/v1/bundle", support_bundle)
     router.add("POST", "/v1/reload", reload, write=True)
     router.add("GET", "/v1/status", status)

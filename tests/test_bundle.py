@@ -28,6 +28,11 @@ def test_redact_hides_secret_values_in_toml_env_and_json():
     assert redact('{"ACCESS_KEY": "AKIA123", "model": "qwen"}') == \
         f'{{"ACCESS_KEY": "{REDACTED}", "model": "qwen"}}'
     assert redact("OPENAI_API_KEY=sk-live-1 serve") == f"OPENAI_API_KEY={REDACTED} serve"
+    # JSON stays JSON, and names that merely contain a secret word are left alone
+    status = '{"tokens_per_second": 41.0, "db_password": 1234, "keep_alive": "5m"}'
+    assert redact(status) == f'{{"tokens_per_second": 41.0, "db_password": "{REDACTED}",' \
+        ' "keep_alive": "5m"}'
+    assert redact("monkey=1 keyboard=2") == "monkey=1 keyboard=2"
 
 
 def test_bundle_extracts_with_tar_and_with_python_zstandard(tmp_path):
