@@ -76,9 +76,9 @@ def test_config_extends_the_patterns():
 
 
 def test_simulated_engine_error_lines_are_recognised():
-    from supervisor.simengine.narrate import gpu_error_lines
     from supervisor.simengine.engine import Engine
     from supervisor.simengine.logs import Log
+    from supervisor.simengine.narrate import gpu_error_lines
     from supervisor.simengine.plan import Faults
 
     engine = Engine(kind="ollama", model="m", library="rocm", faults=Faults(), log=Log("ollama"))

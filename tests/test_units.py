@@ -171,13 +171,13 @@ def verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("tier", ["rocm", "vulkan", "opencl", "cpu"])
 def test_every_rendered_unit_passes_systemd_analyze_verify(tmp_path, tier):
-    cfg = load(f"""
+    cfg = load("""
 [[engine]]
 name = "main"
 exec = "/bin/sleep infinity"
 user = "root"
 group = "root"
-environment = {{ WEIRD = 'a"b\\\\c %h $X' }}
+environment = { WEIRD = 'a"b\\\\c %h $X' }
 [engine.tiers.opencl]
 exec = "/bin/sleep 100%"
 """)
