@@ -24,7 +24,7 @@ import structlog
 
 from supervisor import handlers, logwatch, policy, probes, tiers, units
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
-from supervisor.control import ControlServer, HTTPError, group_reader
+from supervisor.control import ControlServer, group_reader
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
@@ -217,55 +217,6 @@ class Supervisor:
 
     def wall_of(self, monotonic: float) -> float:
         return time.time() + (monotonic - time.monotonic())
-
-    # ------------------------------------------------------------------ operator actions
-
-    async def operator_action(self, engine: Engine, verb: str, method: str,
-                              body: dict[str, Any], uid: int) -> str:
-        self.event("operator", engine=engine.name, reason=f"{verb} by uid {uid}",
-                           evidence=body or None)
-        async with engine.lock:
-            usable = self.usable(engine)
-            if verb == "pin" and method == "DELETE":
-                engine.memory.pinned = None
-                self.record(engine, "unpin", reason=f"unpinned by uid {uid}")
-                return "unpinned"
-            if verb == "pin":
-                tier = body.get("tier")
-                if tier not in engine.chain:
-                    raise HTTPError(400, f"tier must be one of {list(engine.chain)}",
-                                    {"tier": tier})
-                if tier not in usable:
-                    raise HTTPError(409, f"{tier} is not usable for {engine.name}",
-                                    {c.tier: c.reason for c in self.choices(engine)})
-                engine.memory.pinned = tier
-                engine.memory.next_promotion_at = None
-                self.record(engine, "pin", to=tier, reason=f"pinned to {tier} by uid {uid}")
-                if engine.tier != tier:
-                    await engine.start_on(tier, f"pinned to {tier} by the operator")
-                return f"pinned to {tier}"
-            if engine.memory.pinned and verb in ("demote", "promote"):
-                raise HTTPError(409, f"{engine.name} is pinned to {engine.memory.pinned};"
-                                " unpin it first")
-            if verb == "restart":
-                await engine.start_on(engine.tier or policy.best_tier(engine.chain, usable)
-                                      or "cpu", "restarted by the operator")
-                return "restarted"
-            if verb == "demote":
-                target = policy.tier_below(engine.chain, usable, engine.tier)
-                if target is None:
-                    raise HTTPError(409, f"no usable tier below {engine.tier}")
-                await engine.start_on(target, f"demoted from {engine.tier} by the operator")
-                return f"demoted to {target}"
-            if verb == "promote":
-                await self.reprobe()
-                usable = self.usable(engine)
-                best = policy.best_tier(engine.chain, usable)
-                if best is None or best == engine.tier:
-                    raise HTTPError(409, f"{engine.name} is already on its best usable tier")
-                await engine.promote(best, "asked by the operator")
-                return f"promoting to {best}"
-        raise HTTPError(404, f"unknown action {verb}")
 
     # ------------------------------------------------------------------ sd_notify
 

@@ -16,7 +16,7 @@ import httpx
 import structlog
 
 from supervisor import health, policy
-from supervisor.config import GPU_TIERS, Config, EngineConfig, HealthSection
+from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.health import Observation
 from supervisor.history import utc
 from supervisor.state import EngineMemory
@@ -285,7 +285,7 @@ class Engine:
             await self._demote(reason, first)
 
     @property
-    def fallback(self):  # noqa: ANN201 - FallbackSection
+    def fallback(self) -> FallbackSection:
         return self.config.fallback
 
     def _became_healthy(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, bundle, tiers
+from supervisor.actions import operator_action
 from supervisor.control import HTTPError, Request, Response, Router
 from supervisor.errors import SupervisorError
 from supervisor.history import utc
@@ -163,7 +164,7 @@ def routes(sup: Supervisor) -> Router:
         body = request.json()
         if not isinstance(body, dict):
             raise HTTPError(400, "the request body must be a JSON object")
-        done = await sup.operator_action(target, verb, request.method, body, request.uid)
+        done = await operator_action(sup, target, verb, request.method, body, request.uid)
         return Response(200, {"ok": True, "engine": target.name, "action": verb,
                               "result": done, "status": engine_document(sup, target)})
 

@@ -1,0 +1,64 @@
+"""Operator actions over the control socket: restart, demote, promote, pin, unpin.
+
+Each is recorded as an event naming the uid that asked; a pin freezes the tier (and
+survives restarts, in state.json) until unpinned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from supervisor import policy
+from supervisor.control import HTTPError
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Supervisor
+    from supervisor.engine import Engine
+
+
+async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: str,
+                          body: dict[str, Any], uid: int) -> str:
+    sup.event("operator", engine=engine.name, reason=f"{verb} by uid {uid}",
+              evidence=body or None)
+    async with engine.lock:
+        usable = sup.usable(engine)
+        if verb == "pin" and method == "DELETE":
+            engine.memory.pinned = None
+            sup.record(engine, "unpin", reason=f"unpinned by uid {uid}")
+            return "unpinned"
+        if verb == "pin":
+            tier = body.get("tier")
+            if tier not in engine.chain:
+                raise HTTPError(400, f"tier must be one of {list(engine.chain)}",
+                                {"tier": tier})
+            if tier not in usable:
+                raise HTTPError(409, f"{tier} is not usable for {engine.name}",
+                                {c.tier: c.reason for c in sup.choices(engine)})
+            engine.memory.pinned = tier
+            engine.memory.next_promotion_at = None
+            sup.record(engine, "pin", to=tier, reason=f"pinned to {tier} by uid {uid}")
+            if engine.tier != tier:
+                await engine.start_on(tier, f"pinned to {tier} by the operator")
+            return f"pinned to {tier}"
+        if engine.memory.pinned and verb in ("demote", "promote"):
+            raise HTTPError(409, f"{engine.name} is pinned to {engine.memory.pinned};"
+                            " unpin it first")
+        if verb == "restart":
+            await engine.start_on(engine.tier or policy.best_tier(engine.chain, usable)
+                                  or "cpu", "restarted by the operator")
+            return "restarted"
+        if verb == "demote":
+            target = policy.tier_below(engine.chain, usable, engine.tier)
+            if target is None:
+                raise HTTPError(409, f"no usable tier below {engine.tier}")
+            await engine.start_on(target, f"demoted from {engine.tier} by the operator")
+            return f"demoted to {target}"
+        if verb == "promote":
+            await sup.reprobe()
+            usable = sup.usable(engine)
+            best = policy.best_tier(engine.chain, usable)
+            if best is None or best == engine.tier:
+                raise HTTPError(409, f"{engine.name} is already on its best usable tier")
+            await engine.promote(best, "asked by the operator")
+            return f"promoting to {best}"
+    raise HTTPError(404, f"unknown action {verb}")
