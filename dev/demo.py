@@ -68,7 +68,7 @@ def main() -> int:
         print(next(line for line in c.journal("llm-main.service").splitlines()[::-1]
                    if "inference compute" in line))
         say("what happened (events)")
-        show(c, ["sh", "-c", "tail -n 8 /var/lib/llm-supervisor/events/current.jsonl"])
+        show(c, ["llm-supervisorctl", "events", "-n", "8"])
     say("container shut down; done")
     return 0
 

@@ -213,3 +213,35 @@ def test_status_exit_codes_and_unreachable(fresh_container):
     assert c.run(["llm-supervisorctl", "status"], check=False).returncode == 0
     assert c.run(["llm-supervisorctl", "status", "nope"], check=False).returncode == 1
     assert c.run(["llm-supervisorctl", "frobnicate"], check=False).returncode == 2
+
+
+def test_a_vllm_engine_falls_back_to_its_cpu_build(fresh_container):
+    c = fresh_container
+    install(c)
+    port = free_port()
+    c.write("/etc/llm-supervisor/faults-vl.json", json.dumps({"rocm": {"crash_on_start": True}}))
+    sim = f"/usr/bin/llm-supervisor-simengine --kind vllm --listen 127.0.0.1:{port}"
+    configure(c, f'''
+[[engine]]
+name = "vl"
+kind = "vllm"
+model = "Qwen/Qwen2.5-7B-Instruct"
+exec = "{sim}"
+listen = "127.0.0.1:{port}"
+user = "ollama"
+group = "ollama"
+environment = {{ SIMENGINE_FAULTS = "/etc/llm-supervisor/faults-vl.json" }}
+[engine.tiers.cpu]
+exec = "{sim} --library cpu"
+''')
+    start_daemon(c)
+    doc = wait_engine(c, "vl", state="healthy", tier="cpu", timeout=60)
+    assert doc["usable_tiers"] == ["rocm", "cpu"]
+    assert "vllm cannot run on vulkan" in doc["skipped_tiers"]["vulkan"]
+    env = unit_env(c, "llm-vl.service")
+    assert env["LLM_SUPERVISOR_TIER"] == "cpu" and "OLLAMA_GPU_DRIVER" not in env
+    show = c.run(["systemctl", "show", "-p", "ExecStart", "llm-vl.service"]).stdout
+    assert "--library" in show and "cpu" in show
+    c.wait_for(lambda: (status(c, "vl")["last_check"] or {}).get("tokens_per_second"),
+               timeout=20, what="a vLLM canary through /v1/completions")
+    assert http_get(port, "/health")[0] == 200
