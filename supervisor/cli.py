@@ -28,14 +28,21 @@ class Failure(Exception):
         self.code = code
 
 
-def _call(args: argparse.Namespace, method: str, target: str, body: object = None,
-          timeout: float = 30.0) -> object:
+def _request(args: argparse.Namespace, method: str, target: str, body: object = None,
+             timeout: float = 30.0) -> client.Response:
+    """One exchange with the daemon; its failures become exit codes."""
     try:
-        response = client.request(args.socket, method, target, body, timeout=timeout)
+        return client.request(args.socket, method, target, body, timeout=timeout)
     except client.Unreachable as exc:
         raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
     except client.ProtocolError as exc:
         raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+
+
+def _call(args: argparse.Namespace, method: str, target: str, body: object = None,
+          timeout: float = 30.0) -> object:
+    """A JSON exchange: the document, or a Failure carrying the daemon's error and detail."""
+    response = _request(args, method, target, body, timeout)
     try:
         document = response.json()
     except ValueError:
@@ -194,12 +201,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     print("collecting a support bundle (config, units, state, events, journals)...",
           file=sys.stderr, flush=True)
-    try:
-        response = client.request(args.socket, "GET", "/v1/bundle", timeout=120)
-    except client.Unreachable as exc:
-        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
-    except client.ProtocolError as exc:
-        raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+    response = _request(args, "GET", "/v1/bundle", timeout=120)
     if response.status != 200:
         raise Failure(f"bundle failed: HTTP {response.status}: {response.body[:500]!r}")
     disposition = response.headers.get("content-disposition", "")
@@ -224,14 +226,21 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     return OK
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _load_config(path: str) -> Any:
+    """The validated config, or None after printing each problem (file: key: message)."""
     from supervisor.config import ConfigError, load
 
     try:
-        config = load(args.path)
+        return load(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_config(args.path)
+    if config is None:
         return ERROR
     names = ", ".join(e.name for e in config.engines) or "none"
     print(f"{args.path}: ok ({len(config.files)} file(s); engines: {names})")
@@ -239,16 +248,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from supervisor.config import ConfigError, load
     from supervisor.state import load_state
     from supervisor.tiers import kind_supports
     from supervisor.units import HostFacts, render
 
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = _load_config(args.config)
+    if config is None:
         return ERROR
     engines = config.engines
     if args.engine:

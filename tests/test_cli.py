@@ -1,0 +1,80 @@
+"""The client side: `check-config`, `render`, `llm-supervisord --check`, the strict HTTP reader,
+and exit codes (a real socket with a real daemon is in tests/system)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor import client
+from supervisor.cli import cli
+from supervisor.daemon import main as daemon_main
+
+GOOD = '[[engine]]\nname = "main"\nexec = "/bin/sleep infinity"\n'
+BAD = '[[engine]]\nname = "main"\nlistne = "x"\n[health]\ninterval = "soon"\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "supervisor.toml"
+    path.write_text(text)
+    return path
+
+
+def test_check_config(tmp_path, capsys):
+    assert cli(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "ok" in capsys.readouterr().out
+    path = write(tmp_path, BAD)
+    assert cli(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f"{path}: engine.main.listne: unknown key 'listne'" in err
+    assert any(line.startswith(f"{path}: health.interval: bad duration") for line in err)
+
+
+def test_daemon_check_is_like_nginx_t(tmp_path, capsys):
+    assert daemon_main(["--check", "--config", str(write(tmp_path, GOOD))]) == 0
+    assert daemon_main(["--check", "--config", str(write(tmp_path, BAD))]) == 1
+    assert "unknown key" in capsys.readouterr().err
+
+
+def test_render_prints_units_and_writes_nothing(tmp_path, capsys):
+    units = tmp_path / "units"
+    path = write(tmp_path, f'[supervisor]\nunit_dir = "{units}"\nstate_dir = "{tmp_path}/st"\n'
+                 + GOOD)
+    assert cli(["render", "main", "--config", str(path), "--tier", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"# ---- {units}/llm-main.service (tier cpu)" in out
+    assert 'Environment="OLLAMA_GPU_DRIVER=cpu"' in out
+    assert not units.exists() and not (tmp_path / "st").exists()
+    assert cli(["render", "nope", "--config", str(path)]) == 1
+    # without --tier: the first tier the kind can run (no state yet)
+    assert cli(["render", "--config", str(path)]) == 0
+    assert "(tier rocm)" in capsys.readouterr().out
+
+
+def test_exit_codes_without_a_daemon(tmp_path, capsys):
+    sock = str(tmp_path / "none.sock")
+    assert cli(["--socket", sock, "status"]) == 4
+    assert cli(["--socket", sock, "status", "main", "--json"]) == 4
+    assert cli(["--socket", sock, "tiers"]) == 4
+    assert cli(["frobnicate"]) == 2
+    assert cli(["pin", "main", "metal"]) == 2
+    assert "not reachable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", None),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", "bad status line"),
+    (b"HTTP/1.1 200 OK\r\n\r\n{}", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}", "Content-Length says 5"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+     "Transfer-Encoding"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", "no end of headers"),
+    (b"garbage", "no end of headers"),
+])
+def test_the_strict_reader(raw, message):
+    if message is None:
+        assert client.parse_response(raw).json() == {}
+    else:
+        with pytest.raises(client.ProtocolError, match=message):
+            client.parse_response(raw)
