@@ -118,14 +118,16 @@ def wait_engine(c: Any, name: str, *, state: str, tier: str | None = None,
         return c.wait_for(check, timeout=timeout, interval=0.5,
                           what=f"{name} {state} on {tier or 'any tier'}")
     except TimeoutError:
+        recent = [(e["type"], e["engine"], e["reason"]) for e in events(c)[-20:]]
         raise AssertionError(f"{name} never became {state} on {tier}: last status {last}\n"
-                             f"events:\n{events(c)}\njournal:\n{c.journal('llm-supervisor')[-4000:]}"
-                             ) from None
+                             f"events: {recent}\n"
+                             f"journal:\n{c.journal('llm-supervisor')[-4000:]}") from None
 
 
-def events(c: Any) -> str:
-    done = c.run(["cat", "/var/lib/llm-supervisor/events/current.jsonl"], check=False)
-    return done.stdout[-6000:]
+def events(c: Any) -> list[dict[str, Any]]:
+    """The whole history, through the product's own API (it reads across rotated segments)."""
+    out = c.run(["llm-supervisorctl", "events", "-n", "0", "--json"]).stdout
+    return [json.loads(line) for line in out.splitlines()]
 
 
 def unit_env(c: Any, unit: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import sys
 import time
 
 from supervisor import client
+from supervisor.timefmt import ago
 
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
 if TYPE_CHECKING:
@@ -62,32 +63,6 @@ def _call(args: argparse.Namespace, method: str, target: str, body: object = Non
 
 # --------------------------------------------------------------------------- formatting
 
-def _epoch(iso: str) -> float:
-    """``2026-11-22T16:00:00Z`` -> seconds since the epoch, without importing _strptime."""
-    y, mo, d = int(iso[0:4]), int(iso[5:7]), int(iso[8:10])
-    h, mi, s = int(iso[11:13]), int(iso[14:16]), int(iso[17:19])
-    y -= mo <= 2  # days_from_civil (H. Hinnant)
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    return days * 86400 + h * 3600 + mi * 60 + s
-
-
-def _ago(iso: str | None, now: float) -> str:
-    if not iso:
-        return "-"
-    try:
-        then = _epoch(iso)
-    except ValueError:
-        return iso
-    seconds = max(0, int(now - then))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
@@ -102,7 +77,7 @@ def format_status(document: dict) -> str:
         if engine.get("reboot_required"):
             state += " REBOOT REQUIRED"
         rows.append([engine["name"], state, engine.get("tier") or "-",
-                     _ago(engine.get("since"), now), ",".join(engine.get("usable_tiers", [])),
+                     ago(engine.get("since"), now), ",".join(engine.get("usable_tiers", [])),
                      engine.get("reason") or ""])
     out = _table(rows) if len(rows) > 1 else "no engines configured"
     error = document.get("supervisor", {}).get("config_error")
@@ -295,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("events", help="the history: state changes, tier switches, reloads")
     s.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    s.add_argument("-n", type=int, default=50, help="the last N events (default %(default)s)")
+    s.add_argument("-n", type=int, default=50,
+                   help="the last N events, 0 for all (default %(default)s)")
     s.add_argument("--engine")
     s.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-22T16:00:00Z")
     s.add_argument("--json", action="store_true", help="one JSON document per line")

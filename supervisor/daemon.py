@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import calendar
 import os
 import signal
 import sys
@@ -35,6 +34,7 @@ from supervisor.probes import ProbeResult
 from supervisor.state import State, load_state, save_state
 from supervisor.states import EngineState
 from supervisor.systemd import Systemd, UnitStatus
+from supervisor.timefmt import ago
 
 log = structlog.get_logger("llm-supervisor")
 
@@ -236,7 +236,7 @@ class Supervisor:
                               if r.get("reason", "").startswith("demoted from")), None)
                 if moved:
                     origin = moved["reason"].split()[2].rstrip(":")
-                    text += f" (demoted from {origin} {_ago(moved.get('ts', ''))})"
+                    text += f" (demoted from {origin} {ago(moved.get('ts'), time.time())})"
             parts.append(text)
         return "; ".join(parts) or "no engines configured"
 
@@ -352,10 +352,10 @@ class Supervisor:
         candidates = {e.name: e for e in new.engines}
         plan: dict[str, tuple[EngineConfig, str | None]] = {}
         for name in (*change.added, *change.changed):
-            probe_engine = self.engines.get(name)
-            memory_tier = probe_engine.tier if probe_engine else None
+            running = self.engines.get(name)
+            memory_tier = running.tier if running else None
             usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
-                probe_engine.memory.reboot_required if probe_engine else False))
+                running.memory.reboot_required if running else False))
             tier = memory_tier if memory_tier in usable else policy.best_tier(
                 new.chain_for(candidates[name]), usable)
             plan[name] = (candidates[name], tier)
@@ -449,15 +449,6 @@ class Supervisor:
             self.event("stopped", reason="SIGTERM: state saved, engines left running")
         if hasattr(self, "http"):
             await self.http.aclose()
-
-
-def _ago(iso: str) -> str:
-    try:
-        then = calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
-    except ValueError:
-        return ""
-    seconds = max(0, int(time.time() - then))
-    return f"{seconds // 60}m ago" if seconds >= 60 else f"{seconds}s ago"
 
 
 def _config_change(_: object, path: str) -> bool:

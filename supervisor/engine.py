@@ -301,9 +301,7 @@ class Engine:
         best = policy.best_tier(self.chain, usable)
         if (best and tier != best and self.fallback.promote_after > 0
                 and not self.memory.pinned and self.memory.next_promotion_at is None):
-            wait = self.memory.promote_wait or self.fallback.promote_after
-            self.memory.promote_wait = wait
-            self.memory.next_promotion_at = self.wall() + wait
+            self._schedule_promotion()
         if tier == best:
             self.memory.next_promotion_at = None
         self.transition(EngineState.HEALTHY, reason)
@@ -337,9 +335,7 @@ class Engine:
             self.fail(f"every usable tier exhausted; last: {self.tier}: {reason}")
             return
         if self.fallback.promote_after > 0 and policy.best_tier(self.chain, usable) != target:
-            wait = self.memory.promote_wait or self.fallback.promote_after
-            self.memory.promote_wait = wait
-            self.memory.next_promotion_at = self.wall() + wait
+            self._schedule_promotion()
         await self.start_on(target, f"demoted from {self.tier}: {reason}", why.evidence or None)
 
     def fail(self, reason: str) -> None:
@@ -370,10 +366,15 @@ class Engine:
         usable = self.actuator.usable(self)
         best = policy.best_tier(self.chain, usable)
         if best is None or self.tier is None or not policy.is_above(self.chain, best, self.tier):
-            self.memory.next_promotion_at = self.wall() + (self.memory.promote_wait or
-                                                           self.fallback.promote_after)
+            self._schedule_promotion()
             return
         await self.promote(best, "promote_after elapsed")
+
+    def _schedule_promotion(self) -> None:
+        """The next try of the best tier, after the current wait (``promote_after`` at first)."""
+        wait = self.memory.promote_wait or self.fallback.promote_after
+        self.memory.promote_wait = wait
+        self.memory.next_promotion_at = self.wall() + wait
 
     async def promote(self, tier: str, why: str) -> None:
         self.promoting_from = self.tier

@@ -78,3 +78,19 @@ def test_the_strict_reader(raw, message):
     else:
         with pytest.raises(client.ProtocolError, match=message):
             client.parse_response(raw)
+
+
+def test_ago_without_strptime():
+    import calendar
+    import time
+
+    from supervisor.timefmt import ago, epoch
+
+    for iso in ("2026-11-22T16:00:00Z", "2000-02-29T23:59:59Z", "1970-01-01T00:00:00Z",
+                "2024-03-01T00:00:01Z", "2100-12-31T12:30:00Z"):
+        assert epoch(iso) == calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")), iso
+    now = epoch("2026-11-22T16:00:00Z")
+    assert ago("2026-11-22T15:56:00Z", now) == "4m ago"
+    assert ago("2026-11-22T15:59:50Z", now) == "10s ago"
+    assert ago("2026-11-20T16:00:00Z", now) == "2d ago"
+    assert ago(None, now) == "-" and ago("soon", now) == "soon"

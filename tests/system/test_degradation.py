@@ -10,6 +10,7 @@ from sandbox import (
     FAST,
     configure,
     engine_toml,
+    events,
     free_port,
     http_get,
     install,
@@ -27,11 +28,6 @@ SETTINGS = FAST.replace('restarts_per_tier = 1', 'restarts_per_tier = 0').replac
 [logs]
 kernel_match = "SYSLOG_IDENTIFIER={KERNEL_TAG}"
 """
-
-
-def events(c) -> list[dict]:
-    return [json.loads(line) for line in
-            c.read("/var/lib/llm-supervisor/events/current.jsonl").splitlines()]
 
 
 def generate(port: int, timeout: float) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -11,6 +10,7 @@ from sandbox import (
     FAST,
     configure,
     engine_toml,
+    events,
     free_port,
     install,
     main_pid,
@@ -60,9 +60,7 @@ def test_add_change_remove_by_systemctl_reload(fresh_container):
                  check=False).returncode == 1
     assert c.run(["systemctl", "is-active", "llm-gone.service"], check=False).stdout.strip() \
         in ("inactive", "unknown")
-    reloads = [json.loads(line) for line in c.read(
-        "/var/lib/llm-supervisor/events/current.jsonl").splitlines()]
-    applied = [e for e in reloads if e["type"] == "reload" and e["to"] == "applied"][-1]
+    applied = [e for e in events(c) if e["type"] == "reload" and e["to"] == "applied"][-1]
     assert applied["evidence"]["added"] == ["new"] and applied["evidence"]["removed"] == ["gone"]
     assert applied["evidence"]["changed"] == ["change"]
     # SIGHUP takes the same path
