@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from supervisor import policy
+from supervisor.causes import Cause
 from supervisor.control import HTTPError
 
 if TYPE_CHECKING:
@@ -18,13 +19,14 @@ if TYPE_CHECKING:
 
 async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: str,
                           body: dict[str, Any], uid: int) -> str:
-    sup.event("operator", engine=engine.name, reason=f"{verb} by uid {uid}",
+    sup.event("operator", engine=engine.name, cause=Cause.OPERATOR.value,
+              reason=f"{verb} by uid {uid}",
               evidence=body or None)
     async with engine.lock:
         usable = sup.usable(engine)
         if verb == "pin" and method == "DELETE":
             engine.memory.pinned = None
-            sup.record(engine, "unpin", reason=f"unpinned by uid {uid}")
+            sup.record(engine, "unpin", cause=Cause.OPERATOR.value, reason=f"unpinned by uid {uid}")
             return "unpinned"
         if verb == "pin":
             tier = body.get("tier")
@@ -36,22 +38,24 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
                                 {c.tier: c.reason for c in sup.choices(engine)})
             engine.memory.pinned = tier
             engine.memory.next_promotion_at = None
-            sup.record(engine, "pin", to=tier, reason=f"pinned to {tier} by uid {uid}")
+            sup.record(engine, "pin", to=tier, cause=Cause.OPERATOR.value,
+                       reason=f"pinned to {tier} by uid {uid}")
             if engine.tier != tier:
-                await engine.start_on(tier, f"pinned to {tier} by the operator")
+                await engine.start_on(tier, Cause.OPERATOR, f"pinned to {tier} by uid {uid}")
             return f"pinned to {tier}"
         if engine.memory.pinned and verb in ("demote", "promote"):
             raise HTTPError(409, f"{engine.name} is pinned to {engine.memory.pinned};"
                             " unpin it first")
         if verb == "restart":
             await engine.start_on(engine.tier or policy.best_tier(engine.chain, usable)
-                                  or "cpu", "restarted by the operator")
+                                  or "cpu", Cause.OPERATOR, f"restarted by uid {uid}")
             return "restarted"
         if verb == "demote":
             target = policy.tier_below(engine.chain, usable, engine.tier)
             if target is None:
                 raise HTTPError(409, f"no usable tier below {engine.tier}")
-            await engine.start_on(target, f"demoted from {engine.tier} by the operator")
+            await engine.start_on(target, Cause.OPERATOR, f"demoted from {engine.tier} by uid"
+                                  f" {uid}")
             return f"demoted to {target}"
         if verb == "promote":
             await sup.reprobe()
@@ -59,6 +63,6 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
             best = policy.best_tier(engine.chain, usable)
             if best is None or best == engine.tier:
                 raise HTTPError(409, f"{engine.name} is already on its best usable tier")
-            await engine.promote(best, "asked by the operator")
+            await engine.promote(best, f"asked by uid {uid}")
             return f"promoting to {best}"
     raise HTTPError(404, f"unknown action {verb}")

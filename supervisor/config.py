@@ -115,8 +115,9 @@ class SupervisorSection(_Model):
     watch_config: bool = True
     probe_timeout: Duration = 10.0
     kfd_path: Path = Path("/dev/kfd")
+    boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")  # a reboot changes it
 
-    @field_validator("socket", "state_dir", "unit_dir", "kfd_path")
+    @field_validator("socket", "state_dir", "unit_dir", "kfd_path", "boot_id_path")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         if not value.is_absolute():
@@ -158,6 +159,7 @@ class FallbackSection(_Model):
     restarts_per_tier: int = Field(1, ge=0)
     promote_after: Duration = 1800.0
     promote_backoff: float = Field(2.0, ge=1.0)
+    probation: Duration = 600.0      # a promoted tier failing within this is a failed promotion
 
     _chain = field_validator("chain")(lambda cls, v: tuple(_check_chain(list(v))))
 
@@ -273,6 +275,8 @@ class EngineConfig(_Model):
     exec: str = ""
     listen: str = ""
     model: str = ""
+    pull: bool = False               # pull a missing model through the engine's API
+    api_key_file: str = ""           # the key the engine requires, read by the canary
     user: str = ""
     group: str = ""
     environment: dict[str, str] = Field(default_factory=dict)
@@ -294,6 +298,13 @@ class EngineConfig(_Model):
     @classmethod
     def _chain(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if value is None else tuple(_check_chain(list(value)))
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return value
 
     @field_validator("user", "group")
     @classmethod

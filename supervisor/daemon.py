@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import os
+import pwd
+import shlex
 import signal
 import sys
 import time
@@ -21,13 +24,14 @@ import httpx
 import sdnotify
 import structlog
 
-from supervisor import handlers, logwatch, policy, probes, tiers, units
+from supervisor import handlers, logwatch, policy, ports, probes, tiers, units
+from supervisor.causes import Cause, Finding
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
-from supervisor.history import EventLog
+from supervisor.history import EventLog, utc
 from supervisor.logs import configure
 from supervisor.metrics import EngineView, Metrics
 from supervisor.probes import ProbeResult
@@ -72,9 +76,12 @@ class Supervisor:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
                         groups=missing)
         await self.reprobe()
+        boot = self.boot_id()
         for engine_cfg in self.config.engines:
-            self.engines[engine_cfg.name] = Engine(
-                self.config, engine_cfg, self.state.engine(engine_cfg.name), self, self.http)
+            engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name), self,
+                            self.http)
+            self.engines[engine_cfg.name] = engine
+            engine.expire_facts(boot)
         await self.reconcile()
         self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
                                      may_read=group_reader(sup.socket_group))
@@ -97,7 +104,8 @@ class Supervisor:
 
     def choices(self, engine: Engine) -> list[tiers.TierChoice]:
         return tiers.choices(self.config, engine.cfg, self.probes,
-                             reboot_required=engine.memory.reboot_required)
+                             reboot_required=engine.memory.reboot_required,
+                             skipped=engine.memory.skipped)
 
     def usable(self, engine: Engine) -> list[str]:
         return [c.tier for c in self.choices(engine) if c.usable]
@@ -129,20 +137,24 @@ class Supervisor:
             tier = placed[engine.name]
             if tier is None:
                 engine.memory.tier = None
-                engine.fail("no usable tier on this host: " + "; ".join(
-                    f"{c.tier}: {c.reason}" for c in self.choices(engine)))
+                engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: " + "; ".join(
+                    f"{c.tier}: {c.reason}" for c in self.choices(engine))))
                 continue
             status = await self.unit_status(engine)
-            if status.running and engine.name not in changed_engines and tier == engine.tier:
-                engine.adopt(running=True)
-                log.info("adopted running engine", engine=engine.name, tier=tier,
-                         pid=status.main_pid)
+            unchanged = engine.name not in changed_engines and tier == engine.tier
+            if unchanged and (status.running or engine.state in (EngineState.FAILED,
+                                                                 EngineState.BLOCKED)):
+                # running: carry on; failed or blocked: its retry schedule stands
+                engine.adopt(running=status.running)
+                log.info("adopted engine", engine=engine.name, tier=tier,
+                         state=engine.state.value, pid=status.main_pid)
                 continue
             skipped = [f"{c.tier}: {c.reason}" for c in self.choices(engine)
                        if not c.usable and engine.chain.index(c.tier) <
                        engine.chain.index(tier)]
-            why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
-            await engine.start_on(tier, why)
+            why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped
+                                           else "")
+            await engine.start_on(tier, Cause.START, why)
         self.save()
 
     async def _remove_engine_units(self, name: str) -> None:
@@ -175,8 +187,37 @@ class Supervisor:
             await self.systemd.restart(engine.cfg.unit)
         self.save()
 
+    async def stop(self, engine: Engine) -> None:
+        async with self.systemd_lock:
+            try:
+                await self.systemd.stop(engine.cfg.unit)
+            except SupervisorError as exc:
+                log.warning("could not stop engine", engine=engine.name, error=str(exc))
+
     async def unit_status(self, engine: Engine) -> UnitStatus:
         return await self.systemd.status(engine.cfg.unit)
+
+    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
+        """A unit down or crash-looping: is it a cause no tier change can fix?"""
+        command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
+        return diagnose_unit(engine.cfg, command, unit, ports.holder(engine.cfg.listen))
+
+    async def cleared(self, engine: Engine, cause: Cause) -> bool:
+        if cause == Cause.PORT_IN_USE:
+            held = ports.holder(engine.cfg.listen)
+            return held is None or held.unit == engine.cfg.unit
+        if cause == Cause.EXEC_MISSING:
+            command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
+            return program_of(command).is_file()
+        if cause == Cause.PERMISSION:
+            return users_exist(engine.cfg)
+        return False
+
+    def boot_id(self) -> str | None:
+        try:
+            return self.config.supervisor.boot_id_path.read_text().strip() or None
+        except OSError:
+            return None
 
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
         """Append to the history, and count it in the metrics."""
@@ -204,7 +245,10 @@ class Supervisor:
                         error=str(exc))
 
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
-        self.event(type, engine=engine.name, **fields)
+        try:
+            self.event(type, engine=engine.name, **fields)
+        except OSError as exc:  # a full disk must not stop a decision
+            log.error("cannot record event", engine=engine.name, error=str(exc))
         self.save()
         self.update_status()
         self.write_metrics_textfile()
@@ -224,21 +268,8 @@ class Supervisor:
         self.notifier.notify(message)
 
     def summary(self) -> str:
-        parts = []
-        for engine in self.engines.values():
-            text = f"{engine.name}: {engine.state.value}"
-            if engine.tier:
-                text += f" on {engine.tier}"
-            if engine.memory.pinned:
-                text += " (pinned)"
-            elif engine.tier and engine.tier != engine.chain[0]:
-                moved = next((r for r in reversed(engine.memory.history)
-                              if r.get("reason", "").startswith("demoted from")), None)
-                if moved:
-                    origin = moved["reason"].split()[2].rstrip(":")
-                    text += f" (demoted from {origin} {ago(moved.get('ts'), time.time())})"
-            parts.append(text)
-        return "; ".join(parts) or "no engines configured"
+        return "; ".join(summary_of(e, time.time()) for e in self.engines.values()) or \
+            "no engines configured"
 
     def update_status(self) -> None:
         # sdnotify encodes latin-1: keep the line plain
@@ -379,11 +410,13 @@ class Supervisor:
             engine = self.engines[name]
             async with engine.lock:
                 if tier is None:
-                    engine.fail("no usable tier on this host")
+                    engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
                 elif name in change.added:
-                    await engine.start_on(tier, f"added by reload: starting on {tier}")
+                    await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
+                                          f" {tier}")
                 else:
-                    await engine.start_on(tier, f"config changed: restarting on {tier}")
+                    await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting on"
+                                          f" {tier}")
             if name in change.added:
                 self._supervise(engine)
         # a retuned chain or availability may leave an engine on a tier it may not use
@@ -393,8 +426,8 @@ class Supervisor:
             tier = self.place(engine)
             if tier is not None and tier != engine.tier:
                 async with engine.lock:
-                    await engine.start_on(tier, f"config changed: {engine.tier} is no longer"
-                                          " usable")
+                    await engine.start_on(tier, Cause.RELOAD, f"config changed: {engine.tier} is"
+                                          " no longer usable")
         if old.logs.kernel_match != new.logs.kernel_match:
             self._follow_kernel()
         self.save()
@@ -411,6 +444,10 @@ class Supervisor:
     def _engine_line(self, engine: Engine) -> logwatch.Sink:
         def sink(message: str, cursor: str, realtime: int) -> None:
             engine.memory.journal_cursor = cursor
+            device = logwatch.parse_device(message)
+            if device is not None:
+                engine.device(device, realtime)
+                return
             rules = logwatch.rules_for(self.config.logs)[0]
             found = logwatch.classify(rules, message, tier=engine.tier)
             if found is not None:
@@ -449,6 +486,77 @@ class Supervisor:
             self.event("stopped", reason="SIGTERM: state saved, engines left running")
         if hasattr(self, "http"):
             await self.http.aclose()
+
+
+# systemd's exit statuses for a service that never got to run its program (systemd.exec(5))
+EXIT_STATUS = {200: "CHDIR", 203: "EXEC", 216: "GROUP", 217: "USER", 218: "CAPABILITIES",
+               226: "NAMESPACE", 228: "SECCOMP", 233: "RUNTIME_DIRECTORY", 238: "STATE_DIRECTORY"}
+
+
+def program_of(command: str) -> Path:
+    words = shlex.split(command)
+    return Path(words[0]) if words else Path("/")
+
+
+def users_exist(engine: EngineConfig) -> bool:
+    try:
+        pwd.getpwnam(engine.user)
+        grp.getgrnam(engine.group)
+    except KeyError:
+        return False
+    return True
+
+
+def diagnose_unit(engine: EngineConfig, command: str, unit: UnitStatus,
+                  holder: ports.Holder | None) -> Finding | None:
+    """Why a unit failed, when no tier change can fix it; None for an ordinary crash."""
+    status = unit.exec_main_status
+    name = EXIT_STATUS.get(status, "")
+    evidence = {"ExecMainStatus": status, "Result": unit.result, **unit.raw}
+    program = program_of(command)
+    if status == 203 or not program.is_file():
+        if not program.is_file():
+            return Finding(Cause.EXEC_MISSING, f"{program} does not exist",
+                           fix=f"install the engine at {program}, or fix `exec`",
+                           evidence=evidence, facts={"program": str(program)})
+        return Finding(Cause.PERMISSION, f"{program} cannot be executed (exit status 203/EXEC)",
+                       fix=f"chmod +x {program}, and keep it outside /home (ProtectHome=)",
+                       evidence=evidence, facts={"program": str(program)})
+    if status in (216, 217):
+        what = "group" if status == 216 else "user"
+        value = engine.group if status == 216 else engine.user
+        return Finding(Cause.PERMISSION, f"the {what} {value!r} is missing (exit status"
+                       f" {status}/{name})", fix=f"create it: `adduser --system --group"
+                       f" {engine.user}`, or set the engine's user/group", evidence=evidence)
+    if 200 <= status <= 245:
+        return Finding(Cause.CONFIG, f"systemd could not set up the engine (exit status {status}"
+                       f"/{name or '?'})", fix="`journalctl -u " + engine.unit + "` says why",
+                       evidence=evidence)
+    if holder is not None and holder.unit != engine.unit:
+        fix = (f"systemctl disable --now {holder.unit}" if holder.unit and
+               holder.unit.endswith(".service") else f"stop pid {holder.pid}") + \
+            " (or `llm-supervisorctl adopt` it), or give the engine another `listen`"
+        return Finding(Cause.PORT_IN_USE, f"{engine.listen} is held by {holder.describe()}",
+                       fix=fix, evidence=evidence, facts={"holder": holder.to_dict()})
+    return None
+
+
+def summary_of(engine: Engine, now: float) -> str:
+    """One engine in ``STATUS=``: ``main: healthy on vulkan (demoted from rocm 4m ago)``."""
+    memory = engine.memory
+    text = f"{engine.name}: {engine.state.value}"
+    if engine.tier:
+        text += f" on {engine.tier}"
+    if memory.pinned:
+        text += " (pinned)"
+    elif memory.demoted_from and memory.demoted_from != engine.tier:
+        when = utc(memory.demoted_at) if memory.demoted_at else None
+        text += f" (demoted from {memory.demoted_from} {ago(when, now)})"
+    cause = engine.cause
+    if engine.state in (EngineState.BLOCKED, EngineState.FAILED,
+                        EngineState.DEGRADED) and cause is not None:
+        text += f": {cause.description}"
+    return text
 
 
 def _config_change(_: object, path: str) -> bool:

@@ -1,13 +1,17 @@
 """One engine: its state machine, the signals it reads, and the decisions it takes.
 
-Every state change goes through ``transition()``, which records one event with its reason.
-Side effects (writing units, talking to systemd, probing the host) go through an
-``Actuator`` the daemon provides, so the decisions are testable with a fake one.
+Every observation carries a cause (``supervisor.causes``); the cause decides the action:
+faults a lower tier can fix demote, counted faults demote after ``failures`` checks and the
+tier's restarts, causes no tier can fix block the engine until they clear. Every state
+change goes through ``transition()``, which records one event with its cause. Side effects
+(units, systemd, probes, persistence) go through an ``Actuator`` the daemon provides, so the
+decisions are testable with a fake one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -16,30 +20,57 @@ import httpx
 import structlog
 
 from supervisor import health, policy
+from supervisor.causes import Action, Cause, Finding, precedence
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.health import Observation
 from supervisor.history import utc
+from supervisor.logwatch import Device
 from supervisor.state import EngineMemory
-from supervisor.states import CHECK, FATAL_RESET, FAULT, RESET, EngineState
+from supervisor.states import EngineState
 from supervisor.systemd import UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
+
+# tier -> the library names an engine reports when it computes on that tier
+TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
+                  "opencl": {"opencl"}, "cpu": {"cpu"}}
+# blocking causes seen while the engine runs: it keeps serving, a canary tells when it clears
+WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
+DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
+PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
 
 class Actuator(Protocol):
     async def switch(self, engine: Engine, tier: str) -> None:
         """Write the engine's units for ``tier`` and (re)start it there."""
 
+    async def stop(self, engine: Engine) -> None:
+        """Stop the engine's unit (a blocked engine is not restarted in a loop)."""
+
     async def unit_status(self, engine: Engine) -> UnitStatus: ...
+
+    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
+        """Why a unit that is down or restarting failed, when it is a cause no tier fixes."""
+
+    async def cleared(self, engine: Engine, cause: Cause) -> bool:
+        """Whether a blocking cause is gone (the port is free, the program exists...)."""
 
     async def reprobe(self) -> None: ...
 
     def usable(self, engine: Engine) -> list[str]: ...
 
+    def boot_id(self) -> str | None: ...
+
     def observe_check(self, engine: Engine, check: str, seconds: float) -> None: ...
 
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
-        """Persist the engine's memory and append an event."""
+        """Append an event and persist the engine's memory (best effort, never raises)."""
+
+
+def reason_of(cause: Cause, detail: str = "", tier: str | None = None) -> str:
+    """How a cause reads in status and the journal: ``"rocm: generation hung: no token…"``."""
+    text = f"{cause.description}: {detail}" if detail else cause.description
+    return f"{tier}: {text}" if tier else text
 
 
 class Engine:
@@ -55,6 +86,8 @@ class Engine:
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.inbox: list[Observation] = []   # log-classifier findings, handled next tick
+        self.devices: list[Device] = []      # what the engine reported since this start
+        self.devices_at = float("-inf")
         self.failures = 0                    # consecutive failed checks
         self.last_failure: Observation | None = None
         self.restarts_on_tier = 0
@@ -65,19 +98,22 @@ class Engine:
         self.last_check: dict[str, Any] | None = None
         self.canary_task: asyncio.Task[Observation] | None = None
         self.canary_failure: Observation | None = None
+        self.canary_passed = False           # a generation worked since this start
         self.canary_started = float("-inf")
         self.tokens_per_second: float | None = None
-        self.promoting_from: str | None = None
-        self.retry_attempt = 0
-        self.retry_at: float | None = None
+        self.pull_task: asyncio.Task[None] | None = None
+        self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.configure(config, engine)
 
     def configure(self, config: Config, engine: EngineConfig) -> None:
         """Take (new) settings; used at start and by reload, never restarts anything."""
+        previous = getattr(self, "cfg", None)
         self.config = config
         self.cfg = engine
         self.health: HealthSection = config.health_for(engine)
         self.chain = config.chain_for(engine)
+        if previous is not None and previous != engine:
+            self.memory.skipped = {}  # another build or flags: judge its backend afresh
 
     # ------------------------------------------------------------------ identity
 
@@ -93,21 +129,43 @@ class Engine:
     def tier(self) -> str | None:
         return self.memory.tier
 
-    def transition(self, to: EngineState, reason: str, evidence: Any = None) -> None:
-        """The one way an engine changes state: one logged event, with its reason."""
+    @property
+    def fallback(self) -> FallbackSection:
+        return self.config.fallback
+
+    @property
+    def cause(self) -> Cause | None:
+        try:
+            return Cause(self.memory.cause) if self.memory.cause else None
+        except ValueError:
+            return None
+
+    def transition(self, to: EngineState, cause: Cause, detail: str = "", *,
+                   evidence: Any = None, fix: str = "", tier_prefix: bool = False,
+                   plain: bool = False) -> None:
+        """The one way an engine changes state: one logged event, with its cause.
+
+        The reason reads ``"<cause>: <detail>"`` (``"rocm: …"`` with ``tier_prefix``), or just
+        the detail when it already says what happened (``plain``: "demoted from rocm: …")."""
         before = self.state
+        reason = detail if plain else reason_of(cause, detail,
+                                                self.tier if tier_prefix else None)
         if before == to and self.memory.reason == reason:
             return
         self.memory.state = to.value
         self.memory.since = self.wall()
         self.memory.reason = reason
+        self.memory.cause = cause.value
+        self.memory.fix = fix
         self.memory.remember({"ts": utc(), "from": before.value, "to": to.value,
-                              "tier": self.tier, "reason": reason})
-        level = {EngineState.FAILED: "error", EngineState.DEGRADED: "warning"}.get(to, "info")
-        getattr(log, level)("engine state", engine=self.name, tier=self.tier,
+                              "tier": self.tier, "cause": cause.value, "reason": reason})
+        level = {EngineState.FAILED: "error", EngineState.DEGRADED: "warning",
+                 EngineState.BLOCKED: "error"}.get(to, "info")
+        getattr(log, level)("engine state", engine=self.name, tier=self.tier, cause=cause.value,
                             reason=reason, **{"from": before.value, "to": to.value})
         self.actuator.record(self, "state", from_=before.value, to=to.value, reason=reason,
-                             evidence=evidence, tier=self.tier)
+                             cause=cause.value, evidence=evidence, tier=self.tier,
+                             **({"fix": fix} if fix else {}))
 
     # ------------------------------------------------------------------ start / adopt
 
@@ -118,8 +176,27 @@ class Engine:
             self.started_at = self.clock() - self.health.startup_grace  # no grace: it runs
         else:
             self.started_at = self.clock()
+        if self.state in (EngineState.FAILED, EngineState.BLOCKED) and \
+                self.memory.retry_at is None:
+            self.memory.retry_at = self.wall()  # a schedule lost with an old state: retry now
 
-    async def start_on(self, tier: str, reason: str, evidence: Any = None) -> None:
+    def expire_facts(self, boot_id: str | None) -> None:
+        """Facts that belong to a boot: a failed GPU reset asks for a reboot, until one."""
+        if not self.memory.reboot_required or boot_id is None:
+            return
+        if self.memory.reboot_boot_id == boot_id:
+            return
+        seen = self.memory.reboot_boot_id
+        self.memory.reboot_required = False
+        self.memory.reboot_evidence = ""
+        self.memory.reboot_boot_id = None
+        log.info("reboot done: GPU tiers usable again", engine=self.name)
+        self.actuator.record(self, "reboot", to="done", cause=Cause.RECOVERED.value,
+                             reason="the host rebooted: GPU tiers are usable again",
+                             evidence={"seen_in_boot": seen, "boot": boot_id})
+
+    async def start_on(self, tier: str, cause: Cause, detail: str = "", *,
+                       evidence: Any = None, state: EngineState = EngineState.STARTING) -> None:
         """(Re)start on ``tier``: units rewritten, unit restarted, grace begins."""
         before = self.tier
         self.memory.tier = tier
@@ -128,12 +205,13 @@ class Engine:
         self.started_wall = self.wall()
         if before != tier:
             self.restarts_on_tier = 0
-            self.actuator.record(self, "tier", from_=before, to=tier, reason=reason,
-                                 evidence=evidence)
+            self.actuator.record(self, "tier", from_=before, to=tier, cause=cause.value,
+                                 reason=reason_of(cause, detail), evidence=evidence)
             if before is not None and policy.is_above(self.chain, before, tier):
-                log.warning("engine demoted", engine=self.name, tier=tier, reason=reason,
-                            **{"from": before})
-        self.transition(EngineState.STARTING, reason, evidence)
+                log.warning("engine demoted", engine=self.name, tier=tier, cause=cause.value,
+                            reason=detail, **{"from": before})
+        self.transition(state, cause, detail or f"starting on {tier}", evidence=evidence,
+                        plain=True)
         await self.actuator.switch(self, tier)
 
     # ------------------------------------------------------------------ the check cycle
@@ -145,24 +223,49 @@ class Engine:
         self.inbox.append(observation)
         self.wake.set()
 
+    def device(self, device: Device, realtime_us: int = 0) -> None:
+        """The engine reported a device it computes on, or one it dropped."""
+        if realtime_us and realtime_us / 1e6 < self.started_wall:
+            return
+        self.devices.append(device)
+        self.devices_at = self.clock()
+        used = [d for d in self.devices if d.used]
+        if used:
+            self.memory.backend = ", ".join(dict.fromkeys(d.label() for d in used))
+
     async def tick(self) -> None:
         async with self.lock:
-            if self.state == EngineState.STOPPED:
+            state = self.state
+            if state == EngineState.STOPPED:
                 return
-            if self.state == EngineState.FAILED:
-                if self.retry_at is not None and self.clock() >= self.retry_at:
+            if state == EngineState.FAILED:
+                if self._due():
                     await self._retry_from_bottom()
                 return
+            if state == EngineState.BLOCKED:
+                await self._blocked_tick()
+                return
+            if self.pull_task is not None:
+                return  # pulling the model: judged again when the pull ends
             observations = await self.observe()
             await self.judge(observations)
             if self.state == EngineState.HEALTHY:
+                self._end_probation()
                 await self._maybe_promote()
+
+    def _due(self) -> bool:
+        return self.memory.retry_at is not None and self.wall() >= self.memory.retry_at
 
     async def observe(self) -> list[Observation]:
         found = list(self.inbox)
         self.inbox.clear()
         unit = await self.actuator.unit_status(self)
-        found.extend(self._unit_observations(unit))
+        unit_found = self._unit_observations(unit)
+        if unit_found:
+            diagnosis = await self.actuator.diagnose(self, unit)
+            if diagnosis is not None:
+                unit_found = [Observation(False, "unit", diagnosis)]
+        found.extend(unit_found)
         if not unit.running:
             return found
         live = await health.liveness(self.http, self.cfg, self.health.timeout)
@@ -171,11 +274,44 @@ class Engine:
         found.append(live)
         self.checks += 1
         found.extend(await self._canary(live.ok))
+        if live.ok:
+            found.extend(self._backend())
         failed = [o for o in found if not o.ok]
         self.last_check = {"at": utc(), "ok": not failed, "latency_ms": live.latency_ms,
                            "tokens_per_second": self.tokens_per_second,
-                           "error": failed[0].reason if failed else None}
+                           "error": failed[0].reason if failed else None,
+                           "cause": failed[0].cause.value if failed and failed[0].cause
+                           else None}
         return found
+
+    def _backend(self) -> list[Observation]:
+        """On a GPU tier, the backend the engine reports must be that tier's."""
+        tier = self.tier
+        used = [d for d in self.devices if d.used]
+        if (tier not in GPU_TIERS or not used
+                or self.clock() - self.devices_at < DEVICES_SETTLE):
+            return []
+        wanted = TIER_LIBRARIES[tier]
+        if any(d.library.lower() in wanted for d in used):
+            return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
+        backend = self.memory.backend or ""
+        if all(d.library.lower() == "cpu" for d in used):
+            return [Observation.bad("backend", Cause.PLACEMENT,
+                                    f"the engine reports library=cpu on the {tier} tier",
+                                    evidence=used[0].line)]
+        detail = f"{tier} tier, but the engine computes on {backend}"
+        dropped = [d for d in self.devices if not d.used and d.library.lower() in wanted]
+        if dropped:
+            d = dropped[0]
+            target = f" for {d.compute}" if d.compute else ""
+            kind = {"ollama": "Ollama", "vllm": "vLLM"}.get(self.cfg.kind, self.cfg.kind)
+            detail += (f": this {kind} build dropped the {d.library} device"
+                       f" ({d.reason or 'unsupported'}{target})")
+        fix = (f"run a {tier}-capable build as [engine.tiers.{tier}].exec, or start the chain"
+               f" below {tier}")
+        return [Observation.bad("backend", Cause.BACKEND_MISMATCH, detail, fix=fix,
+                                evidence=[d.line for d in self.devices],
+                                facts={"tier": tier, "backend": backend})]
 
     async def _canary(self, alive: bool) -> list[Observation]:
         """The generation canary runs in the background, so a hung GPU cannot stall checks.
@@ -193,6 +329,7 @@ class Engine:
                 self.actuator.observe_check(self, "canary", result.latency_ms / 1000)
             if result.ok:
                 self.canary_failure = None
+                self.canary_passed = True
                 self.tokens_per_second = result.tokens_per_second
                 if self.cfg.kind == "ollama" and self.tier in GPU_TIERS:
                     found.append(await health.placement(self.http, self.cfg,
@@ -200,17 +337,20 @@ class Engine:
             else:
                 self.canary_failure = result
         every = self.health.canary_every
-        due = every and (self.checks % every == 0 or self.canary_failure is not None)
+        due = every and (self.checks % every == 0 or self.canary_failure is not None
+                         or not self.canary_passed)
         rested = self.clock() - self.canary_started >= self.health.interval * 0.9
         if alive and due and rested and self.canary_task is None:
-            self.canary_started = self.clock()
-            self.canary_task = asyncio.create_task(health.canary(
-                self.http, self.cfg, self.health.canary_timeout,
-                self.health.min_tokens_per_second))
-            self.canary_task.add_done_callback(self._canary_done)
+            self._launch_canary()
         if self.canary_failure is not None:
             found.append(self.canary_failure)
         return found
+
+    def _launch_canary(self) -> None:
+        self.canary_started = self.clock()
+        self.canary_task = asyncio.create_task(health.canary(
+            self.http, self.cfg, self.health.canary_timeout, self.health.min_tokens_per_second))
+        self.canary_task.add_done_callback(self._canary_done)
 
     def _canary_done(self, task: asyncio.Task[Observation]) -> None:
         """Wake the loop at once when the canary starts failing; later results wait a tick."""
@@ -220,83 +360,104 @@ class Engine:
             self.wake.set()
 
     def _forget_checks(self) -> None:
-        """A (re)start begins with a clean slate: no stale canary verdicts."""
+        """A (re)start begins with a clean slate: no stale canary verdicts or devices."""
         if self.canary_task is not None:
             self.canary_task.cancel()
             self.canary_task = None
         self.canary_failure = None
+        self.canary_passed = False
         self.failures = 0
         self.nrestarts_seen = None
         self.inbox.clear()
+        self.devices = []
+        self.devices_at = float("-inf")
+        self.memory.backend = None
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         if seen is not None and unit.n_restarts > seen:
-            return [Observation(
-                False, "unit", f"crashed: systemd restarted it {unit.n_restarts - seen} time(s)"
+            return [Observation.bad(
+                "unit", Cause.CRASH, f"systemd restarted it {unit.n_restarts - seen} time(s)"
                 f" (exit status {unit.exec_main_status})", evidence=unit.raw)]
         down = (unit.active_state in ("failed", "inactive", "deactivating")
                 or unit.sub_state in ("auto-restart", "dead", "failed"))
         stuck = (not unit.running and self.clock() - self.started_at
                  > self.health.startup_grace)
         if down or stuck:
-            return [Observation(
-                False, "unit", f"not running: {unit.active_state}/{unit.sub_state}"
+            return [Observation.bad(
+                "unit", Cause.CRASH, f"not running: {unit.active_state}/{unit.sub_state}"
                 f" (exit status {unit.exec_main_status}, result {unit.result or '-'})",
                 evidence=unit.raw)]
         return []  # running, or still activating within its grace
 
+    # ------------------------------------------------------------------ decisions
+
     async def judge(self, observations: list[Observation]) -> None:
-        now = self.clock()
-        severe = [o for o in observations if not o.ok and o.severity != CHECK]
-        if severe:
-            order = {FATAL_RESET: 0, FAULT: 1, RESET: 2}
-            await self._on_fault(min(severe, key=lambda o: order.get(o.severity, 9)))
-            return
-        failed = [o for o in observations if not o.ok]
+        failed = [o for o in observations if not o.ok and o.finding is not None]
         if not failed:
             if not any(o.source == "liveness" for o in observations):
                 return  # the unit is still activating: nothing answered yet
             self.failures = 0
             if self.state != EngineState.HEALTHY:
+                if self.health.canary_every and not self.canary_passed:
+                    return  # healthy means a generation worked: wait for the canary
                 self._became_healthy()
             return
-        first = failed[0]
+        worst = min(failed, key=lambda o: precedence(o.finding.cause))  # type: ignore[union-attr]
+        finding = worst.finding
+        assert finding is not None
+        action = finding.cause.action
+        if action == Action.BLOCK:
+            await self._on_blocking(finding)
+        elif action == Action.REBOOT:
+            self._reboot_required(finding)
+            await self._demote(finding)
+        elif action == Action.RESTART:
+            await self._restart(finding)
+        elif action == Action.DEMOTE:
+            if finding.cause == Cause.BACKEND_MISMATCH and self.tier:
+                self.memory.skipped[self.tier] = reason_of(finding.cause, finding.detail)
+            if self.memory.pinned:
+                await self._restart(finding)
+            else:
+                await self._demote(finding)
+        else:
+            await self._count(worst, finding)
+
+    async def _count(self, worst: Observation, finding: Finding) -> None:
         in_grace = (self.state == EngineState.STARTING
-                    and now - self.started_at < self.health.startup_grace)
-        crashed = any(o.source == "unit" for o in failed)
-        if in_grace and not crashed:
+                    and self.clock() - self.started_at < self.health.startup_grace)
+        if in_grace and worst.source != "unit":
             return  # still starting: GPU discovery and model load take their time
-        if self.promoting_from is not None and not in_grace:
-            await self._rollback(f"not healthy within its grace: {first.reason}", first)
+        if self._promoting() and not in_grace and self.state == EngineState.STARTING:
+            await self._rollback(finding, "not healthy within its grace")
             return
         self.failures += 1
-        self.last_failure = first
+        self.last_failure = worst
         if self.failures < self.health.failures:
-            log.info("check failed", engine=self.name, tier=self.tier, reason=first.reason,
-                     failures=self.failures)
+            log.info("check failed", engine=self.name, tier=self.tier, cause=finding.cause.value,
+                     reason=finding.text(), failures=self.failures)
             return
-        reason = f"{first.reason} ({self.failures} checks in a row)"
-        if self.promoting_from is not None:
-            await self._rollback(reason, first)
-        elif self.memory.pinned or self.restarts_on_tier < self.fallback.restarts_per_tier:
-            await self._restart(reason, first)
+        counted = Finding(finding.cause, f"{finding.detail} ({self.failures} checks in a row)",
+                          finding.fix, finding.evidence, finding.facts)
+        if self.memory.pinned or self.restarts_on_tier < self.fallback.restarts_per_tier:
+            if self._promoting() and not self.memory.pinned:
+                await self._rollback(counted)
+            else:
+                await self._restart(counted)
         else:
-            await self._demote(reason, first)
-
-    @property
-    def fallback(self) -> FallbackSection:
-        return self.config.fallback
+            await self._demote(counted)
 
     def _became_healthy(self) -> None:
         tier = self.tier
-        reason = f"serving on {tier}"
-        if self.promoting_from is not None:
-            reason = f"promoted from {self.promoting_from} to {tier}"
-            self.promoting_from = None
-            self.memory.promote_wait = None
-        self.retry_attempt = 0
-        self.retry_at = None
+        cause, detail = Cause.START, f"serving on {tier}"
+        if self.cause is not None and (self.cause == Cause.RETRY or self.cause.blocking):
+            cause = Cause.RECOVERED  # after a retry, a pull, a blocked spell
+        if self._promoting() and self.memory.probation_until is None:
+            cause, detail = Cause.PROMOTION, f"promoted from {self.memory.promoted_from} to {tier}"
+            self.memory.probation_until = self.wall() + self.fallback.probation
+        self.memory.retry_attempt = 0
+        self.memory.retry_at = None
         usable = self.actuator.usable(self)
         best = policy.best_tier(self.chain, usable)
         if (best and tier != best and self.fallback.promote_after > 0
@@ -304,63 +465,197 @@ class Engine:
             self._schedule_promotion()
         if tier == best:
             self.memory.next_promotion_at = None
-        self.transition(EngineState.HEALTHY, reason)
+            self.memory.demoted_from = self.memory.demoted_at = None
+        self.transition(EngineState.HEALTHY, cause, detail, plain=True)
 
-    async def _on_fault(self, fault: Observation) -> None:
-        if fault.severity == FATAL_RESET:
-            self.memory.reboot_required = True
-            self.memory.reboot_evidence = fault.evidence or fault.reason
-            log.error("reboot required", engine=self.name, tier=self.tier, reason=fault.reason)
-        reason = fault.reason
-        if fault.severity == RESET or self.memory.pinned:
-            await self._restart(reason, fault)
-        elif self.promoting_from is not None:
-            await self._rollback(reason, fault)
-        else:
-            await self._demote(reason, fault)
+    def _reboot_required(self, finding: Finding) -> None:
+        self.memory.reboot_required = True
+        self.memory.reboot_evidence = str(finding.evidence or finding.detail)
+        self.memory.reboot_boot_id = self.actuator.boot_id()
+        log.error("reboot required", engine=self.name, tier=self.tier, cause=finding.cause.value,
+                  reason=finding.text())
 
-    async def _restart(self, reason: str, why: Observation) -> None:
+    async def _restart(self, finding: Finding) -> None:
         self.restarts_on_tier += 1
-        self.transition(EngineState.DEGRADED, f"{self.tier}: {reason}", why.evidence or None)
+        self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
+                        evidence=finding.evidence, tier_prefix=True)
         assert self.tier is not None
-        await self.start_on(self.tier, f"restarting on {self.tier}: {reason}")
+        await self.start_on(self.tier, finding.cause, f"restarting on {self.tier}: "
+                            f"{finding.text()}")
 
-    async def _demote(self, reason: str, why: Observation) -> None:
-        self.transition(EngineState.DEGRADED, f"{self.tier}: {reason}", why.evidence or None)
+    async def _demote(self, finding: Finding) -> None:
+        if self._promoting():
+            await self._rollback(finding)
+            return
+        self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
+                        evidence=finding.evidence, fix=finding.fix, tier_prefix=True)
         usable = self.actuator.usable(self)
         target = policy.tier_below(self.chain, usable, self.tier)
         if self.memory.reboot_required and self.tier not in GPU_TIERS and target is None:
             target = self.tier  # already off the GPU: stay, restart
         if target is None:
-            self.fail(f"every usable tier exhausted; last: {self.tier}: {reason}")
+            self.fail(finding)
             return
         if self.fallback.promote_after > 0 and policy.best_tier(self.chain, usable) != target:
             self._schedule_promotion()
-        await self.start_on(target, f"demoted from {self.tier}: {reason}", why.evidence or None)
+        if self.memory.demoted_from is None and self.tier != target:
+            self.memory.demoted_from, self.memory.demoted_at = self.tier, self.wall()
+        await self.start_on(target, finding.cause, f"demoted from {self.tier}: "
+                            f"{finding.text()}", evidence=finding.evidence)
 
-    def fail(self, reason: str) -> None:
-        self.retry_attempt += 1
-        wait = policy.retry_wait(self.retry_attempt, self.health.interval * 2)
-        self.retry_at = self.clock() + wait
+    def fail(self, finding: Finding) -> None:
+        self.memory.retry_attempt += 1
+        wait = policy.retry_wait(self.memory.retry_attempt, self.health.interval * 2)
+        self.memory.retry_at = self.wall() + wait
         self.memory.next_promotion_at = None
-        self.transition(EngineState.FAILED, f"{reason}; retry {self.retry_attempt} in"
-                        f" {wait:.0f}s")
+        self.transition(EngineState.FAILED, finding.cause,
+                        f"every usable tier exhausted; last: {self.tier}: {finding.text()};"
+                        f" retry {self.memory.retry_attempt} in {wait:.0f}s",
+                        evidence=finding.evidence)
 
     async def _retry_from_bottom(self) -> None:
         usable = self.actuator.usable(self)
         target = policy.bottom_tier(self.chain, usable)
         if target is None:
-            self.fail("no usable tier on this host")
+            self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
             return
         self.restarts_on_tier = 0
-        await self.start_on(target, f"retry {self.retry_attempt} from the bottom: {target}")
+        await self.start_on(target, Cause.RETRY, f"retry {self.memory.retry_attempt} from the"
+                            f" bottom: {target}")
+
+    # ------------------------------------------------------------------ blocked
+
+    async def _on_blocking(self, finding: Finding) -> None:
+        if (finding.cause == Cause.MODEL_MISSING and self.cfg.pull
+                and self.cfg.kind == "ollama" and self.pull is None):
+            self._start_pull()
+            return
+        await self.block(finding)
+
+    async def block(self, finding: Finding) -> None:
+        """No tier change can fix this: say so, with the fix, and retry with backoff."""
+        self.memory.retry_attempt += 1
+        wait = policy.blocked_wait(self.memory.retry_attempt, self.health.interval * 2)
+        self.memory.retry_at = self.wall() + wait
+        self._forget_checks()
+        self.transition(EngineState.BLOCKED, finding.cause, finding.detail,
+                        evidence=finding.evidence, fix=finding.fix)
+        if finding.cause not in WHILE_RUNNING:
+            await self.actuator.stop(self)  # not restarted in a loop meanwhile
+
+    async def _blocked_tick(self) -> None:
+        cause = self.cause or Cause.CONFIG
+        if self._due() or await self._cleared(cause):
+            if cause in WHILE_RUNNING:  # the engine runs: a canary tells
+                self.transition(EngineState.STARTING, Cause.RETRY,
+                                f"retry {self.memory.retry_attempt} after {cause.description}")
+                return
+            tier = self.tier or policy.best_tier(self.chain, self.actuator.usable(self))
+            if tier is None:
+                self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
+                return
+            await self.start_on(tier, Cause.RETRY, f"retry {self.memory.retry_attempt}"
+                                f" after {cause.description}")
+
+    async def _cleared(self, cause: Cause) -> bool:
+        if cause != Cause.MODEL_MISSING:
+            return await self.actuator.cleared(self, cause)
+        if self.cfg.kind != "ollama":
+            return False
+        try:  # /api/tags lists the models on disk: an operator's `ollama pull` shows here
+            response = await self.http.get(self.cfg.endpoint + "/api/tags",
+                                           timeout=self.health.timeout)
+            names = [str(m.get("name") or m.get("model") or "")
+                     for m in response.json().get("models") or [] if isinstance(m, dict)]
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+        return any(health.same_model(n, self.cfg.model) for n in names if n)
+
+    def _start_pull(self) -> None:
+        self.pull = {"model": self.cfg.model, "status": "starting", "completed": 0, "total": 0}
+        self.transition(EngineState.STARTING, Cause.MODEL_MISSING,
+                        f"pulling {self.cfg.model} (pull = true)")
+        self.pull_task = asyncio.create_task(self._pull(), name=f"pull-{self.name}")
+
+    async def _pull(self) -> None:
+        """``POST /api/pull`` with streamed progress; then check again (or block)."""
+        error = None
+        last_step = -1
+        try:
+            async with self.http.stream(
+                    "POST", self.cfg.endpoint + "/api/pull",
+                    json={"model": self.cfg.model, "stream": True},
+                    timeout=httpx.Timeout(self.health.timeout, read=PULL_IDLE_TIMEOUT)) as r:
+                if r.status_code != 200:
+                    text = (await r.aread())[:300].decode(errors="replace")
+                    error = f"HTTP {r.status_code}: {text}"
+                else:
+                    async for line in r.aiter_lines():
+                        if not line.strip():
+                            continue
+                        try:
+                            part = json.loads(line)
+                        except ValueError:
+                            continue
+                        if part.get("error"):
+                            error = str(part["error"])
+                            break
+                        assert self.pull is not None
+                        self.pull.update({k: part[k] for k in ("status", "completed", "total")
+                                          if k in part})
+                        step = self._pull_percent() // 25
+                        if step != last_step or part.get("status") == "success":
+                            last_step = step
+                            self.actuator.record(self, "pull", to=str(part.get("status")),
+                                                 cause=Cause.MODEL_MISSING.value,
+                                                 reason=f"pulling {self.cfg.model}:"
+                                                 f" {part.get('status')}"
+                                                 f" ({self._pull_percent()}%)")
+                    if self.pull and self.pull.get("status") != "success" and error is None:
+                        error = "the pull ended without success"
+        except httpx.HTTPError as exc:
+            error = health._error(exc)
+        async with self.lock:
+            self.pull_task = None
+            if error is None:
+                self.transition(EngineState.STARTING, Cause.RETRY,
+                                f"pulled {self.cfg.model}; checking again")
+                self._launch_canary()
+            else:
+                await self.block(Finding(
+                    Cause.MODEL_MISSING, f"pulling {self.cfg.model} failed: {error}",
+                    fix=f"check the model name, then `ollama pull {self.cfg.model}`"))
+            self.wake.set()
+
+    def _pull_percent(self) -> int:
+        pull = self.pull or {}
+        total, done = pull.get("total") or 0, pull.get("completed") or 0
+        if pull.get("status") == "success":
+            return 100
+        return int(done * 100 / total) if total else 0
 
     # ------------------------------------------------------------------ the way back up
+
+    def _promoting(self) -> bool:
+        """A promotion in progress, or on probation (failing now counts as a failed one)."""
+        if self.memory.promoted_from is None:
+            return False
+        until = self.memory.probation_until
+        return until is None or self.wall() < until
+
+    def _end_probation(self) -> None:
+        until = self.memory.probation_until
+        if until is not None and self.wall() >= until:
+            log.info("promotion held through probation", engine=self.name, tier=self.tier)
+            self.actuator.record(self, "probation", to="passed", cause=Cause.PROMOTION.value,
+                                 reason=f"{self.tier} held for {self.fallback.probation:.0f}s")
+            self.memory.promoted_from = self.memory.probation_until = None
+            self.memory.promote_wait = None
 
     async def _maybe_promote(self) -> None:
         due = self.memory.next_promotion_at
         if (due is None or self.memory.pinned or self.fallback.promote_after <= 0
-                or self.wall() < due):
+                or self.wall() < due or self._promoting()):
             return
         await self.actuator.reprobe()
         usable = self.actuator.usable(self)
@@ -377,23 +672,28 @@ class Engine:
         self.memory.next_promotion_at = self.wall() + wait
 
     async def promote(self, tier: str, why: str) -> None:
-        self.promoting_from = self.tier
+        self.memory.promoted_from = self.tier
+        self.memory.probation_until = None
         self.memory.next_promotion_at = None
-        await self.start_on(tier, f"promotion: trying {tier} again ({why})")
+        await self.start_on(tier, Cause.PROMOTION, f"trying {tier} again ({why})")
 
-    async def _rollback(self, reason: str, why: Observation) -> None:
-        back = self.promoting_from
-        self.promoting_from = None
+    async def _rollback(self, finding: Finding, why: str = "") -> None:
+        back = self.memory.promoted_from
+        assert back is not None
+        self.memory.promoted_from = self.memory.probation_until = None
         wait = policy.next_promotion_wait(self.memory.promote_wait or
                                           self.fallback.promote_after,
                                           self.fallback.promote_backoff)
         self.memory.promote_wait = wait
         self.memory.next_promotion_at = self.wall() + wait
-        self.transition(EngineState.DEGRADED, f"{self.tier}: promotion failed: {reason}",
-                        why.evidence or None)
-        assert back is not None
-        await self.start_on(back, f"back to {back} after a failed promotion; next try in"
-                            f" {wait:.0f}s")
+        detail = f"{why}: {finding.text()}" if why else finding.text()
+        self.transition(EngineState.DEGRADED, Cause.PROMOTION_FAILED, detail,
+                        evidence=finding.evidence, tier_prefix=True)
+        if finding.cause == Cause.FATAL_RESET or back not in self.actuator.usable(self):
+            await self._demote(finding)
+            return
+        await self.start_on(back, Cause.PROMOTION_FAILED, f"back to {back}; next try in"
+                            f" {wait:.0f}s ({finding.text()})", evidence=finding.evidence)
 
     # ------------------------------------------------------------------ the loop
 
@@ -413,5 +713,6 @@ class Engine:
                 except TimeoutError:
                     pass
         finally:
-            if self.canary_task is not None:
-                self.canary_task.cancel()
+            for task in (self.canary_task, self.pull_task):
+                if task is not None:
+                    task.cancel()

@@ -49,9 +49,15 @@ def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
         "consecutive_failures": engine.failures,
         "next_promotion_at": (utc(memory.next_promotion_at)
                               if memory.next_promotion_at else None),
-        "next_retry_at": (utc(sup.wall_of(engine.retry_at))
-                          if engine.state == EngineState.FAILED and engine.retry_at else None),
-        "promoting_from": engine.promoting_from,
+        "next_retry_at": (utc(memory.retry_at) if memory.retry_at and engine.state in
+                          (EngineState.FAILED, EngineState.BLOCKED) else None),
+        "cause": memory.cause,
+        "fix": memory.fix or None,
+        "backend": memory.backend,
+        "pull": engine.pull,
+        "demoted_from": memory.demoted_from,
+        "promoting_from": memory.promoted_from if memory.probation_until is None else None,
+        "probation_until": utc(memory.probation_until) if memory.probation_until else None,
     }
 
 

@@ -1,35 +1,55 @@
-"""Health checks against an engine's HTTP API. Each takes an injected ``httpx.AsyncClient``.
+"""Health checks against an engine's HTTP API. Each takes an injected ``httpx.AsyncClient`` and
+returns an ``Observation`` whose finding names its cause (``supervisor.causes``).
 
 - liveness: ``GET /`` (ollama) or ``GET /health`` (vllm) within ``timeout``;
-- canary: a real 1-token generation within ``canary_timeout`` — a hung GPU shows here while
-  liveness still answers; tokens/s from ``eval_count / eval_duration``;
+- canary: a real generation within ``canary_timeout`` — a hung GPU shows here while liveness
+  still answers. Ollama reports its own rate (``eval_count / eval_duration``); for vLLM a few
+  tokens are streamed and the rate is taken between the first and the last token, so it
+  measures generation, not the request's latency. 404 means the model is missing, 401/403 a
+  wrong or missing API key: causes no tier change can fix;
 - placement (ollama): the model loaded with ``size_vram == 0`` while on a GPU tier means the
-  engine silently runs on the CPU.
+  engine silently runs on the CPU. Model names are compared as Ollama normalises them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 
+from supervisor.causes import Cause, Finding
 from supervisor.config import EngineConfig
-from supervisor.states import CHECK, FAULT
+
+VLLM_CANARY_TOKENS = 4  # enough for a rate between the first and the last token
 
 
 @dataclass(frozen=True)
 class Observation:
-    """One signal about an engine: ok or not, how serious, and the evidence."""
+    """One signal about an engine: ok, or the finding that says what is wrong."""
 
     ok: bool
-    source: str                    # liveness | unit | canary | placement | log
-    reason: str = ""
-    severity: str = CHECK
-    evidence: str = ""
+    source: str                    # liveness | unit | canary | placement | log | backend
+    finding: Finding | None = None
     latency_ms: float | None = None
     tokens_per_second: float | None = None
+
+    @classmethod
+    def bad(cls, source: str, cause: Cause, detail: str = "", **kw: Any) -> Observation:
+        fields = {k: kw.pop(k) for k in ("latency_ms", "tokens_per_second") if k in kw}
+        return cls(False, source, Finding(cause, detail, **kw), **fields)
+
+    @property
+    def cause(self) -> Cause | None:
+        return self.finding.cause if self.finding else None
+
+    @property
+    def reason(self) -> str:
+        return self.finding.text() if self.finding else ""
 
 
 def _error(exc: Exception) -> str:
@@ -40,6 +60,30 @@ def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def normalise_model(name: str) -> str:
+    """A model name as Ollama compares it: ``qwen2.5`` is ``registry.ollama.ai/library/
+    qwen2.5:latest`` (types/model/name.go: default host, namespace and tag; case-insensitive)."""
+    name = name.strip().lower().split("@", 1)[0]
+    parts = name.split("/")
+    model = parts[-1]
+    namespace = parts[-2] if len(parts) >= 2 else "library"
+    host = "/".join(parts[:-2]) if len(parts) >= 3 else "registry.ollama.ai"
+    if ":" not in model:
+        model += ":latest"
+    return f"{host}/{namespace}/{model}"
+
+
+def same_model(a: str, b: str) -> bool:
+    return normalise_model(a) == normalise_model(b)
+
+
+def read_api_key(engine: EngineConfig) -> str | None:
+    """The engine's API key from ``api_key_file`` (read at every canary: rotation works)."""
+    if not engine.api_key_file:
+        return None
+    return Path(engine.api_key_file).read_text().strip()
+
+
 async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
                    ) -> Observation:
     path = "/health" if engine.kind == "vllm" else "/"
@@ -48,61 +92,124 @@ async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: flo
         async with asyncio.timeout(timeout):  # a total deadline: httpx's are per operation
             response = await client.get(engine.endpoint + path, timeout=timeout)
     except TimeoutError:
-        return Observation(False, "liveness", f"GET {path}: timed out after {timeout:g}s")
+        return Observation.bad("liveness", Cause.UNRESPONSIVE,
+                               f"GET {path} timed out after {timeout:g}s")
     except httpx.HTTPError as exc:
-        return Observation(False, "liveness", f"GET {path}: {_error(exc)}")
+        return Observation.bad("liveness", Cause.UNRESPONSIVE, f"GET {path}: {_error(exc)}")
     latency = (time.monotonic() - started) * 1000
     if response.status_code != 200:
-        return Observation(False, "liveness", f"GET {path}: HTTP {response.status_code}",
-                           evidence=response.text[:500], latency_ms=latency)
+        return Observation.bad("liveness", Cause.UNRESPONSIVE,
+                               f"GET {path}: HTTP {response.status_code}",
+                               evidence=response.text[:500], latency_ms=latency)
     return Observation(True, "liveness", latency_ms=latency)
+
+
+def _http_finding(engine: EngineConfig, response: httpx.Response, latency_ms: float
+                  ) -> Observation:
+    """A canary answered with an error status: what it means."""
+    code, body = response.status_code, response.text[:500]
+    if code == 404:
+        fix = (f"ollama pull {engine.model} (or set pull = true on the engine)"
+               if engine.kind == "ollama" else
+               f"serve {engine.model!r} (the engine's --model / served name), or fix `model`")
+        return Observation.bad("canary", Cause.MODEL_MISSING,
+                               f"{engine.model} is not on the engine (HTTP 404)", fix=fix,
+                               evidence=body, facts={"model": engine.model},
+                               latency_ms=latency_ms)
+    if code in (401, 403):
+        fix = ("set api_key_file to the key the engine was started with" if
+               not engine.api_key_file else f"put the engine's key in {engine.api_key_file}")
+        return Observation.bad("canary", Cause.AUTH, f"the engine answered HTTP {code}",
+                               fix=fix, evidence=body, latency_ms=latency_ms)
+    return Observation.bad("canary", Cause.GENERATION, f"HTTP {code}", evidence=body,
+                           latency_ms=latency_ms)
 
 
 async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float,
                  min_tokens_per_second: float = 0.0) -> Observation:
-    if engine.kind == "vllm":
-        path = "/v1/completions"
-        body: dict[str, object] = {"model": engine.model, "prompt": "ping", "max_tokens": 1}
-    else:
-        path = "/api/generate"
-        body = {"model": engine.model, "prompt": "ping", "stream": False,
-                "options": {"num_predict": 1}}
+    headers = {}
+    try:
+        key = read_api_key(engine)
+    except OSError as exc:
+        return Observation.bad("canary", Cause.CONFIG, f"cannot read api_key_file: "
+                               f"{exc.strerror or exc}", fix=f"check {engine.api_key_file}")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            response = await client.post(engine.endpoint + path, json=body, timeout=timeout)
+            if engine.kind == "vllm":
+                done = await _vllm_generate(client, engine, headers, timeout)
+            else:
+                done = await _ollama_generate(client, engine, headers, timeout)
     except (TimeoutError, httpx.TimeoutException):
-        return Observation(False, "canary", f"canary hung: no token within {timeout:g}s")
+        return Observation.bad("canary", Cause.HANG, f"no token within {timeout:g}s")
     except httpx.HTTPError as exc:
-        return Observation(False, "canary", f"canary failed: {_error(exc)}")
-    elapsed = time.monotonic() - started
+        return Observation.bad("canary", Cause.GENERATION, _error(exc))
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if isinstance(done, httpx.Response):
+        return _http_finding(engine, done, elapsed_ms)
+    if isinstance(done, str):
+        return Observation.bad("canary", Cause.GENERATION, done, latency_ms=elapsed_ms)
+    rate = done
+    if min_tokens_per_second and rate is not None and rate < min_tokens_per_second:
+        return Observation.bad("canary", Cause.SLOW,
+                               f"{rate:.1f} tokens/s, below {min_tokens_per_second:g}",
+                               latency_ms=elapsed_ms, tokens_per_second=rate)
+    return Observation(True, "canary", latency_ms=elapsed_ms, tokens_per_second=rate)
+
+
+async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
+                           headers: dict[str, str], timeout: float
+                           ) -> httpx.Response | str | float | None:
+    """1 token; the rate Ollama measured itself (``eval_count / eval_duration``)."""
+    body = {"model": engine.model, "prompt": "ping", "stream": False,
+            "options": {"num_predict": 1}}
+    response = await client.post(engine.endpoint + "/api/generate", json=body,
+                                 headers=headers, timeout=timeout)
     if response.status_code != 200:
-        return Observation(False, "canary", f"canary: HTTP {response.status_code}",
-                           evidence=response.text[:500], latency_ms=elapsed * 1000)
+        return response
     try:
         document = response.json()
     except ValueError:
-        return Observation(False, "canary", "canary: the answer is not JSON",
-                           evidence=response.text[:500])
-    rate = tokens_per_second(engine, document, elapsed)
-    if min_tokens_per_second and rate is not None and rate < min_tokens_per_second:
-        return Observation(False, "canary",
-                           f"canary: {rate:.1f} tokens/s, below {min_tokens_per_second:g}",
-                           latency_ms=elapsed * 1000, tokens_per_second=rate)
-    return Observation(True, "canary", latency_ms=elapsed * 1000, tokens_per_second=rate)
-
-
-def tokens_per_second(engine: EngineConfig, document: dict, elapsed: float) -> float | None:
-    if engine.kind == "ollama":
-        count, duration = document.get("eval_count"), document.get("eval_duration")
-        if isinstance(count, int | float) and isinstance(duration, int | float) and duration:
-            return count / duration * 1e9
-        return None
-    usage = document.get("usage") or {}
-    count = usage.get("completion_tokens")
-    if isinstance(count, int | float) and elapsed > 0:
-        return count / elapsed
+        return "the answer is not JSON"
+    count, duration = document.get("eval_count"), document.get("eval_duration")
+    if isinstance(count, int | float) and isinstance(duration, int | float) and duration:
+        return count / duration * 1e9
     return None
+
+
+async def _vllm_generate(client: httpx.AsyncClient, engine: EngineConfig,
+                         headers: dict[str, str], timeout: float
+                         ) -> httpx.Response | str | float | None:
+    """A few streamed tokens; the rate between the first and the last token."""
+    body = {"model": engine.model, "prompt": "ping", "max_tokens": VLLM_CANARY_TOKENS,
+            "stream": True}
+    stamps: list[float] = []
+    async with client.stream("POST", engine.endpoint + "/v1/completions", json=body,
+                             headers=headers, timeout=timeout) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return response
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            return "the answer is not an event stream (stream: true)"
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                return "a streamed chunk is not JSON"
+            if any(c.get("text") for c in chunk.get("choices") or []):
+                stamps.append(time.monotonic())
+    if not stamps:
+        return "no token in the stream"
+    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+        return None
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
@@ -113,16 +220,21 @@ async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: fl
             response = await client.get(engine.endpoint + "/api/ps", timeout=timeout)
         models = response.json().get("models") or []
     except TimeoutError:
-        return Observation(False, "placement", f"GET /api/ps: timed out after {timeout:g}s")
+        return Observation.bad("placement", Cause.UNRESPONSIVE,
+                               f"GET /api/ps timed out after {timeout:g}s")
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        return Observation(False, "placement", f"GET /api/ps: {_error(exc)}")
+        return Observation.bad("placement", Cause.UNRESPONSIVE, f"GET /api/ps: {_error(exc)}")
     for model in models:
-        if engine.model and model.get("name") != engine.model and \
-                model.get("model") != engine.model:
+        if not isinstance(model, dict):
             continue
-        if model.get("size_vram") == 0 and model.get("size"):
-            return Observation(False, "placement",
-                               f"{model.get('name')} runs on the CPU (size_vram 0 of"
-                               f" {model.get('size')} bytes)", severity=FAULT,
-                               evidence=str(model)[:500])
+        names = [str(model.get(k) or "") for k in ("name", "model")]
+        if engine.model and not any(n and same_model(n, engine.model) for n in names):
+            continue
+        size, vram = model.get("size"), model.get("size_vram")
+        if vram == 0 and size:
+            return Observation.bad("placement", Cause.PLACEMENT,
+                                   f"{names[0]} runs 100% on the CPU (size_vram 0 of"
+                                   f" {size} bytes)", evidence=model,
+                                   facts={"size": size, "size_vram": vram})
+        return Observation(True, "placement")
     return Observation(True, "placement")

@@ -15,61 +15,70 @@ from dataclasses import dataclass
 
 import structlog
 
+from supervisor.causes import Cause, Finding, precedence
 from supervisor.config import GPU_TIERS, LogsSection
 from supervisor.health import Observation
-from supervisor.states import CHECK, FATAL_RESET, FAULT, RESET
 from supervisor.systemd import Systemd, journal_message
 
 log = structlog.get_logger("llm-supervisor")
 
-# category -> (severity, patterns). Engine lines only matter on a GPU tier.
-ENGINE_PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "gpu_fault": (FAULT, (
+# config category ([logs] key) -> (cause, patterns). Engine lines about the GPU only matter
+# on a GPU tier; the blocking ones (port, permission, flags) matter on every tier.
+ENGINE_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
+    "gpu_fault": (Cause.GPU_FAULT, (
         r"\bHIP error\b", r"\bhipError\w+", r"\bROCm error\b", r"\brocBLAS error\b",
         r"\bGPU Hang\b", r"HW Exception by GPU", r"\bhipErrorIllegalAddress\b",
         r"vk::DeviceLostError|ErrorDeviceLost", r"\bCUDA error\b",
     )),
-    "discovery": (FAULT, (
+    "discovery": (Cause.DISCOVERY, (
         r"failure during (?:llama-server )?GPU discovery",
         r"no compatible GPUs were discovered", r"amdgpu is not supported",
-        r"dropping ROCm device",
+        r"invalid device: (?:ROCm|Vulkan|CUDA)\d*",
     )),
-    "placement": (FAULT, (
-        r'msg="inference compute".*\blibrary=cpu\b',
-    )),
-    "oom": (CHECK, (
+    "placement": (Cause.PLACEMENT, ()),  # Ollama's library=cpu is read as data (devices)
+    "oom": (Cause.OOM, (
         r"\bout of memory\b", r"hipErrorOutOfMemory", r"\bOutOfMemoryError\b",
         r"failed to allocate .* buffer",
     )),
+    "port_in_use": (Cause.PORT_IN_USE, (
+        r"address already in use", r"\[Errno 98\]", r"couldn't bind HTTP server socket",
+    )),
+    "permission": (Cause.PERMISSION, (
+        r"(?:mkdir|open|stat|chmod|chown) \S+: permission denied",
+        r"PermissionError: \[Errno 13\]",
+    )),
+    "config": (Cause.CONFIG, (
+        r"unrecognized arguments:", r"Error: unknown (?:shorthand )?flag",
+        r"error while handling argument(?!.*invalid device)", r"error: invalid argument",
+    )),
 }
-KERNEL_PATTERNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "fatal_reset": (FATAL_RESET, (r"GPU Recovery Failed", r"VRAM is lost")),
-    "reset": (RESET, (r"\bring \S+ timeout\b", r"GPU reset begin!")),
+KERNEL_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
+    "fatal_reset": (Cause.FATAL_RESET, (r"GPU Recovery Failed", r"VRAM is lost")),
+    "reset": (Cause.RESET, (r"\bring \S+ timeout\b", r"GPU reset begin!",
+                            r"device wedged, but recovered")),
 }
-DESCRIPTIONS = {
-    "gpu_fault": "GPU fault in the engine's log", "discovery": "GPU discovery failed",
-    "placement": "the engine runs on the CPU (its log says library=cpu)",
-    "oom": "out of memory", "fatal_reset": "a GPU reset failed: reboot required",
-    "reset": "the kernel reset the GPU",
+BLOCKING = frozenset(c for c, _ in ENGINE_PATTERNS.values() if c.blocking)
+FIXES = {
+    Cause.PORT_IN_USE: "stop whatever holds the port, or give the engine another `listen`",
+    Cause.PERMISSION: "let the engine's user write its `writable` paths (chown/chmod)",
+    Cause.CONFIG: "fix the engine's `exec` flags (see the log line)",
 }
 
 
 @dataclass(frozen=True)
 class Rule:
     category: str
-    severity: str
+    cause: Cause
     pattern: re.Pattern[str]
 
 
-def compile_rules(table: dict[str, tuple[str, tuple[str, ...]]],
+def compile_rules(table: dict[str, tuple[Cause, tuple[str, ...]]],
                   extra: dict[str, Iterable[str]] | None = None) -> list[Rule]:
     rules = []
-    for category, (severity, patterns) in table.items():
+    for category, (cause, patterns) in table.items():
         for pattern in (*patterns, *((extra or {}).get(category) or ())):
-            rules.append(Rule(category, severity, re.compile(pattern)))
-    # the most serious category first, so one line gives one finding
-    order = {FATAL_RESET: 0, RESET: 1, FAULT: 2, CHECK: 3}
-    return sorted(rules, key=lambda r: order[r.severity])
+            rules.append(Rule(category, cause, re.compile(pattern)))
+    return sorted(rules, key=lambda r: precedence(r.cause))  # one line, one finding
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,12 +94,73 @@ def classify(rules: list[Rule], line: str, *, tier: str | None, kernel: bool = F
     for rule in rules:
         if not rule.pattern.search(line):
             continue
-        if not kernel and tier not in GPU_TIERS and rule.category != "oom":
+        cause = rule.cause
+        on_gpu = tier in GPU_TIERS
+        if not kernel and not on_gpu and cause not in BLOCKING and cause != Cause.OOM:
             return None  # GPU trouble in the log of an engine that is not on a GPU
-        if kernel and rule.severity == RESET and tier not in GPU_TIERS:
+        if kernel and cause == Cause.RESET and not on_gpu:
             return None
-        return Observation(False, "log", f"{DESCRIPTIONS[rule.category]}: {line.strip()[:200]}",
-                           severity=rule.severity, evidence=line.strip()[:2000])
+        text = line.strip()
+        return Observation(False, "log", Finding(cause, text[:200], fix=FIXES.get(cause, ""),
+                                                 evidence=text[:2000]))
+    return None
+
+
+# --------------------------------------------------------------------------- devices
+
+_LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def logfmt(line: str) -> dict[str, str]:
+    """``key=value key="quoted value"`` pairs of a Go slog line (Ollama's log format)."""
+    out = {}
+    for key, value in _LOGFMT.findall(line):
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device the engine reports: one it computes on, or one it dropped at discovery."""
+
+    used: bool            # True: "inference compute"; False: "dropping ... device"
+    library: str          # ROCm | Vulkan | CUDA | cpu | ...
+    name: str = ""        # the engine's id for it (ROCm0, Vulkan0, cpu)
+    description: str = ""  # AMD Instinct MI50 (RADV VEGA20)
+    compute: str = ""     # gfx906
+    reason: str = ""      # why it was dropped
+    line: str = ""
+
+    def label(self) -> str:
+        what = self.description or self.name or self.compute
+        return f"{self.library}: {what}" if what and what != self.library else self.library
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("library", self.library), ("name", self.name),
+                                  ("description", self.description),
+                                  ("compute", self.compute)) if v}
+
+
+def parse_device(line: str) -> Device | None:
+    """Ollama's ``msg="inference compute" ... library=...`` and ``msg="dropping ROCm device
+    ..." gfx_target=...`` lines (discover/types.go, discover/amd.go) as data."""
+    if "inference compute" in line and "library=" in line:
+        kv = logfmt(line)
+        if kv.get("msg") != "inference compute":
+            return None
+        return Device(True, kv.get("library", ""), kv.get("name") or kv.get("id", ""),
+                      kv.get("description", ""), kv.get("compute", ""), line=line.strip())
+    if "dropping" in line and "device" in line and "msg=" in line:
+        kv = logfmt(line)
+        match = re.match(r"dropping (\w+) device", kv.get("msg", ""))
+        if not match:
+            return None
+        target = kv.get("gfx_target") or kv.get("compute", "")
+        reason = kv.get("msg", "").split("—", 1)[-1].split(" - ", 1)[-1].strip()
+        return Device(False, match.group(1), kv.get("device") or kv.get("id", ""),
+                      kv.get("name", ""), target, reason=reason, line=line.strip())
     return None
 
 

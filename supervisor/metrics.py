@@ -9,7 +9,6 @@ counters and the histogram are fed by ``observe_event`` / ``observe_check``. Ser
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from supervisor.causes import Cause
 from supervisor.config import TIERS
 from supervisor.states import EngineState
 
@@ -34,46 +34,18 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0)
 RELOAD_RESULTS = frozenset({"applied", "rejected"})
 
-# Wrappers engine.py / daemon.py put around a cause: "demoted from rocm: <cause>".
-_WRAPPER = re.compile(r"^(?:(?:demoted from|restarting on) \S+: |(?:rocm|vulkan|opencl|cpu): )+")
-# (pattern, category), first match wins. Whole-reason patterns come before the cause's own,
-# and causes are matched at their start, so a quoted log line cannot pick the category.
-_WHOLE = (
-    (re.compile(r"\bby (?:the operator\)?|uid \d+)$"), "operator"),
-    (re.compile(r"^config changed\b|^added by reload\b"), "config"),
-    (re.compile(r"^back to \S+ after a failed promotion\b"), "rollback"),
-    (re.compile(r"^promotion\b"), "promotion"),
-    (re.compile(r"^retry \d+ from the bottom\b"), "retry"),
-    (re.compile(r"^starting on \S+"), "start"),
-)
-_CAUSE = (
-    (re.compile(r"^canary\b"), "canary"),
-    (re.compile(r"^(?:crashed|not running)\b"), "crash"),
-    (re.compile(r"^(?:GPU fault|GPU discovery failed)\b"), "gpu_fault"),
-    (re.compile(r"^(?:\S+|the engine) runs on the CPU\b|^GET /api/ps\b"), "placement"),
-    (re.compile(r"^a GPU reset failed\b"), "reboot"),
-    (re.compile(r"^the kernel reset the GPU\b"), "reset"),
-    (re.compile(r"^out of memory\b"), "oom"),
-    (re.compile(r"^GET \S+: "), "liveness"),
-)
-
-
-def reason_category(reason: str) -> str:
-    """A short, bounded label for a tier event's free-text reason."""
-    for pattern, category in _WHOLE:
-        if pattern.search(reason):
-            return category
-    cause = _WRAPPER.sub("", reason)
-    for pattern, category in _CAUSE:
-        if pattern.search(cause):
-            return category
-    return "other"
-
-
 def _tier_label(tier: str | None) -> str:
     if tier is None:
         return "none"
     return tier if tier in TIERS else "other"
+
+
+def _cause_label(cause: Any) -> str:
+    """The cause an event carries; a bounded label whatever the event holds."""
+    return cause if cause in CAUSES else "other"
+
+
+CAUSES = frozenset(c.value for c in Cause)
 
 
 @dataclass(frozen=True)
@@ -85,14 +57,16 @@ class EngineView:
     tier: str | None
     reboot_required: bool = False
     tokens_per_second: float | None = None
+    demoted: bool = False
 
     @classmethod
     def of(cls, engine: Any) -> EngineView:
         """From a ``supervisor.engine.Engine`` (duck-typed: no import, no cycle)."""
         check = engine.last_check or {}
+        demoted = bool(engine.memory.demoted_from) and engine.memory.demoted_from != engine.tier
         return cls(name=engine.name, state=str(engine.state), tier=engine.tier,
                    reboot_required=bool(engine.memory.reboot_required),
-                   tokens_per_second=check.get("tokens_per_second"))
+                   tokens_per_second=check.get("tokens_per_second"), demoted=demoted)
 
 
 class _Snapshot(Collector):
@@ -111,6 +85,9 @@ class _Snapshot(Collector):
                                  "1 for the tier the engine runs on", labels=["engine", "tier"])
         reboot = GaugeMetricFamily("llm_supervisor_engine_reboot_required",
                                    "1 when a failed GPU reset needs a reboot", labels=["engine"])
+        demoted = GaugeMetricFamily("llm_supervisor_engine_demoted",
+                                    "1 when the engine runs below the tier it fell from",
+                                    labels=["engine"])
         rate = GaugeMetricFamily("llm_supervisor_canary_tokens_per_second",
                                  "The last successful canary's generation rate",
                                  labels=["engine"])
@@ -121,6 +98,7 @@ class _Snapshot(Collector):
             for t in TIERS:
                 tier.add_metric([e.name, t], float(e.tier == t))
             reboot.add_metric([e.name], float(e.reboot_required))
+            demoted.add_metric([e.name], float(e.demoted))
             if e.tokens_per_second is not None:
                 rate.add_metric([e.name], e.tokens_per_second)
         available = GaugeMetricFamily("llm_supervisor_tier_available",
@@ -128,7 +106,7 @@ class _Snapshot(Collector):
         for t in TIERS:
             if t in self.probes:
                 available.add_metric([t], float(self.probes[t]))
-        yield from (up, state, tier, reboot, rate, available)
+        yield from (up, state, tier, reboot, demoted, rate, available)
 
 
 class Metrics:
@@ -139,8 +117,8 @@ class Metrics:
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
         self.tier_switches = Counter(
-            "llm_supervisor_tier_switches_total", "Tier switches, by reason category",
-            ["engine", "from", "to", "reason"], registry=self.registry)
+            "llm_supervisor_tier_switches_total", "Tier switches, by cause",
+            ["engine", "from", "to", "cause"], registry=self.registry)
         self.reloads = Counter("llm_supervisor_reloads_total", "Config reloads, by result",
                                ["result"], registry=self.registry)
         self.check_latency = Histogram(
@@ -157,7 +135,7 @@ class Metrics:
         if event.get("type") == "tier":
             self.tier_switches.labels(event.get("engine") or "", _tier_label(event.get("from")),
                                       _tier_label(event.get("to")),
-                                      reason_category(event.get("reason") or "")).inc()
+                                      _cause_label(event.get("cause"))).inc()
         elif event.get("type") == "reload":
             result = event.get("to")
             self.reloads.labels(result if result in RELOAD_RESULTS else "other").inc()

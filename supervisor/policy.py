@@ -34,3 +34,11 @@ def retry_wait(attempt: int, base: float) -> float:
 
 def next_promotion_wait(current: float, backoff: float) -> float:
     return min(PROMOTE_WAIT_CAP, current * backoff)
+
+
+BLOCKED_WAIT_CAP = 300.0
+
+
+def blocked_wait(attempt: int, base: float) -> float:
+    """Wait before re-trying a blocked engine: doubling, capped low (the fix is often quick)."""
+    return min(BLOCKED_WAIT_CAP, max(base, 1.0) * 2 ** max(0, attempt - 1))

@@ -24,9 +24,20 @@ class EngineMemory:
     reboot_evidence: str = ""
     promote_wait: float | None = None     # current wait before the next promotion try (s)
     next_promotion_at: float | None = None  # wall clock (time.time())
+    reboot_boot_id: str | None = None     # the boot the failed reset was seen in
     state: str = "stopped"
     since: float | None = None
     reason: str = ""
+    cause: str | None = None              # supervisor.causes.Cause of the current state
+    fix: str = ""                         # one line for the operator, when blocked
+    demoted_from: str | None = None       # the best tier it fell from, and when (wall clock)
+    demoted_at: float | None = None
+    promoted_from: str | None = None      # a promotion on probation: the tier to go back to
+    probation_until: float | None = None  # wall clock
+    retry_at: float | None = None         # failed or blocked: the next try (wall clock)
+    retry_attempt: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # tier -> why, for this engine
+    backend: str | None = None            # what the engine reports it computes on
     journal_cursor: str | None = None     # where the engine's journal was last read
     history: list[dict[str, Any]] = field(default_factory=list)
 

@@ -96,12 +96,19 @@ def host_has(config: Config, tier: str, probes: Mapping[str, HostTier]) -> tuple
 
 
 def choices(config: Config, engine: EngineConfig, probes: Mapping[str, HostTier], *,
-            reboot_required: bool = False) -> list[TierChoice]:
-    """Every tier of the engine's chain, in order, with whether it is usable and why."""
+            reboot_required: bool = False, skipped: Mapping[str, str] | None = None
+            ) -> list[TierChoice]:
+    """Every tier of the engine's chain, in order, with whether it is usable and why.
+
+    ``skipped`` holds what this engine showed on a tier (e.g. its build dropped the ROCm
+    device and ran on Vulkan): such a tier is not usable for it, whatever the host has."""
     result = []
     for tier in config.chain_for(engine):
         if reboot_required and tier in GPU_TIERS:
             result.append(TierChoice(tier, False, "a GPU reset failed: reboot required"))
+            continue
+        if skipped and tier in skipped:
+            result.append(TierChoice(tier, False, skipped[tier]))
             continue
         supported, why_kind = kind_supports(engine, tier)
         if not supported:
@@ -113,6 +120,7 @@ def choices(config: Config, engine: EngineConfig, probes: Mapping[str, HostTier]
 
 
 def usable(config: Config, engine: EngineConfig, probes: Mapping[str, HostTier], *,
-           reboot_required: bool = False) -> list[str]:
-    return [c.tier for c in choices(config, engine, probes, reboot_required=reboot_required)
-            if c.usable]
+           reboot_required: bool = False, skipped: Mapping[str, str] | None = None
+           ) -> list[str]:
+    return [c.tier for c in choices(config, engine, probes, reboot_required=reboot_required,
+                                    skipped=skipped) if c.usable]

@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from supervisor import config
+from supervisor.causes import Action, Cause, Finding
 from supervisor.engine import Engine
 from supervisor.health import Observation
+from supervisor.logwatch import parse_device
 from supervisor.state import EngineMemory
-from supervisor.states import FATAL_RESET, FAULT, RESET, EngineState
+from supervisor.states import EngineState
 from supervisor.systemd import UnitStatus
 
 RUNNING = UnitStatus("llm-main.service", "active", "running", 0, 0, 100)
@@ -32,22 +34,39 @@ class FakeActuator:
     def __init__(self, usable: list[str]) -> None:
         self.tiers = usable
         self.switches: list[str] = []
+        self.stops = 0
         self.events: list[dict[str, Any]] = []
         self.unit = RUNNING
         self.reprobes = 0
         self.checks: list[tuple[str, float]] = []
+        self.diagnosis: Finding | None = None
+        self.is_cleared = False
+        self.boot = "boot-1"
 
     async def switch(self, engine: Engine, tier: str) -> None:
         self.switches.append(tier)
 
+    async def stop(self, engine: Engine) -> None:
+        self.stops += 1
+
     async def unit_status(self, engine: Engine) -> UnitStatus:
         return self.unit
+
+    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
+        return self.diagnosis
+
+    async def cleared(self, engine: Engine, cause: Cause) -> bool:
+        return self.is_cleared
 
     async def reprobe(self) -> None:
         self.reprobes += 1
 
     def usable(self, engine: Engine) -> list[str]:
-        return [t for t in self.tiers if not (engine.memory.reboot_required and t != "cpu")]
+        return [t for t in self.tiers if not (engine.memory.reboot_required and t != "cpu")
+                and t not in engine.memory.skipped]
+
+    def boot_id(self) -> str | None:
+        return self.boot
 
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
         self.events.append({"type": type, **fields})
@@ -64,6 +83,10 @@ class FakeOllama:
         self.hang = False
         self.size_vram = 4_000_000_000
         self.eval_rate = 40.0
+        self.present = True       # the model is on disk
+        self.status = 200         # forced canary status (401...)
+        self.pulls = 0
+        self.ps_name = "qwen2.5:7b-instruct"
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/":
@@ -72,14 +95,29 @@ class FakeOllama:
             if self.hang:
                 await asyncio.sleep(10)
             body = json.loads(request.content)
+            if not self.present:
+                return httpx.Response(404, json={"error": f"model '{body['model']}' not found"})
+            if self.status != 200:
+                return httpx.Response(self.status, json={"error": "unauthorized"})
             assert body["options"]["num_predict"] == 1 and body["stream"] is False
             return httpx.Response(200, json={"model": body["model"], "response": "p",
                                              "done": True, "eval_count": 1,
                                              "eval_duration": int(1e9 / self.eval_rate)})
         if request.url.path == "/api/ps":
             return httpx.Response(200, json={"models": [
-                {"name": "qwen2.5:7b-instruct", "model": "qwen2.5:7b-instruct",
+                {"name": self.ps_name, "model": self.ps_name,
                  "size": 4_000_000_000, "size_vram": self.size_vram}]})
+        if request.url.path == "/api/tags":
+            models = [{"name": "qwen2.5:7b-instruct"}] if self.present else []
+            return httpx.Response(200, json={"models": models})
+        if request.url.path == "/api/pull":
+            self.pulls += 1
+            self.present = True
+            lines = [{"status": "pulling manifest"},
+                     {"status": "pulling abc", "total": 100, "completed": 50},
+                     {"status": "pulling abc", "total": 100, "completed": 100},
+                     {"status": "success"}]
+            return httpx.Response(200, text="".join(json.dumps(x) + "\n" for x in lines))
         return httpx.Response(404)
 
 
@@ -96,14 +134,17 @@ min_tokens_per_second = {rate}
 restarts_per_tier = 1
 promote_after = "60s"
 promote_backoff = 2.0
+probation = "120s"
 [[engine]]
 name = "main"
-model = "qwen2.5:7b-instruct"
+model = "{model}"
+pull = {pull}
 """
 
 
-def make(usable=("rocm", "vulkan", "cpu"), rate=0, tier="rocm"):
-    cfg = config.loads(SETTINGS.format(rate=rate))
+def make(usable=("rocm", "vulkan", "cpu"), rate=0, tier="rocm", model="qwen2.5:7b-instruct",
+         pull=False):
+    cfg = config.loads(SETTINGS.format(rate=rate, model=model, pull=str(pull).lower()))
     actuator = FakeActuator(list(usable))
     api = FakeOllama()
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
@@ -114,7 +155,7 @@ def make(usable=("rocm", "vulkan", "cpu"), rate=0, tier="rocm"):
 
 async def started(tier="rocm", **kw):
     engine, actuator, api, clock, wall = make(**kw)
-    await engine.start_on(tier, "starting")
+    await engine.start_on(tier, Cause.START)
     clock.now += 11  # past the grace
     await settle(engine)
     assert engine.state == EngineState.HEALTHY
@@ -129,6 +170,12 @@ async def settle(engine: Engine, ticks: int = 1) -> None:
             await asyncio.wait([engine.canary_task], timeout=1)
         await engine.tick()
         engine.clock.now += 1  # type: ignore[attr-defined]  # one interval
+        engine.wall.now += 1  # type: ignore[attr-defined]
+
+
+def later(clock: Clock, wall: Clock, seconds: float) -> None:
+    clock.now += seconds
+    wall.now += seconds
 
 
 async def test_healthy_after_start_and_one_failed_check_changes_nothing():
@@ -154,12 +201,12 @@ async def test_failures_restart_then_demote():
     assert actuator.switches == ["rocm", "rocm", "vulkan"]
     assert "demoted from rocm" in engine.memory.reason
     assert [e for e in actuator.events if e["type"] == "tier"][-1]["to"] == "vulkan"
-    assert engine.memory.next_promotion_at == 1000.0 + 60
+    assert engine.memory.next_promotion_at == engine.wall.now + 60
 
 
 async def test_no_verdict_within_grace_but_a_crash_counts():
     engine, actuator, api, clock, _ = make()
-    await engine.start_on("rocm", "starting")
+    await engine.start_on("rocm", Cause.START)
     api.alive = False
     for _ in range(10):
         await engine.tick()
@@ -178,7 +225,7 @@ async def test_hung_canary_while_liveness_answers_is_acted_on():
         if len(actuator.switches) > 1:
             break
     assert actuator.switches == ["rocm", "rocm"]
-    assert "canary hung" in engine.memory.history[-2]["reason"]
+    assert engine.memory.history[-2]["cause"] == "hang"
 
 
 async def test_slow_tokens_below_the_threshold_count_only_when_set():
@@ -186,7 +233,7 @@ async def test_slow_tokens_below_the_threshold_count_only_when_set():
     api.eval_rate = 3.0
     for _ in range(4):
         await settle(engine)
-    assert len(actuator.switches) > 1 and "tokens/s" in engine.memory.history[-2]["reason"]
+    assert len(actuator.switches) > 1 and engine.memory.history[-2]["cause"] == "slow"
     engine, actuator, api, clock, _ = await started(rate=0)
     api.eval_rate = 3.0
     for _ in range(4):
@@ -199,27 +246,30 @@ async def test_silent_cpu_fallback_demotes_without_restart():
     api.size_vram = 0
     await settle(engine)
     assert actuator.switches == ["rocm", "vulkan"]
-    assert "runs on the CPU" in engine.memory.reason
+    assert engine.memory.cause == "placement" and "100% on the CPU" in engine.memory.reason
 
 
-@pytest.mark.parametrize(("severity", "tiers", "reboot"), [
-    (FAULT, ["rocm", "vulkan"], False),
-    (RESET, ["rocm", "rocm"], False),
-    (FATAL_RESET, ["rocm", "cpu"], True),
+@pytest.mark.parametrize(("cause", "tiers", "reboot"), [
+    (Cause.GPU_FAULT, ["rocm", "vulkan"], False),
+    (Cause.DISCOVERY, ["rocm", "vulkan"], False),
+    (Cause.RESET, ["rocm", "rocm"], False),
+    (Cause.FATAL_RESET, ["rocm", "cpu"], True),
 ])
-async def test_log_findings(severity, tiers, reboot):
+async def test_log_findings(cause, tiers, reboot):
     engine, actuator, api, clock, _ = await started()
-    engine.inbox.append(Observation(False, "log", "GPU trouble", severity=severity,
-                                    evidence="amdgpu: GPU reset begin!"))
+    engine.inbox.append(Observation.bad("log", cause, "GPU trouble",
+                                        evidence="amdgpu: GPU reset begin!"))
     await engine.tick()
     assert actuator.switches == tiers
     assert engine.memory.reboot_required is reboot
+    if reboot:
+        assert engine.memory.reboot_boot_id == "boot-1"
 
 
 async def test_a_pin_holds_through_faults():
     engine, actuator, api, clock, _ = await started()
     engine.memory.pinned = "rocm"
-    engine.inbox.append(Observation(False, "log", "ROCm error", severity=FAULT))
+    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     await engine.tick()
     api.alive = False
     clock.now += 11
@@ -230,7 +280,7 @@ async def test_a_pin_holds_through_faults():
 
 
 async def test_end_of_chain_fails_and_retries_from_the_bottom_with_backoff():
-    engine, actuator, api, clock, _ = await started(usable=("rocm",))
+    engine, actuator, api, clock, wall = await started(usable=("rocm",))
     api.alive = False
 
     async def fail_through() -> None:
@@ -243,9 +293,10 @@ async def test_end_of_chain_fails_and_retries_from_the_bottom_with_backoff():
     await fail_through()
     assert engine.state == EngineState.FAILED and "retry 1 in 2s" in engine.memory.reason
     assert "every usable tier exhausted" in engine.memory.reason
+    assert engine.memory.retry_at == wall.now + 2  # persisted, wall clock
     await engine.tick()
     assert actuator.switches == ["rocm", "rocm"]  # waits
-    clock.now += 2
+    later(clock, wall, 2)
     await engine.tick()
     assert actuator.switches == ["rocm", "rocm", "rocm"]  # retried from the bottom
     clock.now += 11
@@ -257,16 +308,17 @@ async def test_end_of_chain_fails_and_retries_from_the_bottom_with_backoff():
 
 async def test_promotion_back_up_and_backoff_when_it_fails():
     engine, actuator, api, clock, wall = await started(tier="vulkan")
-    assert engine.memory.next_promotion_at == wall.now + 60
+    assert engine.memory.next_promotion_at == 1000.0 + 60  # scheduled when it became healthy
     wall.now += 61
     await engine.tick()
-    assert actuator.switches[-1] == "rocm" and engine.promoting_from == "vulkan"
+    assert actuator.switches[-1] == "rocm" and engine.memory.promoted_from == "vulkan"
     assert actuator.reprobes == 1
     api.alive = False  # still broken on rocm: not healthy within its grace
     clock.now += 11
     await engine.tick()
     assert actuator.switches[-1] == "vulkan" and engine.memory.promote_wait == 120
     assert engine.memory.next_promotion_at == wall.now + 120
+    assert engine.memory.cause == "promotion_failed"
     api.alive = True
     clock.now += 11
     await settle(engine)
@@ -277,3 +329,219 @@ async def test_promotion_back_up_and_backoff_when_it_fails():
     await settle(engine)
     assert engine.tier == "rocm" and engine.state == EngineState.HEALTHY
     assert engine.memory.next_promotion_at is None and "promoted" in engine.memory.reason
+    assert engine.memory.probation_until is not None  # on probation now
+    wall.now += 121  # probation (120 s) passed: the promotion held, the wait resets
+    await settle(engine)
+    assert engine.memory.promoted_from is None and engine.memory.promote_wait is None
+
+
+async def test_a_promotion_that_fails_within_probation_backs_off():
+    """A ROCm path that works for a minute after each promotion, then fails: every flap is a
+    failed promotion, so the waits grow 60 -> 120 -> 240 s instead of repeating forever."""
+    engine, actuator, api, clock, wall = await started(tier="vulkan")
+    waits = []
+    for _ in range(3):
+        wall.now = engine.memory.next_promotion_at + 1
+        await engine.tick()
+        assert engine.tier == "rocm"
+        clock.now += 11
+        await settle(engine)
+        assert engine.state == EngineState.HEALTHY and engine.memory.probation_until
+        wall.now += 60  # a minute of good service, within probation
+        await settle(engine)
+        engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+        await engine.tick()
+        assert engine.tier == "vulkan" and engine.memory.cause == "promotion_failed"
+        waits.append(engine.memory.promote_wait)
+        clock.now += 11
+        await settle(engine)
+    assert waits == [120, 240, 480]
+    assert sum(1 for e in actuator.events if e["type"] == "tier" and e["to"] == "rocm") == 3
+
+
+# --------------------------------------------------------------------------- causes -> actions
+
+STOPS = {Cause.PORT_IN_USE, Cause.EXEC_MISSING, Cause.PERMISSION, Cause.CONFIG}
+
+
+@pytest.mark.parametrize("cause", list(Cause), ids=str)
+async def test_each_cause_takes_its_action(cause):
+    """One table: what every cause does to a healthy engine on rocm (chain rocm, vulkan, cpu)."""
+    engine, actuator, api, clock, _ = await started()
+    action = cause.action
+    ticks = 3 if action == Action.COUNT else 1
+    for _ in range(ticks):
+        engine.inbox.append(Observation.bad("unit" if cause == Cause.CRASH else "log", cause,
+                                            "detail", fix="do this"))
+        await engine.tick()
+    switches = actuator.switches[1:]
+    if action == Action.DEMOTE:
+        assert switches == ["vulkan"] and engine.memory.cause == cause.value
+        assert engine.memory.demoted_from == "rocm"
+    elif action == Action.COUNT:
+        assert switches == ["rocm"]  # restart on the same tier first
+    elif action == Action.RESTART:
+        assert switches == ["rocm"]
+    elif action == Action.REBOOT:
+        assert switches == ["cpu"] and engine.memory.reboot_required
+    elif action == Action.BLOCK:
+        assert switches == [] and engine.state == EngineState.BLOCKED
+        assert engine.memory.cause == cause.value and engine.memory.fix == "do this"
+        assert actuator.stops == (1 if cause in STOPS else 0)
+        assert not engine.memory.reboot_required
+    else:  # reasons for actions, never observations of a fault: they change nothing
+        assert switches in ([], ["rocm"]) or engine.state == EngineState.HEALTHY
+
+
+async def test_one_counted_failure_among_good_checks_changes_nothing():
+    engine, actuator, api, clock, _ = await started()
+    engine.inbox.append(Observation.bad("log", Cause.OOM, "cudaMalloc failed: out of memory"))
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm"] and engine.state == EngineState.HEALTHY
+
+
+async def test_blocked_engine_clears_by_itself_once_fixed():
+    engine, actuator, api, clock, wall = await started()
+    actuator.unit = UnitStatus("u", "activating", "auto-restart", 1, 1, 0)
+    actuator.diagnosis = Finding(Cause.PORT_IN_USE, "127.0.0.1:11434 is held by pid 812"
+                                 " (ollama) of ollama.service", fix="systemctl disable --now"
+                                 " ollama.service")
+    await engine.tick()
+    await engine.tick()
+    assert engine.state == EngineState.BLOCKED and actuator.switches == ["rocm"]
+    assert "ollama.service" in engine.memory.reason and actuator.stops == 1
+    assert engine.memory.retry_at == wall.now + 2
+    await engine.tick()
+    assert actuator.switches == ["rocm"]  # still held: waits
+    actuator.is_cleared = True  # the operator stopped ollama.service
+    actuator.unit, actuator.diagnosis = RUNNING, None
+    await engine.tick()
+    assert actuator.switches == ["rocm", "rocm"] and engine.state == EngineState.STARTING
+    clock.now += 11
+    await settle(engine)
+    assert engine.state == EngineState.HEALTHY and engine.tier == "rocm"
+    assert engine.memory.cause == "recovered"
+
+
+async def test_blocked_backoff_doubles_and_is_capped():
+    engine, actuator, api, clock, wall = await started()
+    actuator.diagnosis = Finding(Cause.EXEC_MISSING, "/usr/local/bin/ollama does not exist")
+    actuator.unit = UnitStatus("u", "failed", "failed", 0, 203, 0)
+    waits = []
+    for _ in range(10):
+        await engine.tick()  # blocked (or retried, then blocked again)
+        if engine.state == EngineState.BLOCKED:
+            waits.append(engine.memory.retry_at - wall.now)
+            later(clock, wall, engine.memory.retry_at - wall.now)
+            await engine.tick()  # the retry
+    assert waits[:4] == [2, 4, 8, 16] and max(waits) == 300
+
+
+async def test_missing_model_blocks_without_a_tier_change_and_clears_when_pulled():
+    engine, actuator, api, clock, wall = make()
+    api.present = False
+    await engine.start_on("rocm", Cause.START)
+    clock.now += 11
+    await settle(engine, 2)
+    assert engine.state == EngineState.BLOCKED and actuator.switches == ["rocm"]
+    assert engine.memory.cause == "model_missing"
+    assert engine.memory.fix.startswith("ollama pull qwen2.5:7b-instruct")
+    assert actuator.stops == 0  # it keeps serving whatever else it has
+    api.present = True  # the operator ran `ollama pull`
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
+
+
+async def test_missing_model_is_pulled_when_allowed():
+    engine, actuator, api, clock, wall = make(pull=True)
+    api.present = False
+    await engine.start_on("rocm", Cause.START)
+    clock.now += 11
+    await settle(engine)
+    assert engine.pull_task is not None or api.pulls == 1
+    if engine.pull_task is not None:
+        await engine.pull_task
+    await settle(engine, 2)
+    assert api.pulls == 1 and engine.state == EngineState.HEALTHY
+    assert actuator.switches == ["rocm"]
+    assert engine.pull and engine.pull["status"] == "success"
+    progress = [e for e in actuator.events if e["type"] == "pull"]
+    assert progress and progress[-1]["to"] == "success"
+
+
+async def test_wrong_api_key_blocks_with_the_fix():
+    engine, actuator, api, clock, wall = await started()
+    api.status = 401
+    await settle(engine)
+    assert engine.state == EngineState.BLOCKED and engine.memory.cause == "auth"
+    assert "api_key_file" in engine.memory.fix and actuator.switches == ["rocm"]
+
+
+DROPPED_GFX906 = ('time=2026-11-23T10:00:00.000Z level=WARN source=amd.go:120 msg="dropping ROCm'
+                  ' device — no rocblas support for gfx target" device=0 gfx_target=gfx906'
+                  ' supported="[gfx908 gfx90a gfx942]" hint="see docs/gpu.mdx"')
+VULKAN_MI50 = ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference'
+               ' compute" id=0 library=Vulkan compute=0.0 name=Vulkan0 description="AMD Instinct'
+               ' MI50 (RADV VEGA20)" total="16.0 GiB" available="15.9 GiB"')
+ROCM_MI50 = ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference compute"'
+             ' id=0 library=ROCm compute=gfx906 name=ROCm0 description="AMD Instinct MI50"'
+             ' total="16.0 GiB" available="15.9 GiB"')
+DROPPED_IGPU = DROPPED_GFX906.replace("gfx906", "gfx1103").replace("device=0", "device=1")
+
+
+async def test_rocm_tier_running_on_vulkan_is_a_backend_mismatch():
+    engine, actuator, api, clock, _ = await started()
+    for line in (DROPPED_GFX906, VULKAN_MI50):
+        engine.device(parse_device(line))
+    assert engine.memory.backend == "Vulkan: AMD Instinct MI50 (RADV VEGA20)"
+    await settle(engine, 2)
+    assert actuator.switches == ["rocm", "vulkan"]
+    assert engine.memory.cause == "backend_mismatch"
+    skipped = engine.memory.skipped["rocm"]
+    assert "dropped the ROCm device" in skipped and "gfx906" in skipped
+    assert "rocm" not in actuator.usable(engine)
+    mismatch = [e for e in actuator.events if e["type"] == "tier"][-1]
+    assert mismatch["cause"] == "backend_mismatch" and mismatch["to"] == "vulkan"
+
+
+async def test_dropped_igpu_beside_a_kept_rocm_card_is_not_a_fault():
+    engine, actuator, api, clock, _ = await started()
+    for line in (DROPPED_IGPU, ROCM_MI50):
+        engine.device(parse_device(line))
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm"] and engine.state == EngineState.HEALTHY
+    assert engine.memory.backend == "ROCm: AMD Instinct MI50"
+
+
+async def test_model_names_compare_as_ollama_normalises_them():
+    engine, actuator, api, clock, _ = await started(model="qwen2.5")
+    api.ps_name = "qwen2.5:latest"
+    api.size_vram = 0
+    await settle(engine)
+    assert actuator.switches == ["rocm", "vulkan"] and engine.memory.cause == "placement"
+
+
+def test_reboot_required_belongs_to_its_boot():
+    engine, actuator, api, clock, wall = make()
+    engine.memory.reboot_required = True
+    engine.memory.reboot_boot_id = "boot-0"
+    engine.expire_facts("boot-0")
+    assert engine.memory.reboot_required  # the same boot: still required
+    engine.expire_facts("boot-1")
+    assert not engine.memory.reboot_required
+    assert actuator.events[-1]["type"] == "reboot" and actuator.events[-1]["to"] == "done"
+
+
+async def test_a_failed_engines_retry_schedule_survives_a_restart():
+    engine, actuator, api, clock, wall = await started(usable=("rocm",))
+    engine.fail(Finding(Cause.CRASH, "crashed"))
+    due = engine.memory.retry_at
+    # a new daemon: the same memory, a new Engine, the unit running (systemd restarts it)
+    again = Engine(engine.config, engine.cfg, engine.memory, actuator, engine.http,
+                   clock=clock, wall=wall)
+    again.adopt(running=True)
+    await again.tick()
+    assert actuator.switches == ["rocm"] and again.state == EngineState.FAILED
+    wall.now = due
+    await again.tick()
+    assert actuator.switches == ["rocm", "rocm"] and again.state == EngineState.STARTING
