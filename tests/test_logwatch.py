@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.logwatch import ENGINE_PATTERNS, KERNEL_PATTERNS, classify, compile_rules
-from supervisor.states import CHECK, FATAL_RESET, FAULT, RESET
+from supervisor.causes import Cause
+from supervisor.logwatch import (
+    ENGINE_PATTERNS,
+    KERNEL_PATTERNS,
+    classify,
+    compile_rules,
+    logfmt,
+    parse_device,
+)
+
+FAULT, CHECK = Cause.GPU_FAULT, Cause.OOM
+RESET, FATAL_RESET = Cause.RESET, Cause.FATAL_RESET
 
 ENGINE = compile_rules(ENGINE_PATTERNS)
 KERNEL = compile_rules(KERNEL_PATTERNS)
@@ -21,24 +31,31 @@ KERNEL = compile_rules(KERNEL_PATTERNS)
     ("RuntimeError: HIP error: an illegal memory access was encountered", FAULT),
     ("hipErrorNoBinaryForGpu: Unable to find code object for all current devices!", FAULT),
     ('time=2026-11-22T16:00:00.000Z level=INFO source=runner.go:545 '
-     'msg="failure during GPU discovery" error="runner crashed"', FAULT),
-    ('level=WARN msg="failure during llama-server GPU discovery"', FAULT),
-    ("level=WARN msg=\"dropping ROCm device — no rocblas support for gfx target\"", FAULT),
-    ('time=2026-11-22T16:00:00.000Z level=INFO source=types.go:60 msg="inference compute" '
-     'id=cpu library=cpu compute="" name=cpu description=cpu total="31.2 GiB"', FAULT),
+     'msg="failure during GPU discovery" error="runner crashed"', Cause.DISCOVERY),
+    ('level=WARN msg="failure during llama-server GPU discovery"', Cause.DISCOVERY),
+    ("Error: listen tcp 127.0.0.1:11434: bind: address already in use", Cause.PORT_IN_USE),
+    ("ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000): "
+     "address already in use", Cause.PORT_IN_USE),
+    ("Error: mkdir /usr/share/ollama/.ollama: permission denied", Cause.PERMISSION),
+    ("vllm serve: error: unrecognized arguments: --bogus", Cause.CONFIG),
+    ("Error: unknown flag: --bogus", Cause.CONFIG),
+    ('error while handling argument "--device": invalid device: Vulkan0', Cause.DISCOVERY),
     ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000 MiB on device 0: "
      "cudaMalloc failed: out of memory", CHECK),
 ])
 def test_engine_lines_on_a_gpu_tier(line, severity):
     found = classify(ENGINE, line, tier="rocm")
-    assert found is not None and found.severity == severity
-    assert found.evidence == line.strip() and found.source == "log"
+    assert found is not None and found.cause == severity
+    assert found.finding.evidence == line.strip() and found.source == "log"
 
 
 @pytest.mark.parametrize("line", [
     'level=INFO source=types.go:42 msg="inference compute" id=0 library=ROCm compute=gfx906',
     'level=INFO source=types.go:42 msg="inference compute" id=0 library=Vulkan name=Vulkan0',
     'level=WARN source=runner.go:487 msg="user overrode visible devices" ROCR_VISIBLE_DEVICES=-1',
+    # devices are data (parse_device), judged against the tier by the engine: not findings
+    "level=WARN msg=\"dropping ROCm device — no rocblas support for gfx target\"",
+    'level=INFO source=types.go:60 msg="inference compute" id=cpu library=cpu name=cpu',
     '[GIN] 2026/11/22 - 16:17:08 | 200 |  124.516436ms |       127.0.0.1 | POST "/api/generate"',
 ])
 def test_normal_lines_are_not_findings(line):
@@ -50,6 +67,10 @@ def test_gpu_lines_do_not_matter_on_the_cpu_tier():
     assert classify(ENGINE, "ROCm error: unspecified launch failure", tier="cpu") is None
     assert classify(ENGINE, 'msg="inference compute" id=cpu library=cpu', tier="cpu") is None
     assert classify(ENGINE, "cudaMalloc failed: out of memory", tier="cpu") is not None
+    # what no tier fixes matters on every tier
+    found = classify(ENGINE, "Error: listen tcp 127.0.0.1:11434: bind: address already in use",
+                     tier="cpu")
+    assert found is not None and found.cause == Cause.PORT_IN_USE and found.finding.fix
 
 
 @pytest.mark.parametrize(("line", "severity"), [
@@ -61,7 +82,7 @@ def test_gpu_lines_do_not_matter_on_the_cpu_tier():
 ])
 def test_kernel_lines(line, severity):
     found = classify(KERNEL, line, tier="vulkan", kernel=True)
-    assert found is not None and found.severity == severity
+    assert found is not None and found.cause == severity
     if severity == RESET:
         assert classify(KERNEL, line, tier="cpu", kernel=True) is None
     else:  # a failed reset concerns every engine: the host needs a reboot
@@ -71,7 +92,7 @@ def test_kernel_lines(line, severity):
 def test_config_extends_the_patterns():
     rules = compile_rules(ENGINE_PATTERNS, {"gpu_fault": [r"amdgpu_cs_ioctl failed"]})
     found = classify(rules, "llama: amdgpu_cs_ioctl failed (-19)", tier="rocm")
-    assert found is not None and found.severity == FAULT
+    assert found is not None and found.cause == FAULT
     assert classify(ENGINE, "llama: amdgpu_cs_ioctl failed (-19)", tier="rocm") is None
 
 
@@ -84,3 +105,38 @@ def test_simulated_engine_error_lines_are_recognised():
     engine = Engine(kind="ollama", model="m", library="rocm", faults=Faults(), log=Log("ollama"))
     lines = gpu_error_lines(engine)
     assert any(classify(ENGINE, line, tier="rocm") for line in lines), lines
+
+
+def test_logfmt_reads_quoted_values():
+    kv = logfmt('time=x level=INFO msg="inference compute" id=0 description="AMD \\"MI50\\""'
+                ' total="16.0 GiB" empty=')
+    assert kv["msg"] == "inference compute" and kv["description"] == 'AMD "MI50"'
+    assert kv["total"] == "16.0 GiB" and kv["empty"] == ""
+
+
+@pytest.mark.parametrize(("line", "used", "library", "label", "compute"), [
+    ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference compute" id=0'
+     ' filter_id=0 library=ROCm compute=gfx906 name=ROCm0 description="AMD Instinct MI50"'
+     ' libdirs=ollama,rocm driver=60342.13 pci_id=0000:03:00.0 type=discrete total="16.0 GiB"',
+     True, "ROCm", "ROCm: AMD Instinct MI50", "gfx906"),
+    ('level=INFO source=types.go:42 msg="inference compute" id=00000000-0300 library=Vulkan'
+     ' compute=0.0 name=Vulkan0 description="AMD Instinct MI50 (RADV VEGA20)"',
+     True, "Vulkan", "Vulkan: AMD Instinct MI50 (RADV VEGA20)", "0.0"),
+    ('level=INFO source=types.go:60 msg="inference compute" id=cpu library=cpu compute=""'
+      name=cpu description=cpu libdirs=ollama', True, "cpu", "cpu", ""),
+    ('time=2026-11-23T10:00:00.000Z level=WARN source=amd.go:120 msg="dropping ROCm device —'
+     ' no rocblas support for gfx target" device=0 gfx_target=gfx906'
+     ' supported="[gfx908 gfx90a gfx942]" hint="see docs/gpu.mdx"',
+     False, "ROCm", "ROCm: 0", "gfx906"),
+])
+def test_device_lines_are_read_as_data(line, used, library, label, compute):
+    device = parse_device(line)
+    assert device is not None and device.used is used and device.library == library
+    assert device.compute == compute and device.label() == label
+    if not used:
+        assert device.reason == "no rocblas support for gfx target"
+
+
+def test_other_lines_are_no_devices():
+    assert parse_device('level=INFO msg="Listening on 127.0.0.1:11434 (version 0.33.0)"') is None
+    assert parse_device("dropping the ball on the device") is None

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor import config
 from supervisor.engine import Engine
-from supervisor.metrics import TEXTFILE, EngineView, Metrics, reason_category
+from supervisor.causes import Cause
+from supervisor.metrics import TEXTFILE, EngineView, Metrics
 from supervisor.state import EngineMemory
 from supervisor.states import EngineState
 
@@ -77,15 +78,15 @@ def test_a_demotion_counts_a_switch_and_moves_the_tier_gauge():
     metrics = Metrics()
     metrics.refresh([MAIN], PROBES)
     event = {"ts": "2026-11-22T16:00:00Z", "engine": "main", "type": "tier", "from": "rocm",
-             "to": "vulkan", "reason": "demoted from rocm: canary hung: no token within 2s"
-             " (3 checks in a row)", "evidence": None}
+             "to": "vulkan", "cause": "hang", "reason": "demoted from rocm: generation hung:"
+             " no token within 2s (3 checks in a row)", "evidence": None}
     metrics.observe_event(event)
     metrics.observe_event({"type": "state", "engine": "main", "from": "healthy",
                            "to": "degraded", "reason": "rocm: canary hung"})
     metrics.refresh([EngineView("main", "starting", "vulkan")], PROBES)
     found = samples(metrics.render())
 
-    switch = {"engine": "main", "from": "rocm", "to": "vulkan", "reason": "canary"}
+    switch = {"engine": "main", "from": "rocm", "to": "vulkan", "cause": "hang"}
     assert get(found, "llm_supervisor_tier_switches_total", **switch) == 1
     assert names(found, "llm_supervisor_tier_switches_total") == [switch]
     assert get(found, "llm_supervisor_engine_tier", engine="main", tier="vulkan") == 1
@@ -101,14 +102,14 @@ def test_a_demotion_counts_a_switch_and_moves_the_tier_gauge():
 def test_a_first_start_has_from_none_and_unknown_tiers_stay_bounded():
     metrics = Metrics()
     metrics.observe_event({"type": "tier", "engine": "main", "from": None, "to": "rocm",
-                           "reason": "starting on rocm"})
+                           "cause": "start", "reason": "starting on rocm"})
     metrics.observe_event({"type": "tier", "engine": "main", "from": "rocm", "to": "tpu",
-                           "reason": "something new"})
+                           "cause": "something new", "reason": "x"})
     found = samples(metrics.render())
     assert get(found, "llm_supervisor_tier_switches_total", engine="main", to="rocm",
-               reason="start", **{"from": "none"}) == 1
+               cause="start", **{"from": "none"}) == 1
     assert get(found, "llm_supervisor_tier_switches_total", engine="main", to="other",
-               reason="other", **{"from": "rocm"}) == 1
+               cause="other", **{"from": "rocm"}) == 1
 
 
 def test_reloads_are_counted_by_result():
@@ -170,42 +171,23 @@ def test_two_instances_share_nothing():
     assert ("llm_supervisor_engine_up", frozenset({("engine", "main")})) in samples(one.render())
 
 
-@pytest.mark.parametrize(("reason", "category"), [
-    ("demoted from rocm: canary hung: no token within 2s (3 checks in a row)", "canary"),
-    ("demoted from rocm: canary: 3.1 tokens/s, below 5", "canary"),
-    ("demoted from rocm: crashed: systemd restarted it 1 time(s) (exit status 1)", "crash"),
-    ("demoted from vulkan: not running: failed/failed (exit status 1, result exit-code)",
-     "crash"),
-    ("demoted from rocm: the engine runs on the CPU (its log says library=cpu):"
-     ' time=... msg="inference compute" id=cpu library=cpu', "placement"),
-    ("demoted from rocm: GPU fault in the engine's log: ROCm error: out of memory", "gpu_fault"),
-    ("demoted from rocm: GPU fault in the engine's log: HIP error (stopped by the operator?)"
-     " at 0x1f", "gpu_fault"),
-    ("demoted from rocm: GPU discovery failed: no compatible GPUs were discovered", "gpu_fault"),
-    ("demoted from rocm: qwen2.5:7b-instruct runs on the CPU (size_vram 0 of 4683087332"
-     " bytes)", "placement"),
-    ("demoted from rocm: GET /api/ps: timed out after 5s (3 checks in a row)", "placement"),
-    ("demoted from rocm: GET /: timed out after 5s (3 checks in a row)", "liveness"),
-    ("demoted from rocm: out of memory: hipErrorOutOfMemory (3 checks in a row)", "oom"),
-    ("demoted from rocm: a GPU reset failed: reboot required: amdgpu: GPU Recovery Failed",
-     "reboot"),
-    ("restarting on rocm: the kernel reset the GPU: amdgpu: GPU reset begin!", "reset"),
-    ("promotion: trying rocm again (promote_after elapsed)", "promotion"),
-    ("promotion: trying rocm again (asked by the operator)", "operator"),
-    ("back to vulkan after a failed promotion; next try in 8s", "rollback"),
-    ("pinned to rocm by the operator", "operator"),
-    ("demoted from rocm by the operator", "operator"),
-    ("restarted by the operator", "operator"),
-    ("config changed: restarting on rocm", "config"),
-    ("config changed: rocm is no longer usable", "config"),
-    ("added by reload: starting on vulkan", "config"),
-    ("retry 1 from the bottom: cpu", "retry"),
-    ("starting on vulkan (skipped rocm: /dev/kfd is missing)", "start"),
-    ("", "other"),
-    ("something nobody wrote yet", "other"),
-])
-def test_reason_category(reason: str, category: str):
-    assert reason_category(reason) == category
+@pytest.mark.parametrize("cause", list(Cause), ids=str)
+def test_the_cause_label_is_the_events_cause(cause: Cause):
+    """The label is the cause the event carries (data), never recovered from its reason."""
+    metrics = Metrics()
+    metrics.observe_event({"type": "tier", "engine": "e", "from": "rocm", "to": "vulkan",
+                           "cause": cause.value, "reason": "demoted from rocm by uid 0"})
+    found = samples(metrics.render())
+    assert get(found, "llm_supervisor_tier_switches_total", engine="e", to="vulkan",
+               cause=cause.value, **{"from": "rocm"}) == 1
+
+
+def test_the_demoted_gauge():
+    metrics = Metrics()
+    metrics.refresh([EngineView("low", "healthy", "vulkan", demoted=True), MAIN], PROBES)
+    found = samples(metrics.render())
+    assert get(found, "llm_supervisor_engine_demoted", engine="low") == 1
+    assert get(found, "llm_supervisor_engine_demoted", engine="main") == 0
 
 
 async def test_engine_view_reads_a_real_engine():
@@ -220,3 +202,5 @@ async def test_engine_view_reads_a_real_engine():
         engine.memory.reboot_required = True
         engine.last_check = {"ok": True, "latency_ms": 3.0, "tokens_per_second": 12.5}
         assert EngineView.of(engine) == EngineView("main", "healthy", "vulkan", True, 12.5)
+        engine.memory.demoted_from = "rocm"
+        assert EngineView.of(engine).demoted
