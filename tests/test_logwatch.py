@@ -123,7 +123,7 @@ def test_logfmt_reads_quoted_values():
      ' compute=0.0 name=Vulkan0 description="AMD Instinct MI50 (RADV VEGA20)"',
      True, "Vulkan", "Vulkan: AMD Instinct MI50 (RADV VEGA20)", "0.0"),
     ('level=INFO source=types.go:60 msg="inference compute" id=cpu library=cpu compute=""'
-      name=cpu description=cpu libdirs=ollama', True, "cpu", "cpu", ""),
+     ' name=cpu description=cpu libdirs=ollama', True, "cpu", "cpu", ""),
     ('time=2026-11-23T10:00:00.000Z level=WARN source=amd.go:120 msg="dropping ROCm device —'
      ' no rocblas support for gfx target" device=0 gfx_target=gfx906'
      ' supported="[gfx908 gfx90a gfx942]" hint="see docs/gpu.mdx"',

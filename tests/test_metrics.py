@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor import config
-from supervisor.engine import Engine
 from supervisor.causes import Cause
+from supervisor.engine import Engine
 from supervisor.metrics import TEXTFILE, EngineView, Metrics
 from supervisor.state import EngineMemory
 from supervisor.states import EngineState
