@@ -24,6 +24,9 @@ import httpx
 
 from supervisor.causes import Cause, Finding
 from supervisor.config import EngineConfig
+from supervisor.names import normalise_model, same_model
+
+__all__ = ["Observation", "canary", "liveness", "normalise_model", "placement", "same_model"]
 
 VLLM_CANARY_TOKENS = 4  # enough for a rate between the first and the last token
 
@@ -58,23 +61,6 @@ def _error(exc: Exception) -> str:
     if isinstance(exc, httpx.ConnectError):
         return "connection refused"
     return f"{type(exc).__name__}: {exc}"
-
-
-def normalise_model(name: str) -> str:
-    """A model name as Ollama compares it: ``qwen2.5`` is ``registry.ollama.ai/library/
-    qwen2.5:latest`` (types/model/name.go: default host, namespace and tag; case-insensitive)."""
-    name = name.strip().lower().split("@", 1)[0]
-    parts = name.split("/")
-    model = parts[-1]
-    namespace = parts[-2] if len(parts) >= 2 else "library"
-    host = "/".join(parts[:-2]) if len(parts) >= 3 else "registry.ollama.ai"
-    if ":" not in model:
-        model += ":latest"
-    return f"{host}/{namespace}/{model}"
-
-
-def same_model(a: str, b: str) -> bool:
-    return normalise_model(a) == normalise_model(b)
 
 
 def read_api_key(engine: EngineConfig) -> str | None:

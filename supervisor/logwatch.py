@@ -41,7 +41,7 @@ ENGINE_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
         r"failed to allocate .* buffer",
     )),
     "port_in_use": (Cause.PORT_IN_USE, (
-        r"address already in use", r"\[Errno 98\]", r"couldn't bind HTTP server socket",
+        r"(?i)address already in use", r"\[Errno 98\]", r"couldn't bind HTTP server socket",
     )),
     "permission": (Cause.PERMISSION, (
         r"(?:mkdir|open|stat|chmod|chown) \S+: permission denied",

@@ -417,3 +417,89 @@ def test_the_library_entry_overrides_the_star_entry() -> None:
     assert parse_plan({}).faults_for("vulkan") == Faults()
     with pytest.raises(PlanError, match="error_lines"):
         parse_plan({"rocm": {"error_lines": "ROCm error"}})
+
+
+# What the supervisor tells apart: faults a tier change cannot fix, and the backend in use
+
+
+def test_a_missing_model_is_404_until_pulled_with_streamed_progress(start) -> None:
+    sim = start(plan={"*": {"missing_model": True, "pull_seconds": 0.4}}).ready()
+    assert sim.get("/api/tags").json() == {"models": []}
+    missing = sim.generate()
+    assert missing.status_code == 404
+    assert missing.json() == {"error": f"model '{MODEL}' not found"}
+    with httpx.stream("POST", sim.url + "/api/pull", json={"model": "qwen2.5:7b-instruct"},
+                      timeout=5) as r:
+        parts = [json.loads(line) for line in r.iter_lines() if line]
+    assert parts[0] == {"status": "pulling manifest"} and parts[-1] == {"status": "success"}
+    progress = [p["completed"] for p in parts if "completed" in p]
+    assert progress == sorted(progress) and progress[-1] == parts[1]["total"]
+    assert sim.generate().status_code == 200
+    assert [m["name"] for m in sim.get("/api/tags").json()["models"]] == [MODEL]
+
+
+def test_names_are_normalised_like_ollama(start) -> None:
+    sim = start("--model", "qwen2.5").ready()
+    for name in ("qwen2.5", "qwen2.5:latest", "library/qwen2.5", "registry.ollama.ai/library/"
+                 "QWEN2.5:latest"):
+        assert sim.generate(model=name).status_code == 200, name
+    assert sim.generate(model="qwen2.5:7b").status_code == 404
+
+
+def test_a_build_without_gfx906_kernels_drops_rocm_and_runs_on_vulkan(start) -> None:
+    sim = start(env={"OLLAMA_GPU_DRIVER": "rocm"}, plan={"rocm": {"drops_rocm": "gfx906"}})
+    sim.ready()
+    dropped = slog_attrs(sim.wait_line("dropping ROCm device"))
+    assert dropped["gfx_target"] == "gfx906" and dropped["level"] == "WARN"
+    compute = slog_attrs(sim.wait_line('msg="inference compute"'))
+    assert compute["library"] == "Vulkan"
+    assert sim.generate().status_code == 200
+    ps = sim.get("/api/ps").json()["models"][0]
+    assert ps["size_vram"] == ps["size"]  # on a GPU: only the log tells which one
+
+
+def test_a_dropped_igpu_beside_the_card_leaves_rocm_in_use(start) -> None:
+    sim = start(env={"OLLAMA_GPU_DRIVER": "rocm"}, plan={"rocm": {"drops_igpu": True}}).ready()
+    assert slog_attrs(sim.wait_line("dropping ROCm device"))["gfx_target"] == "gfx1103"
+    assert slog_attrs(sim.wait_line('msg="inference compute"'))["library"] == "ROCm"
+
+
+def test_a_port_in_use_is_ollamas_bind_error(start) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        sim = start("--listen", f"127.0.0.1:{port}", listen=False)
+        assert sim.wait_exit() == 1
+        assert f"Error: listen tcp 127.0.0.1:{port}: bind: address already in use" in sim.log
+
+
+def test_vllm_api_key_is_required_on_v1_only(start) -> None:
+    sim = start("--api-key", "s3cret", kind="vllm").ready()
+    body = {"model": VLLM_MODEL, "prompt": "hi", "max_tokens": 1}
+    with httpx.Client(base_url=sim.url) as client:  # one keep-alive connection throughout
+        assert client.post("/v1/completions", json=body).status_code == 401
+        assert client.get("/health").status_code == 200
+        ok = client.post("/v1/completions", json=body,
+                         headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 1
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_openai_streaming_is_server_sent_events_ending_in_done(start, chat) -> None:
+    sim = start(kind="vllm").ready()
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    body: dict = {"model": VLLM_MODEL, "max_tokens": 3, "stream": True,
+                  "stream_options": {"include_usage": True}}
+    body.update({"messages": [{"role": "user", "content": "hi"}]} if chat else {"prompt": "hi"})
+    with httpx.stream("POST", sim.url + path, json=body, timeout=5) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    pieces = [c["choices"][0]["delta"].get("content") if chat else c["choices"][0]["text"]
+              for c in chunks if c["choices"]]
+    assert len([p for p in pieces if p]) == 3
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk" if chat
+                                              else "text_completion"}

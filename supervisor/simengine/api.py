@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from supervisor.names import normalise_model
 from supervisor.simengine.engine import (
     CONTEXT_LENGTH,
     KV_CACHE,
@@ -54,7 +55,7 @@ class SimServer(ThreadingHTTPServer):
 
 
 def _ollama_name(name: str) -> str:
-    return name if ":" in name else name + ":latest"
+    return normalise_model(name)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -122,8 +123,11 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(404, {"detail": "Not Found"})
 
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
     def read_json(self) -> dict[str, Any] | None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        raw = self.read_body()
         try:
             body = json.loads(raw or b"null")
         except ValueError as e:
@@ -140,8 +144,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def chunk(self, document: Any) -> None:
-        data = json.dumps(document).encode() + b"\n"
+        self.raw(json.dumps(document).encode() + b"\n")
+
+    def event(self, data: str) -> None:
+        """One server-sent event (OpenAI streaming): ``data: …`` and a blank line."""
+        self.raw(b"data: " + data.encode() + b"\n\n")
+
+    def raw(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
 
     def end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
@@ -168,7 +179,7 @@ def gate(h: Handler, engine: Engine, model: Any) -> bool:
     wanted = engine.model if model is None else str(model)
     same = _ollama_name(wanted) == _ollama_name(engine.model) if engine.kind == "ollama" \
         else wanted == engine.model
-    if not same:
+    if not same or not engine.present:
         h.fail(404, f"The model `{wanted}` does not exist." if engine.kind == "vllm"
                else f"model '{wanted}' not found", "NotFoundError")
         return False
@@ -191,6 +202,17 @@ def gate(h: Handler, engine: Engine, model: Any) -> bool:
             h.fail(500, engine.error_message(lines))
     else:
         return True
+    return False
+
+
+def authorised(h: Handler, engine: Engine) -> bool:
+    """vLLM started with --api-key: /v1 requests need ``Authorization: Bearer <key>``."""
+    if engine.api_key is None or not h.path.startswith("/v1"):
+        return True
+    if h.headers.get("Authorization", "") == f"Bearer {engine.api_key}":
+        return True
+    h.read_body()  # keep the connection usable
+    h.send_json(401, {"error": "Unauthorized"})
     return False
 
 
@@ -274,7 +296,15 @@ def ollama_generate(h: Handler, engine: Engine, chat: bool = False) -> None:
     h.end_stream()
 
 
+def ollama_tags(h: Handler, engine: Engine) -> None:
+    h.send_json(200, {"models": [_model_entry(engine)] if engine.present else []})
+
+
+PULL_STEPS = 4
+
+
 def ollama_pull(h: Handler, engine: Engine) -> None:
+    """Downloads take ``pull_seconds``, in steps of streamed progress; then the model is there."""
     body = h.read_json()
     if body is None:
         return
@@ -282,15 +312,23 @@ def ollama_pull(h: Handler, engine: Engine) -> None:
     if _ollama_name(name) != _ollama_name(engine.model):
         h.fail(500, "pull model manifest: file does not exist")
         return
+    step = engine.faults.pull_seconds / PULL_STEPS if not engine.present else 0.0
+    digest = {"status": f"pulling {engine.digest[:12]}", "digest": f"sha256:{engine.digest}",
+              "total": MODEL_SIZE}
     if body.get("stream", True) is False:
+        time.sleep(step * PULL_STEPS)
+        engine.present = True
         h.send_json(200, {"status": "success"})
         return
     h.start_stream("application/x-ndjson")
     h.chunk({"status": "pulling manifest"})
-    h.chunk({"status": f"pulling {engine.digest[:12]}", "digest": f"sha256:{engine.digest}",
-             "total": MODEL_SIZE, "completed": MODEL_SIZE})
-    for status in ("verifying sha256 digest", "writing manifest", "success"):
+    for i in range(1, PULL_STEPS + 1):
+        time.sleep(step)
+        h.chunk({**digest, "completed": MODEL_SIZE * i // PULL_STEPS})
+    for status in ("verifying sha256 digest", "writing manifest"):
         h.chunk({"status": status})
+    engine.present = True
+    h.chunk({"status": "success"})
     h.end_stream()
 
 
@@ -307,6 +345,8 @@ def openai_models(h: Handler, engine: Engine) -> None:
 
 
 def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
+    if not authorised(h, engine):
+        return
     body = h.read_json()
     if body is None or not gate(h, engine, body.get("model")):
         return
@@ -317,8 +357,12 @@ def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
         prompt = body.get("prompt", "")
         prompt = " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
         limit = body.get("max_tokens", 16)
-    g = engine.generate(count_tokens(prompt) + (TEMPLATE_TOKENS if chat else 0),
-                        int(limit) if isinstance(limit, int | float) else None)
+    prompt_tokens = count_tokens(prompt) + (TEMPLATE_TOKENS if chat else 0)
+    limit = int(limit) if isinstance(limit, int | float) else None
+    if body.get("stream") is True:
+        _openai_stream(h, engine, body, chat, prompt_tokens, limit)
+        return
+    g = engine.generate(prompt_tokens, limit)
     choice: dict[str, Any] = {"index": 0}
     if chat:
         choice["message"] = {"role": "assistant", "content": g.text, "tool_calls": []}
@@ -332,6 +376,44 @@ def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
         "choices": [choice],
         "usage": {"prompt_tokens": g.prompt_tokens, "total_tokens": g.prompt_tokens +
                   g.eval_count, "completion_tokens": g.eval_count}})
+
+
+def _openai_stream(h: Handler, engine: Engine, body: dict[str, Any], chat: bool,
+                   prompt_tokens: int, limit: int | None) -> None:
+    """``stream: true``: server-sent events, one chunk per token, then ``data: [DONE]``
+    (vLLM's serving_completion.py / serving_chat.py shapes)."""
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    created, model = int(time.time()), body.get("model") or engine.model
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def send(choice: dict[str, Any], usage: dict[str, int] | None = None) -> None:
+        chunk: dict[str, Any] = {"id": ident, "object": kind, "created": created,
+                                 "model": model, "choices": [choice] if choice else []}
+        if usage is not None:
+            chunk["usage"] = usage
+        h.event(json.dumps(chunk))
+
+    def token(piece: str) -> None:
+        if chat:
+            send({"index": 0, "delta": {"content": piece}, "logprobs": None,
+                  "finish_reason": None})
+        else:
+            send({"index": 0, "text": piece, "logprobs": None, "finish_reason": None,
+                  "stop_reason": None})
+
+    h.start_stream("text/event-stream; charset=utf-8")
+    if chat:
+        send({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+              "finish_reason": None})
+    g = engine.generate(prompt_tokens, limit, on_token=token)
+    last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": g.done_reason}
+    last.update({"delta": {}} if chat else {"text": "", "stop_reason": None})
+    send(last)
+    if (body.get("stream_options") or {}).get("include_usage"):
+        send({}, {"prompt_tokens": g.prompt_tokens, "total_tokens": g.prompt_tokens +
+                  g.eval_count, "completion_tokens": g.eval_count})
+    h.event("[DONE]")
+    h.end_stream()
 
 
 def vllm_metrics(h: Handler, engine: Engine) -> None:
@@ -370,7 +452,7 @@ ROUTES: dict[str, dict[tuple[str, str], Route]] = {
     "ollama": {
         ("GET", "/"): liveness,
         ("GET", "/api/version"): lambda h, e: h.send_json(200, {"version": OLLAMA_VERSION}),
-        ("GET", "/api/tags"): lambda h, e: h.send_json(200, {"models": [_model_entry(e)]}),
+        ("GET", "/api/tags"): ollama_tags,
         ("GET", "/api/ps"): ollama_ps,
         ("POST", "/api/generate"): ollama_generate,
         ("POST", "/api/chat"): lambda h, e: ollama_generate(h, e, chat=True),

@@ -41,6 +41,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="force the library (default: chosen from the environment like "
                              "Ollama does; rocm for vllm)")
     parser.add_argument("--faults", metavar="PATH", help="fault plan (default: $SIMENGINE_FAULTS)")
+    parser.add_argument("--api-key", help="vllm: require this key on /v1 (default:"
+                        " $VLLM_API_KEY)")
     args = list(sys.argv[1:] if argv is None else argv)
     return parser.parse_args(args[1:] if args[:1] == ["serve"] else args)
 
@@ -64,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         library, reason = "rocm", "vLLM default"
     engine = Engine(kind=args.kind, model=args.model or model, library=library,
                     faults=plan.faults_for(library), log=Log(args.kind))
+    if args.kind == "vllm":
+        engine.api_key = args.api_key or env.get("VLLM_API_KEY") or None
     return run(engine, host, port, env, reason)
 
 
@@ -78,7 +82,8 @@ def run(engine: Engine, host: str, port: int, env: Mapping[str, str], reason: st
     try:
         server = SimServer((host, port), engine)
     except OSError as e:
-        engine.log.line(f"Error: listen tcp {shown}:{port}: bind: {e.strerror or e}")
+        reason = str(e.strerror or e)  # Go's syscall errors are lower case
+        engine.log.line(f"Error: listen tcp {shown}:{port}: bind: {reason[:1].lower()}{reason[1:]}")
         return 1
     try:
         bound_host, bound_port = server.server_address[:2]

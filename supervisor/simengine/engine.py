@@ -18,6 +18,7 @@ from supervisor.simengine.plan import Faults
 
 GPU_TOKENS_PER_SECOND = 45.0
 CPU_TOKENS_PER_SECOND = 8.0
+RADV_SLOWDOWN = 20  # Vulkan (RADV) against a gfx906 ROCm build on an MI50 (FIELD-NOTES)
 PREFILL_SPEEDUP = 10  # prompt tokens are evaluated this many times faster than generated ones
 LOAD_SECONDS = 0.03  # the first generation "loads" the model
 DEFAULT_TOKENS = 12  # the answer's length when the client sets no limit
@@ -54,16 +55,26 @@ class Engine:
     started_at: float = field(default_factory=time.time)  # wall time, for modified_at
     used_at: float | None = None  # wall time of the last generation; None: model not loaded
     dead: bool = False  # vLLM: the engine core died (GPU error); /health answers 503
+    present: bool = True  # the model is on disk (a missing_model fault: until pulled)
+    api_key: str | None = None  # vLLM's --api-key: /v1 requests need "Bearer <key>"
     stop: threading.Event = field(default_factory=threading.Event)
     stats: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("liveness", "generations", "running", "prompt_tokens", "generation_tokens",
          "requests_length", "requests_stop", "ttft_sum", "e2e_sum"), 0))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.present = not self.faults.missing_model
+
     @property
     def placement(self) -> str:
-        """Where it really computes: the library, or cpu after a silent fallback."""
-        return "cpu" if self.faults.cpu_fallback else self.library
+        """Where it really computes: the library, cpu after a silent fallback, or Vulkan when
+        this build dropped the card's ROCm device (Ollama goes on with Vulkan, on by default)."""
+        if self.faults.cpu_fallback:
+            return "cpu"
+        if self.faults.drops_rocm and self.library == "rocm":
+            return "vulkan"
+        return self.library
 
     @property
     def on_gpu(self) -> bool:
@@ -77,6 +88,8 @@ class Engine:
     def tokens_per_second(self) -> float:
         if self.faults.tokens_per_second:
             return self.faults.tokens_per_second
+        if self.faults.drops_rocm and self.library == "rocm":
+            return GPU_TOKENS_PER_SECOND / RADV_SLOWDOWN  # Vulkan on a card meant for ROCm
         return GPU_TOKENS_PER_SECOND if self.on_gpu else CPU_TOKENS_PER_SECOND
 
     def _due(self, after: float | None) -> bool:

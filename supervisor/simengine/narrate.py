@@ -42,6 +42,11 @@ class Ollama:
             host_gpus(self.env)), library=self.engine.library, reason=self.reason,
                       OLLAMA_GPU_DRIVER=self.env.get("OLLAMA_GPU_DRIVER", ""))
         self.log.slog("INFO", "runner.go:67", "discovering available GPUs...")
+        faults = self.engine.faults
+        if faults.drops_igpu and self.engine.library == "rocm":
+            self._dropping("1", "gfx1103")  # an APU's iGPU beside the card
+        if faults.drops_rocm and self.engine.library == "rocm":
+            self._dropping("0", faults.drops_rocm)
         overrides = {k: self.env[k] for k in OVERRIDE_VARS if self.env.get(k)}
         for name, value in overrides.items():
             self.log.slog("WARN", "runner.go:487", "user overrode visible devices",
@@ -49,6 +54,13 @@ class Ollama:
         if overrides:
             self.log.slog("WARN", "runner.go:491",
                           "if GPUs are not correctly discovered, unset and try again")
+
+    def _dropping(self, device: str, target: str) -> None:
+        """discover/amd.go: this build ships no rocBLAS/Tensile kernels for the target."""
+        self.log.slog("WARN", "amd.go:117", "dropping ROCm device — no rocblas support for gfx"
+                      " target", device=device, gfx_target=target,
+                      supported="[gfx908 gfx90a gfx942 gfx950 gfx1030 gfx1100 gfx1101 gfx1102"
+                      " gfx1200 gfx1201]", hint="see https://docs.ollama.com/gpu")
 
     def crashed(self, lines: tuple[str, ...], on_start: bool) -> None:
         self.log.lines(lines + GO_ABORT)

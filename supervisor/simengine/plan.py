@@ -35,6 +35,11 @@ class Faults:
     gpu_errors_after: float | None = None  # from N s on, generations print GPU errors, answer 500
     blip_every: int | None = None  # every Nth liveness request and generation answers 500
     error_lines: tuple[str, ...] | None = None  # the GPU error lines to print (default per library)
+    missing_model: bool = False  # the model is not on disk until pulled (/api/pull)
+    pull_seconds: float = 1.0  # how long a pull takes
+    drops_rocm: str | None = None  # this build has no ROCm kernels for the card's gfx target:
+    #                                it drops the ROCm device at discovery, computes on Vulkan
+    drops_igpu: bool = False  # it also drops an APU's integrated GPU (the card stays in use)
 
 
 def _seconds(v: Any) -> bool:
@@ -57,6 +62,11 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                    "an integer >= 1"),
     "error_lines": (lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
                     "a list of strings"),
+    "missing_model": (lambda v: isinstance(v, bool), "true or false"),
+    "pull_seconds": (_seconds, "a number of seconds >= 0"),
+    "drops_rocm": (lambda v: isinstance(v, str) and v.startswith("gfx"),
+                   "a gfx target such as \"gfx906\""),
+    "drops_igpu": (lambda v: isinstance(v, bool), "true or false"),
 }
 assert set(_CHECKS) == {f.name for f in fields(Faults)}
 
