@@ -25,13 +25,27 @@ def errors_of(path: Path) -> list[str]:
     return exc.value.problems
 
 
-def test_the_shipped_example_is_valid():
+def test_the_shipped_example_is_valid_with_no_engine_enabled(tmp_path):
     cfg = load(REPO / "etc/llm-supervisor/supervisor.toml")
-    main = cfg.engine("main")
-    assert main is not None and main.kind == "ollama"
-    assert main.environment["HSA_OVERRIDE_GFX_VERSION"] == "9.0.6"
+    assert cfg.engines == ()
     assert cfg.fallback.chain == ("rocm", "vulkan", "opencl", "cpu")
     assert cfg.health.startup_grace == 120.0 and cfg.fallback.promote_after == 1800.0
+    assert cfg.fallback.probation == 600.0
+
+
+def test_the_commented_mi50_example_is_valid_once_enabled(tmp_path):
+    """Removing the leading "# " from the example engine gives the MI50 setup: a gfx906
+    build on the rocm tier, stock Ollama below it."""
+    text = (REPO / "etc/llm-supervisor/supervisor.toml").read_text()
+    example = text[text.index("# [[engine]]"):]
+    enabled = "\n".join(line.removeprefix("# ") for line in example.splitlines()
+                        if line.startswith("# [") or line.startswith("# ") and "=" in line)
+    cfg = load(write(tmp_path / "supervisor.toml", text + "\n" + enabled))
+    main = cfg.engine("main")
+    assert main is not None and main.kind == "ollama" and main.exec.endswith("ollama serve")
+    assert main.environment["HSA_OVERRIDE_GFX_VERSION"] == "9.0.6"
+    assert main.tiers["rocm"].exec == "/opt/ollama-gfx906/bin/ollama serve"
+    assert "vulkan" not in main.tiers and main.health.startup_grace == 300.0
 
 
 def test_defaults_per_kind(tmp_path):

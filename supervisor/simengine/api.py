@@ -240,7 +240,7 @@ def ollama_ps(h: Handler, engine: Engine) -> None:
         return
     size = MODEL_SIZE + KV_CACHE
     entry = {**_model_entry(engine), "size": size, "expires_at": rfc3339(engine.used_at + 300),
-             "size_vram": size if engine.on_gpu else 0, "context_length": CONTEXT_LENGTH}
+             "size_vram": size if engine.offloaded else 0, "context_length": CONTEXT_LENGTH}
     del entry["modified_at"]
     h.send_json(200, {"models": [entry]})
 

@@ -77,6 +77,11 @@ class Engine:
         return self.library
 
     @property
+    def offloaded(self) -> bool:
+        """The model's layers are on the GPU (``size_vram`` in /api/ps)."""
+        return self.on_gpu and not self.faults.no_offload
+
+    @property
     def on_gpu(self) -> bool:
         return self.placement != "cpu"
 
@@ -90,7 +95,7 @@ class Engine:
             return self.faults.tokens_per_second
         if self.faults.drops_rocm and self.library == "rocm":
             return GPU_TOKENS_PER_SECOND / RADV_SLOWDOWN  # Vulkan on a card meant for ROCm
-        return GPU_TOKENS_PER_SECOND if self.on_gpu else CPU_TOKENS_PER_SECOND
+        return GPU_TOKENS_PER_SECOND if self.offloaded else CPU_TOKENS_PER_SECOND
 
     def _due(self, after: float | None) -> bool:
         return after is not None and self.ready_at is not None and \

@@ -40,6 +40,7 @@ class Faults:
     drops_rocm: str | None = None  # this build has no ROCm kernels for the card's gfx target:
     #                                it drops the ROCm device at discovery, computes on Vulkan
     drops_igpu: bool = False  # it also drops an APU's integrated GPU (the card stays in use)
+    no_offload: bool = False  # the GPU is found, but the model loads with no layer on it
 
 
 def _seconds(v: Any) -> bool:
@@ -67,6 +68,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "drops_rocm": (lambda v: isinstance(v, str) and v.startswith("gfx"),
                    "a gfx target such as \"gfx906\""),
     "drops_igpu": (lambda v: isinstance(v, bool), "true or false"),
+    "no_offload": (lambda v: isinstance(v, bool), "true or false"),
 }
 assert set(_CHECKS) == {f.name for f in fields(Faults)}
 
