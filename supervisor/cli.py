@@ -71,15 +71,26 @@ def _table(rows: list[list[str]]) -> str:
 
 def format_status(document: dict) -> str:
     now = time.time()
-    rows = [["ENGINE", "STATE", "TIER", "SINCE", "USABLE", "REASON"]]
+    rows = [["ENGINE", "STATE", "TIER", "BACKEND", "SINCE", "USABLE", "REASON"]]
+    notes = []
     for engine in document.get("engines", []):
         state = engine["state"] + (" (pinned)" if engine.get("pinned") else "")
         if engine.get("reboot_required"):
             state += " REBOOT REQUIRED"
         rows.append([engine["name"], state, engine.get("tier") or "-",
-                     ago(engine.get("since"), now), ",".join(engine.get("usable_tiers", [])),
-                     engine.get("reason") or ""])
+                     engine.get("backend") or "-", ago(engine.get("since"), now),
+                     ",".join(engine.get("usable_tiers", [])), engine.get("reason") or ""])
+        if engine.get("fix"):
+            notes.append(f"{engine['name']}: fix: {engine['fix']}")
+        pull = engine.get("pull")
+        if pull and pull.get("status") != "success":
+            total, done = pull.get("total") or 0, pull.get("completed") or 0
+            share = f" {done * 100 // total}%" if total else ""
+            notes.append(f"{engine['name']}: pulling {pull.get('model')}: {pull.get('status')}"
+                         f"{share}")
     out = _table(rows) if len(rows) > 1 else "no engines configured"
+    if notes:
+        out += "\n" + "\n".join(notes)
     error = document.get("supervisor", {}).get("config_error")
     if error:
         out += "\nconfig error (the running config stays in force):\n  " + \

@@ -94,3 +94,21 @@ def test_ago_without_strptime():
     assert ago("2026-11-22T15:59:50Z", now) == "10s ago"
     assert ago("2026-11-20T16:00:00Z", now) == "2d ago"
     assert ago(None, now) == "-" and ago("soon", now) == "soon"
+
+
+def test_status_table_shows_backend_fix_and_pull_progress():
+    from supervisor.cli import format_status
+    doc = {"engines": [
+        {"name": "main", "state": "blocked", "tier": "rocm", "backend": None, "since": None,
+         "usable_tiers": ["rocm", "cpu"], "reason": "port in use: 127.0.0.1:11434 is held by"
+         " pid 812 (ollama) of ollama.service", "fix": "systemctl disable --now ollama.service"},
+        {"name": "mi50", "state": "healthy", "tier": "vulkan",
+         "backend": "Vulkan: AMD Instinct MI50 (RADV VEGA20)", "since": None,
+         "usable_tiers": ["vulkan", "cpu"], "reason": "serving on vulkan",
+         "pull": {"model": "qwen2.5", "status": "pulling abc", "completed": 50, "total": 200}},
+    ]}
+    text = format_status(doc)
+    assert "BACKEND" in text.splitlines()[0]
+    assert "Vulkan: AMD Instinct MI50 (RADV VEGA20)" in text
+    assert "main: fix: systemctl disable --now ollama.service" in text
+    assert "mi50: pulling qwen2.5: pulling abc 25%" in text
