@@ -417,7 +417,13 @@ class Engine:
         elif action == Action.DEMOTE:
             if finding.cause == Cause.BACKEND_MISMATCH and self.tier:
                 self.memory.skipped[self.tier] = reason_of(finding.cause, finding.detail)
-            if self.memory.pinned:
+            if self.memory.pinned and finding.cause in (Cause.BACKEND_MISMATCH,
+                                                        Cause.PLACEMENT):
+                # the operator holds this tier and a restart changes nothing: say so
+                self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
+                                evidence=finding.evidence, fix="unpin it to let it fall back",
+                                tier_prefix=True)
+            elif self.memory.pinned:
                 await self._restart(finding)
             else:
                 await self._demote(finding)

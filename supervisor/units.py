@@ -145,8 +145,18 @@ def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Ollama reads free VRAM on Vulkan only with CAP_PERFMON (or as root), and guesses otherwise
+# (docs/gpu.mdx). Granted on the Vulkan tier only, as an ambient capability: unlike
+# `setcap` on the binary (ollama#15321: discovery breaks), it does not make the exec "secure"
+# (AT_SECURE), so the loader still honours the engine's library paths.
+TIER_CAPABILITIES = {("ollama", "vulkan"): "CAP_PERFMON"}
+
+
 def render_dropin(config: Config, engine: EngineConfig, tier: str) -> str:
     lines = [header(config, engine), "[Service]"]
+    capability = TIER_CAPABILITIES.get((engine.kind, tier))
+    if capability:  # merged with the unit's empty bounding set: only this one
+        lines += [f"CapabilityBoundingSet={capability}", f"AmbientCapabilities={capability}"]
     for key, value in tier_environment(engine, tier).items():
         lines.append(environment_line(key, value))
     command = tier_exec(engine, tier)

@@ -545,3 +545,13 @@ async def test_a_failed_engines_retry_schedule_survives_a_restart():
     wall.now = due
     await again.tick()
     assert actuator.switches == ["rocm", "rocm"] and again.state == EngineState.STARTING
+
+
+async def test_a_pinned_tier_on_the_wrong_backend_is_reported_not_restarted():
+    engine, actuator, api, clock, _ = await started()
+    engine.memory.pinned = "rocm"
+    for line in (DROPPED_GFX906, VULKAN_MI50):
+        engine.device(parse_device(line))
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm"] and engine.state == EngineState.DEGRADED
+    assert engine.memory.cause == "backend_mismatch" and "unpin" in engine.memory.fix

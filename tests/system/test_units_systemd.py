@@ -50,6 +50,7 @@ def test_a_rendered_engine_runs_under_systemd_and_switches_tier(fresh_container)
     assert process_env(c, "llm-main.service")["QUOTED"] == '50% "x" \\y $HOME'
     c.wait_for(lambda: "library=ROCm" in c.journal("llm-main.service"), timeout=20,
                what="the inference compute line in the journal")
+    assert capabilities(c) == 0  # no capability at all on rocm
     assert 'msg="inference compute"' in c.journal("llm-main.service")
 
     # the tier switch: rewrite the drop-in, daemon-reload, restart
@@ -61,6 +62,7 @@ def test_a_rendered_engine_runs_under_systemd_and_switches_tier(fresh_container)
     c.wait_for(lambda: "library=Vulkan" in c.journal("llm-main.service"), timeout=20,
                what="the engine reporting Vulkan")
     c.wait_for(lambda: _answers(port), timeout=30, what="simulated ollama answering again")
+    assert capabilities(c) == 1 << CAP_PERFMON  # Vulkan's free VRAM: CAP_PERFMON, nothing else
     generated = json.loads(_post(port))
     assert generated["done"] is True and generated["eval_count"] == 1
 
@@ -69,11 +71,24 @@ def test_hardened_unit_scores_far_better_than_the_stock_one(fresh_container):
     c = fresh_container
     install(c)
     c.write(CONFIG, engine_toml("main", free_port()))
-    c.run([PY, "-c", WRITE_UNITS, CONFIG, "rocm"])
-    c.run(["systemctl", "daemon-reload"])
-    out = c.run(["systemd-analyze", "security", "--no-pager", "llm-main.service"]).stdout
-    score = float(out.strip().splitlines()[-1].split("level for llm-main.service:")[1].split()[0])
-    assert score < 3.0, out[-500:]  # Ollama's stock unit scores 9.2 UNSAFE (FIELD-NOTES)
+    for tier in ("rocm", "vulkan", "cpu"):  # vulkan adds CAP_PERFMON: still <= 2.0
+        c.run([PY, "-c", WRITE_UNITS, CONFIG, tier])
+        c.run(["systemctl", "daemon-reload"])
+        out = c.run(["systemd-analyze", "security", "--no-pager", "llm-main.service"]).stdout
+        score = float(out.strip().splitlines()[-1].split("level for llm-main.service:")[1]
+                      .split()[0])
+        assert score <= 2.0, (tier, out[-500:])  # Ollama's stock unit: 9.2 UNSAFE (FIELD-NOTES)
+
+
+CAP_PERFMON = 38
+
+
+def capabilities(c) -> int:
+    """The engine's effective capabilities (CapEff in /proc/PID/status)."""
+    from sandbox import main_pid
+    status = c.read(f"/proc/{main_pid(c, 'llm-main.service')}/status")
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("CapEff:")), 16)
 
 
 def _answers(port: int) -> bool:
