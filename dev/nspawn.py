@@ -255,8 +255,11 @@ class Container:
                     self.disabled_units.append(link.name)
 
     def _start_nspawn(self) -> None:
+        # CAP_PERFMON, which nspawn drops by default, as a host has it: the Vulkan tier grants
+        # it to engines (Ollama reads free VRAM with it)
         argv = ["systemd-nspawn", "-q", "-D", str(self.root), "-b", "--register=no",
-                "--link-journal=no", "--console=passive", f"--machine={self.machine}"]
+                "--link-journal=no", "--console=passive", f"--machine={self.machine}",
+                "--capability=CAP_PERFMON"]
         if not _host_runs_systemd():
             # No systemd on the host to make a scope: --keep-unit, in a cgroup of our own
             # (else nspawn makes "payload"/"supervisor" in the caller's cgroup, which

@@ -307,7 +307,7 @@ class Supervisor:
         self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
         self.tasks[f"journal-{engine.name}"] = asyncio.create_task(logwatch.follow(
             self.systemd, [f"_SYSTEMD_UNIT={engine.cfg.unit}"], engine.memory.journal_cursor,
-            self._engine_line(engine), what=engine.name))
+            self._engine_line(engine), what=engine.name, since=self.started_at))
 
     async def _unsupervise(self, name: str) -> None:
         tasks = [self.tasks.pop(key) for key in (name, f"journal-{name}") if key in self.tasks]
@@ -439,7 +439,7 @@ class Supervisor:
             old.cancel()
         self.tasks["journal-kernel"] = asyncio.create_task(logwatch.follow(
             self.systemd, self.config.logs.kernel_match.split(), self.state.kernel_cursor,
-            self._kernel_line, what="kernel"))
+            self._kernel_line, what="kernel", since=self.started_at))
 
     def _engine_line(self, engine: Engine) -> logwatch.Sink:
         def sink(message: str, cursor: str, realtime: int) -> None:

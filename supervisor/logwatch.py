@@ -168,15 +168,16 @@ Sink = Callable[[str, str, int], Awaitable[None] | None]  # (message, cursor, re
 
 
 async def follow(systemd: Systemd, matches: list[str], cursor: str | None, sink: Sink,
-                 *, what: str) -> None:
+                 *, what: str, since: float | None = None) -> None:
     """Feed every new journal entry matching ``matches`` to ``sink``, forever.
 
-    Starts after ``cursor`` (or at the end of the journal), and restarts journalctl if it
-    exits, resuming from the last cursor seen.
+    Starts after ``cursor``, else at ``since`` (the daemon's start: what engines printed
+    while journalctl was starting is not lost), else at the end of the journal; restarts
+    journalctl if it exits, resuming from the last cursor seen.
     """
     while True:
         try:
-            async for entry in systemd.follow(*matches, cursor=cursor):
+            async for entry in systemd.follow(*matches, cursor=cursor, since=since):
                 cursor = str(entry.get("__CURSOR", cursor or "")) or cursor
                 try:
                     realtime = int(str(entry.get("__REALTIME_TIMESTAMP", "0")))

@@ -127,14 +127,20 @@ class Systemd:
             raise SystemdError(argv, f"timed out after {timeout:g}s")
         return done.stdout
 
-    async def follow(self, *matches: str, cursor: str | None = None
-                     ) -> AsyncIterator[dict[str, str]]:
-        """Follow the journal as JSON entries, resuming after ``cursor`` (never from the start).
+    async def follow(self, *matches: str, cursor: str | None = None,
+                     since: float | None = None) -> AsyncIterator[dict[str, str]]:
+        """Follow the journal as JSON entries, resuming after ``cursor``, else from ``since``
+        (seconds since the epoch), else from now (never from the start).
 
         Each entry carries ``__CURSOR``, so the caller can persist where it stopped.
         """
         argv = [self.journalctl, "-f", "-o", "json", "--no-pager"]
-        argv += [f"--after-cursor={cursor}"] if cursor else ["-n", "0"]
+        if cursor:
+            argv.append(f"--after-cursor={cursor}")
+        elif since is not None:
+            argv += [f"--since=@{int(since)}", "--lines=all"]
+        else:
+            argv += ["-n", "0"]
         argv += list(matches)
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
