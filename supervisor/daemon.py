@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import grp
 import os
 import pwd
@@ -137,10 +138,23 @@ class Supervisor:
             tier = placed[engine.name]
             if tier is None:
                 engine.memory.tier = None
-                engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: " + "; ".join(
+                await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: " + "; ".join(
                     f"{c.tier}: {c.reason}" for c in self.choices(engine))))
                 continue
-            status = await self.unit_status(engine)
+            try:
+                status = await self.unit_status(engine)
+            except SupervisorError as exc:
+                log.error("systemd did not answer for an engine", engine=engine.name,
+                          error=str(exc))
+                status = UnitStatus(engine.cfg.unit)
+            if status.need_daemon_reload:  # a switch died between writing and daemon-reload
+                await self.daemon_reload()
+                changed_engines.add(engine.name)
+            ran_on = process_tier(status.main_pid) if status.running else None
+            if ran_on is not None and ran_on != tier:  # the process runs the old tier
+                log.warning("finishing an interrupted switch", engine=engine.name,
+                            running=ran_on, tier=tier)
+                changed_engines.add(engine.name)
             unchanged = engine.name not in changed_engines and tier == engine.tier
             if unchanged and (status.running or engine.state in (EngineState.FAILED,
                                                                  EngineState.BLOCKED)):
@@ -154,7 +168,11 @@ class Supervisor:
                        engine.chain.index(tier)]
             why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped
                                            else "")
-            await engine.start_on(tier, Cause.START, why)
+            try:
+                await engine.start_on(tier, Cause.START, why)
+            except SupervisorError as exc:  # one engine's trouble stops no other's supervision
+                log.error("could not start engine; its checks will retry", engine=engine.name,
+                          error=str(exc))
         self.save()
 
     async def _remove_engine_units(self, name: str) -> None:
@@ -175,9 +193,11 @@ class Supervisor:
             await self.systemd.daemon_reload()
 
     async def switch(self, engine: Engine, tier: str) -> None:
+        """A switch as a transaction: files written, systemd told (also when an earlier switch
+        wrote them and died before the daemon-reload), then the restart."""
         rendered = units.render(self.config, engine.cfg, tier, self.host)
         changed = units.write_files(self.config.supervisor.unit_dir, rendered.files())
-        if changed:
+        if changed or (await self.unit_status(engine)).need_daemon_reload:
             await self.daemon_reload()
         async with self.systemd_lock:
             try:
@@ -361,6 +381,8 @@ class Supervisor:
                 new = new.model_copy(update={
                     "supervisor": new.supervisor.model_copy(update=kept)})
             await self._apply(old, new, change)
+        except asyncio.CancelledError:
+            raise
         except (ConfigError, UnitFileError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             self.config_error = problems
@@ -370,6 +392,13 @@ class Supervisor:
                       problems=problems)
             return False, {"error": "config rejected; the running config stays",
                            "detail": problems}
+        except Exception as exc:  # systemd refusing a daemon-reload, a disk error...
+            log.exception("reload failed", door=door, error=str(exc))
+            problems = [f"reload failed: {type(exc).__name__}: {exc}"]
+            self.config_error = problems
+            self.event("reload", to="failed", reason=f"{door}: reload failed; engines keep"
+                       " running; fix the cause and reload again", evidence=problems)
+            return False, {"error": "reload failed", "detail": problems}
         self.config_error = None
         summary = change.to_dict()
         self.event("reload", to="applied", reason=f"{door}: " + (
@@ -379,7 +408,15 @@ class Supervisor:
         return True, {"ok": True, "diff": summary}
 
     async def _apply(self, old: Config, new: Config, change: ConfigDiff) -> None:
-        """Write what changed (nothing at all if anything is wrong), then act on engines."""
+        """Hold the engines it changes (no decision of theirs between planning and applying),
+        then write what changed (nothing at all if anything is wrong), then act on them."""
+        async with contextlib.AsyncExitStack() as held:
+            for name in sorted(change.changed):
+                if name in self.engines:
+                    await held.enter_async_context(self.engines[name].lock)
+            await self._apply_held(old, new, change)
+
+    async def _apply_held(self, old: Config, new: Config, change: ConfigDiff) -> None:
         candidates = {e.name: e for e in new.engines}
         plan: dict[str, tuple[EngineConfig, str | None]] = {}
         for name in (*change.added, *change.changed):
@@ -406,22 +443,21 @@ class Supervisor:
         for name in change.added:
             self.engines[name] = Engine(new, candidates[name], self.state.engine(name), self,
                                         self.http)
-        for name, (_, tier) in plan.items():
+        for name, (_, tier) in plan.items():  # changed ones are held; added ones run nothing
             engine = self.engines[name]
-            async with engine.lock:
-                if tier is None:
-                    engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
-                elif name in change.added:
-                    await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
-                                          f" {tier}")
-                else:
-                    await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting on"
-                                          f" {tier}")
+            if tier is None:
+                await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
+            elif name in change.added:
+                await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
+                                      f" {tier}")
+            else:
+                await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting on"
+                                      f" {tier}")
             if name in change.added:
                 self._supervise(engine)
         # a retuned chain or availability may leave an engine on a tier it may not use
         for engine in self.engines.values():
-            if engine.name in plan or engine.state == EngineState.FAILED:
+            if engine.name in plan or engine.state in (EngineState.FAILED, EngineState.BLOCKED):
                 continue
             tier = self.place(engine)
             if tier is not None and tier != engine.tier:
@@ -469,8 +505,11 @@ class Supervisor:
         while True:
             if usec > 0:
                 self.notify("WATCHDOG=1")
-            self.update_status()
-            self.write_metrics_textfile()
+            try:
+                self.update_status()
+                self.write_metrics_textfile()
+            except Exception as exc:  # the watchdog must outlive whatever breaks here
+                log.exception("status refresh failed", error=str(exc))
             await asyncio.sleep(period)
 
     async def shutdown(self) -> None:
@@ -491,6 +530,18 @@ class Supervisor:
 # systemd's exit statuses for a service that never got to run its program (systemd.exec(5))
 EXIT_STATUS = {200: "CHDIR", 203: "EXEC", 216: "GROUP", 217: "USER", 218: "CAPABILITIES",
                226: "NAMESPACE", 228: "SECCOMP", 233: "RUNTIME_DIRECTORY", 238: "STATE_DIRECTORY"}
+
+
+def process_tier(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The tier a running engine was started on (``LLM_SUPERVISOR_TIER`` in its environment)."""
+    try:
+        raw = (proc / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    for item in raw.split(b"\0"):
+        if item.startswith(tiers.TIER_VARIABLE.encode() + b"="):
+            return item.split(b"=", 1)[1].decode(errors="replace")
+    return None
 
 
 def program_of(command: str) -> Path:

@@ -500,7 +500,7 @@ class Engine:
         if self.memory.reboot_required and self.tier not in GPU_TIERS and target is None:
             target = self.tier  # already off the GPU: stay, restart
         if target is None:
-            self.fail(finding)
+            await self.fail(finding)
             return
         if self.fallback.promote_after > 0 and policy.best_tier(self.chain, usable) != target:
             self._schedule_promotion()
@@ -509,7 +509,9 @@ class Engine:
         await self.start_on(target, finding.cause, f"demoted from {self.tier}: "
                             f"{finding.text()}", evidence=finding.evidence)
 
-    def fail(self, finding: Finding) -> None:
+    async def fail(self, finding: Finding) -> None:
+        """Every usable tier exhausted: stop the unit (systemd's restarts would fight the
+        backoff) and retry from the bottom of the chain, waiting longer each time."""
         self.memory.retry_attempt += 1
         wait = policy.retry_wait(self.memory.retry_attempt, self.health.interval * 2)
         self.memory.retry_at = self.wall() + wait
@@ -518,12 +520,14 @@ class Engine:
                         f"every usable tier exhausted; last: {self.tier}: {finding.text()};"
                         f" retry {self.memory.retry_attempt} in {wait:.0f}s",
                         evidence=finding.evidence)
+        self._forget_checks()
+        await self.actuator.stop(self)
 
     async def _retry_from_bottom(self) -> None:
         usable = self.actuator.usable(self)
         target = policy.bottom_tier(self.chain, usable)
         if target is None:
-            self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
+            await self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
             return
         self.restarts_on_tier = 0
         await self.start_on(target, Cause.RETRY, f"retry {self.memory.retry_attempt} from the"
@@ -558,7 +562,7 @@ class Engine:
                 return
             tier = self.tier or policy.best_tier(self.chain, self.actuator.usable(self))
             if tier is None:
-                self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
+                await self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
                 return
             await self.start_on(tier, Cause.RETRY, f"retry {self.memory.retry_attempt}"
                                 f" after {cause.description}")

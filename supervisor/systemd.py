@@ -16,6 +16,7 @@ from supervisor.errors import CommandError, SystemdError
 from supervisor.process import run
 
 UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "ExecMainCode",
+                   "NeedDaemonReload",
                    "MainPID", "Result", "LoadState", "ActiveEnterTimestampMonotonic")
 
 
@@ -31,6 +32,7 @@ class UnitStatus:
     main_pid: int = 0
     result: str = ""
     load_state: str = ""
+    need_daemon_reload: bool = False  # unit files changed on disk since systemd read them
     raw: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -44,7 +46,8 @@ class UnitStatus:
                    sub_state=props.get("SubState", "unknown"),
                    n_restarts=number("NRestarts"), exec_main_status=number("ExecMainStatus"),
                    main_pid=number("MainPID"), result=props.get("Result", ""),
-                   load_state=props.get("LoadState", ""), raw=dict(props))
+                   load_state=props.get("LoadState", ""),
+                   need_daemon_reload=props.get("NeedDaemonReload") == "yes", raw=dict(props))
 
     @property
     def running(self) -> bool:

@@ -122,6 +122,10 @@ def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
         f"Description=LLM engine {engine.name} ({engine.kind}), managed by llm-supervisor",
         "After=network-online.target",
         "Wants=network-online.target",
+        # systemd restarts a crash at once (below), also while the supervisor is down, but
+        # not forever: a crash loop stops here, and the supervisor decides what comes next
+        "StartLimitIntervalSec=10min",
+        "StartLimitBurst=10",
         "",
         "[Service]",
         "Type=exec",

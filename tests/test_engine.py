@@ -534,7 +534,7 @@ def test_reboot_required_belongs_to_its_boot():
 
 async def test_a_failed_engines_retry_schedule_survives_a_restart():
     engine, actuator, api, clock, wall = await started(usable=("rocm",))
-    engine.fail(Finding(Cause.CRASH, "crashed"))
+    await engine.fail(Finding(Cause.CRASH, "crashed"))
     due = engine.memory.retry_at
     # a new daemon: the same memory, a new Engine, the unit running (systemd restarts it)
     again = Engine(engine.config, engine.cfg, engine.memory, actuator, engine.http,
