@@ -162,8 +162,9 @@ def format_event(event: dict) -> str:
     if event.get("from") or event.get("to"):
         move = f" {event.get('from') or '-'} -> {event.get('to') or '-'}"
     who = event.get("engine") or "-"
+    cause = f"[{event['cause']}] " if event.get("cause") else ""
     return f"{event.get('ts', '')} {who:<12} {event.get('type', ''):<8}{move}  " \
-        f"{event.get('reason') or ''}"
+        f"{cause}{event.get('reason') or ''}"
 
 
 def cmd_events(args: argparse.Namespace) -> int:

@@ -206,7 +206,7 @@ class Engine:
         if before != tier:
             self.restarts_on_tier = 0
             self.actuator.record(self, "tier", from_=before, to=tier, cause=cause.value,
-                                 reason=reason_of(cause, detail), evidence=evidence)
+                                 reason=detail or f"starting on {tier}", evidence=evidence)
             if before is not None and policy.is_above(self.chain, before, tier):
                 log.warning("engine demoted", engine=self.name, tier=tier, cause=cause.value,
                             reason=detail, **{"from": before})
