@@ -496,6 +496,14 @@ def _engine(args: Any) -> Any:
 
 def command(args: Any) -> int:
     """``llm-supervisorctl models export|import``."""
+    try:
+        return _command(args)
+    except OSError as exc:  # permissions, a full disk: already rolled back
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise BundleError(f"{where}{exc.strerror or exc}") from None
+
+
+def _command(args: Any) -> int:
     engine = None if args.models_dir else _engine(args)
     models_dir = Path(args.models_dir) if args.models_dir else engine_models_dir(engine)
     if args.verb == "export":

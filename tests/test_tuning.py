@@ -123,3 +123,16 @@ def test_host_facts_read_from_proc(tmp_path):
     assert host.cpu_count and host.cpu_count >= 1
     assert tuning.max_loaded_models(host.mem_total) == 2
     assert HostFacts.read(group, tmp_path / "missing").mem_total is None
+
+
+def test_render_command_shows_the_derived_values(tmp_path, capsys):
+    from supervisor import cli
+
+    conf = tmp_path / "supervisor.toml"
+    conf.write_text(f'[supervisor]\nstate_dir = "{tmp_path}"\n'
+                    f'[[engine]]\nname = "main"\nexec = "{SANE_EXEC}"\n')
+    assert cli.cli(["render", "--config", str(conf), "--tier", "vulkan"]) == 0
+    out = capsys.readouterr().out
+    assert "# derived from the host" in out
+    assert f'"OLLAMA_NUM_PARALLEL={tuning.num_parallel(tuning.read_cpu_count())}"' in out
+    assert '"OLLAMA_MAX_LOADED_MODELS=' in out
