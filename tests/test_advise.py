@@ -175,3 +175,45 @@ def test_cli_advise_text_and_errors(capsys):
     assert "KV cache: not counted" in out and "recommended: Q5_K_M" in out
     assert cli.cli(["advise", "--params", "seven", "--vram", "16"]) == 1
     assert "not a parameter count" in capsys.readouterr().err
+
+
+def test_cli_advise_asks_a_running_engine(tmp_path, capsys):
+    """End to end: the simulated Ollama answers /api/show over HTTP like the real one."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = subprocess.Popen([sys.executable, "-m", "supervisor.simengine", "serve",
+                            "--listen", f"127.0.0.1:{port}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1, trust_env=False).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the simulated engine did not start"
+            time.sleep(0.1)
+        conf = tmp_path / "supervisor.toml"
+        conf.write_text(f'[[engine]]\nname = "main"\nexec = "/bin/sleep infinity"\n'
+                        f'model = "qwen2.5:7b-instruct"\nlisten = "127.0.0.1:{port}"\n'
+                        'environment = { OLLAMA_NUM_PARALLEL = "1" }\n')
+        assert cli.cli(["advise", "main", "--config", str(conf), "--vram", "16",
+                        "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["model"]["parameters"] == 7615616512
+        assert document["model"]["quantization"] == "Q4_K_M"
+        assert document["kv_cache"] == 234_881_024
+        assert document["recommended"] == "Q5_K_M"
+        assert cli.cli(["advise", "main", "--config", str(conf), "--vram", "16",
+                        "--model", "llama3:70b"]) == 1
+        assert "HTTP 404" in capsys.readouterr().err
+    finally:
+        sim.terminate()
+        sim.wait(10)
