@@ -261,6 +261,26 @@ def cmd_render(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from supervisor import advise
+
+    try:
+        advice = advise.command(args)
+    except (advise.AdviseError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    print(json.dumps(advice.document(), indent=2) if args.json else advise.format_advice(advice))
+    return OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from supervisor import modelbundle
+
+    try:
+        return modelbundle.command(args)
+    except modelbundle.BundleError as exc:
+        raise Failure(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -323,6 +343,41 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tier", choices=("rocm", "vulkan", "opencl", "cpu"),
                    help="render for this tier (default: the engine's current tier)")
     s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("advise", help="which quantisation of a model fits the GPU's memory")
+    s.add_argument("engine", nargs="?", help="an ollama engine to ask about its model")
+    s.add_argument("--model", help="the model (default: the engine's)")
+    s.add_argument("--vram", type=float, metavar="GIB", help="GPU memory (default: detected)")
+    s.add_argument("--bandwidth", type=float, metavar="GB/S", help="GPU memory bandwidth")
+    s.add_argument("--params", help="parameter count (7.6B): no engine is asked")
+    s.add_argument("--layers", type=int)
+    s.add_argument("--kv-heads", type=int)
+    s.add_argument("--head-size", type=int)
+    s.add_argument("--context", type=int, help="context length (default: the engine's, 4096)")
+    s.add_argument("--parallel", type=int, help="parallel sequences (default: the engine's)")
+    s.add_argument("--overhead", type=float, default=1.0, metavar="GIB",
+                   help="runtime and compute buffers (default %(default)s)")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_advise)
+
+    s = sub.add_parser("models", help="offline model bundles: export and import")
+    verbs = s.add_subparsers(dest="verb", metavar="VERB", required=True)
+    v = verbs.add_parser("export", help="pack an Ollama model into one .tar.zst")
+    v.add_argument("model")
+    v.add_argument("-o", "--output", help="file to write (default: MODEL-TAG.ollama.tar.zst)")
+    v.add_argument("--engine", help="the engine whose models directory to read")
+    v.add_argument("--models-dir", help="read this models directory instead")
+    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    v = verbs.add_parser("import", help="verify a bundle, then install it for an engine")
+    v.add_argument("file")
+    v.add_argument("--engine", help="the engine whose models directory to fill")
+    v.add_argument("--models-dir", help="fill this models directory instead (owner: --owner)")
+    v.add_argument("--owner", help="USER[:GROUP] owning what lands (default: the engine's)")
+    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    for v in verbs.choices.values():
+        v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    s.set_defaults(func=cmd_models)
     return p
 
 

@@ -64,7 +64,8 @@ def test_engine_unit_golden():
     assert values(service, "SupplementaryGroups") == ["render video"]
     assert values(service, "Environment") == [
         '"OLLAMA_HOST=127.0.0.1:11434"', '"HSA_OVERRIDE_GFX_VERSION=9.0.6"',
-        '"OLLAMA_NUM_PARALLEL=4"']
+        '"OLLAMA_NUM_PARALLEL=4"',
+        '"OLLAMA_MAX_LOADED_MODELS=1"']  # derived from the host (supervisor.tuning)
     assert values(service, "ReadWritePaths") == ["-/usr/share/ollama -/var/lib/models"]
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                        ("ProtectHome", "yes"), ("PrivateTmp", "yes"),

@@ -332,6 +332,28 @@ def ollama_pull(h: Handler, engine: Engine) -> None:
     h.end_stream()
 
 
+# What Ollama's /api/show reports of Qwen2.5-7B-Instruct (model_info keys from its GGUF).
+MODEL_INFO = {"general.architecture": "qwen2", "general.parameter_count": 7615616512,
+              "qwen2.block_count": 28, "qwen2.context_length": 32768,
+              "qwen2.embedding_length": 3584, "qwen2.feed_forward_length": 18944,
+              "qwen2.attention.head_count": 28, "qwen2.attention.head_count_kv": 4,
+              "qwen2.rope.freq_base": 1000000}
+
+
+def ollama_show(h: Handler, engine: Engine) -> None:
+    body = h.read_json()
+    if body is None:
+        return
+    name = str(body.get("model") or body.get("name") or "")
+    if _ollama_name(name) != _ollama_name(engine.model):
+        h.fail(404, f"model '{name}' not found", "NotFound")
+        return
+    h.send_json(200, {"modelfile": f"FROM {engine.model}\n", "parameters": "",
+                      "template": "{{ .Prompt }}", "details": DETAILS,
+                      "model_info": MODEL_INFO, "capabilities": ["completion"],
+                      "modified_at": rfc3339(engine.started_at)})
+
+
 # OpenAI-compatible (vLLM's server; Ollama has the same under /v1)
 def openai_models(h: Handler, engine: Engine) -> None:
     entry: dict[str, Any] = {"id": engine.model, "object": "model",
@@ -457,6 +479,7 @@ ROUTES: dict[str, dict[tuple[str, str], Route]] = {
         ("POST", "/api/generate"): ollama_generate,
         ("POST", "/api/chat"): lambda h, e: ollama_generate(h, e, chat=True),
         ("POST", "/api/pull"): ollama_pull,
+        ("POST", "/api/show"): ollama_show,
     },
     "vllm": {
         ("GET", "/health"): liveness,

@@ -1,0 +1,428 @@
+"""Which quantisation of a model fits this GPU: pure arithmetic, and the thin I/O feeding it.
+
+    weights  = parameters x bits-per-weight / 8
+    KV cache = 2 (K and V) x layers x KV heads x head size x context x parallel x bytes per element
+    needed   = weights + KV cache + overhead (runtime, compute buffers)
+
+A quantisation *fits* when ``needed`` is at most the GPU's memory, and fits *comfortably* when
+a tenth of the memory stays free (fragmentation, a second context, the desktop). Generation
+reads every weight once per token, so memory bandwidth / weights bounds tokens/s from above.
+
+The recommendation prefers llama.cpp's "recommended" k-quants, Q5_K_M then Q4_K_M (quality
+within about 1 % of F16 at a third of its size, and the fastest per unit of quality); larger
+ones that fit are listed as better quality but slower. For the deployment notes' host (a 7B
+model on a 16 GB MI50) that is Q5_K_M, as Task 24 found.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+DEFAULT_CONTEXT = 4096
+DEFAULT_OVERHEAD = 1 * GIB
+COMFORT_SHARE = 0.10           # of the GPU's memory kept free for a comfortable fit
+
+
+class AdviseError(Exception):
+    """What the advice needs could not be found (model shape, GPU memory)."""
+
+
+@dataclass(frozen=True)
+class Quant:
+    name: str
+    bpw: float       # average bits per weight of the whole file
+
+
+# llama.cpp's tools/quantize/README.md (Llama 2 7B; file size x 8 / parameters): the mixes
+# keep some tensors at a higher precision, so Q4_K_M is 4.84 bits, not 4.5. Q4_0 and Q8_0
+# are blocks of 32 weights with one f16 scale: 18 and 34 bytes.
+QUANTS = (
+    Quant("Q2_K", 3.35),
+    Quant("Q3_K_M", 3.91),
+    Quant("Q4_0", 4.50),
+    Quant("Q4_K_M", 4.84),
+    Quant("Q5_K_M", 5.68),
+    Quant("Q6_K", 6.56),
+    Quant("Q8_0", 8.50),
+    Quant("F16", 16.0),
+)
+PREFERRED = ("Q5_K_M", "Q4_K_M")
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}   # OLLAMA_KV_CACHE_TYPE
+
+# Memory bandwidth by PCI device id (sysfs cardN/device/device), bytes per second.
+BANDWIDTH = {
+    **dict.fromkeys(("0x66a0", "0x66a1", "0x66a2", "0x66a3", "0x66a7", "0x66af"),
+                    (1024e9, "Vega 20 (MI50/MI60/Radeon VII), HBM2")),
+    **dict.fromkeys(("0x738c", "0x738e"), (1228.8e9, "MI100, HBM2")),
+    "0x740f": (1638.4e9, "MI210, HBM2e"),
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    parameters: int
+    layers: int | None = None
+    kv_heads: int | None = None
+    head_size: int | None = None
+    heads: int | None = None
+    max_context: int | None = None
+    quantization: str | None = None   # what the engine has now, if it told
+
+    def kv_bytes_per_token(self, kv_type: str = "f16") -> float | None:
+        if not (self.layers and self.kv_heads and self.head_size):
+            return None
+        return 2 * self.layers * self.kv_heads * self.head_size * KV_BYTES[kv_type]
+
+
+@dataclass(frozen=True)
+class Gpu:
+    vram: int                       # bytes
+    source: str                     # where the figure came from
+    bandwidth: float | None = None  # bytes per second
+    bandwidth_source: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    quant: str
+    bpw: float
+    weights: int
+    needed: int
+    fits: bool
+    comfortable: bool
+    tokens_per_second: float | None
+
+
+@dataclass(frozen=True)
+class Advice:
+    model: ModelShape
+    gpu: Gpu
+    context: int
+    parallel: int
+    kv_type: str
+    kv_cache: int | None
+    overhead: int
+    rows: tuple[Row, ...]
+    recommended: str | None
+    why: str
+
+    def document(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+def advise(model: ModelShape, gpu: Gpu, *, context: int = DEFAULT_CONTEXT, parallel: int = 1,
+           kv_type: str = "f16", overhead: int = DEFAULT_OVERHEAD) -> Advice:
+    """Every quantisation's memory and speed ceiling on ``gpu``, and the one to use."""
+    if kv_type not in KV_BYTES:
+        raise AdviseError(f"unknown KV cache type {kv_type!r} (known: {', '.join(KV_BYTES)})")
+    if model.max_context:
+        context = min(context, model.max_context)
+    per_token = model.kv_bytes_per_token(kv_type)
+    kv = None if per_token is None else round(per_token * context * max(1, parallel))
+    comfortable_limit = gpu.vram * (1 - COMFORT_SHARE)
+    rows = []
+    for q in QUANTS:
+        weights = round(model.parameters * q.bpw / 8)
+        needed = weights + (kv or 0) + overhead
+        tps = gpu.bandwidth / weights if gpu.bandwidth else None
+        rows.append(Row(q.name, q.bpw, weights, needed, needed <= gpu.vram,
+                        needed <= comfortable_limit, tps))
+    recommended, why = _choose(rows)
+    return Advice(model, gpu, context, max(1, parallel), kv_type, kv, overhead, tuple(rows),
+                  recommended, why)
+
+
+def _choose(rows: list[Row]) -> tuple[str | None, str]:
+    by_name = {r.quant: r for r in rows}
+    for name in PREFERRED:
+        if by_name[name].comfortable:
+            return name, ("the best of llama.cpp's recommended k-quants (Q5_K_M, Q4_K_M) that"
+                          f" fits with {COMFORT_SHARE:.0%} of the memory to spare")
+    for row in reversed(rows):
+        if row.comfortable:
+            return row.quant, ("no recommended k-quant fits comfortably; the best that does"
+                               " (expect lower quality)")
+    for row in reversed(rows):
+        if row.fits:
+            return row.quant, ("only a tight fit: less than a tenth of the memory stays free"
+                               "; a shorter context or a smaller model is safer")
+    return None, ("nothing fits in the GPU's memory: layers would spill to the CPU; use a"
+                  " smaller model or a shorter context")
+
+
+# --------------------------------------------------------------------------- formatting
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def format_advice(a: Advice) -> str:
+    m, g = a.model, a.gpu
+    shape = f"{m.parameters / 1e9:.2f} B parameters"
+    if m.layers:
+        shape += f", {m.layers} layers"
+    if m.kv_heads and m.head_size:
+        shape += f", {m.kv_heads} KV heads of size {m.head_size}"
+    if m.quantization:
+        shape += f"; the engine has {m.quantization}"
+    lines = [f"model {m.name or '(given)'}: {shape}",
+             f"GPU: {_gib(g.vram)} ({g.source})" + (
+                 f", {g.bandwidth / 1e9:.0f} GB/s ({g.bandwidth_source})" if g.bandwidth
+                 else ", memory bandwidth unknown (pass --bandwidth GB/s for tokens/s)"),
+             ""]
+    if a.kv_cache is None:
+        lines.append("KV cache: not counted (layer shape unknown: pass --layers, --kv-heads"
+                     " and --head-size, or ask the engine)")
+    else:
+        assert m.layers and m.kv_heads and m.head_size
+        lines.append(f"KV cache = 2 x {m.layers} layers x {m.kv_heads} KV heads x {m.head_size}"
+                     f" x {a.context} tokens x {a.parallel} parallel x"
+                     f" {KV_BYTES[a.kv_type]:g} B ({a.kv_type}) = {_gib(a.kv_cache)}")
+    lines.append(f"overhead (runtime, compute buffers) = {_gib(a.overhead)};"
+                 f" comfortable = at most {_gib(g.vram * (1 - COMFORT_SHARE))}")
+    lines.append(f"weights = {m.parameters:,} parameters x bits per weight / 8;"
+                 " tokens/s <= bandwidth / weights")
+    lines.append("")
+    table = [["QUANT", "BPW", "WEIGHTS", "NEEDED", "FITS", "TOKENS/S <="]]
+    for r in a.rows:
+        fits = "yes" if r.comfortable else "tight" if r.fits else "no"
+        tps = f"{r.tokens_per_second:.0f}" if r.tokens_per_second else "-"
+        mark = " <-" if r.quant == a.recommended else ""
+        table.append([r.quant, f"{r.bpw:.2f}", _gib(r.weights), _gib(r.needed), fits, tps + mark])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in table]
+    lines.append("")
+    lines.append(f"recommended: {a.recommended or 'none'}: {a.why}")
+    bigger = [r.quant for r in a.rows if r.fits and a.recommended
+              and r.bpw > next(x.bpw for x in a.rows if x.quant == a.recommended)]
+    if bigger:
+        lines.append(f"also fit: {', '.join(bigger)} (better quality, fewer tokens/s)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- model shape
+
+def shape_from_show(name: str, show: Mapping[str, Any]) -> ModelShape:
+    """A model's shape from Ollama's ``POST /api/show`` answer (``model_info``, ``details``)."""
+    info = show.get("model_info") or {}
+    arch = info.get("general.architecture", "")
+
+    def key(suffix: str) -> int | None:
+        value = info.get(f"{arch}.{suffix}")
+        if value is None:  # an architecture prefix we did not guess: any key ending so
+            value = next((v for k, v in info.items() if k.endswith("." + suffix)), None)
+        return int(value) if isinstance(value, int | float) and value else None
+
+    parameters = info.get("general.parameter_count")
+    if not isinstance(parameters, int | float) or parameters <= 0:
+        raise AdviseError(f"the engine did not report {name}'s parameter count"
+                          " (model_info.general.parameter_count); pass --params")
+    heads = key("attention.head_count")
+    head_size = key("attention.key_length")
+    embedding = key("embedding_length")
+    if head_size is None and embedding and heads:
+        head_size = embedding // heads
+    details = show.get("details") or {}
+    return ModelShape(name=name, parameters=int(parameters), layers=key("block_count"),
+                      kv_heads=key("attention.head_count_kv") or heads, head_size=head_size,
+                      heads=heads, max_context=key("context_length"),
+                      quantization=details.get("quantization_level") or None)
+
+
+def fetch_show(base_url: str, model: str, client: Any = None, timeout: float = 10.0
+               ) -> dict[str, Any]:
+    """``POST /api/show`` on an Ollama engine (``client``: an httpx.Client, for tests)."""
+    import httpx
+
+    own = client is None
+    client = client or httpx.Client(timeout=timeout, trust_env=False)
+    try:
+        response = client.post(f"{base_url}/api/show", json={"model": model})
+    except httpx.HTTPError as exc:
+        raise AdviseError(f"cannot ask {base_url} about {model}: {exc}") from None
+    finally:
+        if own:
+            client.close()
+    if response.status_code != 200:
+        raise AdviseError(f"{base_url}/api/show answered HTTP {response.status_code} for {model}:"
+                          f" {response.text[:200]}")
+    document = response.json()
+    if not isinstance(document, dict):
+        raise AdviseError(f"{base_url}/api/show: not a JSON object")
+    return document
+
+
+PARAMS_RE = re.compile(r"^\s*([0-9.]+)\s*([kmbt]?)\s*$", re.IGNORECASE)
+
+
+def parse_count(text: str) -> int:
+    """``7.6B``, ``500M``, ``7615616512`` -> a count of parameters."""
+    m = PARAMS_RE.match(text)
+    if not m:
+        raise ValueError(f"not a parameter count: {text!r} (e.g. 7.6B, 500M)")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+# --------------------------------------------------------------------------- GPU memory
+
+def gpus_from_sysfs(drm: Path = Path("/sys/class/drm")) -> list[Gpu]:
+    """One entry per amdgpu card: ``mem_info_vram_total``, bandwidth known by PCI id."""
+    found = []
+    for total in sorted(drm.glob("card*/device/mem_info_vram_total")):
+        try:
+            vram = int(total.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        try:
+            device = (total.parent / "device").read_text().strip().lower()
+        except OSError:
+            device = ""
+        bandwidth, what = BANDWIDTH.get(device, (None, ""))
+        found.append(Gpu(vram, f"sysfs {total.parent.parent.name} mem_info_vram_total",
+                         bandwidth, what))
+    return found
+
+
+def _numbers_named(document: Any, pattern: re.Pattern[str]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if isinstance(document, dict):
+        for k, v in document.items():
+            if pattern.search(str(k)) and not isinstance(v, dict | list):
+                out.append((str(k), v))
+            out += _numbers_named(v, pattern)
+    elif isinstance(document, list):
+        for item in document:
+            out += _numbers_named(item, pattern)
+    return out
+
+
+def vram_from_smi_json(text: str) -> int | None:
+    """The largest card's VRAM from ``rocm-smi --showmeminfo vram --json`` (bytes, "VRAM Total
+    Memory (B)") or ``amd-smi static --vram --json`` (``vram.size`` with a unit)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    sizes = []
+    for _, value in _numbers_named(document, re.compile(r"VRAM Total Memory \(B\)", re.I)):
+        try:
+            sizes.append(int(value))
+        except (TypeError, ValueError):
+            pass
+    stack: list[Any] = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            vram = item.get("vram")
+            size = vram.get("size") if isinstance(vram, dict) else None
+            if isinstance(size, dict) and isinstance(size.get("value"), int | float):
+                unit = str(size.get("unit", "MB")).upper()
+                scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}.get(unit, 1024**2)
+                sizes.append(int(size["value"] * scale))
+            stack += list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return max(sizes) if sizes else None
+
+
+Runner = Callable[[list[str]], str | None]
+
+
+def _run(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+def detect_gpu(drm: Path = Path("/sys/class/drm"), run: Runner = _run) -> Gpu:
+    """The largest AMD GPU's memory: sysfs first, then amd-smi, then rocm-smi."""
+    cards = gpus_from_sysfs(drm)
+    if cards:
+        return max(cards, key=lambda g: g.vram)
+    for argv in (["amd-smi", "static", "--vram", "--json"],
+                 ["rocm-smi", "--showmeminfo", "vram", "--json"]):
+        out = run(argv)
+        vram = vram_from_smi_json(out) if out else None
+        if vram:
+            return Gpu(vram, " ".join(argv[:2]))
+    raise AdviseError("no AMD GPU memory found (sysfs mem_info_vram_total, amd-smi, rocm-smi);"
+                      " pass --vram GIB")
+
+
+# --------------------------------------------------------------------------- the command
+
+def _engine_url(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
+            client: Any = None) -> Advice:
+    """``llm-supervisorctl advise``: gather the model, the GPU and the engine's settings."""
+    engine = None
+    if args.engine or not args.params:
+        from supervisor.config import ConfigError, load
+
+        try:
+            config = load(args.config)
+        except ConfigError as exc:
+            raise AdviseError("; ".join(exc.problems)) from None
+        ollama = [e for e in config.engines if e.kind == "ollama"]
+        if args.engine:
+            engine = next((e for e in config.engines if e.name == args.engine), None)
+            if engine is None:
+                raise AdviseError(f"no engine named {args.engine!r} in {args.config}")
+            if engine.kind != "ollama":
+                raise AdviseError(f"{engine.name} is a {engine.kind} engine: only Ollama"
+                                  " describes its models; pass --params and the layer shape")
+        elif ollama:
+            engine = ollama[0]
+        else:
+            raise AdviseError(f"no ollama engine in {args.config} to ask: pass --params"
+                              " (and --layers, --kv-heads, --head-size)")
+    env: dict[str, str] = dict(engine.environment) if engine else {}
+    if args.params:
+        model = ModelShape(name=args.model or "", parameters=parse_count(args.params),
+                           layers=args.layers, kv_heads=args.kv_heads, head_size=args.head_size)
+    else:
+        assert engine is not None
+        name = args.model or engine.model
+        if not name:
+            raise AdviseError(f"engine {engine.name} has no `model`: pass --model")
+        model = shape_from_show(name, fetch_show(_engine_url(engine.listen), name, client))
+
+    if args.vram:
+        cards = gpus_from_sysfs(drm)
+        best = max(cards, key=lambda g: g.vram) if cards else None
+        gpu = Gpu(int(args.vram * GIB), "--vram", best.bandwidth if best else None,
+                  best.bandwidth_source if best else "")
+    else:
+        gpu = detect_gpu(drm, run)
+    if args.bandwidth:
+        gpu = Gpu(gpu.vram, gpu.source, args.bandwidth * 1e9, "--bandwidth")
+
+    if engine is not None and "OLLAMA_NUM_PARALLEL" not in env:
+        from supervisor.units import HostFacts
+
+        env.update(HostFacts.read().derived_environment(engine))
+    context = args.context or int(env.get("OLLAMA_CONTEXT_LENGTH") or DEFAULT_CONTEXT)
+    parallel = args.parallel or int(env.get("OLLAMA_NUM_PARALLEL") or 1)
+    kv_type = (env.get("OLLAMA_KV_CACHE_TYPE") or "f16").lower()
+    return advise(model, gpu, context=context, parallel=parallel, kv_type=kv_type,
+                  overhead=int(args.overhead * GIB))

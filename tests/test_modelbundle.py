@@ -1,0 +1,209 @@
+"""Offline model bundles (`llm-supervisorctl models export|import`): round trip with digests and
+ownership, and corrupt or truncated bundles refused with nothing left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from supervisor import cli, modelbundle
+from supervisor.modelbundle import BundleError, Owner
+
+# root (CI, ./dev/test) can give files away; anyone else can still give them to themselves
+OWNER = Owner(4242, 4343) if os.geteuid() == 0 else Owner(os.geteuid(), os.getegid())
+
+
+def _blob(models: Path, data: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (models / "blobs").mkdir(parents=True, exist_ok=True)
+    (models / "blobs" / f"sha256-{digest}").write_bytes(data)
+    return {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+            "size": len(data)}
+
+
+def make_model(models: Path, name: str = "qwen2.5:7b-instruct", weights: int = 3 * 2**20 + 7
+               ) -> dict[str, Path]:
+    """An Ollama model laid out as Ollama does: a manifest naming a config and its layers."""
+    layers = [_blob(models, os.urandom(weights)),          # crosses the 1 MiB copy chunks
+              _blob(models, b'{"temperature": 0.7}'),
+              _blob(models, b"You are a helpful assistant.")]
+    config = _blob(models, json.dumps({"model_format": "gguf"}).encode())
+    manifest = {"schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": config, "layers": layers}
+    path = models / modelbundle.manifest_relpath(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+    return {"manifest": path}
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file and directory under root with its content (files) and owner."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (path.read_bytes() if path.is_file() else b"",
+                                            st.st_uid, st.st_gid)
+    return out
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    source = tmp_path / "a" / "models"
+    make_model(source)
+    make_model(source, "library/gemma3:4b", weights=1000)  # a second model, not exported
+    out = tmp_path / "qwen.tar.zst"
+    document = modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+    assert len(document["files"]) == 5  # manifest + config + 3 layers
+    return out
+
+
+def test_model_names_map_to_ollamas_layout():
+    assert modelbundle.manifest_relpath("qwen2.5:7b-instruct") == \
+        "manifests/registry.ollama.ai/library/qwen2.5/7b-instruct"
+    assert modelbundle.manifest_relpath("llama3.1") == \
+        "manifests/registry.ollama.ai/library/llama3.1/latest"
+    assert modelbundle.manifest_relpath("someone/model:q4") == \
+        "manifests/registry.ollama.ai/someone/model/q4"
+    assert modelbundle.manifest_relpath("example.com:5000/ns/m:v1") == \
+        "manifests/example.com:5000/ns/m/v1"
+    for bad in ("../etc:passwd", "a/b/c/d:e", "x:../y", ""):
+        with pytest.raises(BundleError):
+            modelbundle.manifest_relpath(bad)
+
+
+def test_round_trip_between_two_models_dirs(tmp_path, bundle):
+    source = tmp_path / "a" / "models"
+    target = tmp_path / "b" / "models"   # does not exist yet: created with the owner
+    progress = []
+    name = modelbundle.import_file(bundle, target, OWNER,
+                                   lambda done, total, label: progress.append((done, total)))
+    assert name == "qwen2.5:7b-instruct"
+    assert progress and progress[-1][0] == progress[-1][1] == bundle.stat().st_size
+
+    manifest_rel = "manifests/registry.ollama.ai/library/qwen2.5/7b-instruct"
+    manifest = json.loads((target / manifest_rel).read_text())
+    digests = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+    for digest in digests:
+        blob = target / "blobs" / digest.replace(":", "-")
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest.split(":")[1]
+        assert blob.read_bytes() == (source / "blobs" / blob.name).read_bytes()
+    got = tree(target)
+    assert set(got) == {"blobs", *(f"blobs/{d.replace(':', '-')}" for d in digests),
+                        "manifests", "manifests/registry.ollama.ai",
+                        "manifests/registry.ollama.ai/library",
+                        "manifests/registry.ollama.ai/library/qwen2.5", manifest_rel}
+    assert all((uid, gid) == (OWNER.uid, OWNER.gid) for _, uid, gid in got.values())
+    assert (target.stat().st_uid, target.stat().st_gid) == (OWNER.uid, OWNER.gid)
+    assert oct((target / manifest_rel).stat().st_mode & 0o777) == "0o644"
+    assert not list(target.glob(".llm-supervisor-import-*"))  # staging removed
+
+    # importing again changes nothing and succeeds (content-addressed blobs are kept)
+    before = tree(target)
+    assert modelbundle.import_file(bundle, target, OWNER) == name
+    assert tree(target) == before
+
+
+def _refused(bundle: Path, target: Path, match: str) -> None:
+    before = tree(target)
+    with pytest.raises(BundleError, match=match):
+        modelbundle.import_file(bundle, target, OWNER)
+    assert tree(target) == before, "the import left something behind"
+
+
+@pytest.mark.parametrize("where", [0.02, 0.3, 0.5, 0.9, 0.9995])
+def test_a_flipped_byte_is_refused_and_nothing_lands(tmp_path, bundle, where):
+    target = tmp_path / "b" / "models"
+    make_model(target, "gemma3:4b", weights=100)  # a models dir already in use
+    data = bytearray(bundle.read_bytes())
+    data[int(len(data) * where)] ^= 0x01
+    bad = tmp_path / "flipped.tar.zst"
+    bad.write_bytes(bytes(data))
+    _refused(bad, target, "corrupt|truncated|unexpected|mismatch")
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_a_truncated_bundle_is_refused_and_nothing_lands(tmp_path, bundle, keep):
+    target = tmp_path / "b" / "models"
+    make_model(target, "gemma3:4b", weights=100)
+    data = bundle.read_bytes()
+    cut = tmp_path / "cut.tar.zst"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    _refused(cut, target, "truncated|corrupt")
+
+
+def test_a_fresh_models_dir_is_not_left_behind(tmp_path, bundle):
+    target = tmp_path / "fresh" / "models"
+    cut = tmp_path / "cut.tar.zst"
+    cut.write_bytes(bundle.read_bytes()[:5000])
+    with pytest.raises(BundleError):
+        modelbundle.import_file(cut, target, OWNER)
+    assert not target.exists()
+
+
+def test_export_refuses_a_corrupt_or_incomplete_source(tmp_path):
+    source = tmp_path / "models"
+    make_model(source)
+    blob = max((source / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[10] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    out = tmp_path / "x.tar.zst"
+    with pytest.raises(BundleError, match="corrupt"):
+        modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+    assert not out.exists() and not list(tmp_path.glob(".x.tar.zst.*"))
+    blob.unlink()
+    with pytest.raises(BundleError, match="blobs missing"):
+        modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+    with pytest.raises(BundleError, match="no model"):
+        modelbundle.export_file(source, "nothere:1b", out)
+
+
+def test_a_bundle_that_smuggles_a_path_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    import zstandard
+
+    evil = tmp_path / "evil.tar.zst"
+    with evil.open("wb") as fh, zstandard.ZstdCompressor().stream_writer(fh) as z, \
+            tarfile.open(fileobj=z, mode="w|") as tar:
+        info = tarfile.TarInfo("models/../../etc/cron.d/x")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    _refused(evil, tmp_path / "models", "unexpected member")
+    assert not (tmp_path / "etc").exists()
+
+
+def test_cli_export_and_import(tmp_path, capsys):
+    source = tmp_path / "a"
+    make_model(source)
+    out = tmp_path / "m.tar.zst"
+    assert cli.cli(["models", "export", "qwen2.5:7b-instruct", "--models-dir", str(source),
+                    "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    target = tmp_path / "b"
+    assert cli.cli(["models", "import", str(out), "--models-dir", str(target),
+                    "--owner", f"{OWNER.uid}:{OWNER.gid}"]) == 0
+    captured = capsys.readouterr()
+    assert "imported qwen2.5:7b-instruct" in captured.out
+    assert "import:" in captured.err  # progress on stderr
+    assert (target / "manifests/registry.ollama.ai/library/qwen2.5/7b-instruct").is_file()
+    out.write_bytes(out.read_bytes()[:-100])
+    assert cli.cli(["models", "import", str(out), "--models-dir", str(tmp_path / "c"), "-q"]) == 1
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_engine_models_dir(tmp_path):
+    from supervisor import config
+
+    cfg = config.loads('[[engine]]\nname = "a"\nexec = "/bin/true"\n'
+                       '[[engine]]\nname = "b"\nexec = "/bin/true"\nlisten = "127.0.0.1:11435"\n'
+                       'environment = { OLLAMA_MODELS = "/srv/models" }\n', "/x.toml")
+    a, b = cfg.engines
+    assert modelbundle.engine_models_dir(a) == Path("/usr/share/ollama/.ollama/models")
+    assert modelbundle.engine_models_dir(b) == Path("/srv/models")
