@@ -55,6 +55,7 @@ def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
         "fix": memory.fix or None,
         "backend": memory.backend,
         "pull": engine.pull,
+        "derived_environment": sup.host.derived_environment(engine.cfg),
         "demoted_from": memory.demoted_from,
         "promoting_from": memory.promoted_from if memory.probation_until is None else None,
         "probation_until": utc(memory.probation_until) if memory.probation_until else None,

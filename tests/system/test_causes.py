@@ -68,6 +68,7 @@ def test_causes_no_tier_fixes_block_and_the_backend_in_use_is_checked(fresh_cont
     # an iGPU dropped beside a kept card: stays on rocm
     apu = wait_engine(c, "apu", state="healthy", tier="rocm")
     assert apu["backend"] == "ROCm: AMD Instinct MI50"
+    assert set(apu["derived_environment"]) == {"OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS"}
     # "qwen2.5" is "qwen2.5:latest": its size_vram 0 is caught
     wait_engine(c, "normalised", state="healthy", tier="vulkan")
 
