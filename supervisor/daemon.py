@@ -32,6 +32,7 @@ from supervisor.control import ControlServer, group_reader
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
+from supervisor.health import Observation
 from supervisor.history import EventLog, utc
 from supervisor.logs import configure
 from supervisor.metrics import EngineView, Metrics
@@ -486,6 +487,9 @@ class Supervisor:
                 return
             rules = logwatch.rules_for(self.config.logs)[0]
             found = logwatch.classify(rules, message, tier=engine.tier)
+            if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
+                held = port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
+                found = Observation(False, "log", held) if held else found
             if found is not None:
                 engine.finding(found, realtime)
         return sink
@@ -583,13 +587,19 @@ def diagnose_unit(engine: EngineConfig, command: str, unit: UnitStatus,
         return Finding(Cause.CONFIG, f"systemd could not set up the engine (exit status {status}"
                        f"/{name or '?'})", fix="`journalctl -u " + engine.unit + "` says why",
                        evidence=evidence)
-    if holder is not None and holder.unit != engine.unit:
-        fix = (f"systemctl disable --now {holder.unit}" if holder.unit and
-               holder.unit.endswith(".service") else f"stop pid {holder.pid}") + \
-            " (or `llm-supervisorctl adopt` it), or give the engine another `listen`"
-        return Finding(Cause.PORT_IN_USE, f"{engine.listen} is held by {holder.describe()}",
-                       fix=fix, evidence=evidence, facts={"holder": holder.to_dict()})
-    return None
+    return port_finding(engine, holder, evidence)
+
+
+def port_finding(engine: EngineConfig, holder: ports.Holder | None, evidence: Any
+                 ) -> Finding | None:
+    """The engine's port is held by another process: name it (PID and unit) and the fix."""
+    if holder is None or holder.unit == engine.unit:
+        return None
+    fix = (f"systemctl disable --now {holder.unit}" if holder.unit and
+           holder.unit.endswith(".service") else f"stop pid {holder.pid}") + \
+        " (or `llm-supervisorctl adopt` it), or give the engine another `listen`"
+    return Finding(Cause.PORT_IN_USE, f"{engine.listen} is held by {holder.describe()}",
+                   fix=fix, evidence=evidence, facts={"holder": holder.to_dict()})
 
 
 def summary_of(engine: Engine, now: float) -> str:

@@ -101,6 +101,8 @@ class Engine:
         self.canary_passed = False           # a generation worked since this start
         self.canary_started = float("-inf")
         self.tokens_per_second: float | None = None
+        self.warm_task: asyncio.Task[Observation] | None = None
+        self.warmed = False                  # the model is loaded since this start
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.configure(config, engine)
@@ -174,6 +176,7 @@ class Engine:
         self.nrestarts_seen = None
         if running and self.state in (EngineState.HEALTHY, EngineState.DEGRADED):
             self.started_at = self.clock() - self.health.startup_grace  # no grace: it runs
+            self.warmed = True  # it has been serving: its model is loaded
         else:
             self.started_at = self.clock()
         if self.state in (EngineState.FAILED, EngineState.BLOCKED) and \
@@ -273,7 +276,9 @@ class Engine:
             self.actuator.observe_check(self, "liveness", live.latency_ms / 1000)
         found.append(live)
         self.checks += 1
-        found.extend(await self._canary(live.ok))
+        if live.ok and not self.warmed:
+            found.extend(self._warm())
+        found.extend(await self._canary(live.ok and self.warmed))
         if live.ok:
             found.extend(self._backend())
         failed = [o for o in found if not o.ok]
@@ -312,6 +317,37 @@ class Engine:
         return [Observation.bad("backend", Cause.BACKEND_MISMATCH, detail, fix=fix,
                                 evidence=[d.line for d in self.devices],
                                 facts={"tier": tier, "backend": backend})]
+
+    def _warm(self) -> list[Observation]:
+        """Load the configured model once the engine answers, before calling it healthy, so
+        no user pays the load after a (re)start or a tier switch. Ollama loads on demand;
+        vLLM loads at start."""
+        if self.cfg.kind != "ollama" or not self.cfg.model:
+            self.warmed = True
+            return []
+        task = self.warm_task
+        if task is None:
+            keep = self.cfg.environment.get("OLLAMA_KEEP_ALIVE")
+            self.warm_task = asyncio.create_task(health.warm(
+                self.http, self.cfg, max(self.health.startup_grace, self.health.canary_timeout),
+                keep))
+            self.warm_task.add_done_callback(lambda _: self.wake.set())
+            self.transition(self.state, self.cause or Cause.START,  # why it (re)started
+                            f"loading {self.cfg.model}", plain=True)
+            return []
+        if not task.done():
+            return []
+        self.warm_task = None
+        result = task.result()
+        if not result.ok:
+            return [result]
+        self.warmed = True
+        seconds = (result.latency_ms or 0) / 1000
+        self.actuator.observe_check(self, "load", seconds)
+        self.actuator.record(self, "load", to=self.tier, cause=Cause.START.value,
+                             reason=f"{self.cfg.model} loaded on {self.tier} in {seconds:.2f}s",
+                             evidence={"seconds": round(seconds, 3)})
+        return []
 
     async def _canary(self, alive: bool) -> list[Observation]:
         """The generation canary runs in the background, so a hung GPU cannot stall checks.
@@ -366,6 +402,11 @@ class Engine:
             self.canary_task = None
         self.canary_failure = None
         self.canary_passed = False
+        self.canary_started = float("-inf")  # a new start gets its canary at once
+        if self.warm_task is not None:
+            self.warm_task.cancel()
+            self.warm_task = None
+        self.warmed = False
         self.failures = 0
         self.nrestarts_seen = None
         self.inbox.clear()
@@ -399,8 +440,8 @@ class Engine:
                 return  # the unit is still activating: nothing answered yet
             self.failures = 0
             if self.state != EngineState.HEALTHY:
-                if self.health.canary_every and not self.canary_passed:
-                    return  # healthy means a generation worked: wait for the canary
+                if not self.warmed or (self.health.canary_every and not self.canary_passed):
+                    return  # healthy means the model is loaded and a generation worked
                 self._became_healthy()
             return
         worst = min(failed, key=lambda o: precedence(o.finding.cause))  # type: ignore[union-attr]
@@ -723,6 +764,6 @@ class Engine:
                 except TimeoutError:
                     pass
         finally:
-            for task in (self.canary_task, self.pull_task):
+            for task in (self.canary_task, self.pull_task, self.warm_task):
                 if task is not None:
                     task.cancel()

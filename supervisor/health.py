@@ -90,6 +90,34 @@ async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: flo
     return Observation(True, "liveness", latency_ms=latency)
 
 
+async def warm(client: httpx.AsyncClient, engine: EngineConfig, timeout: float,
+               keep_alive: str | None) -> Observation:
+    """Ollama: load the model before users come (``/api/generate`` with no prompt loads it
+    and keeps it for ``keep_alive``). ``latency_ms`` is how long the load took."""
+    body: dict[str, object] = {"model": engine.model, "stream": False}
+    if keep_alive:
+        body["keep_alive"] = keep_alive
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            response = await client.post(engine.endpoint + "/api/generate", json=body,
+                                         timeout=timeout)
+    except (TimeoutError, httpx.TimeoutException):
+        return Observation.bad("warm", Cause.HANG, f"loading the model took over {timeout:g}s")
+    except httpx.HTTPError as exc:
+        return Observation.bad("warm", Cause.GENERATION, f"loading the model: {_error(exc)}")
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if response.status_code != 200:
+        failed = _http_finding(engine, response, elapsed_ms)
+        return Observation(False, "warm", failed.finding, latency_ms=elapsed_ms)
+    try:
+        load_ns = response.json().get("load_duration")
+    except (ValueError, AttributeError):
+        load_ns = None
+    loaded_ms = load_ns / 1e6 if isinstance(load_ns, int | float) and load_ns else elapsed_ms
+    return Observation(True, "warm", latency_ms=loaded_ms)
+
+
 def _http_finding(engine: EngineConfig, response: httpx.Response, latency_ms: float
                   ) -> Observation:
     """A canary answered with an error status: what it means."""

@@ -86,6 +86,7 @@ class FakeOllama:
         self.present = True       # the model is on disk
         self.status = 200         # forced canary status (401...)
         self.pulls = 0
+        self.loads = 0
         self.ps_name = "qwen2.5:7b-instruct"
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -95,6 +96,13 @@ class FakeOllama:
             if self.hang:
                 await asyncio.sleep(10)
             body = json.loads(request.content)
+            if "prompt" not in body:  # a warm-up: load the model, generate nothing
+                self.loads += 1
+                if not self.present:
+                    return httpx.Response(404, json={"error": "model not found"})
+                return httpx.Response(200, json={"model": body["model"], "done": True,
+                                                 "done_reason": "load",
+                                                 "load_duration": 1_500_000_000})
             if not self.present:
                 return httpx.Response(404, json={"error": f"model '{body['model']}' not found"})
             if self.status != 200:
@@ -166,6 +174,9 @@ async def settle(engine: Engine, ticks: int = 1) -> None:
     """Run check intervals, letting a background canary finish within each."""
     for _ in range(ticks):
         await engine.tick()
+        if engine.warm_task is not None:
+            await asyncio.wait([engine.warm_task], timeout=1)
+            await engine.tick()
         if engine.canary_task is not None:
             await asyncio.wait([engine.canary_task], timeout=1)
         await engine.tick()
@@ -555,3 +566,21 @@ async def test_a_pinned_tier_on_the_wrong_backend_is_reported_not_restarted():
     await settle(engine, 3)
     assert actuator.switches == ["rocm"] and engine.state == EngineState.DEGRADED
     assert engine.memory.cause == "backend_mismatch" and "unpin" in engine.memory.fix
+
+
+async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
+    engine, actuator, api, clock, wall = make()
+    await engine.start_on("rocm", Cause.START)
+    await engine.tick()
+    assert engine.state == EngineState.STARTING and "loading qwen2.5:7b-instruct" in \
+        engine.memory.reason
+    await settle(engine)
+    assert engine.state == EngineState.HEALTHY and api.loads == 1
+    load = [e for e in actuator.events if e["type"] == "load"][-1]
+    assert load["evidence"] == {"seconds": 1.5} and ("load", 1.5) in actuator.checks
+    # after a demotion the model is loaded again, on the new tier, before healthy
+    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    await engine.tick()
+    assert engine.tier == "vulkan" and not engine.warmed
+    await settle(engine)
+    assert engine.state == EngineState.HEALTHY and api.loads == 2

@@ -41,6 +41,7 @@ class Faults:
     #                                it drops the ROCm device at discovery, computes on Vulkan
     drops_igpu: bool = False  # it also drops an APU's integrated GPU (the card stays in use)
     no_offload: bool = False  # the GPU is found, but the model loads with no layer on it
+    load_seconds: float | None = None  # how long loading the model takes (default 0.03 s)
 
 
 def _seconds(v: Any) -> bool:
@@ -69,6 +70,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                    "a gfx target such as \"gfx906\""),
     "drops_igpu": (lambda v: isinstance(v, bool), "true or false"),
     "no_offload": (lambda v: isinstance(v, bool), "true or false"),
+    "load_seconds": (_seconds, "a number of seconds >= 0"),
 }
 assert set(_CHECKS) == {f.name for f in fields(Faults)}
 

@@ -211,3 +211,21 @@ def test_vllm_canary_with_an_api_key_measures_tokens(fresh_container):
     wrong = wait_engine(c, "wrong", state="blocked")
     assert wrong["cause"] == "auth" and "/etc/llm-supervisor/wrong.key" in wrong["fix"]
     assert doc["chain"] == ["rocm"]
+
+
+def test_after_a_demotion_the_first_request_finds_the_model_loaded(fresh_container):
+    c = fresh_container
+    install(c)
+    port = free_port()
+    configure(c, engine_toml("main", port, c=c, faults={"*": {"load_seconds": 1.5},
+                                                        "rocm": {"gpu_errors_after": 2}}))
+    start_daemon(c)
+    wait_engine(c, "main", state="healthy", tier="vulkan")
+    loads = [e for e in events(c) if e["type"] == "load"]
+    assert [e["to"] for e in loads] == ["rocm", "vulkan"], loads
+    assert all(e["evidence"]["seconds"] >= 1.4 for e in loads), loads  # the engine's own figure
+    import httpx
+    first = httpx.post(f"http://127.0.0.1:{port}/api/generate", trust_env=False, timeout=10,
+                       json={"model": "qwen2.5:7b-instruct", "prompt": "hi", "stream": False,
+                             "options": {"num_predict": 1}}).json()
+    assert first["load_duration"] < 0.2e9, first  # the user did not pay the 1.5 s load
