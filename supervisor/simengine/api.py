@@ -400,9 +400,25 @@ def openai_model(h: Handler, engine: Engine) -> None:
                       "owned_by": "library"})
 
 
+def _openai_request_ok(h: Handler, engine: Engine, body: dict[str, Any], chat: bool) -> bool:
+    """vLLM validates the request before anything else: 400 without messages or a prompt."""
+    if engine.kind != "vllm":
+        return True
+    if chat and not isinstance(body.get("messages"), list):
+        h.fail(400, "1 validation error for ChatCompletionRequest\nmessages\n  Field required",
+               "BadRequestError")
+        return False
+    if not chat and body.get("prompt") in (None, "", []):
+        h.fail(400, "Either prompt or prompt_embeds must be provided and non-empty.",
+               "BadRequestError")
+        return False
+    return True
+
+
 def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
     body = h.read_json()
-    if body is None or not gate(h, engine, body.get("model")):
+    if body is None or not _openai_request_ok(h, engine, body, chat) or \
+            not gate(h, engine, body.get("model")):
         return
     if chat:
         prompt = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
