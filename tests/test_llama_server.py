@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import gguf
 import pytest
-from llamaserver import LLVMPIPE, NO_VULKAN_DRIVER, binary, run
+from llamaserver import BUILD_SCRIPT, LLVMPIPE, NO_VULKAN_DRIVER, binary, run
 from tinymodel import N_LAYER, N_VOCAB, write_tiny_model
 
 DATA = Path(__file__).resolve().parent / "data" / "llama-server"
@@ -153,3 +154,29 @@ def test_the_recorded_startups_have_the_device_lines() -> None:
     assert json.loads((DATA / "health-ok.json").read_text()) == {"status": "ok"}
     assert json.loads((DATA / "props.json").read_text())["total_slots"] == 1
     assert "llamacpp:tokens_predicted_total" in (DATA / "metrics.txt").read_text()
+
+
+# The build script: cached, and loud when it fails
+
+
+def test_a_cached_build_is_found_without_building() -> None:
+    started = time.monotonic()
+    out = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=30,
+                         check=True)
+    assert Path(out.stdout.strip()) == binary() and out.stderr == ""
+    assert time.monotonic() - started < 5
+
+
+def test_a_failed_build_fails_loudly(tmp_path: Path) -> None:
+    """No sdist and a pip that cannot fetch it: exit 1, say what failed, show the log's tail."""
+    pip = tmp_path / "venv" / "bin" / "pip"
+    pip.parent.mkdir(parents=True)
+    pip.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found' >&2\nexit 1\n")
+    pip.chmod(0o755)
+    env = {**os.environ, "LLAMA_SERVER_ROOT": str(tmp_path / "root"),
+           "LLM_SUPERVISOR_VENV": str(tmp_path / "venv")}
+    out = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=120,
+                         env=env, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "FAILED: pip download" in out.stderr and "No matching distribution" in out.stderr
+    assert not list((tmp_path / "root").glob("*/bin/llama-server"))
