@@ -3,6 +3,7 @@ a loopback port it picks itself (``--port 0``), and its log collected line by li
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ LLVMPIPE = {"GGML_VK_VISIBLE_DEVICES": "0"}
 NO_VULKAN_DRIVER = {"VK_ICD_FILENAMES": "/nonexistent.json"}
 
 
+@functools.cache
 def binary() -> Path:
     """Where dev/build-llama-server keeps the binary (it knows the pinned version)."""
     out = subprocess.run([str(BUILD_SCRIPT), "--path"], capture_output=True, text=True,

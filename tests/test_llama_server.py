@@ -88,7 +88,7 @@ def test_the_cpu_runs_the_tiny_model(tiny_model: Path, llama_server) -> None:
 
 def test_vulkan0_offloads_every_layer_to_llvmpipe(tiny_model: Path, llama_server) -> None:
     """Mesa's software Vulkan device is a real Vulkan0 when chosen explicitly. The first run on
-    a machine compiles its shaders (about a minute here); Mesa caches them for the next."""
+    a machine compiles its shaders (40 s here); Mesa caches them for the next."""
     server = llama_server(tiny_model, "--device", "Vulkan0", "-ngl", "99", *VERBOSE,
                           env=LLVMPIPE)
     assert server.wait_ready(timeout=300)[-1] == 200
