@@ -427,27 +427,29 @@ def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
         prompt = body.get("prompt", "")
         prompt = " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
         limit = body.get("max_tokens", 16)
-    n = body.get("n") if engine.kind == "vllm" else 1  # Ollama answers one choice
-    n = n if isinstance(n, int) and n > 0 else 1
-    choices, completion_tokens = [], 0
-    for index in range(n):
-        g = engine.generate(count_tokens(prompt) + (TEMPLATE_TOKENS if chat else 0),
-                            int(limit) if isinstance(limit, int | float) else None)
-        choice: dict[str, Any] = {"index": index}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": g.text, "tool_calls": []}
-        else:
-            choice["text"] = g.text
-        choice.update(logprobs=None, finish_reason=g.done_reason, stop_reason=None)
-        choices.append(choice)
-        completion_tokens += g.eval_count
+    g = engine.generate(count_tokens(prompt) + (TEMPLATE_TOKENS if chat else 0),
+                        int(limit) if isinstance(limit, int | float) else None)
+    choice: dict[str, Any] = {"index": 0}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": g.text, "tool_calls": []}
+    else:
+        choice["text"] = g.text
+    choice.update(logprobs=None, finish_reason=g.done_reason, stop_reason=None)
+    n = choices_wanted(engine, body)  # vLLM batches the n sequences: one generation's time
+    engine.count("generation_tokens", g.eval_count * (n - 1))
     h.send_json(200, {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()), "model": body.get("model") or engine.model,
-        "choices": choices,
+        "choices": [{**choice, "index": i} for i in range(n)],
         "usage": {"prompt_tokens": g.prompt_tokens, "total_tokens": g.prompt_tokens +
-                  completion_tokens, "completion_tokens": completion_tokens}})
+                  g.eval_count * n, "completion_tokens": g.eval_count * n}})
+
+
+def choices_wanted(engine: Engine, body: dict[str, Any]) -> int:
+    """OpenAI's ``n``: vLLM answers that many choices; Ollama's OpenAI layer always one."""
+    n = body.get("n")
+    return n if engine.kind == "vllm" and isinstance(n, int) and n > 0 else 1
 
 
 def vllm_metrics(h: Handler, engine: Engine) -> None:
