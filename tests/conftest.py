@@ -53,3 +53,33 @@ def fresh_container() -> Iterator[Container]:
         yield c
     finally:
         c.shutdown()
+
+
+# A real llama.cpp llama-server (built by dev/bootstrap) and a tiny real model for it.
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~470 KB random-weight llama GGUF written by dev/tinymodel.py; nothing downloaded."""
+    from tinymodel import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("model") / "tiny.gguf")
+
+
+@pytest.fixture
+def llama_server() -> Iterator:
+    """Start real llama-servers: ``llama_server(model, *args, env=...)``; all stopped after."""
+    from llamaserver import LlamaServer, binary
+
+    if not binary().is_file():
+        pytest.fail(f"no llama-server at {binary()}: dev/bootstrap builds it "
+                    "(dev/build-llama-server)", pytrace=False)
+    started: list[LlamaServer] = []
+
+    def start(model: Path | str, *args: str, env: dict[str, str] | None = None) -> LlamaServer:
+        started.append(LlamaServer(model, *args, env=env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
