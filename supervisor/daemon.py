@@ -387,8 +387,9 @@ class Supervisor:
         except (ConfigError, UnitFileError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             self.config_error = problems
-            self.event("reload", to="rejected", reason=f"{door}: config rejected;"
-                               " the running config stays", evidence=problems)
+            self.event("reload", to="rejected", cause=Cause.CONFIG.value,
+                       reason=f"{door}: config rejected; the running config stays",
+                       evidence=problems)
             log.error("reload rejected; the running config stays", door=door,
                       problems=problems)
             return False, {"error": "config rejected; the running config stays",
@@ -397,12 +398,13 @@ class Supervisor:
             log.exception("reload failed", door=door, error=str(exc))
             problems = [f"reload failed: {type(exc).__name__}: {exc}"]
             self.config_error = problems
-            self.event("reload", to="failed", reason=f"{door}: reload failed; engines keep"
-                       " running; fix the cause and reload again", evidence=problems)
+            self.event("reload", to="failed", cause=Cause.RELOAD.value,
+                       reason=f"{door}: reload failed; engines keep running; fix the cause"
+                       " and reload again", evidence=problems)
             return False, {"error": "reload failed", "detail": problems}
         self.config_error = None
         summary = change.to_dict()
-        self.event("reload", to="applied", reason=f"{door}: " + (
+        self.event("reload", to="applied", cause=Cause.RELOAD.value, reason=f"{door}: " + (
             "no change" if change.empty else ", ".join(
                 f"{k} {', '.join(v)}" for k, v in summary.items() if v)), evidence=summary)
         log.info("reloaded", door=door, **summary)

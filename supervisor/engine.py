@@ -36,6 +36,8 @@ TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
                   "opencl": {"opencl"}, "cpu": {"cpu"}}
 # blocking causes seen while the engine runs: it keeps serving, a canary tells when it clears
 WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
+# canary verdicts that stand until a canary succeeds (they took the whole timeout to learn)
+STANDING = frozenset({Cause.HANG, Cause.SLOW})
 DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
 PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
@@ -99,6 +101,7 @@ class Engine:
         self.canary_task: asyncio.Task[Observation] | None = None
         self.canary_failure: Observation | None = None
         self.canary_passed = False           # a generation worked since this start
+        self.canary_retry = False            # the last canary failed fast: try again now
         self.canary_started = float("-inf")
         self.tokens_per_second: float | None = None
         self.warm_task: asyncio.Task[Observation] | None = None
@@ -352,9 +355,10 @@ class Engine:
     async def _canary(self, alive: bool) -> list[Observation]:
         """The generation canary runs in the background, so a hung GPU cannot stall checks.
 
-        A failed canary stands until a canary succeeds: every check meanwhile counts as
+        A hung or slow canary stands until a canary succeeds: every check meanwhile counts as
         failed (and starts a new canary), so a hang is acted on after ``failures`` checks
-        rather than ``failures`` canary timeouts.
+        rather than ``failures`` canary timeouts. A canary that fails quickly (an HTTP
+        error) counts once, and the next check tries again.
         """
         found: list[Observation] = []
         task = self.canary_task
@@ -370,11 +374,15 @@ class Engine:
                 if self.cfg.kind == "ollama" and self.tier in GPU_TIERS:
                     found.append(await health.placement(self.http, self.cfg,
                                                         self.health.timeout))
-            else:
+            elif result.cause in STANDING:
                 self.canary_failure = result
+            else:
+                self.canary_failure = None
+                self.canary_retry = True
+                found.append(result)
         every = self.health.canary_every
         due = every and (self.checks % every == 0 or self.canary_failure is not None
-                         or not self.canary_passed)
+                         or not self.canary_passed or self.canary_retry)
         rested = self.clock() - self.canary_started >= self.health.interval * 0.9
         if alive and due and rested and self.canary_task is None:
             self._launch_canary()
@@ -383,6 +391,7 @@ class Engine:
         return found
 
     def _launch_canary(self) -> None:
+        self.canary_retry = False
         self.canary_started = self.clock()
         self.canary_task = asyncio.create_task(health.canary(
             self.http, self.cfg, self.health.canary_timeout, self.health.min_tokens_per_second))

@@ -138,8 +138,7 @@ def test_a_flapping_rocm_path_is_promoted_less_and_less_often(fresh_container):
     stamps = [at(e) for e in promotions]
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert len(promotions) >= 3 and failed, (promotions, failed)
-    assert all(later >= earlier * 1.5 for earlier, later in zip(gaps, gaps[1:], strict=False)), \
-        gaps
+    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
     first_half = sum(1 for s in stamps if s - stamps[0] < 20)
     assert first_half > len(stamps) - first_half  # fewer promotions as time goes on
 

@@ -97,8 +97,10 @@ def test_a_single_failed_check_or_a_slow_start_moves_nothing(fresh_container):
     start_daemon(c)
     wait_engine(c, "slow", state="healthy", tier="rocm", timeout=40)
     samples = watch(c, "blip", seconds=8)
-    assert all(s["tier"] == "rocm" for s in samples), samples
-    assert all(s["state"] in ("starting", "healthy") for s in samples), samples
+    assert all(s["tier"] == "rocm" for s in samples), [
+        (e["type"], e.get("cause"), e["reason"]) for e in events(c) if e.get("engine") == "blip"]
+    assert all(s["state"] in ("starting", "healthy") for s in samples), \
+        [(s["state"], s["reason"]) for s in samples]
     assert any(s["consecutive_failures"] == 1 for s in samples) or _blips_seen(c)
     assert status(c, "slow")["tier"] == "rocm"
 
