@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
+NO_ENGINES = ("no engines configured: add an [[engine]] in /etc/llm-supervisor/conf.d/ and"
+              " `systemctl reload llm-supervisor`, or `llm-supervisorctl adopt ollama.service`")
 
 
 class Failure(Exception):
@@ -79,7 +81,7 @@ def format_status(document: dict) -> str:
         rows.append([engine["name"], state, engine.get("tier") or "-",
                      ago(engine.get("since"), now), ",".join(engine.get("usable_tiers", [])),
                      engine.get("reason") or ""])
-    out = _table(rows) if len(rows) > 1 else "no engines configured"
+    out = _table(rows) if len(rows) > 1 else NO_ENGINES
     error = document.get("supervisor", {}).get("config_error")
     if error:
         out += "\nconfig error (the running config stays in force):\n  " + \
@@ -249,6 +251,24 @@ def cmd_render(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Host and config readiness; reads the config itself, needs no daemon."""
+    import asyncio
+
+    from supervisor import doctor
+
+    checks = doctor.diagnose(asyncio.run(doctor.gather(args.config)))
+    report = doctor.document(checks)
+    print(json.dumps(report, indent=2) if args.json else doctor.format_checks(checks))
+    return OK if report["ok"] else ERROR
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from supervisor import adopt
+
+    return adopt.main(args)
+
+
 def parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -311,6 +331,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tier", choices=("rocm", "vulkan", "opencl", "cpu"),
                    help="render for this tier (default: the engine's current tier)")
     s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("doctor", help="is this host ready for its config? (needs no daemon)")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("adopt", help="take over an existing Ollama unit (e.g. ollama.service)")
+    s.add_argument("unit")
+    s.add_argument("--name", help="engine name (default: from the unit's name)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print what it would do; change nothing")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.set_defaults(func=cmd_adopt)
     return p
 
 

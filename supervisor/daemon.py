@@ -238,7 +238,8 @@ class Supervisor:
                     origin = moved["reason"].split()[2].rstrip(":")
                     text += f" (demoted from {origin} {ago(moved.get('ts'), time.time())})"
             parts.append(text)
-        return "; ".join(parts) or "no engines configured"
+        return "; ".join(parts) or ("no engines configured: edit /etc/llm-supervisor or run"
+                                    " `llm-supervisorctl adopt ollama.service`")
 
     def update_status(self) -> None:
         # sdnotify encodes latin-1: keep the line plain
