@@ -41,6 +41,8 @@ HARDENING = (
     ("ProtectControlGroups", "yes"),
     ("ProtectClock", "yes"),
     ("ProtectHostname", "yes"),
+    ("ProtectProc", "invisible"),  # other users' processes only; its own runners stay visible
+    ("PrivateMounts", "yes"),
     ("RestrictNamespaces", "yes"),
     ("RestrictRealtime", "yes"),
     ("RestrictSUIDSGID", "yes"),
