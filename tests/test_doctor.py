@@ -136,3 +136,10 @@ def test_output_shows_status_evidence_and_fix():
 def test_model_manifest_paths():
     assert doctor.model_manifest("/m", "qwen2.5:7b") == "/m/manifests/registry.ollama.ai/library/qwen2.5/7b"
     assert doctor.model_manifest("/m", "me/mine") == "/m/manifests/registry.ollama.ai/me/mine/latest"
+
+
+def test_zero_engines_say_what_to_do():
+    from supervisor.cli import format_status
+    out = format_status({"engines": [], "supervisor": {}})
+    assert "no engines configured" in out and "adopt ollama.service" in out
+    assert by_name(doctor.diagnose(mi50_host("")))["config"].status == WARN
