@@ -408,9 +408,8 @@ async def gather(config_path: Path = DEFAULT_CONFIG, *, timeout: float = 10.0,
         f.group_ids[g.gr_name] = g.gr_gid
         f.groups[g.gr_name] = set(g.gr_mem) | {n for n, p in users.items() if p.pw_gid == g.gr_gid}
     for name, p in users.items():
-        f.user_ids[name] = (p.pw_uid, {p.pw_gid} | {g for g, n in
-                                                    ((f.group_ids[k], k) for k in f.groups)
-                                                    if name in f.groups[n]})
+        f.user_ids[name] = (p.pw_uid, {p.pw_gid} | {
+            f.group_ids[group] for group, members in f.groups.items() if name in members})
     rocm, vulkan, opencl, systemd = await asyncio.gather(
         _tool(DEFAULT_COMMANDS["rocm"], timeout), _tool(DEFAULT_COMMANDS["vulkan"], timeout),
         _tool(DEFAULT_COMMANDS["opencl"], timeout), _tool(("systemctl", "--version"), timeout))
