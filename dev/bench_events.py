@@ -5,7 +5,7 @@ evidence, as the daemon writes them; fsync per event) into a temporary directory
 the append rate, bytes per event on disk (segments + live file) against raw JSONL, and the wall
 time of reads over the whole history (median of RUNS).
 
-    /opt/llm-supervisor-dev/venv/bin/python dev/bench_events.py [N] [RUNS]
+    "$(dev/venv)/bin/python" dev/bench_events.py [N] [RUNS]
 """
 
 from __future__ import annotations

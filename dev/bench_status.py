@@ -7,7 +7,7 @@ and each venv's bare `python -c pass` INSIDE the container (no nsenter overhead)
 interleaved. Wall time via perf_counter around spawn..wait4, peak RSS from wait4's rusage.
 Every measured run must exit 0, so a failing command cannot look fast.
 
-    sudo /opt/llm-supervisor-dev/venv/bin/python dev/bench_status.py [RUNS]
+    sudo "$(dev/venv)/bin/python" dev/bench_status.py [RUNS]
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 It holds the config files, the rendered units, state, status, recent events, probe
 evidence, the engines' and the daemon's recent journal, and versions. Values of keys that
-look secret (TOKEN, KEY, SECRET, PASSWORD) are redacted wherever they appear.
+look secret (TOKEN, KEY, SECRET, PASSWORD) are redacted wherever they appear, and so are
+the values of secret command-line flags (``--api-key VALUE``), URL user-info
+(``https://user:pw@host``) and bearer tokens. Only root may fetch a bundle.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ _SECRET = re.compile(
     (?P<value>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s"',}\]]+)    # its value
     """)
 
+# --api-key VALUE, --hf-token=VALUE: long flags one of whose -/_ parts names a secret
+_FLAG = re.compile(
+    r"""(?ix)(?P<flag>--(?:[a-z0-9]+[-_])*(?:api[-_]?key|key|token|secret|password|passwd)
+    (?:[-_][a-z0-9]+)*)
+    (?P<sep>=|[ \t]+)(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s"']+)""")
+_USERINFO = re.compile(r"(?i)(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@\"']+@")
+_BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic|token)(?P<sp>[ \t]+)[A-Za-z0-9._~+/=-]{8,}")
+
 
 def redact(text: str) -> str:
     """Replace the value of every secret-looking assignment, keeping the quotes' style.
@@ -39,7 +49,16 @@ def redact(text: str) -> str:
         value, sep = match.group("value"), match.group("sep")
         quote = value[0] if value[:1] in "\"'" else ('"' if ":" in sep else "")
         return f"{match.group('name')}{sep}{quote}{REDACTED}{quote}"
-    return _SECRET.sub(hide, text)
+
+    def hide_flag(match: re.Match[str]) -> str:
+        value = match.group("value")
+        quote = value[0] if value[:1] in "\"'" else ""
+        return f"{match.group('flag')}{match.group('sep')}{quote}{REDACTED}{quote}"
+
+    text = _SECRET.sub(hide, text)
+    text = _FLAG.sub(hide_flag, text)
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    return _BEARER.sub(lambda m: f"{m.group('kind')}{m.group('sp')}{REDACTED}", text)
 
 
 def build(files: Mapping[str, str | bytes], *, level: int = 10) -> bytes:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
+NO_ENGINES = ("no engines configured: add an [[engine]] in /etc/llm-supervisor/conf.d/ and"
+              " `systemctl reload llm-supervisor`, or `llm-supervisorctl adopt ollama.service`")
 
 
 class Failure(Exception):
@@ -88,7 +90,7 @@ def format_status(document: dict) -> str:
             share = f" {done * 100 // total}%" if total else ""
             notes.append(f"{engine['name']}: pulling {pull.get('model')}: {pull.get('status')}"
                          f"{share}")
-    out = _table(rows) if len(rows) > 1 else "no engines configured"
+    out = _table(rows) if len(rows) > 1 else NO_ENGINES
     if notes:
         out += "\n" + "\n".join(notes)
     error = document.get("supervisor", {}).get("config_error")
@@ -281,6 +283,24 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise Failure(str(exc)) from None
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Host and config readiness; reads the config itself, needs no daemon."""
+    import asyncio
+
+    from supervisor import doctor
+
+    checks = doctor.diagnose(asyncio.run(doctor.gather(args.config)))
+    report = doctor.document(checks)
+    print(json.dumps(report, indent=2) if args.json else doctor.format_checks(checks))
+    return OK if report["ok"] else ERROR
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from supervisor import adopt
+
+    return adopt.main(args)
+
+
 def parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -378,6 +398,20 @@ def parser() -> argparse.ArgumentParser:
     for v in verbs.choices.values():
         v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     s.set_defaults(func=cmd_models)
+
+
+    s = sub.add_parser("doctor", help="is this host ready for its config? (needs no daemon)")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("adopt", help="take over an existing Ollama unit (e.g. ollama.service)")
+    s.add_argument("unit")
+    s.add_argument("--name", help="engine name (default: from the unit's name)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print what it would do; change nothing")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.set_defaults(func=cmd_adopt)
     return p
 
 

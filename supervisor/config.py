@@ -280,6 +280,7 @@ class EngineConfig(_Model):
     user: str = ""
     group: str = ""
     environment: dict[str, str] = Field(default_factory=dict)
+    environment_file: str = ""  # an EnvironmentFile= the operator owns (secrets)
     writable: tuple[str, ...] | None = None
     chain: tuple[Tier, ...] | None = None
     health: HealthOverride = HealthOverride()
@@ -311,6 +312,13 @@ class EngineConfig(_Model):
     def _posix_name(cls, value: str) -> str:
         if value and not POSIX_NAME_RE.match(value):
             raise ValueError(f"bad user/group name {value!r}")
+        return value
+
+    @field_validator("environment_file")
+    @classmethod
+    def _environment_file(cls, value: str) -> str:
+        if value and (not value.startswith("/") or re.search(r"[\x00-\x20\x7f]", value)):
+            raise ValueError(f"environment_file must be an absolute path without spaces: {value!r}")
         return value
 
     @field_validator("writable")

@@ -290,7 +290,8 @@ class Supervisor:
 
     def summary(self) -> str:
         return "; ".join(summary_of(e, time.time()) for e in self.engines.values()) or \
-            "no engines configured"
+            ("no engines configured: edit /etc/llm-supervisor or run"
+             " `llm-supervisorctl adopt ollama.service`")
 
     def update_status(self) -> None:
         # sdnotify encodes latin-1: keep the line plain

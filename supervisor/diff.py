@@ -56,7 +56,8 @@ def diff(old: Config, new: Config, tiers: Mapping[str, str | None], host: HostFa
         units_before = render(old, before, tier, host)
         units_after = render(new, engine, tier, host)
         if (_body(units_before.unit_text) != _body(units_after.unit_text)
-                or _body(units_before.dropin_text) != _body(units_after.dropin_text)):
+                or _body(units_before.dropin_text) != _body(units_after.dropin_text)
+                or _body(units_before.env_text) != _body(units_after.env_text)):
             changed.append(engine.name)
         elif (old.health_for(before) != new.health_for(engine)
               or old.chain_for(before) != new.chain_for(engine) or before != engine):

@@ -212,7 +212,8 @@ def routes(sup: Supervisor) -> Router:
 
     router.add("GET", "/metrics", metrics)
     router.add("GET", "/v1/events", events)
-    router.add("GET", "/v1/bundle", support_bundle)
+    # root only: it carries the engines' journals and config, whatever redaction misses
+    router.add("GET", "/v1/bundle", support_bundle, write=True)
     router.add("POST", "/v1/reload", reload, write=True)
     router.add("GET", "/v1/status", status)
     router.add("GET", "/v1/endpoint", endpoint)

@@ -15,6 +15,8 @@ import psutil
 
 from supervisor.config import split_listen
 
+__all__ = ["Holder", "holder", "unit_of"]
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -23,7 +25,10 @@ class Holder:
     unit: str | None     # the systemd unit the process runs in, if any
 
     def describe(self) -> str:
-        who = f"pid {self.pid} ({self.process})" if self.pid else "another process"
+        """e.g. ``pid 812 (ollama) of ollama.service``."""
+        if not self.pid:
+            return "a process this user cannot see (run as root to name it)"
+        who = f"pid {self.pid} ({self.process})"
         return f"{who} of {self.unit}" if self.unit else who
 
     def to_dict(self) -> dict[str, object]:

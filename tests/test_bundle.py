@@ -35,6 +35,23 @@ def test_redact_hides_secret_values_in_toml_env_and_json():
     assert redact("monkey=1 keyboard=2") == "monkey=1 keyboard=2"
 
 
+def test_redact_hides_flags_url_user_info_and_bearer_tokens():
+    line = ('ExecStart=/opt/vllm/bin/vllm serve m --api-key sk-abc123 --hf-token=hf_x '
+            '--port 8000 --max-tokens 5')
+    out = redact(line)
+    assert "sk-abc123" not in out and "hf_x" not in out
+    assert f"--api-key {REDACTED}" in out and f"--hf-token={REDACTED}" in out
+    assert "--port 8000 --max-tokens 5" in out  # not secrets
+    assert redact('--api-key "two words"') == f'--api-key "{REDACTED}"'
+    out = redact("pulling from https://alice:s3cret@models.example.org/q.gguf failed")
+    assert "s3cret" not in out and "alice" not in out
+    assert f"https://{REDACTED}@models.example.org/q.gguf" in out
+    assert redact("no user info in https://example.org/a@b") == \
+        "no user info in https://example.org/a@b"
+    out = redact('msg="request" Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc')
+    assert "eyJhbGci" not in out and f"Bearer {REDACTED}" in out
+
+
 def test_bundle_extracts_with_tar_and_with_python_zstandard(tmp_path):
     data = build({"config/supervisor.toml": CONFIG, "status.json": '{"api": 1}\n',
                   "raw.bin": b"\x00\x01"})

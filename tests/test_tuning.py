@@ -98,9 +98,11 @@ def test_render_shows_derived_values_with_where_they_come_from():
     comment = next(line for line in text.splitlines() if line.startswith("# derived from the host"))
     assert "24 CPUs" in comment and "one OLLAMA_NUM_PARALLEL per 4 CPUs" in comment
 
-    explicit = render(ENGINES, engine("tuned"), "rocm", host).unit_text
-    assert _environment(explicit).count('"OLLAMA_NUM_PARALLEL=3"') == 1
-    assert not any(v.startswith('"OLLAMA_NUM_PARALLEL=6') for v in _environment(explicit))
+    explicit = render(ENGINES, engine("tuned"), "rocm", host)
+    # the operator's value goes to the root-only environment file; nothing derived beside it
+    assert "OLLAMA_NUM_PARALLEL='3'" in explicit.env_text.splitlines()
+    assert not any(v.startswith('"OLLAMA_NUM_PARALLEL=')
+                   for v in _environment(explicit.unit_text))
 
     vllm = render(ENGINES, engine("big"), "rocm", host).unit_text
     assert "derived from the host" not in vllm

@@ -62,10 +62,12 @@ def test_engine_unit_golden():
     assert values(service, "ExecStart") == ['"/bin/sleep" "infinity"']
     assert values(service, "User") == ["ollama"] and values(service, "Group") == ["ollama"]
     assert values(service, "SupplementaryGroups") == ["render video"]
+    # the engine's own values go to a root-only file, not into the world-readable unit;
+    # what the host sized (supervisor.tuning) is no secret
     assert values(service, "Environment") == [
-        '"OLLAMA_HOST=127.0.0.1:11434"', '"HSA_OVERRIDE_GFX_VERSION=9.0.6"',
-        '"OLLAMA_NUM_PARALLEL=4"',
-        '"OLLAMA_MAX_LOADED_MODELS=1"']  # derived from the host (supervisor.tuning)
+        '"OLLAMA_HOST=127.0.0.1:11434"', '"OLLAMA_MAX_LOADED_MODELS=1"']
+    assert values(service, "EnvironmentFile") == [
+        "/etc/systemd/system/llm-main.service.d/environment.env"]
     assert values(service, "ReadWritePaths") == ["-/usr/share/ollama -/var/lib/models"]
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                        ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
@@ -136,20 +138,26 @@ writable = ["/usr/share/ollama", "/var/lib/models"]
 
 
 def test_systemd_quoting_of_special_characters():
-    env = parse(render(load(r"""
+    cfg = config.loads(r"""
 [[engine]]
 name = "main"
 exec = '/bin/echo 100% "two words" $HOME back\slash'
-environment = { WEIRD = 'a"b\\c %h $X ;' }
-"""), config.loads(r"""
-[[engine]]
-name = "main"
-exec = '/bin/echo 100% "two words" $HOME back\slash'
-environment = { WEIRD = 'a"b\\c %h $X ;' }
-""").engines[0], "rocm", HOST).unit_text)["Service"]
+environment = { WEIRD = 'a"b\\c %h $X ;', TIER_OVERRIDE = "1", QUOTE = "it's \"$x\"" }
+[engine.tiers.cpu]
+environment = { TIER_OVERRIDE = "2" }
+""")
+    rendered = render(cfg, cfg.engines[0], "rocm", HOST)
+    env = parse(rendered.unit_text)["Service"]
     assert values(env, "ExecStart") == [
         r'"/bin/echo" "100%%" "two words" "$$HOME" "backslash"']
-    assert r'"WEIRD=a\"b\\\\c %%h $X ;"' in values(env, "Environment")
+    # a tier-steering variable stays visible (and below the drop-in); the rest is private
+    assert values(env, "Environment")[:2] == ['"OLLAMA_HOST=127.0.0.1:11434"',
+                                              '"TIER_OVERRIDE=1"']
+    assert "WEIRD" not in rendered.unit_text
+    lines = rendered.env_text.splitlines()
+    assert lines[0].startswith(units.HEADER)
+    assert r"""WEIRD='a"b\\c %h $X ;'""" in lines  # single quotes: literal, no specifiers
+    assert r'''QUOTE="it's \"\$x\""''' in lines
 
 
 def test_no_value_can_add_a_directive():
@@ -223,6 +231,14 @@ def test_a_file_that_is_not_ours_is_never_overwritten(tmp_path):
     assert not (tmp_path / "llm-main.service.d").exists()  # nothing half-written
 
 
+def test_environment_file_is_root_only(tmp_path):
+    units.write_files(tmp_path, render(MI50, MI50.engines[0], "rocm", HOST).files())
+    env = tmp_path / "llm-main.service.d/environment.env"
+    assert env.stat().st_mode & 0o777 == 0o600
+    assert "OLLAMA_NUM_PARALLEL='4'" in env.read_text().splitlines()
+    assert (tmp_path / "llm-main.service").stat().st_mode & 0o777 == 0o644
+
+
 def test_removal_touches_only_our_files(tmp_path):
     units.write_files(tmp_path, render(MI50, MI50.engines[0], "rocm", HOST).files())
     own = tmp_path / "llm-main.service.d/90-operator.conf"
@@ -230,6 +246,7 @@ def test_removal_touches_only_our_files(tmp_path):
     (tmp_path / "llm-handmade.service").write_text("[Service]\nExecStart=/bin/true\n")
     assert units.managed_engines(tmp_path) == {"main"}
     removed = units.remove_engine(tmp_path, "main")
-    assert sorted(p.name for p in removed) == ["50-tier.conf", "llm-main.service"]
+    assert sorted(p.name for p in removed) == ["50-tier.conf", "environment.env",
+                                               "llm-main.service"]
     assert own.exists() and (tmp_path / "llm-handmade.service").exists()
     assert units.remove_engine(tmp_path, "handmade") == []

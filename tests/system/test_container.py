@@ -3,6 +3,7 @@ keeps a journal, verifies units, and leaves nothing behind on the host."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from nspawn import CommandError, Container
 
 import supervisor
 
-VENV_PYTHON = "/opt/llm-supervisor-dev/venv/bin/python"
+VENV_PYTHON = sys.executable  # this checkout's venv (dev/venv), seen through the overlay
 HELLO_UNIT = """\
 [Unit]
 Description=llm-supervisor test bed smoke unit

@@ -57,7 +57,8 @@ def test_events_follow_and_bundle(fresh_container):
         texts = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
     assert not any("hf_secret_value_42" in text for text in texts.values())
     assert "HF_TOKEN" in texts["llm-supervisor-bundle/config/conf.d/50-token.toml"]
-    assert "HF_TOKEN" in texts["llm-supervisor-bundle/units/llm-main.service"]
+    unit = texts["llm-supervisor-bundle/units/llm-main.service"]
+    assert "HF_TOKEN" not in unit and "EnvironmentFile=" in unit  # values live in a 0600 file
     assert "library=Vulkan" in texts["llm-supervisor-bundle/journal/main.log"]
     assert json.loads(texts["llm-supervisor-bundle/status.json"])["engines"][0]["tier"] == \
         "vulkan"

@@ -1,0 +1,186 @@
+"""The Debian package in a throwaway systemd: install, an engine in conf.d, upgrade, remove,
+purge; lintian; `doctor` live; secrets a non-root user cannot see.
+
+packaging/build-deb runs once per session for each of two versions (its dependency
+virtualenv is cached under /var/cache/llm-supervisor-build, so a rebuild takes seconds).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import zstandard
+from sandbox import FAST, SOCKET, VENV_BIN, free_port, http_get, main_pid, process_env, wait_engine
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+SECRET = "hf_s3cret_value_99"
+
+
+@pytest.fixture(scope="session")
+def debs() -> dict[str, Path]:
+    """Two builds, the second one newer: {"old": path, "new": path}."""
+    built = {}
+    for key, version, check in (("old", f"{VERSION}-1", ["--no-lintian"]),
+                                ("new", f"{VERSION}-2", [])):  # this one installs + runs lintian
+        done = subprocess.run([str(REPO / "packaging/build-deb"), *check, "--version", version],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout + done.stderr
+        built[key] = next((REPO / "dist").glob(f"llm-supervisor_{version}_*.deb"))
+    return built
+
+
+def apt(c, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return c.run(["apt-get", "-y", "-q", "--no-install-recommends", *args], timeout=timeout,
+                 env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
+def sim_engine(name: str, port: int) -> str:
+    """An engine running the simulated Ollama from the development venv: software of its
+    own, as a real engine is (removing the package must not take its program away)."""
+    return (f'[[engine]]\nname = "{name}"\nkind = "ollama"\n'
+            f'exec = "{VENV_BIN}/llm-supervisor-simengine serve"\n'
+            f'listen = "127.0.0.1:{port}"\nmodel = "qwen2.5:7b-instruct"\n'
+            f'environment = {{ HF_TOKEN = "{SECRET}", OLLAMA_KEEP_ALIVE = "5m" }}\n')
+
+
+def shipped_engines() -> list[str]:
+    from supervisor import config
+    return [e.name for e in config.load(REPO / "etc/llm-supervisor/supervisor.toml").engines]
+
+
+def test_lintian_reports_no_errors(debs):
+    done = subprocess.run(["lintian", "--fail-on", "error", str(debs["new"])],
+                          capture_output=True, text=True, timeout=600)
+    errors = [line for line in done.stdout.splitlines() if line.startswith("E:")]
+    assert done.returncode == 0 and not errors, done.stdout + done.stderr
+
+
+def test_install_engine_upgrade_remove_purge(fresh_container, debs):
+    c = fresh_container
+    # This machine's image forbids starting services from maintainer scripts (policy-rc.d
+    # exits 101, as in container images); a host where the package is installed has none.
+    c.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
+    started = time.monotonic()
+    apt(c, "install", str(debs["old"]))
+    install_seconds = time.monotonic() - started
+    assert c.run(["systemctl", "is-active", "llm-supervisor"]).stdout.strip() == "active"
+    assert c.run(["systemctl", "is-enabled", "llm-supervisor"]).stdout.strip() == "enabled"
+    assert c.run(["getent", "group", "llm-supervisor"]).returncode == 0
+    assert c.run("find /opt/llm-supervisor -name '*.pyc' | head -1").stdout.strip()  # postinst
+    doc = json.loads(c.run(["llm-supervisorctl", "status", "--json"], check=False).stdout)
+    assert [e["name"] for e in doc["engines"]] == shipped_engines()
+    if not shipped_engines():  # the example config enables no engine: it says what to do
+        out = c.run(["llm-supervisorctl", "status"]).stdout
+        assert "no engines configured" in out and "adopt" in out
+        text = c.run(["systemctl", "show", "-p", "StatusText", "--value",
+                      "llm-supervisor"]).stdout
+        assert "no engines configured" in text
+    print(f"install took {install_seconds:.1f}s, package {debs['old'].stat().st_size} bytes")
+
+    # an engine in conf.d, then `systemctl reload`
+    port = free_port()
+    c.ensure_user("ollama")
+    c.write("/etc/llm-supervisor/conf.d/20-sim.toml", FAST + "\n" + sim_engine("sim", port),
+            mode=0o600)
+    reload = c.run(["systemctl", "reload", "llm-supervisor"], check=False)
+    assert reload.returncode == 0, reload.stderr
+    wait_engine(c, "sim", state="healthy", timeout=90)
+    _no_secret_for_a_user(c)
+
+    # doctor, live: the port is held by the engine's own unit, the socket group exists
+    doctor = json.loads(c.run(["llm-supervisorctl", "doctor", "--json"], check=False).stdout)
+    checks = {check["name"]: check for check in doctor["checks"]}
+    assert checks[f"sim: listen 127.0.0.1:{port}"]["status"] == "PASS"
+    assert "llm-sim.service" in checks[f"sim: listen 127.0.0.1:{port}"]["evidence"]
+    assert checks["socket group"]["status"] == "PASS"
+    assert checks["systemd"]["status"] == "PASS"
+
+    # upgrade: edited conffile, state and history kept, the engine not restarted
+    c.write("/etc/llm-supervisor/supervisor.toml",
+            c.read("/etc/llm-supervisor/supervisor.toml") + "# edited by the operator\n")
+    engine_pid = main_pid(c, "llm-sim.service")
+    daemon_pid = main_pid(c, "llm-supervisor.service")
+    history = _events(c)
+    apt(c, "install", str(debs["new"]))
+    assert f"{VERSION}-2" in c.run(["dpkg-query", "-W", "-f=${Version}", "llm-supervisor"]).stdout
+    assert c.read("/etc/llm-supervisor/supervisor.toml").endswith("# edited by the operator\n")
+    assert c.run(["systemctl", "is-active", "llm-supervisor"]).stdout.strip() == "active"
+    assert main_pid(c, "llm-supervisor.service") != daemon_pid  # the new code runs
+    wait_engine(c, "sim", state="healthy", timeout=60)
+    assert main_pid(c, "llm-sim.service") == engine_pid  # adopted, not restarted
+    after = _events(c)
+    assert [e["seq"] for e in after[:len(history)]] == [e["seq"] for e in history]
+    assert c.run(["test", "-s", "/var/lib/llm-supervisor/state.json"]).returncode == 0
+
+    # a unit that is not ours, named like ours: purge must leave it alone
+    c.write("/etc/systemd/system/llm-foreign.service",
+            "[Service]\nExecStart=/bin/sleep infinity\n")
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "start", "llm-foreign.service"])
+
+    # remove: the daemon stops, the engine keeps serving, the message says how to stop it
+    removed = apt(c, "remove", "llm-supervisor")
+    assert "llm-sim.service" in removed.stdout and "systemctl stop" in removed.stdout
+    assert c.run(["systemctl", "is-active", "llm-supervisor"], check=False).stdout.strip() \
+        in ("inactive", "unknown")
+    assert c.run(["systemctl", "is-active", "llm-sim.service"]).stdout.strip() == "active"
+    assert http_get(port)[0] == 200
+    assert c.run(["test", "-e", "/usr/bin/llm-supervisorctl"], check=False).returncode == 1
+
+    # purge: our engine units, state and group go; nothing else
+    purged = apt(c, "purge", "llm-supervisor")
+    assert "llm-sim.service" in purged.stdout
+    for path in ("/etc/systemd/system/llm-sim.service",
+                 "/etc/systemd/system/llm-sim.service.d", "/var/lib/llm-supervisor",
+                 "/opt/llm-supervisor", "/etc/llm-supervisor/supervisor.toml"):
+        assert c.run(["test", "-e", path], check=False).returncode == 1, path
+    assert c.run(["systemctl", "is-active", "llm-sim.service"], check=False).stdout.strip() \
+        in ("inactive", "unknown")
+    assert c.run(["getent", "group", "llm-supervisor"], check=False).returncode == 2
+    assert c.run(["systemctl", "is-active", "llm-foreign.service"]).stdout.strip() == "active"
+    assert c.read("/etc/systemd/system/llm-foreign.service").startswith("[Service]")
+    assert c.run(["id", "ollama"]).returncode == 0  # the engine's user is not ours
+
+
+def _events(c) -> list[dict]:
+    out = c.run(["llm-supervisorctl", "events", "-n", "0", "--json"]).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _no_secret_for_a_user(c) -> None:
+    """A member of the socket group reads status, never an engine's environment value."""
+    c.run("id -u watcher >/dev/null 2>&1 || useradd --no-create-home -G llm-supervisor watcher")
+
+    def as_user(*argv: str) -> subprocess.CompletedProcess[str]:
+        return c.run(["runuser", "-u", "watcher", "--", *argv], check=False)
+
+    assert process_env(c, "llm-sim.service")["HF_TOKEN"] == SECRET  # the engine has it
+    shown = as_user("systemctl", "show", "llm-sim.service")
+    assert shown.returncode == 0 and "OLLAMA_GPU_DRIVER=" in shown.stdout
+    assert SECRET not in shown.stdout
+    cat = as_user("systemctl", "cat", "llm-sim.service")
+    assert SECRET not in cat.stdout + cat.stderr
+    assert as_user("cat", "/etc/systemd/system/llm-sim.service.d/environment.env").returncode != 0
+    status = as_user("llm-supervisorctl", "status", "--json")
+    assert status.returncode in (0, 3) and SECRET not in status.stdout  # 3: one unhealthy
+    for path in ("/v1/status", "/v1/engines/sim", "/v1/tiers", "/v1/events?limit=0"):
+        got = as_user("curl", "-s", "--unix-socket", SOCKET, f"http://localhost{path}")
+        assert got.returncode == 0 and SECRET not in got.stdout, path
+    bundle = as_user("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket",
+                     SOCKET, "http://localhost/v1/bundle")
+    assert bundle.stdout == "403"
+    # root gets the bundle, redacted
+    c.run(["llm-supervisorctl", "bundle", "-o", "/root/bundle.tar.zst"])
+    raw = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO(c.host_path("/root/bundle.tar.zst").read_bytes())).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        assert not any(SECRET.encode() in tar.extractfile(m).read() for m in tar.getmembers()
+                       if m.isfile())
