@@ -235,7 +235,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         engines = tuple(e for e in engines if e.name == args.engine)
         if not engines:
             raise Failure(f"no engine named {args.engine!r} in {args.config}")
-    state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True)
+    state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True,
+                       move_aside=False)
     host = HostFacts.read()
     for engine in engines:
         tier = args.tier or state.tier_of(engine.name) or next(
