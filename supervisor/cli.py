@@ -358,12 +358,28 @@ def cli(argv: list[str] | None = None) -> int:
     except Failure as exc:
         print(f"llm-supervisorctl: {exc}", file=sys.stderr)
         return exc.code
-    except BrokenPipeError:
-        return ERROR
+    except BrokenPipeError:  # `events | head -1`: the reader had enough
+        _stdout_gone()
+        return OK
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main() -> None:
-    sys.exit(cli())
+    code = cli()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

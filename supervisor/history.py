@@ -22,8 +22,9 @@ Meanwhile ``degraded`` holds the error, for the status document and the metrics.
 
 Followers. Each has a bounded queue (``FOLLOW_QUEUE``); one that falls that far behind is
 dropped (its stream ends), never the daemon. ``MAX_FOLLOWERS`` in all and
-``MAX_FOLLOWERS_PER_CLIENT`` per client (the control server passes the uid) are allowed;
-``follow`` raises ``TooManyFollowers`` past them.
+``MAX_FOLLOWERS_PER_CLIENT`` per client (the control server passes the uid) are allowed,
+and clients other than root share ``MAX_OTHER_FOLLOWERS``; ``follow`` raises
+``TooManyFollowers`` past them.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ LEVEL = 9  # ~30x on the daemon's events; 1 MiB compresses in ~15 ms, once per r
 SEGMENT = re.compile(r"events-([0-9TZ]+)-(\d+)\.jsonl\.zst")
 BACKLOG = 10_000              # events kept in memory while the disk refuses them
 FOLLOW_QUEUE = 256            # events a follower may fall behind before it is dropped
-MAX_FOLLOWERS = 128
-MAX_FOLLOWERS_PER_CLIENT = 16
+MAX_FOLLOWERS = 128           # all together
+MAX_OTHER_FOLLOWERS = 96      # all clients but root (0) together: the rest is root's reserve
+MAX_FOLLOWERS_PER_CLIENT = 16  # one client other than root
 
 
 class TooManyFollowers(Exception):
@@ -327,10 +329,13 @@ class EventLog:
         or dropped for falling ``FOLLOW_QUEUE`` events behind. Raises ``TooManyFollowers``."""
         if len(self.followers) >= MAX_FOLLOWERS:
             raise TooManyFollowers(f"{MAX_FOLLOWERS} followers already")
-        if client is not None and sum(f.client == client for f in self.followers) \
-                >= MAX_FOLLOWERS_PER_CLIENT:
-            raise TooManyFollowers(f"{MAX_FOLLOWERS_PER_CLIENT} followers of uid {client}"
-                                   " already")
+        if client:  # not root
+            if sum(f.client == client for f in self.followers) >= MAX_FOLLOWERS_PER_CLIENT:
+                raise TooManyFollowers(f"{MAX_FOLLOWERS_PER_CLIENT} followers of uid {client}"
+                                       " already")
+            if sum(bool(f.client) for f in self.followers) >= MAX_OTHER_FOLLOWERS:
+                raise TooManyFollowers(f"{MAX_OTHER_FOLLOWERS} followers of other users"
+                                       " than root already")
         follower = Follower(client)
         self.followers.add(follower)  # before reading the backlog, so nothing falls in between
         return self._follow(follower, since=since, engine=engine, limit=limit)

@@ -83,7 +83,8 @@ def _memory(name: str, data: dict[str, Any], dropped: list[str]) -> EngineMemory
         types = _TYPES.get(f.name, (object,))
         ok = value is None and f.name not in ("reboot_required", "state", "reason",
                                                "reboot_evidence", "history")
-        ok = ok or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types))
+        ok = ok or (isinstance(value, types)
+                    and not (isinstance(value, bool) and bool not in types))
         if ok and isinstance(value, float) and not math.isfinite(value):
             ok = False
         if ok and f.name == "history":
