@@ -28,6 +28,7 @@ SETTINGS = sandbox.FAST.replace('probe_timeout = "20s"', 'probe_timeout = "5s"')
 
 @dataclass
 class Row:
+    key: str
     scenario: str
     runs: int = 0
     held: int = 0
@@ -80,8 +81,8 @@ def tracebacks_since(c: Container, cursor: str) -> int:
 # ----------------------------------------------------------------------------- scenarios
 
 def socket_abuse(c: Container, runs: int) -> Row:
-    row = Row("socket abuse: 200 slowloris + 100 dead followers + 64 follows by a group member,"
-              " then 500 concurrent status", before="root locked out ~90 s; 0/60 status in 30 s"
+    row = Row("socket", "socket abuse: 200 slowloris + 100 dead followers + 64 follows by a"
+              " group member, then 500 concurrent status", before="root locked out ~90 s; 0/60 status in 30 s"
               " under slowloris; 152-179 of 500 answered")
     c.run("id -u member >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh member")
     c.run(["usermod", "-a", "-G", "llm-supervisor", "member"])
@@ -106,7 +107,7 @@ def socket_abuse(c: Container, runs: int) -> Row:
 
 
 def spewing_tool(c: Container, runs: int) -> Row:
-    row = Row("spewing probe tool (vulkaninfo printing forever, with a background child)",
+    row = Row("spew", "spewing probe tool (vulkaninfo printing forever, with a background child)",
               before="daemon grew to 3.97 GB in 10 s; status blocked 21 s; an orphan per probe")
     c.write("/usr/local/bin/vulkaninfo", "#!/bin/sh\nsleep 600 &\nexec yes spew-spew-spew\n",
             0o755)
@@ -136,12 +137,10 @@ def spewing_tool(c: Container, runs: int) -> Row:
 
 
 def config_fuzz(c: Container, runs: int) -> Row:
+    from configfuzz import configs  # the unit tests' generator
     from hypothesis import HealthCheck, given, settings
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_config_total import configs  # the unit tests' generator
-
-    row = Row("config fuzz: fuzzed conf.d files + a FIFO + unit-breaking values, each"
+    row = Row("fuzz", "config fuzz: fuzzed conf.d files + a FIFO + unit-breaking values, each"
               " through `systemctl reload`", before="52 of 794 gave tracebacks; a FIFO hung"
               " the daemon until the watchdog killed it")
     cursor = c.journal_cursor()
@@ -198,7 +197,7 @@ def config_fuzz(c: Container, runs: int) -> Row:
 
 
 def broken_pipe(c: Container, runs: int) -> Row:
-    row = Row("closed stdout: `llm-supervisorctl events -n 0 | head -1`",
+    row = Row("pipe", "closed stdout: `llm-supervisorctl events -n 0 | head -1`",
               before="BrokenPipeError traceback, exit 120")
     for _ in range(runs):
         done = c.run("set -o pipefail; llm-supervisorctl events -n 0 | head -1", check=False)
@@ -209,7 +208,7 @@ def broken_pipe(c: Container, runs: int) -> Row:
 
 
 def full_disk(c: Container, runs: int) -> Row:
-    row = Row("full state disk: a ROCm hang while /var/lib/llm-supervisor is full",
+    row = Row("disk", "full state disk: a ROCm hang while /var/lib/llm-supervisor is full",
               before="no demotion for a minute; status said healthy; restart was a traceback"
               " loop")
     lost = 0
@@ -260,23 +259,35 @@ NOT_COVERED = [
 ]
 
 
-def render(rows: list[Row], seconds: float) -> str:
+def render(rows: list[Row], seconds: float, baseline: dict[str, Any]) -> str:
+    measured = f" and, where a figure says \"measured\", by this same command run against" \
+        f" {baseline['code']}" if baseline else ""
     lines = ["# Reliability", "",
              f"`dev/reliability` ran these scenarios against the real daemon under a real"
              f" systemd (a throwaway container) on {time.strftime('%Y-%m-%d', time.gmtime())}"
              f", in {seconds:.0f} s. \"Before\" is what the same attacks did to the daemon"
-             " before this work (issue 11).", "",
+             f" before this work, as reported in issue 11{measured}.", "",
              "| scenario | runs | held | failed | lost | status / root's actions unavailable |"
              " before |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r.scenario} | {r.runs} | {r.held} | {r.failed} | {r.lost} |"
-                     f" {r.unavailable} | {r.before} |")
+        before = r.before
+        old = baseline.get("rows", {}).get(r.key)
+        if old:
+            before += f"; measured: {old['held']} of {old['runs']} held"
+            if old.get("unavailable") not in (None, "-"):
+                before += f", unavailable: {old['unavailable']}"
+        cells = [r.scenario, r.runs, r.held, r.failed, r.lost, r.unavailable, before]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     for name, part in NOT_COVERED:
         lines.append(f"| {name} | - | - | - | - | - | not covered here ({part}) |")
     lines += ["", "## Details", ""]
     for r in rows:
         lines.append(f"### {r.scenario}")
         lines += [f"- {note}" for note in r.notes] + [""]
+        old = baseline.get("rows", {}).get(r.key)
+        if old:
+            lines.append(f"Before ({baseline['code']}):")
+            lines += [f"- {note}" for note in old["notes"]] + [""]
     return "\n".join(lines)
 
 
@@ -290,7 +301,12 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--runs", type=float, default=1.0, help="scale the runs per scenario")
     parser.add_argument("-o", "--output", default=str(REPO / "RELIABILITY.md"))
+    parser.add_argument("--json", help="also write the figures as JSON here")
+    parser.add_argument("--baseline", help="a --json of an earlier run (the code before), for"
+                        " the before column")
+    parser.add_argument("--code", default="this checkout", help="what code ran (for --json)")
     args = parser.parse_args()
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else {}
     started = time.monotonic()
     rows = []
     with Container("reliability") as c:
@@ -304,11 +320,15 @@ def main() -> int:
             try:
                 row = SCENARIOS[name](c, max(1, int(RUNS[name] * args.runs)))
             except Exception as exc:  # a scenario that breaks is a failed row, not a crash
-                row = Row(name, runs=1, held=0, notes=[f"FAILED: {exc!r}"[:2000]])
+                row = Row(name, name, runs=1, held=0, notes=[f"FAILED: {exc!r}"[:2000]])
             for note in row.notes:
                 print(f"   {note}", flush=True)
             rows.append(row)
-    Path(args.output).write_text(render(rows, time.monotonic() - started) + "\n")
+    Path(args.output).write_text(render(rows, time.monotonic() - started, baseline) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"code": args.code, "rows": {
+            r.key: {"runs": r.runs, "held": r.held, "lost": r.lost,
+                    "unavailable": r.unavailable, "notes": r.notes} for r in rows}}, indent=1))
     print(f"wrote {args.output}")
     return 0 if all(r.failed == 0 for r in rows) else 1
 

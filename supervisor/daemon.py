@@ -61,6 +61,8 @@ class Supervisor:
         sup = self.config.supervisor
         self.state_path = sup.state_dir / "state.json"
         self.state: State = load_state(self.state_path)
+        if self.state.note:
+            log.warning("state file", note=self.state.note)
         history = self.config.history
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
                                max_size=history.max_size)
@@ -210,10 +212,9 @@ class Supervisor:
         self.write_metrics_textfile()
 
     def save(self) -> None:
-        try:
-            save_state(self.state_path, self.state)
-        except OSError as exc:
-            log.error("cannot write state", path=str(self.state_path), error=str(exc))
+        error = save_state(self.state_path, self.state)  # never raises: a full disk is an error
+        if error:
+            log.error("cannot write state", path=str(self.state_path), error=error)
 
     def wall_of(self, monotonic: float) -> float:
         return time.time() + (monotonic - time.monotonic())
@@ -434,6 +435,8 @@ class Supervisor:
                 self.notify("WATCHDOG=1")
             self.update_status()
             self.write_metrics_textfile()
+            if self.events.backlog:  # events kept in memory while the disk was full
+                self.events.flush()
             await asyncio.sleep(period)
 
     async def shutdown(self) -> None:
