@@ -82,8 +82,9 @@ def tracebacks_since(c: Container, cursor: str) -> int:
 
 def socket_abuse(c: Container, runs: int) -> Row:
     row = Row("socket", "socket abuse: 200 slowloris + 100 dead followers + 64 follows by a"
-              " group member, then 500 concurrent status", before="root locked out ~90 s; 0/60 status in 30 s"
-              " under slowloris; 152-179 of 500 answered")
+              " group member, then 500 concurrent status",
+              before="root locked out ~90 s; 0/60 status in 30 s under slowloris;"
+              " 152-179 of 500 answered")
     c.run("id -u member >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh member")
     c.run(["usermod", "-a", "-G", "llm-supervisor", "member"])
     worst = 0.0
