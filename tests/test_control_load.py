@@ -268,3 +268,20 @@ async def test_a_supplementary_group_member_can_read(shared_dir) -> None:
     may_read = group_reader("video")
     assert may_read(NOBODY, NOBODY, (group.gr_gid,)) and not may_read(NOBODY, NOBODY, ())
     assert may_read(0, 0, ())
+
+
+async def test_events_into_a_closed_pipe_exit_cleanly(shared_dir) -> None:
+    log = EventLog(shared_dir / "events")
+    for i in range(3000):
+        log.append("probe", engine="main", reason=f"check {i}")
+    server = await serve(shared_dir, log)
+    ctl = f"{sys.executable} -c 'from supervisor.cli import main; main()'"
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", f"set -o pipefail; {ctl} --socket {server.path}"
+                             " events -n 0 | head -1"], capture_output=True, text=True,
+            timeout=30)
+    finally:
+        await server.close()
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.count("\n") == 1 and "check 0" in done.stdout
