@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -53,7 +54,35 @@ def ctl(c: Container, *args: str, timeout: float = 60) -> Any:
 
 
 def status(c: Container) -> dict[str, Any]:
-    return json.loads(ctl(c, "status", "--json").stdout)
+    """The status document; {} while the daemon does not answer."""
+    try:
+        return json.loads(ctl(c, "status", "--json", timeout=30).stdout)
+    except (ValueError, subprocess.TimeoutExpired):
+        return {}
+
+
+def config_error(c: Container) -> list[str] | None:
+    return status(c).get("supervisor", {}).get("config_error")
+
+
+def reload(c: Container) -> tuple[int | None, float]:
+    """`systemctl reload llm-supervisor`: exit status (None: no answer in 60 s), seconds."""
+    started = time.monotonic()
+    try:
+        rc = c.run(["systemctl", "reload", "llm-supervisor"], check=False, timeout=60).returncode
+    except subprocess.TimeoutExpired:
+        rc = None
+    return rc, time.monotonic() - started
+
+
+def recover(c: Container) -> bool:
+    """Between scenarios: True if the daemon still answers; else restart it (a failure)."""
+    if status(c):
+        return True
+    c.run("systemctl reset-failed llm-supervisor; systemctl restart llm-supervisor",
+          check=False, timeout=150)
+    c.wait_for(lambda: status(c), timeout=60, what="the daemon answering again")
+    return False
 
 
 def daemon_restarts(c: Container) -> list[str]:
@@ -157,11 +186,14 @@ def config_fuzz(c: Container, runs: int) -> Row:
             return
         c.host_path(f"{CONFD}/50-fuzz.toml").parent.mkdir(parents=True, exist_ok=True)
         c.host_path(f"{CONFD}/50-fuzz.toml").write_bytes(data)
-        done = c.run(["systemctl", "reload", "llm-supervisor"], check=False, timeout=60)
+        rc, _ = reload(c)
         doc = status(c)
-        if done.returncode == 0 and doc["supervisor"]["config_error"] is None:
+        if not doc:
+            outcomes["other"] += 1
+            recover(c)
+        elif rc == 0 and doc["supervisor"]["config_error"] is None:
             outcomes["accepted"] += 1
-        elif done.returncode != 0 and doc["supervisor"]["config_error"]:
+        elif rc not in (0, None) and doc["supervisor"]["config_error"]:
             outcomes["refused"] += 1
         else:
             outcomes["other"] += 1
@@ -178,20 +210,20 @@ def config_fuzz(c: Container, runs: int) -> Row:
 
     c.run(["rm", "-f", f"{CONFD}/50-fuzz.toml"])
     c.run(["mkfifo", f"{CONFD}/60-pipe.toml"])
-    started = time.monotonic()
-    done = c.run(["systemctl", "reload", "llm-supervisor"], check=False, timeout=60)
-    took = time.monotonic() - started
-    error = status(c)["supervisor"]["config_error"] or []
-    check(row, done.returncode != 0 and took < 5 and "not a regular file" in " ".join(error),
-          f"FIFO in conf.d refused in {took:.1f} s: {error}")
+    rc, took = reload(c)
+    error = config_error(c) or []
+    check(row, rc not in (0, None) and took < 5 and "not a regular file" in " ".join(error),
+          f"FIFO in conf.d: reload exit {rc} after {took:.1f} s; config_error {error}")
     c.run(["rm", "-f", f"{CONFD}/60-pipe.toml"])
+    if not recover(c):
+        row.notes.append("FAILED: the daemon stopped answering; restarted")
     c.write(f"{CONFD}/70-slash.toml", '[[engine]]\nname = "main"\nwritable = ["/srv/m\\\\"]\n')
-    done = c.run(["systemctl", "reload", "llm-supervisor"], check=False, timeout=60)
-    error = status(c)["supervisor"]["config_error"] or []
-    check(row, done.returncode != 0 and any("writable" in e for e in error),
-          f"writable path ending in a backslash refused: {error}")
+    rc, _ = reload(c)
+    error = config_error(c) or []
+    check(row, rc not in (0, None) and any("writable" in e for e in error),
+          f"writable path ending in a backslash: reload exit {rc}; config_error {error}")
     c.run(["rm", "-f", f"{CONFD}/70-slash.toml"])
-    ctl(c, "reload")
+    reload(c)
     row.lost = "nothing (the running config stayed on every refusal)"
     row.unavailable = "never"
     return row
@@ -228,12 +260,12 @@ def full_disk(c: Container, runs: int) -> Row:
         except AssertionError as exc:
             demoted = None
             row.notes.append(str(exc)[:500])
-        degraded = status(c)["supervisor"].get("degraded")
+        degraded = status(c).get("supervisor", {}).get("degraded")
         sampler.join(90)
         st = json.loads(sampled.get("stdout") or "{}") or {}
         c.run(["rm", "-f", f"{STATE_DIR}/filler"])
         ctl(c, "reload")  # an event: the backlog is flushed before it
-        after = status(c)["supervisor"]
+        after = status(c).get("supervisor", {})
         history = sandbox.events(c)
         seqs = [e["seq"] for e in history]
         gaps = sum(b - a - 1 for a, b in zip(seqs, seqs[1:], strict=False))
@@ -322,6 +354,13 @@ def main() -> int:
                 row = SCENARIOS[name](c, max(1, int(RUNS[name] * args.runs)))
             except Exception as exc:  # a scenario that breaks is a failed row, not a crash
                 row = Row(name, name, runs=1, held=0, notes=[f"FAILED: {exc!r}"[:2000]])
+            try:
+                if not recover(c):
+                    row.runs += 1
+                    row.notes.append("FAILED: the daemon did not answer after the scenario;"
+                                     " restarted")
+            except Exception as exc:
+                row.notes.append(f"FAILED: the daemon could not be brought back: {exc!r}"[:500])
             for note in row.notes:
                 print(f"   {note}", flush=True)
             rows.append(row)
