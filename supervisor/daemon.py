@@ -65,7 +65,8 @@ class Supervisor:
             log.warning("state file", note=self.state.note)
         history = self.config.history
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
-                               max_size=history.max_size)
+                               max_size=history.max_size,
+                               spill=sup.socket.parent / "events-backlog.jsonl")
         self.metrics = Metrics()
         self.host = units.HostFacts.read()
         self.http = httpx.AsyncClient(trust_env=False)

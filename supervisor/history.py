@@ -18,7 +18,10 @@ A failing disk. ``append`` never raises for an ``OSError`` (ENOSPC, EIO, EROFS, 
 still gets its seq, reaches followers and readers, and waits in a bounded in-memory backlog
 (``BACKLOG`` events; past that the oldest are dropped and counted in ``dropped``). The backlog
 is written, in order, by the next ``append`` or ``flush`` that finds the disk writable again.
-Meanwhile ``degraded`` holds the error, for the status document and the metrics.
+Meanwhile ``degraded`` holds the error, for the status document and the metrics. With a
+``spill`` path (on another filesystem: the daemon uses its runtime directory in /run, which
+survives its restarts), the backlog is mirrored there too, so a daemon restarted while the
+disk is still full takes the waiting events back instead of losing them.
 
 Followers. Each has a bounded queue (``FOLLOW_QUEUE``); one that falls that far behind is
 dropped (its stream ends), never the daemon. ``MAX_FOLLOWERS`` in all and
@@ -118,8 +121,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 class EventLog:
     def __init__(self, directory: Path, *, segment_size: int = 1 << 20,
-                 max_size: int = 64 << 20, clock: Callable[[], float] = time.time) -> None:
+                 max_size: int = 64 << 20, clock: Callable[[], float] = time.time,
+                 spill: Path | None = None) -> None:
         self.directory = directory
+        self.spill = spill
+        self._spill_loaded = spill is None
         self.clock = clock
         self.segment_size = segment_size
         self.max_size = max_size
@@ -151,6 +157,7 @@ class EventLog:
                to: str | None = None, reason: str = "", evidence: Any = None,
                **extra: Any) -> dict[str, Any]:
         """Record an event. Never raises for a disk error: see ``degraded`` and ``flush``."""
+        self._load_spill()
         event = {"seq": 0, "ts": utc(self.clock()), "engine": engine, "type": type,
                  "from": from_, "to": to, "reason": reason, "evidence": evidence, **extra}
         try:
@@ -164,7 +171,8 @@ class EventLog:
         if len(self.backlog) > BACKLOG:
             self.backlog.popleft()
             self.dropped += 1
-        self.flush()
+        if not self.flush():
+            self._spill_out(event, rewrite=self.dropped % 1000 == 1)
         for follower in list(self.followers):
             try:
                 follower.queue.put_nowait(event)
@@ -176,6 +184,7 @@ class EventLog:
 
     def flush(self) -> bool:
         """Write the backlog, oldest first; True when nothing is left in memory."""
+        self._load_spill()
         while self.backlog:
             try:
                 seq = self._open()
@@ -190,7 +199,49 @@ class EventLog:
                 return False
             self.backlog.popleft()
         self.degraded = None
+        if self.spill is not None:
+            try:
+                self.spill.unlink(missing_ok=True)
+            except OSError:
+                pass
         return True
+
+    def _spill_out(self, event: dict[str, Any], *, rewrite: bool) -> None:
+        """Mirror the backlog to ``spill``: one line per event, or all of it on ``rewrite``."""
+        if self.spill is None:
+            return
+        events = list(self.backlog) if rewrite else [event]
+        data = b"".join((json.dumps(e, default=str, ensure_ascii=False) + "\n").encode()
+                        for e in events)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if rewrite else os.O_APPEND)
+            fd = os.open(self.spill, flags, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # the spill is a courtesy; memory still holds the events
+
+    def _load_spill(self) -> None:
+        """Once, first thing: take back the events a previous daemon could not write."""
+        if self._spill_loaded or self.spill is None:
+            return
+        self._spill_loaded = True
+        try:
+            raw = self.spill.read_bytes()
+        except OSError:
+            return
+        try:
+            on_disk = self._open()
+        except OSError:
+            on_disk = 0
+        waiting = sorted((e for line in _complete_lines(raw) if (e := _decode(line))
+                          and isinstance(e.get("seq"), int) and e["seq"] > on_disk),
+                         key=lambda e: e["seq"])
+        self.backlog.extendleft(reversed(waiting[-BACKLOG:]))
+        if waiting:
+            self._mem_seq = max(self._mem_seq, waiting[-1]["seq"])
 
     def _failed(self, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, "error")

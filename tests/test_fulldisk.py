@@ -146,3 +146,24 @@ def test_non_finite_numbers_never_reach_the_state(tmp_path: Path) -> None:
     state.engines["main"].promote_wait = float("nan")
     assert "cannot encode" in (save_state(path, state) or "")
     assert os.path.exists(path)
+
+
+def test_a_restart_on_a_full_disk_keeps_the_backlog_through_the_spill(disk: Path,
+                                                                     tmp_path: Path) -> None:
+    spill = tmp_path / "run" / "events-backlog.jsonl"
+    spill.parent.mkdir()
+    log = EventLog(disk / "events", spill=spill)
+    log.append("started")
+    filler = fill(disk)
+    n = append_until_degraded(log, 0)
+    assert spill.exists()
+    waiting = [e["seq"] for e in log.backlog]
+    del log  # the daemon restarts, the disk still full
+    log = EventLog(disk / "events", spill=spill)
+    log.append("started", reason="again")
+    assert log.degraded and [e["seq"] for e in log.backlog][:len(waiting)] == waiting
+    filler.unlink()
+    assert log.flush() and not spill.exists()
+    on_disk = EventLog(disk / "events").read()
+    assert [e["seq"] for e in on_disk] == list(range(1, n + 3))
+    assert on_disk[-1]["reason"] == "again"
