@@ -2,6 +2,10 @@
 pipes against the real daemon under a real systemd (a throwaway container); writes
 RELIABILITY.md. Each scenario is bounded in time; all traffic stays on the loopback and the
 container's Unix socket. Run as root (dev/reliability installs what it needs first).
+
+The "before" figures come from dev/reliability-before.json: this same script run with the
+python of a venv where the code before these changes (commit c5558a4) is installed, as
+`python dev/reliability.py --baseline "" --code "commit c5558a4" --json FILE`.
 """
 
 from __future__ import annotations
