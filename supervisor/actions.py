@@ -1,7 +1,8 @@
 """Operator actions over the control socket: restart, demote, promote, pin, unpin.
 
-Each is recorded as an event naming the uid that asked; a pin freezes the tier (and
-survives restarts, in state.json) until unpinned.
+Each accepted request is recorded as an event naming the uid that asked, once it has been
+validated, with only the fields that matter (the tier of a pin), never the request body; a
+pin freezes the tier (and survives restarts, in state.json) until unpinned.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ if TYPE_CHECKING:
 
 async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: str,
                           body: dict[str, Any], uid: int) -> str:
-    sup.event("operator", engine=engine.name, cause=Cause.OPERATOR.value,
-              reason=f"{verb} by uid {uid}",
-              evidence=body or None)
+    def accepted(**evidence: Any) -> None:
+        sup.event("operator", engine=engine.name, cause=Cause.OPERATOR.value,
+                  reason=f"{verb} by uid {uid}", evidence=evidence or None)
+
     async with engine.lock:
         usable = sup.usable(engine)
         if verb == "pin" and method == "DELETE":
+            accepted()
             engine.memory.pinned = None
             sup.record(engine, "unpin", cause=Cause.OPERATOR.value, reason=f"unpinned by uid {uid}")
             return "unpinned"
@@ -36,6 +39,7 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
             if tier not in usable:
                 raise HTTPError(409, f"{tier} is not usable for {engine.name}",
                                 {c.tier: c.reason for c in sup.choices(engine)})
+            accepted(tier=tier)
             engine.memory.pinned = tier
             engine.memory.next_promotion_at = None
             sup.record(engine, "pin", to=tier, cause=Cause.OPERATOR.value,
@@ -47,6 +51,7 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
             raise HTTPError(409, f"{engine.name} is pinned to {engine.memory.pinned};"
                             " unpin it first")
         if verb == "restart":
+            accepted()
             await engine.start_on(engine.tier or policy.best_tier(engine.chain, usable)
                                   or "cpu", Cause.OPERATOR, f"restarted by uid {uid}")
             return "restarted"
@@ -54,6 +59,7 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
             target = policy.tier_below(engine.chain, usable, engine.tier)
             if target is None:
                 raise HTTPError(409, f"no usable tier below {engine.tier}")
+            accepted(tier=target)
             await engine.start_on(target, Cause.OPERATOR, f"demoted from {engine.tier} by uid"
                                   f" {uid}")
             return f"demoted to {target}"
@@ -63,6 +69,7 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
             best = policy.best_tier(engine.chain, usable)
             if best is None or best == engine.tier:
                 raise HTTPError(409, f"{engine.name} is already on its best usable tier")
+            accepted(tier=best)
             await engine.promote(best, f"asked by uid {uid}")
             return f"promoting to {best}"
     raise HTTPError(404, f"unknown action {verb}")

@@ -249,7 +249,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         engines = tuple(e for e in engines if e.name == args.engine)
         if not engines:
             raise Failure(f"no engine named {args.engine!r} in {args.config}")
-    state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True)
+    state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True,
+                       move_aside=False)
     host = HostFacts.read()
     for engine in engines:
         tier = args.tier or state.tier_of(engine.name) or next(
@@ -458,12 +459,28 @@ def cli(argv: list[str] | None = None) -> int:
     except Failure as exc:
         print(f"llm-supervisorctl: {exc}", file=sys.stderr)
         return exc.code
-    except BrokenPipeError:
-        return ERROR
+    except BrokenPipeError:  # `events | head -1`: the reader had enough
+        _stdout_gone()
+        return OK
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main() -> None:
-    sys.exit(cli())
+    code = cli()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

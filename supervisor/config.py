@@ -7,14 +7,18 @@ the offending key and the key's path, e.g. ``conf.d/10-gpu.toml: engine.main.lis
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import shlex
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,6 +39,11 @@ POSIX_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MIN_DURATION = 0.001              # 1ms: anything shorter is a typo, or a busy loop
+MAX_DURATION = 365 * 86400.0      # 365d
+MAX_SIZE = 1 << 40                # 1TiB
+MAX_FILE = 1 << 20                # bytes read from one config file
+MAX_DEPTH = 16                    # tables and arrays nested in a config file
 
 
 # --------------------------------------------------------------------------- value types
@@ -43,18 +52,59 @@ def parse_duration(value: Any) -> float:
     """``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or a number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration is a string like '5s' or a number of seconds, not a boolean")
+    shown = repr(value) if not isinstance(value, str) or len(value) < 40 else "(too long)"
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     elif isinstance(value, str):
-        match = _DURATION.match(value)
+        match = _DURATION.match(value) if len(value) < 40 else None
         if not match:
-            raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
+            raise ValueError(f"bad duration {shown}: use e.g. '500ms', '5s', '2m', '1h'")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"bad duration {value!r}: use e.g. '500ms', '5s', '2m', '1h'")
-    if seconds < 0:
-        raise ValueError(f"bad duration {value!r}: must not be negative")
+        raise ValueError(f"bad duration {shown}: use e.g. '500ms', '5s', '2m', '1h'")
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION \
+            or 0 < seconds < MIN_DURATION:
+        raise ValueError(f"bad duration {shown}: must be 0 or between 1ms and 365d")
     return seconds
+
+
+def _positive_duration(value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise ValueError("must be greater than zero (between 1ms and 365d)")
+    return value
+
+
+def bounded(low: float, high: float) -> BeforeValidator:
+    """A finite number within [low, high], the bounds named in the error."""
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number between {low:g} and {high:g}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not (math.isfinite(number) and low <= number <= high):
+            shown = repr(value) if len(repr(value)) < 40 else "(a huge number)"
+            raise ValueError(f"{shown} is out of bounds: must be a finite number between"
+                             f" {low:g} and {high:g}")
+        return number
+    return BeforeValidator(check)
+
+
+def unit_path(value: str) -> str:
+    """A path written unquoted into a unit (``ReadWritePaths=``, ``EnvironmentFile=``): absolute,
+    and nothing that systemd would read as structure: no whitespace, quotes, backslash (a
+    trailing one joins the next line), ``%`` specifiers or control characters."""
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    bad = sorted({ch for ch in value if ch in "\\\"'%;" or ch.isspace() or not ch.isprintable()})
+    if bad:
+        raise ValueError(f"{value!r}: {' '.join(map(repr, bad))} cannot go into a unit file"
+                         " unquoted; use a path without them")
+    return value
 
 
 def format_duration(seconds: float) -> str:
@@ -65,6 +115,11 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration),
+                             AfterValidator(_positive_duration)]
+Failures = Annotated[int, Field(ge=1, le=1000)]
+CanaryEvery = Annotated[int, Field(ge=0, le=1_000_000)]
+TokensPerSecond = Annotated[float, bounded(0, 1e6)]
 Tier = Literal["rocm", "vulkan", "opencl", "cpu"]
 Kind = Literal["ollama", "vllm"]
 
@@ -113,7 +168,7 @@ class SupervisorSection(_Model):
     state_dir: Path = Path("/var/lib/llm-supervisor")
     unit_dir: Path = Path("/etc/systemd/system")
     watch_config: bool = True
-    probe_timeout: Duration = 10.0
+    probe_timeout: PositiveDuration = 10.0
     kfd_path: Path = Path("/dev/kfd")
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")  # a reboot changes it
 
@@ -126,39 +181,32 @@ class SupervisorSection(_Model):
 
 
 class HealthSection(_Model):
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
-    failures: int = Field(3, ge=1)
+    interval: PositiveDuration = 5.0
+    timeout: PositiveDuration = 3.0
+    failures: Failures = 3
     startup_grace: Duration = 120.0
-    canary_every: int = Field(6, ge=0)
-    canary_timeout: Duration = 30.0
-    min_tokens_per_second: float = Field(0.0, ge=0)
-
-    @field_validator("interval", "timeout", "canary_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+    canary_every: CanaryEvery = 6
+    canary_timeout: PositiveDuration = 30.0
+    min_tokens_per_second: TokensPerSecond = 0.0
 
 
 class HealthOverride(_Model):
-    """``[engine.health]``: any subset of ``[health]``."""
+    """``[engine.health]``: any subset of ``[health]``, validated exactly like it."""
 
-    interval: Duration | None = None
-    timeout: Duration | None = None
-    failures: int | None = Field(None, ge=1)
+    interval: PositiveDuration | None = None
+    timeout: PositiveDuration | None = None
+    failures: Failures | None = None
     startup_grace: Duration | None = None
-    canary_every: int | None = Field(None, ge=0)
-    canary_timeout: Duration | None = None
-    min_tokens_per_second: float | None = Field(None, ge=0)
+    canary_every: CanaryEvery | None = None
+    canary_timeout: PositiveDuration | None = None
+    min_tokens_per_second: TokensPerSecond | None = None
 
 
 class FallbackSection(_Model):
     chain: tuple[Tier, ...] = TIERS  # type: ignore[assignment]
-    restarts_per_tier: int = Field(1, ge=0)
+    restarts_per_tier: int = Field(1, ge=0, le=100)
     promote_after: Duration = 1800.0
-    promote_backoff: float = Field(2.0, ge=1.0)
+    promote_backoff: Annotated[float, bounded(1, 100)] = 2.0
     probation: Duration = 600.0      # a promoted tier failing within this is a failed promotion
 
     _chain = field_validator("chain")(lambda cls, v: tuple(_check_chain(list(v))))
@@ -181,16 +229,18 @@ def parse_size(value: Any) -> int:
     """``"64MiB"``, ``"512KiB"``, ``"1GiB"`` or a number of bytes -> bytes."""
     if isinstance(value, bool):
         raise ValueError("a size is a string like '64MiB' or a number of bytes")
+    shown = repr(value) if len(str(value)) < 40 else "(too long)"
     if isinstance(value, int):
         size = value
     else:
-        match = re.match(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$", str(value))
+        match = re.match(r"^\s*(\d{1,30})\s*(B|KiB|MiB|GiB)?\s*$", str(value)[:40])
         if not match:
-            raise ValueError(f"bad size {value!r}: use e.g. '512KiB', '64MiB', '1GiB'")
+            raise ValueError(f"bad size {shown}: use e.g. '512KiB', '64MiB', '1GiB',"
+                             " between 1B and 1024GiB")
         size = int(match.group(1)) * {"B": 1, "KiB": 1024, "MiB": 1 << 20,
                                       "GiB": 1 << 30, None: 1}[match.group(2)]
-    if size <= 0:
-        raise ValueError(f"bad size {value!r}: must be positive")
+    if not 0 < size <= MAX_SIZE:
+        raise ValueError(f"bad size {shown}: must be between 1B and 1024GiB")
     return size
 
 
@@ -325,8 +375,7 @@ class EngineConfig(_Model):
     @classmethod
     def _writable(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for path in value or ():
-            if not path.startswith("/") or " " in path:
-                raise ValueError(f"writable paths must be absolute, without spaces: {path!r}")
+            unit_path(path)
         return value
 
     @model_validator(mode="after")
@@ -426,35 +475,115 @@ def config_files(path: Path) -> list[Path]:
     return [path, *extra]
 
 
+def read_file(file: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """One config file as a TOML table, or the problem naming the file (and line).
+
+    Only a regular file is read, opened without blocking (a FIFO in conf.d is refused, not
+    waited on), at most ``MAX_FILE`` bytes; non-UTF-8 bytes and nesting deeper than
+    ``MAX_DEPTH`` are refused with the line or key they are at.
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        return None, f"{file}: cannot read: {exc.strerror or exc}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"{file}: not a regular file; only regular files are read"
+        if info.st_size > MAX_FILE:
+            return None, f"{file}: {info.st_size} bytes; a config file is at most {MAX_FILE}"
+        chunks = []
+        left = MAX_FILE + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        raw = b"".join(chunks)
+    except OSError as exc:
+        return None, f"{file}: cannot read: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE:
+        return None, f"{file}: over {MAX_FILE} bytes; a config file is at most {MAX_FILE}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, f"{file}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})"
+    return parse_toml(text, str(file))
+
+
+def parse_toml(text: str, source: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, f"{source}: invalid TOML: {exc}"
+    except RecursionError:
+        return None, f"{source}: invalid TOML: nested too deeply"
+    except ValueError as exc:  # e.g. an integer over Python's digit limit
+        return None, f"{source}: invalid TOML: {exc}"
+    where = _too_deep(table)
+    if where is not None:
+        return None, f"{source}: {where or '(top level)'}: nested deeper than {MAX_DEPTH} levels"
+    return table, None
+
+
+def _too_deep(value: Any) -> str | None:
+    """The dotted path where nesting passes MAX_DEPTH, found without recursion; else None."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        item, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            return ".".join(str(p) for p in loc[:MAX_DEPTH])
+        if isinstance(item, dict):
+            stack.extend((v, (*loc, k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(item))
+    return None
+
+
 def load(path: Path | str = DEFAULT_CONFIG) -> Config:
-    """Read, merge and validate; raise ConfigError naming file and key path for each problem."""
+    """Read, merge and validate; raise ConfigError naming file and key path for each problem.
+
+    Total: whatever bytes the files hold, the outcome is a Config or a ConfigError."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ConfigError([f"{path}: no such config file"])
-    files = config_files(path)
+    try:
+        files = config_files(path)
+    except OSError as exc:
+        raise ConfigError([f"{path.parent / 'conf.d'}: cannot list: {exc.strerror}"]) from None
     raws: list[tuple[str, dict[str, Any]]] = []
     problems: list[str] = []
     for file in files:
-        try:
-            with file.open("rb") as fh:
-                raws.append((str(file), tomllib.load(fh)))
-        except tomllib.TOMLDecodeError as exc:
-            problems.append(f"{file}: invalid TOML: {exc}")
-        except OSError as exc:
-            problems.append(f"{file}: cannot read: {exc.strerror}")
+        table, problem = read_file(file)
+        if problem is not None:
+            problems.append(problem)
+        elif table is not None:
+            raws.append((str(file), table))
     if problems:
         raise ConfigError(problems)
     return validate(raws)
 
 
 def loads(text: str, source: str = "<string>") -> Config:
-    try:
-        return validate([(source, tomllib.loads(text))])
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    table, problem = parse_toml(text, source)
+    if problem is not None or table is None:
+        raise ConfigError([problem or f"{source}: invalid TOML"])
+    return validate([(source, table)])
 
 
 def validate(raws: list[tuple[str, dict[str, Any]]]) -> Config:
+    try:
+        return _validate(raws)
+    except ConfigError:
+        raise
+    except (RecursionError, ValueError, TypeError, OverflowError, KeyError,
+            AttributeError, IndexError) as exc:  # a gap in the checks must not be a traceback
+        files = ", ".join(name for name, _ in raws) or "<config>"
+        raise ConfigError([f"{files}: cannot validate: {type(exc).__name__}: {exc}"]) from None
+
+
+def _validate(raws: list[tuple[str, dict[str, Any]]]) -> Config:
     merged, origin, problems = _merge(raws)
     for loc, value in _walk(merged, ()):
         where = _where(origin, _named(merged, loc))

@@ -35,7 +35,7 @@ from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.health import Observation
 from supervisor.history import EventLog, utc
 from supervisor.logs import configure
-from supervisor.metrics import EngineView, Metrics
+from supervisor.metrics import EngineView, Metrics, SupervisorView
 from supervisor.probes import ProbeResult
 from supervisor.state import State, load_state, save_state
 from supervisor.states import EngineState
@@ -55,6 +55,7 @@ class Supervisor:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.probes: dict[str, ProbeResult] = {}
         self.config_error: list[str] | None = None
+        self.state_error: str | None = None     # why state.json could not be written
         self.started_at = time.time()
         self.reload_lock = asyncio.Lock()
         self.systemd_lock = asyncio.Lock()
@@ -67,9 +68,12 @@ class Supervisor:
         sup = self.config.supervisor
         self.state_path = sup.state_dir / "state.json"
         self.state: State = load_state(self.state_path)
+        if self.state.note:
+            log.warning("state file", note=self.state.note)
         history = self.config.history
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
-                               max_size=history.max_size)
+                               max_size=history.max_size,
+                               spill=sup.socket.parent / "events-backlog.jsonl")
         self.metrics = Metrics()
         self.host = units.HostFacts.read()
         self.http = httpx.AsyncClient(trust_env=False)
@@ -250,8 +254,14 @@ class Supervisor:
         self.metrics.observe_check(engine.name, check, seconds)
 
     def metrics_text(self) -> bytes:
+        control = getattr(self, "control", None)
         self.metrics.refresh([EngineView.of(e) for e in self.engines.values()],
-                             {t: p.present for t, p in self.probes.items()})
+                             {t: p.present for t, p in self.probes.items()},
+                             SupervisorView(degraded=handlers.degraded(self) is not None,
+                                            events_dropped=self.events.dropped,
+                                            followers_dropped=self.events.lagging_dropped,
+                                            connections_refused=control.refused
+                                            if control else 0))
         return self.metrics.render()
 
     def write_metrics_textfile(self) -> None:
@@ -275,10 +285,10 @@ class Supervisor:
         self.write_metrics_textfile()
 
     def save(self) -> None:
-        try:
-            save_state(self.state_path, self.state)
-        except OSError as exc:
-            log.error("cannot write state", path=str(self.state_path), error=str(exc))
+        error = save_state(self.state_path, self.state)  # never raises: a full disk is an error
+        if error and error != self.state_error:
+            log.error("cannot write state", path=str(self.state_path), error=error)
+        self.state_error = error
 
     def wall_of(self, monotonic: float) -> float:
         return time.time() + (monotonic - time.monotonic())
@@ -515,6 +525,8 @@ class Supervisor:
             try:
                 self.update_status()
                 self.write_metrics_textfile()
+                if self.events.backlog:  # events kept in memory while the disk was full
+                    self.events.flush()
             except Exception as exc:  # the watchdog must outlive whatever breaks here
                 log.exception("status refresh failed", error=str(exc))
             await asyncio.sleep(period)

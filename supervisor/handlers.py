@@ -16,7 +16,7 @@ from supervisor import __version__, bundle, tiers
 from supervisor.actions import operator_action
 from supervisor.control import HTTPError, Request, Response, Router
 from supervisor.errors import SupervisorError
-from supervisor.history import utc
+from supervisor.history import TooManyFollowers, utc
 from supervisor.states import EngineState
 
 if TYPE_CHECKING:
@@ -72,9 +72,33 @@ def status_document(sup: Supervisor) -> dict[str, Any]:
             "config_files": list(sup.config.files),
             "config_error": sup.config_error,
             "missing_groups": sup.host.missing_gpu_groups(),
+            "degraded": degraded(sup),
+            "events_dropped": sup.events.dropped,
         },
         "engines": [engine_document(sup, e) for e in sup.engines.values()],
     }
+
+
+def degraded(sup: Supervisor) -> str | None:
+    """Why the daemon cannot keep its records right now (a full or failing state disk), or
+    what it had to do to start (a corrupt state.json moved aside); None when all is well."""
+    problems = [p for p in (sup.events.degraded, sup.state_error, sup.state.note) if p]
+    return "; ".join(problems) or None
+
+
+def parse_since(value: str | None) -> str | None:
+    """``since`` as the events' own timestamp format, or 400: an ISO-8601 date or time."""
+    if not value:
+        return None
+    from datetime import UTC, datetime
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPError(400, "since must be an ISO-8601 date or time, e.g. 2026-11-22 or"
+                        " 2026-11-22T16:00:00Z", {"since": value}) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def tiers_document(sup: Supervisor) -> dict[str, Any]:
@@ -197,11 +221,20 @@ def routes(sup: Supervisor) -> Router:
             raise HTTPError(400, "limit must be a number", {"limit": query["limit"]}) from None
         if limit is not None and limit < 0:
             raise HTTPError(400, "limit must not be negative", {"limit": limit})
-        since, engine = query.get("since") or None, query.get("engine") or None
+        since, engine = parse_since(query.get("since")), query.get("engine") or None
         if query.get("follow") in ("1", "true", "yes"):
+            try:
+                events = sup.events.follow(since=since, engine=engine, limit=limit,
+                                           client=request.uid)
+            except TooManyFollowers as exc:
+                raise HTTPError(429, f"too many followers: {exc}") from None
+
             async def lines() -> AsyncIterator[bytes]:
-                async for event in sup.events.follow(since=since, engine=engine, limit=limit):
-                    yield (json.dumps(event, default=str) + "\n").encode()
+                try:
+                    async for event in events:
+                        yield (json.dumps(event, default=str) + "\n").encode()
+                finally:
+                    await events.aclose()  # type: ignore[attr-defined]
             return Response(200, stream=lines(), content_type="application/x-ndjson")
         body = "".join(json.dumps(e, default=str) + "\n"
                        for e in sup.events.read(since=since, limit=limit, engine=engine))

@@ -13,15 +13,32 @@ two, ``current.jsonl`` still holds events the newest segment has too: readers sk
 seq is not above the newest segment's last seq, and the first ``append`` after start-up drops
 them (and any torn last line) from the file. Pruning happens last and never removes the newest
 segment, which anchors ``seq`` when ``current.jsonl`` is empty.
+
+A failing disk. ``append`` never raises for an ``OSError`` (ENOSPC, EIO, EROFS, ...): the event
+still gets its seq, reaches followers and readers, and waits in a bounded in-memory backlog
+(``BACKLOG`` events; past that the oldest are dropped and counted in ``dropped``). The backlog
+is written, in order, by the next ``append`` or ``flush`` that finds the disk writable again.
+Meanwhile ``degraded`` holds the error, for the status document and the metrics. With a
+``spill`` path (on another filesystem: the daemon uses its runtime directory in /run, which
+survives its restarts), the backlog is mirrored there too, so a daemon restarted while the
+disk is still full takes the waiting events back instead of losing them.
+
+Followers. Each has a bounded queue (``FOLLOW_QUEUE``); one that falls that far behind is
+dropped (its stream ends), never the daemon. ``MAX_FOLLOWERS`` in all and
+``MAX_FOLLOWERS_PER_CLIENT`` per client (the control server passes the uid) are allowed,
+and clients other than root share ``MAX_OTHER_FOLLOWERS``; ``follow`` raises
+``TooManyFollowers`` past them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from itertools import chain
 from pathlib import Path
@@ -32,6 +49,24 @@ import zstandard
 CURRENT = "current.jsonl"
 LEVEL = 9  # ~30x on the daemon's events; 1 MiB compresses in ~15 ms, once per rotation
 SEGMENT = re.compile(r"events-([0-9TZ]+)-(\d+)\.jsonl\.zst")
+BACKLOG = 10_000              # events kept in memory while the disk refuses them
+FOLLOW_QUEUE = 256            # events a follower may fall behind before it is dropped
+MAX_FOLLOWERS = 128           # all together
+MAX_OTHER_FOLLOWERS = 96      # all clients but root (0) together: the rest is root's reserve
+MAX_FOLLOWERS_PER_CLIENT = 16  # one client other than root
+
+
+class TooManyFollowers(Exception):
+    pass
+
+
+class Follower:
+    """One live reader: a bounded queue, dropped (``lagging``) when it overflows."""
+
+    def __init__(self, client: int | None) -> None:
+        self.client = client
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE)
+        self.lagging = False
 
 
 def utc(ts: float | None = None) -> str:
@@ -86,14 +121,22 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 class EventLog:
     def __init__(self, directory: Path, *, segment_size: int = 1 << 20,
-                 max_size: int = 64 << 20, clock: Callable[[], float] = time.time) -> None:
+                 max_size: int = 64 << 20, clock: Callable[[], float] = time.time,
+                 spill: Path | None = None) -> None:
         self.directory = directory
+        self.spill = spill
+        self._spill_loaded = spill is None
         self.clock = clock
         self.segment_size = segment_size
         self.max_size = max_size
-        self.followers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.followers: set[Follower] = set()
         self._seq: int | None = None  # None until the files have been looked at
         self._size = 0  # bytes in current.jsonl
+        self._mem_seq = 0  # the last seq handed out while the files could not be read
+        self.backlog: deque[dict[str, Any]] = deque()  # appended, not yet on disk
+        self.degraded: str | None = None  # the last write error, None once all is on disk
+        self.dropped = 0  # events lost because the backlog overflowed (since start)
+        self.lagging_dropped = 0  # followers dropped for falling behind (since start)
 
     @property
     def current(self) -> Path:
@@ -113,10 +156,99 @@ class EventLog:
     def append(self, type: str, *, engine: str | None = None, from_: str | None = None,
                to: str | None = None, reason: str = "", evidence: Any = None,
                **extra: Any) -> dict[str, Any]:
-        seq = self._open() + 1
-        event = {"seq": seq, "ts": utc(self.clock()), "engine": engine, "type": type, "from": from_,
-                 "to": to, "reason": reason, "evidence": evidence, **extra}
-        event["seq"] = seq
+        """Record an event. Never raises for a disk error: see ``degraded`` and ``flush``."""
+        self._load_spill()
+        event = {"seq": 0, "ts": utc(self.clock()), "engine": engine, "type": type,
+                 "from": from_, "to": to, "reason": reason, "evidence": evidence, **extra}
+        try:
+            on_disk = self._open()
+        except OSError as exc:
+            on_disk = 0  # renumbered by flush() once the files can be read
+            self._failed(exc)
+        last = max(self._mem_seq, on_disk, self.backlog[-1]["seq"] if self.backlog else 0)
+        event["seq"] = self._mem_seq = last + 1
+        self.backlog.append(event)
+        if len(self.backlog) > BACKLOG:
+            self.backlog.popleft()
+            self.dropped += 1
+        if not self.flush():
+            self._spill_out(event, rewrite=self.dropped % 1000 == 1)
+        for follower in list(self.followers):
+            try:
+                follower.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                follower.lagging = True  # its stream ends; the daemon goes on
+                self.followers.discard(follower)
+                self.lagging_dropped += 1
+        return event
+
+    def flush(self) -> bool:
+        """Write the backlog, oldest first; True when nothing is left in memory."""
+        self._load_spill()
+        while self.backlog:
+            try:
+                seq = self._open()
+                event = self.backlog[0]
+                if event["seq"] <= seq:  # numbered while the files could not be read
+                    for offset, pending in enumerate(self.backlog, 1):
+                        pending["seq"] = seq + offset
+                    self._mem_seq = self.backlog[-1]["seq"]
+                self._write(event)
+            except OSError as exc:
+                self._failed(exc)
+                return False
+            self.backlog.popleft()
+        self.degraded = None
+        if self.spill is not None:
+            try:
+                self.spill.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return True
+
+    def _spill_out(self, event: dict[str, Any], *, rewrite: bool) -> None:
+        """Mirror the backlog to ``spill``: one line per event, or all of it on ``rewrite``."""
+        if self.spill is None:
+            return
+        events = list(self.backlog) if rewrite else [event]
+        data = b"".join((json.dumps(e, default=str, ensure_ascii=False) + "\n").encode()
+                        for e in events)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if rewrite else os.O_APPEND)
+            fd = os.open(self.spill, flags, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # the spill is a courtesy; memory still holds the events
+
+    def _load_spill(self) -> None:
+        """Once, first thing: take back the events a previous daemon could not write."""
+        if self._spill_loaded or self.spill is None:
+            return
+        self._spill_loaded = True
+        try:
+            raw = self.spill.read_bytes()
+        except OSError:
+            return
+        try:
+            on_disk = self._open()
+        except OSError:
+            on_disk = 0
+        waiting = sorted((e for line in _complete_lines(raw) if (e := _decode(line))
+                          and isinstance(e.get("seq"), int) and e["seq"] > on_disk),
+                         key=lambda e: e["seq"])
+        self.backlog.extendleft(reversed(waiting[-BACKLOG:]))
+        if waiting:
+            self._mem_seq = max(self._mem_seq, waiting[-1]["seq"])
+
+    def _failed(self, exc: OSError) -> None:
+        name = errno.errorcode.get(exc.errno or 0, "error")
+        self.degraded = f"cannot write the event history in {self.directory}: {name}:" \
+            f" {exc.strerror or exc}"
+
+    def _write(self, event: dict[str, Any]) -> None:
         data = (json.dumps(event, default=str, ensure_ascii=False) + "\n").encode()
         if self._size and self._size + len(data) > self.segment_size:
             self._rotate()
@@ -128,16 +260,16 @@ class EventLog:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
         except BaseException:
-            os.ftruncate(fd, self._size)  # leave no half line behind (ENOSPC)
+            try:
+                os.ftruncate(fd, self._size)  # leave no half line behind (ENOSPC)
+            except OSError:
+                pass
             raise
         finally:
             os.close(fd)
         if created:
             _fsync_dir(self.directory)
-        self._seq, self._size = seq, self._size + len(data)
-        for queue in list(self.followers):
-            queue.put_nowait(event)
-        return event
+        self._seq, self._size = event["seq"], self._size + len(data)
 
     def _open(self) -> int:
         """On the first append: restore seq, finish an interrupted rotation, drop a torn line."""
@@ -203,6 +335,12 @@ class EventLog:
         newest_first: list[dict[str, Any]] = []
         chunks = chain([(_complete_lines(self._current_bytes()), floor)],
                        ((self._segment_lines(s), None) for s in reversed(segments)))
+        pending = [e for e in self.backlog
+                   if not (since and str(e.get("ts", "")) < since)
+                   and not (engine and e.get("engine") != engine)]
+        newest_first.extend(reversed(pending[-limit:] if limit else pending))
+        if limit and len(newest_first) >= limit:
+            return newest_first[::-1]
         for lines, below in chunks:
             for line in reversed(lines):
                 if needle not in line or (event := _decode(line)) is None:
@@ -235,18 +373,35 @@ class EventLog:
         except (FileNotFoundError, zstandard.ZstdError):
             return []  # pruned meanwhile, or damaged: the rest of the history still reads
 
-    async def follow(self, *, since: str | None = None, engine: str | None = None,
-                     limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
-        """The matching backlog (as ``read``), then each new event as appended, until cancelled."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.followers.add(queue)  # before reading the backlog, so nothing falls in between
+    def follow(self, *, since: str | None = None, engine: str | None = None,
+               limit: int | None = None, client: int | None = None
+               ) -> AsyncIterator[dict[str, Any]]:
+        """The matching backlog (as ``read``), then each new event as appended, until cancelled
+        or dropped for falling ``FOLLOW_QUEUE`` events behind. Raises ``TooManyFollowers``."""
+        if len(self.followers) >= MAX_FOLLOWERS:
+            raise TooManyFollowers(f"{MAX_FOLLOWERS} followers already")
+        if client:  # not root
+            if sum(f.client == client for f in self.followers) >= MAX_FOLLOWERS_PER_CLIENT:
+                raise TooManyFollowers(f"{MAX_FOLLOWERS_PER_CLIENT} followers of uid {client}"
+                                       " already")
+            if sum(bool(f.client) for f in self.followers) >= MAX_OTHER_FOLLOWERS:
+                raise TooManyFollowers(f"{MAX_OTHER_FOLLOWERS} followers of other users"
+                                       " than root already")
+        follower = Follower(client)
+        self.followers.add(follower)  # before reading the backlog, so nothing falls in between
+        return self._follow(follower, since=since, engine=engine, limit=limit)
+
+    async def _follow(self, follower: Follower, *, since: str | None, engine: str | None,
+                      limit: int | None) -> AsyncIterator[dict[str, Any]]:
         try:
             last = 0
             for event in self.read(since=since, limit=limit, engine=engine):
                 last = max(last, event.get("seq", 0))
                 yield event
-            while True:
-                event = await queue.get()
+            while not follower.lagging:
+                event = await follower.queue.get()
+                if follower.lagging:
+                    break
                 if event["seq"] <= last:
                     continue
                 last = event["seq"]
@@ -254,4 +409,4 @@ class EventLog:
                     continue
                 yield event
         finally:
-            self.followers.discard(queue)
+            self.followers.discard(follower)

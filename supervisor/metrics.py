@@ -22,7 +22,7 @@ from prometheus_client import (
     generate_latest,
     write_to_textfile,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from supervisor.causes import Cause
@@ -46,6 +46,16 @@ def _cause_label(cause: Any) -> str:
 
 
 CAUSES = frozenset(c.value for c in Cause)
+
+
+@dataclass(frozen=True)
+class SupervisorView:
+    """The supervisor's own health: plain data for the gauges."""
+
+    degraded: bool = False
+    events_dropped: int = 0
+    followers_dropped: int = 0
+    connections_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class _Snapshot(Collector):
     def __init__(self) -> None:
         self.engines: tuple[EngineView, ...] = ()
         self.probes: dict[str, bool] = {}
+        self.health = SupervisorView()
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("llm_supervisor_engine_up", "1 when the engine is healthy",
@@ -106,7 +117,18 @@ class _Snapshot(Collector):
         for t in TIERS:
             if t in self.probes:
                 available.add_metric([t], float(self.probes[t]))
-        yield from (up, state, tier, reboot, demoted, rate, available)
+        degraded = GaugeMetricFamily("llm_supervisor_degraded", "1 when the supervisor cannot"
+                                     " keep its records (a full or failing state disk)")
+        degraded.add_metric([], float(self.health.degraded))
+        dropped = CounterMetricFamily("llm_supervisor_events_dropped", "Events lost (backlog"
+                                      " overflow on a full disk) or followers dropped for lag",
+                                      labels=["what"])
+        dropped.add_metric(["events"], self.health.events_dropped)
+        dropped.add_metric(["followers"], self.health.followers_dropped)
+        refused = CounterMetricFamily("llm_supervisor_connections_refused",
+                                      "Control socket connections turned away by a cap")
+        refused.add_metric([], self.health.connections_refused)
+        yield from (up, state, tier, reboot, demoted, rate, available, degraded, dropped, refused)
 
 
 class Metrics:
@@ -125,10 +147,12 @@ class Metrics:
             "llm_supervisor_check_latency_seconds", "How long a health check took",
             ["engine", "check"], buckets=LATENCY_BUCKETS, registry=self.registry)
 
-    def refresh(self, engines: Iterable[EngineView], probes: Mapping[str, bool]) -> None:
+    def refresh(self, engines: Iterable[EngineView], probes: Mapping[str, bool],
+                health: SupervisorView | None = None) -> None:
         """Replace the gauges' snapshot: engines as they are now, probes as tier -> present."""
         self._snapshot.engines = tuple(engines)
         self._snapshot.probes = dict(probes)
+        self._snapshot.health = health or SupervisorView()
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         """Count what an event says; events other than tier switches and reloads are ignored."""

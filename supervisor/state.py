@@ -1,12 +1,23 @@
 """What survives a daemon restart: each engine's tier, pin, promotion backoff and history.
 
 Kept in ``state.json`` under the state directory, written atomically on every change.
+
+Neither reading nor writing it can stop supervision. ``save_state`` never raises: it returns
+``None`` when the file was written, else the error as text (a full or failing disk), and the
+caller keeps the state in memory and tries again at the next change. ``load_state`` never
+raises for a bad file: a corrupt or unreadable ``state.json`` is moved aside to
+``state.json.corrupt-<UTC stamp>`` and an empty state is returned, with ``State.note`` saying
+what happened (for the log and the status document). Values of the wrong type, and
+non-finite numbers, are dropped field by field.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +60,7 @@ class EngineMemory:
 class State:
     engines: dict[str, EngineMemory] = field(default_factory=dict)
     kernel_cursor: str | None = None
+    note: str | None = None  # what load_state had to do (a corrupt file moved aside); not saved
 
     def engine(self, name: str) -> EngineMemory:
         return self.engines.setdefault(name, EngineMemory())
@@ -66,26 +78,84 @@ class StateError(Exception):
     pass
 
 
-def load_state(path: Path, *, missing_ok: bool = True) -> State:
-    """Read ``state.json``; a missing file is an empty state, a corrupt one an error."""
+_TYPES: dict[str, tuple[type, ...]] = {
+    "tier": (str,), "pinned": (str,), "reboot_required": (bool,), "reboot_evidence": (str,),
+    "promote_wait": (int, float), "next_promotion_at": (int, float), "state": (str,),
+    "since": (int, float), "reason": (str,), "journal_cursor": (str,), "history": (list,),
+}
+
+
+def _memory(name: str, data: dict[str, Any], dropped: list[str]) -> EngineMemory:
+    kept: dict[str, Any] = {}
+    for f in fields(EngineMemory):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        types = _TYPES.get(f.name, (object,))
+        ok = value is None and f.name not in ("reboot_required", "state", "reason",
+                                               "reboot_evidence", "history")
+        ok = ok or (isinstance(value, types)
+                    and not (isinstance(value, bool) and bool not in types))
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if ok and f.name == "history":
+            value = [r for r in value if isinstance(r, dict)]
+        if ok:
+            kept[f.name] = value
+        else:
+            dropped.append(f"{name}.{f.name}")
+    return EngineMemory(**kept)
+
+
+def _move_aside(path: Path) -> str:
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     try:
-        raw = json.loads(path.read_text())
+        os.replace(path, aside)
+    except OSError as exc:
+        return f"could not move it aside ({exc.strerror or exc})"
+    return f"moved aside to {aside.name}"
+
+
+def load_state(path: Path, *, missing_ok: bool = True, move_aside: bool = True) -> State:
+    """Read ``state.json``; a missing file is an empty state, and so is a corrupt one (moved
+    aside when ``move_aside``), with ``note`` saying so. Raises StateError only for a missing
+    file when not ``missing_ok``."""
+    try:
+        raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         if missing_ok:
             return State()
         raise StateError(f"{path}: missing") from None
-    except PermissionError:
-        return State()
-    except (OSError, ValueError) as exc:
-        raise StateError(f"{path}: unreadable: {exc}") from exc
-    known = set(EngineMemory.__dataclass_fields__)
+    except PermissionError as exc:
+        return State(note=f"{path}: unreadable ({exc.strerror}); starting from an empty state")
+    except (OSError, ValueError, RecursionError) as exc:
+        aside = _move_aside(path) if move_aside and not isinstance(exc, OSError) else "left"
+        return State(note=f"{path}: unreadable ({exc}); {aside}; starting from an empty state")
+    if not isinstance(raw, dict):
+        aside = _move_aside(path) if move_aside else "left"
+        return State(note=f"{path}: not a JSON object; {aside}; starting from an empty state")
+    dropped: list[str] = []
     engines = {}
-    for name, data in (raw.get("engines") or {}).items():
+    found = raw.get("engines")
+    for name, data in (found.items() if isinstance(found, dict) else ()):
         if isinstance(data, dict):
-            engines[name] = EngineMemory(**{k: v for k, v in data.items() if k in known})
+            engines[str(name)] = _memory(str(name), data, dropped)
+        else:
+            dropped.append(str(name))
     cursor = raw.get("kernel_cursor")
-    return State(engines, cursor if isinstance(cursor, str) else None)
+    note = f"{path}: dropped values of the wrong type: {', '.join(dropped)}" if dropped else None
+    return State(engines, cursor if isinstance(cursor, str) else None, note)
 
 
-def save_state(path: Path, state: State) -> None:
-    atomic_write(path, json.dumps(state.to_dict(), indent=1, sort_keys=True) + "\n", 0o640)
+def save_state(path: Path, state: State) -> str | None:
+    """Write ``state.json`` atomically; never raises: the error as text, or None when written."""
+    try:
+        text = json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False,
+                          default=str) + "\n"
+    except (TypeError, ValueError) as exc:
+        return f"cannot encode the state: {exc}"
+    try:
+        atomic_write(path, text, 0o640)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from supervisor.errors import CommandError, SystemdError
-from supervisor.process import run
+from supervisor.process import LINE_CAP, bounded_lines, kill_session, run
 
 UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "ExecMainCode",
                    "NeedDaemonReload",
@@ -135,7 +135,8 @@ class Systemd:
         """Follow the journal as JSON entries, resuming after ``cursor``, else from ``since``
         (seconds since the epoch), else from now (never from the start).
 
-        Each entry carries ``__CURSOR``, so the caller can persist where it stopped.
+        Each entry carries ``__CURSOR``, so the caller can persist where it stopped. An entry
+        longer than ``LINE_CAP`` (a giant log line) is skipped, never held in memory.
         """
         argv = [self.journalctl, "-f", "-o", "json", "--no-pager"]
         if cursor:
@@ -147,10 +148,10 @@ class Systemd:
         argv += list(matches)
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, limit=1 << 20)
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, limit=LINE_CAP)
         assert proc.stdout is not None
         try:
-            async for line in proc.stdout:
+            async for line in bounded_lines(proc.stdout, LINE_CAP):
                 try:
                     entry = json.loads(line)
                 except ValueError:
@@ -159,7 +160,7 @@ class Systemd:
                     yield entry
         finally:
             if proc.returncode is None:
-                proc.kill()
+                kill_session(proc.pid)
                 await proc.wait()
 
 

@@ -66,7 +66,7 @@ async def test_routes_errors_and_limits(tmp_path):
 
 
 async def test_reads_can_be_refused(tmp_path):
-    server = await serve(tmp_path, may_read=lambda uid, gid: False)
+    server = await serve(tmp_path, may_read=lambda uid, gid, groups: False)
     try:
         denied = await asyncio.to_thread(client.request, str(server.path), "GET", "/v1/hello/a")
         assert denied.status == 403 and "socket group" in denied.json()["error"]

@@ -262,8 +262,8 @@ async def test_follow_filters_dedupes_and_unregisters_on_cancel(tmp_path: Path) 
 
     task = asyncio.create_task(consume())
     await asyncio.sleep(0)
-    (queue,) = log.followers
-    queue.put_nowait(log.read()[-1])  # a repeat of a backlog event is dropped
+    (follower,) = log.followers
+    follower.queue.put_nowait(log.read()[-1])  # a repeat of a backlog event is dropped
     fill(log, 3)
     await asyncio.wait_for(seen.wait(), 5)
     assert seqs(got) == [6, 9, 12]

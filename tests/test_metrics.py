@@ -167,7 +167,9 @@ def test_two_instances_share_nothing():
     one.observe_event({"type": "reload", "to": "applied"})
     one.observe_check("main", "canary", 0.5)
     found = samples(two.render())
-    assert found == {}
+    assert {name for name, _ in found} == {  # only the supervisor's own, all zero
+        "llm_supervisor_degraded", "llm_supervisor_events_dropped_total",
+        "llm_supervisor_connections_refused_total"} and not any(found.values())
     assert ("llm_supervisor_engine_up", frozenset({("engine", "main")})) in samples(one.render())
 
 
@@ -204,3 +206,17 @@ async def test_engine_view_reads_a_real_engine():
         assert EngineView.of(engine) == EngineView("main", "healthy", "vulkan", True, 12.5)
         engine.memory.demoted_from = "rocm"
         assert EngineView.of(engine).demoted
+
+
+def test_the_supervisors_own_health():
+    from supervisor.metrics import SupervisorView
+    metrics = Metrics()
+    metrics.refresh([], {}, SupervisorView(degraded=True, events_dropped=3,
+                                           followers_dropped=2, connections_refused=7))
+    found = samples(metrics.render())
+    assert get(found, "llm_supervisor_degraded") == 1
+    assert get(found, "llm_supervisor_events_dropped_total", what="events") == 3
+    assert get(found, "llm_supervisor_events_dropped_total", what="followers") == 2
+    assert get(found, "llm_supervisor_connections_refused_total") == 7
+    metrics.refresh([], {})
+    assert get(samples(metrics.render()), "llm_supervisor_degraded") == 0

@@ -74,15 +74,16 @@ def test_crash_on_rocm_ends_healthy_on_vulkan(fresh_container):
     assert switch == [1.0], switch
     assert samples[("llm_supervisor_engine_tier", (("engine", "main"), ("tier", "vulkan")))] == 1
     assert samples[("llm_supervisor_engine_up", (("engine", "main"),))] == 1
-    # logs: a demotion is a warning, so `journalctl -p warning` shows it (<N> prefix)
+    # logs: a demotion is a warning, so `journalctl -p warning` shows it; keys are fields
     warnings = c.run(["journalctl", "--no-pager", "-p", "warning", "-u", "llm-supervisor",
-                      "-o", "cat"]).stdout
-    demoted = [json.loads(line) for line in warnings.splitlines() if "engine demoted" in line]
-    assert demoted and demoted[0]["engine"] == "main" and demoted[0]["tier"] == "vulkan"
-    assert demoted[0]["from"] == "rocm" and demoted[0]["reason"]
+                      "-o", "json"]).stdout
+    demoted = [e for e in map(json.loads, warnings.splitlines())
+               if str(e["MESSAGE"]).startswith("engine demoted")]
+    assert demoted and demoted[0]["ENGINE"] == "main" and demoted[0]["TIER"] == "vulkan"
+    assert demoted[0]["FROM"] == "rocm" and demoted[0]["REASON"]
     infos = c.run(["journalctl", "--no-pager", "-p", "info", "-u", "llm-supervisor",
                    "-o", "cat"]).stdout
-    assert '"event": "ready"' in infos and '"event": "ready"' not in warnings
+    assert "\nready engines=" in f"\n{infos}" and "ready engines=" not in warnings
     c.wait_for(lambda: "demoted from rocm" in c.run(
         ["systemctl", "show", "-p", "StatusText", "--value", "llm-supervisor"]).stdout,
         timeout=35, what="STATUS= saying where the engine came from")
