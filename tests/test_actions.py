@@ -47,6 +47,6 @@ async def test_an_accepted_pin_records_only_the_tier() -> None:
     done = await operator_action(sup, engine, "pin", "POST",
                                  {"tier": "cpu", "note": "y" * 10_000}, 0)
     assert done == "pinned to cpu" and engine.tier == "cpu"
-    assert events[0] == ("operator", {"engine": "main", "reason": "pin by uid 0",
+    assert events[0] == ("operator", {"engine": "main", "cause": "operator", "reason": "pin by uid 0",
                                       "evidence": {"tier": "cpu"}})
     assert all("y" * 100 not in repr(fields) for _, fields in events)
