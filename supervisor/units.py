@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.atomic import atomic_write
-from supervisor.config import Config, EngineConfig
+from supervisor.config import Config, EngineConfig, split_listen
 from supervisor.errors import UnitFileError
 from supervisor.tiers import tier_environment, tier_exec
 from supervisor.tuning import derived_environment, explain, read_cpu_count, read_mem_total
@@ -125,6 +125,14 @@ def header(config: Config, engine: EngineConfig) -> str:
             "# Change the config and run `systemctl reload llm-supervisor` instead.\n")
 
 
+def llama_server_env(engine: EngineConfig) -> list[tuple[str, str]]:
+    """llama-server's address from `listen`, its Prometheus endpoint on, a cache for Mesa."""
+    host, port = split_listen(engine.listen)
+    return [("LLAMA_ARG_HOST", host), ("LLAMA_ARG_PORT", str(port)),
+            ("LLAMA_ARG_ENDPOINT_METRICS", "1"),
+            ("XDG_CACHE_HOME", f"/var/cache/{engine.unit.removesuffix('.service')}")]
+
+
 def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
     lines = [
         header(config, engine),
@@ -148,6 +156,11 @@ def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
         lines.append("SupplementaryGroups=" + " ".join(groups))
     if engine.kind == "ollama":
         lines.append(environment_line("OLLAMA_HOST", engine.listen))
+    elif engine.kind == "llama-server":
+        lines += [environment_line(key, value) for key, value in llama_server_env(engine)]
+        # Mesa keeps compiled Vulkan shaders under $XDG_CACHE_HOME (the first start on
+        # llvmpipe compiles for 40 s); a home directory is out of reach (ProtectHome=)
+        lines.append(f"CacheDirectory={engine.unit.removesuffix('.service')}")
     for key, value in sorted(engine.environment.items()):
         lines.append(environment_line(key, value))
     derived = host.derived_environment(engine)
