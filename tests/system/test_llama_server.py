@@ -181,6 +181,7 @@ def test_a_failing_vulkan_device_falls_to_the_cpu(fresh_container, tiny_model):
     c = fresh_container
     prepare(c, tiny_model)
     icd = "/etc/llm-supervisor/root-only-lvp.json"
+    c.run(["mkdir", "-p", "/etc/llm-supervisor"])
     c.run(["cp", "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json", icd])
     c.run(["chmod", "0600", icd])
     nodriver, unreadable = free_port(), free_port()
