@@ -52,7 +52,8 @@ ENGINE_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
     )),
     "config": (Cause.CONFIG, (
         r"unrecognized arguments:", r"Error: unknown (?:shorthand )?flag",
-        r"error while handling argument(?!.*invalid device)", r"error: invalid argument",
+        r"error while handling (?:argument|environment variable)(?!.*invalid device)",
+        r"error: invalid argument",
     )),
 }
 KERNEL_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {

@@ -266,6 +266,10 @@ def test_invalid_device_is_discovery_and_a_missing_model_blocks():
     missing = logwatch.classify(rules, "gguf_init_from_file: failed to open GGUF file"
                                 " '/var/lib/llama/x.gguf'", tier="cpu")
     assert missing is not None and missing.cause == Cause.MODEL_MISSING
+    by_env = 'error while handling environment variable "LLAMA_ARG_DEVICE": invalid device: ROCm0'
+    assert logwatch.classify(rules, by_env, tier="rocm").cause == Cause.DISCOVERY
+    bad = 'error while handling environment variable "LLAMA_ARG_CTX_SIZE": stoi'
+    assert logwatch.classify(rules, bad, tier="cpu").cause == Cause.CONFIG
 
 
 async def test_a_missing_model_file_stops_the_unit_while_blocked():
