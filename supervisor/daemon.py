@@ -258,6 +258,10 @@ class Supervisor:
             return program_of(command).is_file()
         if cause == Cause.PERMISSION:
             return users_exist(engine.cfg)
+        if cause == Cause.MODEL_MISSING:
+            command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
+            model = model_of(command)
+            return model is not None and model.is_file()
         return False
 
     def boot_id(self) -> str | None:
@@ -578,6 +582,17 @@ def process_tier(pid: int, proc: Path = Path("/proc")) -> str | None:
 def program_of(command: str) -> Path:
     words = shlex.split(command)
     return Path(words[0]) if words else Path("/")
+
+
+def model_of(command: str) -> Path | None:
+    """llama-server's model file: ``-m PATH`` / ``--model PATH`` / ``--model=PATH``."""
+    words = shlex.split(command)
+    for i, word in enumerate(words):
+        if word.startswith("--model="):
+            return Path(word.split("=", 1)[1])
+        if word in ("-m", "--model") and i + 1 < len(words):
+            return Path(words[i + 1])
+    return None
 
 
 def users_exist(engine: EngineConfig) -> bool:

@@ -621,8 +621,8 @@ class Engine:
                                 f" after {cause.description}")
 
     async def _cleared(self, cause: Cause) -> bool:
-        if cause != Cause.MODEL_MISSING:
-            return await self.actuator.cleared(self, cause)
+        if cause != Cause.MODEL_MISSING or self.cfg.kind == "llama-server":
+            return await self.actuator.cleared(self, cause)  # llama-server: its -m file
         if self.cfg.kind != "ollama":
             return False
         try:  # /api/tags lists the models on disk: an operator's `ollama pull` shows here

@@ -282,6 +282,17 @@ async def test_a_missing_model_file_stops_the_unit_while_blocked():
     engine.finding(found)
     await engine.tick()
     assert engine.state == EngineState.BLOCKED and actuator.stops == 1
+    actuator.is_cleared = True  # the daemon: the -m file exists now
+    await engine.tick()
+    assert engine.state == EngineState.STARTING and actuator.switches == ["cpu", "cpu"]
+
+
+def test_the_model_file_is_read_from_exec():
+    from supervisor.daemon import model_of
+
+    assert str(model_of("/bin/llama-server -c 9 -m /m/a.gguf")) == "/m/a.gguf"
+    assert str(model_of("/bin/llama-server --model=/m/b.gguf")) == "/m/b.gguf"
+    assert model_of("/bin/llama-server --hf-repo x/y") is None
 
 
 # --------------------------------------------------------------------------- --list-devices
