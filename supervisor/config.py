@@ -121,7 +121,7 @@ Failures = Annotated[int, Field(ge=1, le=1000)]
 CanaryEvery = Annotated[int, Field(ge=0, le=1_000_000)]
 TokensPerSecond = Annotated[float, bounded(0, 1e6)]
 Tier = Literal["rocm", "vulkan", "opencl", "cpu"]
-Kind = Literal["ollama", "vllm"]
+Kind = Literal["ollama", "vllm", "llama-server"]
 
 
 def _check_chain(chain: list[str]) -> list[str]:
@@ -316,7 +316,13 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
                "user": "ollama", "group": "ollama", "writable": ("/usr/share/ollama",)},
     "vllm": {"exec": None, "listen": "127.0.0.1:8000",
              "user": "vllm", "group": "vllm", "writable": ("/var/lib/vllm",)},
+    # llama.cpp has no standard install path: `exec` names the build (and its -m model)
+    "llama-server": {"exec": None, "listen": "127.0.0.1:8080",
+                     "user": "llama", "group": "llama", "writable": ("/var/lib/llama",)},
 }
+# llama-server takes its address from the unit (LLAMA_ARG_HOST/PORT, from `listen`) and its
+# device from the tier: the same flags on its command line would win over both.
+LLAMA_SERVER_OWN_FLAGS = ("--host", "--port", "-dev", "--device")
 
 
 class EngineConfig(_Model):
@@ -395,10 +401,21 @@ class EngineConfig(_Model):
                     raise ValueError("a vllm engine needs `model` (or an explicit `exec`)")
                 fill["exec"] = (f"/usr/local/bin/vllm serve {shlex.quote(self.model)}"
                                 f" --host {host} --port {port}")
+            elif self.kind == "llama-server":
+                raise ValueError("a llama-server engine needs `exec`, the build to run and its"
+                                 " model, e.g. \"/usr/local/bin/llama-server -m"
+                                 " /var/lib/llama/model.gguf\"")
             else:
                 fill["exec"] = defaults["exec"]
         else:
             _check_exec(self.exec)
+        if self.kind == "llama-server":
+            for command in (self.exec, *(t.exec for t in self.tiers.values() if t.exec)):
+                for word in shlex.split(command or ""):
+                    if word.split("=", 1)[0] in LLAMA_SERVER_OWN_FLAGS:
+                        raise ValueError(f"leave {word.split('=', 1)[0]} out of a llama-server"
+                                         " `exec`: `listen` sets the address and the tier"
+                                         " the device")
         for key, value in fill.items():
             object.__setattr__(self, key, value)
         return self

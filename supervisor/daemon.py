@@ -25,7 +25,7 @@ import httpx
 import sdnotify
 import structlog
 
-from supervisor import handlers, logwatch, policy, ports, probes, tiers, units
+from supervisor import devicelist, handlers, logwatch, policy, ports, probes, tiers, units
 from supervisor.causes import Cause, Finding
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
@@ -54,6 +54,7 @@ class Supervisor:
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.probes: dict[str, ProbeResult] = {}
+        self.device_skips: dict[str, dict[str, str]] = {}  # engine -> tier -> why (its build)
         self.config_error: list[str] | None = None
         self.state_error: str | None = None     # why state.json could not be written
         self.started_at = time.time()
@@ -98,8 +99,11 @@ class Supervisor:
         self.update_status()
         log.info("ready", engines=list(self.engines), socket=str(sup.socket))
 
-    async def reprobe(self) -> None:
-        sup = self.config.supervisor
+    async def reprobe(self, config: Config | None = None) -> None:
+        """The host's tiers, then what each llama-server build lists (``config``: the one
+        about to be applied, on reload)."""
+        config = config or self.config
+        sup = config.supervisor
         previous = self.probes
         self.probes = await probes.probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path))
         for tier, result in self.probes.items():
@@ -107,11 +111,33 @@ class Supervisor:
             if old is None or old.present != result.present or old.reason != result.reason:
                 self.event("probe", to="present" if result.present else "absent",
                                    reason=f"{tier}: {result.reason}", evidence=result.to_dict())
+        await self.probe_devices(config)
+
+    async def probe_devices(self, config: Config) -> None:
+        """``llama-server --list-devices`` per GPU tier the host has: a tier whose device this
+        build does not list is skipped for that engine."""
+        found: dict[str, dict[str, str]] = {}
+        for engine in config.engines:
+            if engine.kind != "llama-server":
+                continue
+            candidates = [t for t in config.chain_for(engine)
+                          if tiers.kind_supports(engine, t)[0]
+                          and tiers.host_has(config, t, self.probes)[0]]
+            skipped, listings = await devicelist.skipped_tiers(
+                engine, candidates, config.supervisor.probe_timeout)
+            found[engine.name] = skipped
+            if listings and skipped != self.device_skips.get(engine.name):
+                self.event("probe", engine=engine.name, to="devices",
+                           reason="; ".join(f"{t}: {why}" for t, why in skipped.items())
+                           or "every GPU tier's device is listed",
+                           evidence=[listing.to_dict() for listing in listings])
+        self.device_skips = found
 
     def choices(self, engine: Engine) -> list[tiers.TierChoice]:
         return tiers.choices(self.config, engine.cfg, self.probes,
                              reboot_required=engine.memory.reboot_required,
-                             skipped=engine.memory.skipped)
+                             skipped={**self.device_skips.get(engine.name, {}),
+                                      **engine.memory.skipped})
 
     def usable(self, engine: Engine) -> list[str]:
         return [c.tier for c in self.choices(engine) if c.usable]
@@ -236,6 +262,10 @@ class Supervisor:
             return program_of(command).is_file()
         if cause == Cause.PERMISSION:
             return users_exist(engine.cfg)
+        if cause == Cause.MODEL_MISSING:
+            command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
+            model = model_of(command)
+            return model is not None and model.is_file()
         return False
 
     def boot_id(self) -> str | None:
@@ -386,7 +416,7 @@ class Supervisor:
         old = self.config
         try:
             new = load(self.config_path)
-            await self.reprobe()  # host tiers are refreshed on every reload
+            await self.reprobe(new)  # host tiers are refreshed on every reload
             change = diff(old, new, {n: e.tier for n, e in self.engines.items()}, self.host)
             if change.needs_restart:  # keep what a reload cannot move; say so
                 kept = {k: getattr(old.supervisor, k) for k in RESTART_ONLY}
@@ -437,7 +467,8 @@ class Supervisor:
             running = self.engines.get(name)
             memory_tier = running.tier if running else None
             usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
-                running.memory.reboot_required if running else False))
+                running.memory.reboot_required if running else False),
+                skipped=self.device_skips.get(name))
             tier = memory_tier if memory_tier in usable else policy.best_tier(
                 new.chain_for(candidates[name]), usable)
             plan[name] = (candidates[name], tier)
@@ -566,6 +597,17 @@ def process_tier(pid: int, proc: Path = Path("/proc")) -> str | None:
 def program_of(command: str) -> Path:
     words = shlex.split(command)
     return Path(words[0]) if words else Path("/")
+
+
+def model_of(command: str) -> Path | None:
+    """llama-server's model file: ``-m PATH`` / ``--model PATH`` / ``--model=PATH``."""
+    words = shlex.split(command)
+    for i, word in enumerate(words):
+        if word.startswith("--model="):
+            return Path(word.split("=", 1)[1])
+        if word in ("-m", "--model") and i + 1 < len(words):
+            return Path(words[i + 1])
+    return None
 
 
 def users_exist(engine: EngineConfig) -> bool:

@@ -11,6 +11,7 @@ decisions are testable with a fake one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -233,6 +234,9 @@ class Engine:
         """The engine reported a device it computes on, or one it dropped."""
         if realtime_us and realtime_us / 1e6 < self.started_wall:
             return
+        if device.supersedes:  # llama-server: "offloaded 0/N layers to GPU"
+            self.devices = [dataclasses.replace(d, used=False, reason="no layer offloaded to"
+                                                " it") if d.used else d for d in self.devices]
         self.devices.append(device)
         self.devices_at = self.clock()
         used = [d for d in self.devices if d.used]
@@ -304,8 +308,9 @@ class Engine:
             return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
         backend = self.memory.backend or ""
         if all(d.library.lower() == "cpu" for d in used):
+            said = used[0].reason or "library=cpu"
             return [Observation.bad("backend", Cause.PLACEMENT,
-                                    f"the engine reports library=cpu on the {tier} tier",
+                                    f"the engine reports {said} on the {tier} tier",
                                     evidence=used[0].line)]
         detail = f"{tier} tier, but the engine computes on {backend}"
         dropped = [d for d in self.devices if not d.used and d.library.lower() in wanted]
@@ -600,13 +605,20 @@ class Engine:
         self._forget_checks()
         self.transition(EngineState.BLOCKED, finding.cause, finding.detail,
                         evidence=finding.evidence, fix=finding.fix)
-        if finding.cause not in WHILE_RUNNING:
+        if not self._serves_while(finding.cause):
             await self.actuator.stop(self)  # not restarted in a loop meanwhile
+
+    def _serves_while(self, cause: Cause) -> bool:
+        """Whether the engine keeps running while blocked by ``cause`` (a wrong key, a model
+        Ollama lacks); llama-server without its model file exits."""
+        if cause == Cause.MODEL_MISSING and self.cfg.kind == "llama-server":
+            return False
+        return cause in WHILE_RUNNING
 
     async def _blocked_tick(self) -> None:
         cause = self.cause or Cause.CONFIG
         if self._due() or await self._cleared(cause):
-            if cause in WHILE_RUNNING:  # the engine runs: a canary tells
+            if self._serves_while(cause):  # the engine runs: a canary tells
                 self.transition(EngineState.STARTING, Cause.RETRY,
                                 f"retry {self.memory.retry_attempt} after {cause.description}")
                 return
@@ -618,8 +630,8 @@ class Engine:
                                 f" after {cause.description}")
 
     async def _cleared(self, cause: Cause) -> bool:
-        if cause != Cause.MODEL_MISSING:
-            return await self.actuator.cleared(self, cause)
+        if cause != Cause.MODEL_MISSING or self.cfg.kind == "llama-server":
+            return await self.actuator.cleared(self, cause)  # llama-server: its -m file
         if self.cfg.kind != "ollama":
             return False
         try:  # /api/tags lists the models on disk: an operator's `ollama pull` shows here

@@ -34,6 +34,9 @@ def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
         "kind": engine.cfg.kind,
         "unit": engine.cfg.unit,
         "endpoint": engine.cfg.endpoint,
+        # llama-server's own Prometheus endpoint (the unit turns it on), for a scrape config
+        "metrics_url": (engine.cfg.endpoint + "/metrics"
+                        if engine.cfg.kind == "llama-server" else None),
         "model": engine.cfg.model,
         "state": engine.state.value,
         "tier": engine.tier,

@@ -1,11 +1,15 @@
 """Health checks against an engine's HTTP API. Each takes an injected ``httpx.AsyncClient`` and
 returns an ``Observation`` whose finding names its cause (``supervisor.causes``).
 
-- liveness: ``GET /`` (ollama) or ``GET /health`` (vllm) within ``timeout``;
+- liveness: ``GET /`` (ollama) or ``GET /health`` (vllm, llama-server) within ``timeout``;
+  llama-server answers 503 "Loading model" until its model is loaded: a failed check like any
+  other, which the start-up grace excuses (after the grace it is ``unresponsive``);
 - canary: a real generation within ``canary_timeout`` — a hung GPU shows here while liveness
   still answers. Ollama reports its own rate (``eval_count / eval_duration``); for vLLM a few
   tokens are streamed and the rate is taken between the first and the last token, so it
-  measures generation, not the request's latency. 404 means the model is missing, 401/403 a
+  measures generation, not the request's latency; llama-server's ``POST /completion`` reports
+  its own rate (``timings.predicted_per_second``) over a few tokens (over one token it
+  measures only the sampling of the first). 404 means the model is missing, 401/403 a
   wrong or missing API key: causes no tier change can fix;
 - placement (ollama): the model loaded with ``size_vram == 0`` while on a GPU tier means the
   engine silently runs on the CPU. Model names are compared as Ollama normalises them.
@@ -29,6 +33,7 @@ from supervisor.names import normalise_model, same_model
 __all__ = ["Observation", "canary", "liveness", "normalise_model", "placement", "same_model"]
 
 VLLM_CANARY_TOKENS = 4  # enough for a rate between the first and the last token
+LLAMA_CANARY_TOKENS = 4  # llama.cpp's predicted_per_second needs decode steps to measure
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ def read_api_key(engine: EngineConfig) -> str | None:
 
 async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
                    ) -> Observation:
-    path = "/health" if engine.kind == "vllm" else "/"
+    path = "/" if engine.kind == "ollama" else "/health"
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):  # a total deadline: httpx's are per operation
@@ -84,10 +89,21 @@ async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: flo
         return Observation.bad("liveness", Cause.UNRESPONSIVE, f"GET {path}: {_error(exc)}")
     latency = (time.monotonic() - started) * 1000
     if response.status_code != 200:
-        return Observation.bad("liveness", Cause.UNRESPONSIVE,
-                               f"GET {path}: HTTP {response.status_code}",
+        detail = f"GET {path}: HTTP {response.status_code}"
+        if engine.kind == "llama-server" and response.status_code == 503:
+            detail += f" ({_error_message(response) or 'not ready'})"  # "Loading model"
+        return Observation.bad("liveness", Cause.UNRESPONSIVE, detail,
                                evidence=response.text[:500], latency_ms=latency)
     return Observation(True, "liveness", latency_ms=latency)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """llama.cpp's ``{"error": {"code": 503, "message": "Loading model"}}``."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return str(error.get("message") or "") if isinstance(error, dict) else ""
 
 
 async def warm(client: httpx.AsyncClient, engine: EngineConfig, timeout: float,
@@ -123,9 +139,10 @@ def _http_finding(engine: EngineConfig, response: httpx.Response, latency_ms: fl
     """A canary answered with an error status: what it means."""
     code, body = response.status_code, response.text[:500]
     if code == 404:
-        fix = (f"ollama pull {engine.model} (or set pull = true on the engine)"
-               if engine.kind == "ollama" else
-               f"serve {engine.model!r} (the engine's --model / served name), or fix `model`")
+        fix = {"ollama": f"ollama pull {engine.model} (or set pull = true on the engine)",
+               "llama-server": "give llama-server its model (-m in `exec`)"}.get(
+            engine.kind, f"serve {engine.model!r} (the engine's --model / served name), or fix"
+            " `model`")
         return Observation.bad("canary", Cause.MODEL_MISSING,
                                f"{engine.model} is not on the engine (HTTP 404)", fix=fix,
                                evidence=body, facts={"model": engine.model},
@@ -154,6 +171,8 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
         async with asyncio.timeout(timeout):
             if engine.kind == "vllm":
                 done = await _vllm_generate(client, engine, headers, timeout)
+            elif engine.kind == "llama-server":
+                done = await _llama_generate(client, engine, headers, timeout)
             else:
                 done = await _ollama_generate(client, engine, headers, timeout)
     except (TimeoutError, httpx.TimeoutException):
@@ -191,6 +210,27 @@ async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
     if isinstance(count, int | float) and isinstance(duration, int | float) and duration:
         return count / duration * 1e9
     return None
+
+
+async def _llama_generate(client: httpx.AsyncClient, engine: EngineConfig,
+                          headers: dict[str, str], timeout: float
+                          ) -> httpx.Response | str | float | None:
+    """llama-server serves the one model it loaded: ``POST /completion``, its own rate."""
+    body = {"prompt": "ping", "n_predict": LLAMA_CANARY_TOKENS, "ignore_eos": True,
+            "stream": False}
+    response = await client.post(engine.endpoint + "/completion", json=body,
+                                 headers=headers, timeout=timeout)
+    if response.status_code != 200:
+        return response
+    try:
+        document = response.json()
+    except ValueError:
+        return "the answer is not JSON"
+    if not isinstance(document, dict) or not document.get("tokens_predicted"):
+        return "no token generated"
+    timings = document.get("timings")
+    rate = timings.get("predicted_per_second") if isinstance(timings, dict) else None
+    return float(rate) if isinstance(rate, int | float) and rate > 0 else None
 
 
 async def _vllm_generate(client: httpx.AsyncClient, engine: EngineConfig,

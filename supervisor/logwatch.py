@@ -36,6 +36,9 @@ ENGINE_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
         r"invalid device: (?:ROCm|Vulkan|CUDA)\d*",
     )),
     "placement": (Cause.PLACEMENT, ()),  # Ollama's library=cpu is read as data (devices)
+    "model_missing": (Cause.MODEL_MISSING, (
+        r"failed to open GGUF file",  # llama-server's -m names no file
+    )),
     "oom": (Cause.OOM, (
         r"\bout of memory\b", r"hipErrorOutOfMemory", r"\bOutOfMemoryError\b",
         r"failed to allocate .* buffer",
@@ -49,7 +52,8 @@ ENGINE_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
     )),
     "config": (Cause.CONFIG, (
         r"unrecognized arguments:", r"Error: unknown (?:shorthand )?flag",
-        r"error while handling argument(?!.*invalid device)", r"error: invalid argument",
+        r"error while handling (?:argument|environment variable)(?!.*invalid device)",
+        r"error: invalid argument",
     )),
 }
 KERNEL_PATTERNS: dict[str, tuple[Cause, tuple[str, ...]]] = {
@@ -62,6 +66,7 @@ FIXES = {
     Cause.PORT_IN_USE: "stop whatever holds the port, or give the engine another `listen`",
     Cause.PERMISSION: "let the engine's user write its `writable` paths (chown/chmod)",
     Cause.CONFIG: "fix the engine's `exec` flags (see the log line)",
+    Cause.MODEL_MISSING: "give the engine a model file that exists (-m in `exec`)",
 }
 
 
@@ -130,8 +135,9 @@ class Device:
     name: str = ""        # the engine's id for it (ROCm0, Vulkan0, cpu)
     description: str = ""  # AMD Instinct MI50 (RADV VEGA20)
     compute: str = ""     # gfx906
-    reason: str = ""      # why it was dropped
+    reason: str = ""      # why it was dropped (or, for the CPU, why it computes there)
     line: str = ""
+    supersedes: bool = False  # the engine put nothing on the devices it reported before
 
     def label(self) -> str:
         what = self.description or self.name or self.compute
@@ -143,9 +149,23 @@ class Device:
                                   ("compute", self.compute)) if v}
 
 
+# llama.cpp (llama-model-load, llama-model.cpp): the device a model is loaded onto, and how
+# many of its layers went there ("offloaded 0/3 layers to GPU": none, it computes on the CPU)
+_LLAMA_DEVICE = re.compile(r"\busing device ((\w+?)\d+) \((.*)\)(?: - \d+ MiB free)?\s*$")
+_LLAMA_OFFLOAD = re.compile(r"\boffloaded (\d+)/(\d+) layers to GPU\b")
+
+
 def parse_device(line: str) -> Device | None:
     """Ollama's ``msg="inference compute" ... library=...`` and ``msg="dropping ROCm device
-    ..." gfx_target=...`` lines (discover/types.go, discover/amd.go) as data."""
+    ..." gfx_target=...`` lines (discover/types.go, discover/amd.go), and llama-server's
+    ``using device Vulkan0 (...)`` and ``offloaded N/M layers to GPU``, as data."""
+    if "using device" in line and (match := _LLAMA_DEVICE.search(line)):
+        return Device(True, match.group(2), match.group(1), match.group(3), line=line.strip())
+    if "layers to GPU" in line and (match := _LLAMA_OFFLOAD.search(line)):
+        if int(match.group(1)) > 0:
+            return None  # the device it named ("using device") holds them
+        return Device(True, "cpu", "cpu", reason=f"offloaded 0/{match.group(2)} layers to"
+                      " the GPU", line=line.strip(), supersedes=True)
     if "inference compute" in line and "library=" in line:
         kv = logfmt(line)
         if kv.get("msg") != "inference compute":

@@ -31,10 +31,20 @@ TIER_ENV: dict[str, dict[str, dict[str, str] | None]] = {
         "opencl": None,
         "cpu": None,  # a CPU build of vLLM is a separate install: needs its own `exec`
     },
+    # llama.cpp's common/arg.cpp reads every flag from LLAMA_ARG_* too (a flag on the command
+    # line wins). Without -ngl this build offloads no layer: GPU tiers ask for all of them.
+    # The CPU tier must not hide Vulkan with GGML_VK_VISIBLE_DEVICES=-1: that aborts it.
+    "llama-server": {
+        "rocm": {"LLAMA_ARG_DEVICE": "ROCm0", "LLAMA_ARG_N_GPU_LAYERS": "999"},
+        "vulkan": {"LLAMA_ARG_DEVICE": "Vulkan0", "LLAMA_ARG_N_GPU_LAYERS": "999"},
+        "opencl": None,  # its OpenCL backend takes Adreno/Intel only: needs an `exec`
+        "cpu": {"LLAMA_ARG_DEVICE": "none", "LLAMA_ARG_N_GPU_LAYERS": "0"},
+    },
 }
+DEVICE_VARIABLE = "LLAMA_ARG_DEVICE"  # llama-server's --device
 # Whatever the kind, the drop-in names its tier, so `systemctl show` tells the truth.
 TIER_VARIABLE = "LLM_SUPERVISOR_TIER"
-OPENCL_ENV = {"ollama": {"OLLAMA_GPU_DRIVER": "opencl"}, "vllm": {}}
+OPENCL_ENV = {"ollama": {"OLLAMA_GPU_DRIVER": "opencl"}, "vllm": {}, "llama-server": {}}
 
 
 class HostTier(Protocol):

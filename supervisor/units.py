@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.atomic import atomic_write
-from supervisor.config import Config, EngineConfig
+from supervisor.config import Config, EngineConfig, split_listen
 from supervisor.errors import UnitFileError
 from supervisor.tiers import OPENCL_ENV, TIER_ENV, TIER_VARIABLE, tier_environment, tier_exec
 from supervisor.tuning import derived_environment, explain, read_cpu_count, read_mem_total
@@ -143,6 +143,14 @@ def header(config: Config, engine: EngineConfig) -> str:
             "# Change the config and run `systemctl reload llm-supervisor` instead.\n")
 
 
+def llama_server_env(engine: EngineConfig) -> list[tuple[str, str]]:
+    """llama-server's address from `listen`, its Prometheus endpoint on, a cache for Mesa."""
+    host, port = split_listen(engine.listen)
+    return [("LLAMA_ARG_HOST", host), ("LLAMA_ARG_PORT", str(port)),
+            ("LLAMA_ARG_ENDPOINT_METRICS", "1"),
+            ("XDG_CACHE_HOME", f"/var/cache/{engine.unit.removesuffix('.service')}")]
+
+
 def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
     lines = [
         header(config, engine),
@@ -166,6 +174,11 @@ def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
         lines.append("SupplementaryGroups=" + " ".join(groups))
     if engine.kind == "ollama":
         lines.append(environment_line("OLLAMA_HOST", engine.listen))
+    elif engine.kind == "llama-server":
+        lines += [environment_line(key, value) for key, value in llama_server_env(engine)]
+        # Mesa keeps compiled Vulkan shaders under $XDG_CACHE_HOME (the first start on
+        # llvmpipe compiles for 40 s); a home directory is out of reach (ProtectHome=)
+        lines.append(f"CacheDirectory={engine.unit.removesuffix('.service')}")
     # Only the variables that steer tiers stay visible (and below the drop-in's); every other
     # value may be a secret and goes to the root-only file (an EnvironmentFile= overrides
     # Environment=, so a tier variable there would beat the tier).
