@@ -29,11 +29,13 @@ from supervisor import handlers, logwatch, policy, ports, probes, tiers, units
 from supervisor.causes import Cause, Finding
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
+from supervisor.dbus import BusSystemd
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.health import Observation
 from supervisor.history import EventLog, utc
+from supervisor.journal import JournalReader, Sink, oldest
 from supervisor.logs import configure
 from supervisor.metrics import EngineView, Metrics
 from supervisor.probes import ProbeResult
@@ -50,7 +52,7 @@ class Supervisor:
 
     def __init__(self, config_path: Path, *, systemd: Systemd | None = None) -> None:
         self.config_path = config_path
-        self.systemd = systemd or Systemd()
+        self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.probes: dict[str, ProbeResult] = {}
@@ -67,6 +69,11 @@ class Supervisor:
         sup = self.config.supervisor
         self.state_path = sup.state_dir / "state.json"
         self.state: State = load_state(self.state_path)
+        await self.systemd.connect()
+        self.systemd.on_change = self._unit_changed
+        self.journal = JournalReader(self.systemd, since=self.started_at, cursor=(
+            self.state.journal_cursor or oldest([self.state.kernel_cursor, *(
+                m.journal_cursor for m in self.state.engines.values())])))
         history = self.config.history
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
                                max_size=history.max_size)
@@ -275,6 +282,12 @@ class Supervisor:
         self.write_metrics_textfile()
 
     def save(self) -> None:
+        if getattr(self, "journal", None) is not None and self.journal.cursor and \
+                self.journal.restarts:  # the reader took the old cursors over
+            self.state.journal_cursor = self.journal.cursor  # one cursor for all sources
+            self.state.kernel_cursor = None
+            for memory in self.state.engines.values():
+                memory.journal_cursor = None
         try:
             save_state(self.state_path, self.state)
         except OSError as exc:
@@ -324,14 +337,22 @@ class Supervisor:
             await self.shutdown()
 
     def _supervise(self, engine: Engine) -> None:
-        """The engine's check loop and its journal follower."""
+        """The engine's check loop, and its unit's lines routed to it by the journal reader."""
         self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
-        self.tasks[f"journal-{engine.name}"] = asyncio.create_task(logwatch.follow(
-            self.systemd, [f"_SYSTEMD_UNIT={engine.cfg.unit}"], engine.memory.journal_cursor,
-            self._engine_line(engine), what=engine.name, since=self.started_at))
+        self.journal.add_unit(engine.cfg.unit, self._engine_line(engine),
+                              cursor=engine.memory.journal_cursor)
+
+    def _unit_changed(self, unit: str) -> None:
+        """systemd pushed a change of a unit's state: check its engine now."""
+        for engine in self.engines.values():
+            if engine.cfg.unit == unit:
+                engine.wake.set()
 
     async def _unsupervise(self, name: str) -> None:
-        tasks = [self.tasks.pop(key) for key in (name, f"journal-{name}") if key in self.tasks]
+        engine = self.engines.get(name)
+        if engine is not None:
+            self.journal.remove_unit(engine.cfg.unit)
+        tasks = [self.tasks.pop(key) for key in (name,) if key in self.tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -470,17 +491,14 @@ class Supervisor:
         self.save()
 
     def _follow_kernel(self) -> None:
-        """The kernel's journal (``[logs] kernel_match``); each engine has its own follower."""
-        old = self.tasks.pop("journal-kernel", None)
-        if old is not None:
-            old.cancel()
-        self.tasks["journal-kernel"] = asyncio.create_task(logwatch.follow(
-            self.systemd, self.config.logs.kernel_match.split(), self.state.kernel_cursor,
-            self._kernel_line, what="kernel", since=self.started_at))
+        """The kernel's journal (``[logs] kernel_match``), read by the one journal reader."""
+        self.journal.set_kernel(self.config.logs.kernel_match, self._kernel_line,
+                                cursor=self.state.kernel_cursor)
+        if "journal" not in self.tasks:
+            self.tasks["journal"] = asyncio.create_task(self.journal.run(), name="journal")
 
-    def _engine_line(self, engine: Engine) -> logwatch.Sink:
+    def _engine_line(self, engine: Engine) -> Sink:
         def sink(message: str, cursor: str, realtime: int) -> None:
-            engine.memory.journal_cursor = cursor
             device = logwatch.parse_device(message)
             if device is not None:
                 engine.device(device, realtime)
@@ -495,7 +513,6 @@ class Supervisor:
         return sink
 
     def _kernel_line(self, message: str, cursor: str, realtime: int) -> None:
-        self.state.kernel_cursor = cursor
         rules = logwatch.rules_for(self.config.logs)[1]
         for engine in self.engines.values():
             found = logwatch.classify(rules, message, tier=engine.tier, kernel=True)
@@ -529,6 +546,7 @@ class Supervisor:
             self.event("stopped", reason="SIGTERM: state saved, engines left running")
         if hasattr(self, "http"):
             await self.http.aclose()
+        await self.systemd.close()
 
 
 # systemd's exit statuses for a service that never got to run its program (systemd.exec(5))

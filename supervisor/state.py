@@ -48,7 +48,8 @@ class EngineMemory:
 @dataclass
 class State:
     engines: dict[str, EngineMemory] = field(default_factory=dict)
-    kernel_cursor: str | None = None
+    kernel_cursor: str | None = None   # before one reader: where the kernel's journal was read
+    journal_cursor: str | None = None  # where the one journal reader (journal.py) last read
 
     def engine(self, name: str) -> EngineMemory:
         return self.engines.setdefault(name, EngineMemory())
@@ -59,6 +60,7 @@ class State:
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": VERSION, "kernel_cursor": self.kernel_cursor,
+                "journal_cursor": self.journal_cursor,
                 "engines": {name: asdict(m) for name, m in sorted(self.engines.items())}}
 
 
@@ -83,8 +85,9 @@ def load_state(path: Path, *, missing_ok: bool = True) -> State:
     for name, data in (raw.get("engines") or {}).items():
         if isinstance(data, dict):
             engines[name] = EngineMemory(**{k: v for k, v in data.items() if k in known})
-    cursor = raw.get("kernel_cursor")
-    return State(engines, cursor if isinstance(cursor, str) else None)
+    cursor, journal = raw.get("kernel_cursor"), raw.get("journal_cursor")
+    return State(engines, cursor if isinstance(cursor, str) else None,
+                 journal if isinstance(journal, str) else None)
 
 
 def save_state(path: Path, state: State) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,6 +70,18 @@ class Systemd:
         self.systemctl = systemctl
         self.journalctl = journalctl
         self.timeout = timeout
+        self.on_change: Callable[[str], None] | None = None  # pushed unit changes (dbus.py)
+
+    async def connect(self) -> bool:
+        """Nothing to connect: every call runs systemctl."""
+        return True
+
+    async def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        """How systemd is reached, for status."""
+        return "systemctl"
 
     async def _systemctl(self, *args: str, timeout: float | None = None) -> str:
         argv = [self.systemctl, *args]
