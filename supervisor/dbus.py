@@ -316,8 +316,13 @@ class BusSystemd(Systemd):
                                      lambda: super(BusSystemd, self).stop(unit))
 
     async def reset_failed(self, unit: str) -> None:
-        await self._bus_or_systemctl(lambda: self._manager("ResetFailedUnit", "s", [unit]),
-                                     lambda: super(BusSystemd, self).reset_failed(unit))
+        async def fast() -> None:
+            try:
+                await self._manager("ResetFailedUnit", "s", [unit])
+            except BusError as exc:
+                if "NoSuchUnit" not in str(exc):
+                    raise  # a unit not loaded has nothing to reset
+        await self._bus_or_systemctl(fast, lambda: super(BusSystemd, self).reset_failed(unit))
 
     async def daemon_reload(self) -> None:
         # Reload answers once the reload is done, as `systemctl daemon-reload` waits for it

@@ -72,6 +72,7 @@ def status_document(sup: Supervisor) -> dict[str, Any]:
             "config_files": list(sup.config.files),
             "config_error": sup.config_error,
             "missing_groups": sup.host.missing_gpu_groups(),
+            "systemd": sup.systemd.describe(),  # "dbus", or "systemctl (why not D-Bus)"
         },
         "engines": [engine_document(sup, e) for e in sup.engines.values()],
     }
