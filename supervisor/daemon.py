@@ -31,6 +31,7 @@ from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig,
 from supervisor.control import ControlServer, group_reader
 from supervisor.dbus import BusSystemd
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
+from supervisor.disk import Disk
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.health import Observation
@@ -39,7 +40,7 @@ from supervisor.journal import JournalReader, Sink, oldest
 from supervisor.logs import configure
 from supervisor.metrics import EngineView, Metrics
 from supervisor.probes import ProbeResult
-from supervisor.state import State, load_state, save_state
+from supervisor.state import State, dumps_state, load_state
 from supervisor.states import EngineState
 from supervisor.systemd import Systemd, UnitStatus
 from supervisor.timefmt import ago
@@ -61,6 +62,7 @@ class Supervisor:
         self.reload_lock = asyncio.Lock()
         self.systemd_lock = asyncio.Lock()
         self.hup = asyncio.Event()
+        self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
 
     # ------------------------------------------------------------------ startup
 
@@ -248,8 +250,11 @@ class Supervisor:
             return None
 
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Append to the history, and count it in the metrics."""
-        event = self.events.append(type, **fields)
+        """Append to the history (queued for the disk thread, in order), and count it in the
+        metrics."""
+        self.disk.submit("record event", self.events.append, type, **fields)
+        event = {"type": type, "from": fields.get("from_"),
+                 **{k: v for k, v in fields.items() if k != "from_"}}
         self.metrics.observe_event(event)
         return event
 
@@ -266,11 +271,8 @@ class Supervisor:
         if directory is None:
             return
         self.metrics_text()
-        try:
-            self.metrics.write_textfile(directory)
-        except OSError as exc:
-            log.warning("cannot write the metrics textfile", path=str(directory),
-                        error=str(exc))
+        self.disk.submit(f"write the metrics textfile in {directory}",
+                         self.metrics.write_textfile, directory)
 
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
         try:
@@ -288,10 +290,7 @@ class Supervisor:
             self.state.kernel_cursor = None
             for memory in self.state.engines.values():
                 memory.journal_cursor = None
-        try:
-            save_state(self.state_path, self.state)
-        except OSError as exc:
-            log.error("cannot write state", path=str(self.state_path), error=str(exc))
+        self.disk.write_state(self.state_path, dumps_state(self.state))
 
     def wall_of(self, monotonic: float) -> float:
         return time.time() + (monotonic - time.monotonic())
@@ -544,6 +543,8 @@ class Supervisor:
         if hasattr(self, "state"):
             self.save()
             self.event("stopped", reason="SIGTERM: state saved, engines left running")
+        await self.disk.drain()
+        self.disk.close()
         if hasattr(self, "http"):
             await self.http.aclose()
         await self.systemd.close()

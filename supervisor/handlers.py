@@ -5,6 +5,7 @@ They are testable without a socket; ``routes()`` binds them to paths for the ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -128,7 +129,7 @@ async def bundle_files(sup: Supervisor) -> dict[str, str]:
     files["status.json"] = bundle.as_json(status_document(sup))
     files["tiers.json"] = bundle.as_json(tiers_document(sup))
     files["events.jsonl"] = "".join(json.dumps(e, default=str) + "\n"
-                                    for e in sup.events.read(limit=5000))
+                                    for e in await sup.disk.run(sup.events.read, limit=5000))
     journals = {f"journal/{e.name}.log": [f"_SYSTEMD_UNIT={e.cfg.unit}"]
                 for e in sup.engines.values()}
     journals["journal/llm-supervisor.log"] = ["_SYSTEMD_UNIT=llm-supervisor.service"]
@@ -184,7 +185,7 @@ def routes(sup: Supervisor) -> Router:
         return Response(200 if ok else 422, document)
 
     async def support_bundle(_: Request, __: dict[str, str]) -> Response:
-        data = bundle.build(await bundle_files(sup))
+        data = await asyncio.to_thread(bundle.build, await bundle_files(sup))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"llm-supervisor-bundle-{os.uname().nodename}-{stamp}.tar.zst"
         return Response(200, body=data, content_type="application/zstd",
@@ -204,8 +205,8 @@ def routes(sup: Supervisor) -> Router:
                 async for event in sup.events.follow(since=since, engine=engine, limit=limit):
                     yield (json.dumps(event, default=str) + "\n").encode()
             return Response(200, stream=lines(), content_type="application/x-ndjson")
-        body = "".join(json.dumps(e, default=str) + "\n"
-                       for e in sup.events.read(since=since, limit=limit, engine=engine))
+        found = await sup.disk.run(sup.events.read, since=since, limit=limit, engine=engine)
+        body = "".join(json.dumps(e, default=str) + "\n" for e in found)
         return Response(200, body=body.encode(), content_type="application/x-ndjson")
 
     async def metrics(_: Request, __: dict[str, str]) -> Response:

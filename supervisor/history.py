@@ -84,6 +84,24 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+class _Inbox(asyncio.Queue[dict[str, Any]]):
+    """A follower's queue: ``append`` may run on another thread (the daemon's disk thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owner = asyncio.get_running_loop()
+
+    def put_nowait(self, item: dict[str, Any]) -> None:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self._owner:
+            super().put_nowait(item)
+        else:
+            self._owner.call_soon_threadsafe(super().put_nowait, item)
+
+
 class EventLog:
     def __init__(self, directory: Path, *, segment_size: int = 1 << 20,
                  max_size: int = 64 << 20, clock: Callable[[], float] = time.time) -> None:
@@ -238,7 +256,7 @@ class EventLog:
     async def follow(self, *, since: str | None = None, engine: str | None = None,
                      limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """The matching backlog (as ``read``), then each new event as appended, until cancelled."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any]] = _Inbox()
         self.followers.add(queue)  # before reading the backlog, so nothing falls in between
         try:
             last = 0

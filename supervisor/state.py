@@ -90,5 +90,10 @@ def load_state(path: Path, *, missing_ok: bool = True) -> State:
                  journal if isinstance(journal, str) else None)
 
 
+def dumps_state(state: State) -> str:
+    """``state.json``'s text."""
+    return json.dumps(state.to_dict(), indent=1, sort_keys=True) + "\n"
+
+
 def save_state(path: Path, state: State) -> None:
-    atomic_write(path, json.dumps(state.to_dict(), indent=1, sort_keys=True) + "\n", 0o640)
+    atomic_write(path, dumps_state(state), 0o640)
