@@ -63,6 +63,7 @@ class Supervisor:
         self.systemd_lock = asyncio.Lock()
         self.hup = asyncio.Event()
         self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
+        self.generation = 0  # bumped by every event: see handlers.StatusCache
 
     # ------------------------------------------------------------------ startup
 
@@ -252,6 +253,7 @@ class Supervisor:
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
         """Append to the history (queued for the disk thread, in order), and count it in the
         metrics."""
+        self.generation += 1  # the cached status document is stale
         self.disk.submit("record event", self.events.append, type, **fields)
         event = {"type": type, "from": fields.get("from_"),
                  **{k: v for k, v in fields.items() if k != "from_"}}

@@ -79,6 +79,52 @@ def status_document(sup: Supervisor) -> dict[str, Any]:
     }
 
 
+class StatusCache:
+    """The status document and its renderings, rebuilt only when something changed: an
+    engine finished a check (``Engine.ticks``), or the daemon recorded an event, reloaded or
+    probed (``Supervisor.generation``)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.document: dict[str, Any] = {}
+        self.rendered: dict[str, tuple[bytes, str]] = {}  # format -> (body, content type)
+
+    def _fresh(self, sup: Supervisor) -> None:
+        key = (getattr(sup, "generation", 0), sup.config_error is None,
+               tuple((name, e.ticks) for name, e in sup.engines.items()))
+        if key != self.key:
+            self.document, self.rendered, self.key = status_document(sup), {}, key
+
+    def status(self, sup: Supervisor, engine: str | None, form: str
+               ) -> tuple[bytes, str, int]:
+        """(body, content type, unhealthy engines) of the whole status or one engine's, as
+        JSON (``json``), indented JSON (``pretty``, what ``status --json`` prints) or the
+        table ``llm-supervisorctl status`` prints (``text``)."""
+        self._fresh(sup)
+        engines = self.document["engines"]
+        if engine is not None:
+            engines = [e for e in engines if e["name"] == engine]
+            if not engines:
+                raise HTTPError(404, f"no engine named {engine!r}", {"engines": sorted(
+                    e["name"] for e in self.document["engines"])})
+        unhealthy = sum(e["state"] != "healthy" for e in engines)
+        cache_key = f"{engine or ''}/{form}"
+        if cache_key not in self.rendered:
+            document = engines[0] if engine is not None else self.document
+            if form == "text":
+                from supervisor.cli import format_status
+                body = (format_status(self.document if engine is None else
+                                      {"engines": engines}) + "\n").encode()
+                self.rendered[cache_key] = (body, "text/plain; charset=utf-8")
+            else:
+                text = json.dumps(document, indent=2 if form == "pretty" else None,
+                                  default=str)
+                self.rendered[cache_key] = ((text + "\n").encode() if form == "pretty" else
+                                            text.encode(), "application/json")
+        body, content_type = self.rendered[cache_key]
+        return body, content_type, unhealthy
+
+
 def tiers_document(sup: Supervisor) -> dict[str, Any]:
     return {
         "api": API,
@@ -158,11 +204,21 @@ def _engine(sup: Supervisor, name: str) -> Engine:
 def routes(sup: Supervisor) -> Router:
     router = Router()
 
-    async def status(_: Request, __: dict[str, str]) -> Response:
-        return Response(200, status_document(sup))
+    cache = StatusCache()
 
-    async def engine(_: Request, params: dict[str, str]) -> Response:
-        return Response(200, engine_document(sup, _engine(sup, params["name"])))
+    def cached(request: Request, name: str | None) -> Response:
+        form = request.query.get("format") or "json"
+        if form not in ("json", "pretty", "text"):
+            raise HTTPError(400, "format must be json, pretty or text", {"format": form})
+        body, content_type, unhealthy = cache.status(sup, name, form)
+        return Response(200, body=body, content_type=content_type,
+                        headers=[("X-Unhealthy-Engines", str(unhealthy))])
+
+    async def status(request: Request, __: dict[str, str]) -> Response:
+        return cached(request, None)
+
+    async def engine(request: Request, params: dict[str, str]) -> Response:
+        return cached(request, params["name"])
 
     async def host_tiers(_: Request, __: dict[str, str]) -> Response:
         return Response(200, tiers_document(sup))
