@@ -12,8 +12,9 @@ Each figure stands beside its reference, measured in the same run on the same ma
   Vulkan, minus the engine's own start; systemd alone restarts the broken tier forever;
 - the event history (dev/bench_events.py).
 
-The reference daemon is the project at another commit (default ``main``), installed into
-its own venv; both run under a real systemd in a throwaway container (dev/nspawn.py).
+The reference daemon is the project at another commit (default: where this branch left
+``main``), installed into its own venv; both run under a real systemd in a throwaway
+container (dev/nspawn.py).
 
     sudo dev/bench [--reference REV] [--engines 1,8,32,64] [--quick]
 
@@ -41,7 +42,7 @@ from nspawn import Container  # noqa: E402
 
 OPT = Path("/opt/llm-supervisor-dev")
 REFERENCE_VENV = OPT / "bench-reference"
-SUBJECT_VENV = bench_status.INSTALLED_VENV
+SUBJECT_VENV = OPT / "bench-subject"  # this tree, a regular install (as the package)
 SCRIPTS = ("llm-supervisord", "llm-supervisorctl")
 CGROUP = "/sys/fs/cgroup/system.slice/llm-supervisor.service"
 
@@ -98,10 +99,20 @@ def sh(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)
 
 
+def install(venv: Path, source: Path) -> None:
+    if not (venv / "bin/pip").exists():
+        sh(["/usr/bin/python3", "-m", "venv", str(venv)])
+    sh([str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", str(source)])
+    sh([str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", "--no-deps",
+        "--force-reinstall", str(source)])
+
+
 def build_venvs(reference: str) -> str:
     """The subject (this tree, a regular install) and the reference (REV) venvs."""
-    bench_status.installed_venv()
+    install(SUBJECT_VENV, REPO)
     bench_status.supervisor_venv()
+    if reference == "merge-base":
+        reference = sh(["git", "-C", str(REPO), "merge-base", "HEAD", "main"]).stdout.strip()
     rev = sh(["git", "-C", str(REPO), "rev-parse", "--short", reference]).stdout.strip()
     stamp = REFERENCE_VENV / ".rev"
     if stamp.exists() and stamp.read_text() == rev:
@@ -112,9 +123,7 @@ def build_venvs(reference: str) -> str:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-    sh(["/usr/bin/python3", "-m", "venv", str(REFERENCE_VENV)])
-    sh([str(REFERENCE_VENV / "bin/pip"), "install", "-q", "--disable-pip-version-check",
-        str(src)])
+    install(REFERENCE_VENV, src)
     stamp.write_text(rev)
     return rev
 
@@ -289,7 +298,8 @@ def events_bench() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reference", default="main", help="the commit to compare with")
+    parser.add_argument("--reference", default="merge-base",
+                        help="the commit to compare with (default: where this branch left main)")
     parser.add_argument("--engines", default="1,8,32,64")
     parser.add_argument("--quick", action="store_true", help="shorter windows, fewer runs")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
