@@ -42,6 +42,9 @@ MATCHES = (
     f"path_namespace='{MANAGER_PATH}/unit'",
     f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',member='JobRemoved'",
 )
+# the states worth a check at once: it crashed (auto-restart, failed), or it is up (active).
+# Not deactivating/inactive: our own restarts and stops pass through them.
+WAKE_STATES = frozenset({"auto-restart", "failed", "active"})
 # which interface holds each property systemctl show reports (UNIT_PROPERTIES)
 _SERVICE_PROPERTIES = frozenset({"NRestarts", "ExecMainStatus", "ExecMainCode", "MainPID",
                                  "Result"})
@@ -196,15 +199,17 @@ class BusSystemd(Systemd):
     # ------------------------------------------------------------------ signals
 
     def _on_message(self, msg: Message) -> None:
-        """Signals: a unit's ActiveState/SubState changed → ``on_change(unit)``; a job ended
-        → whoever waits for it."""
+        """Signals: a unit crashed or came up (``WAKE_STATES``) → ``on_change(unit)``; a job
+        ended → whoever waits for it."""
         if msg.message_type is not MessageType.SIGNAL:
             return
         if msg.member == "PropertiesChanged" and msg.interface == PROPERTIES:
             if len(msg.body) < 2 or msg.body[0] != UNIT or self.on_change is None:
                 return
+            changed = msg.body[1]
+            states = {changed[k].value for k in ("ActiveState", "SubState") if k in changed}
             unit = unit_of_path(msg.path or "")
-            if unit and ("ActiveState" in msg.body[1] or "SubState" in msg.body[1]):
+            if unit and states & WAKE_STATES:
                 self.on_change(unit)
         elif msg.member == "JobRemoved" and msg.interface == MANAGER and len(msg.body) >= 4:
             _, job, unit, result = msg.body[:4]

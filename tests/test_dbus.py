@@ -46,10 +46,17 @@ async def test_a_unit_state_change_is_pushed_and_a_job_end_remembered():
     sd._on_message(Message(message_type=MessageType.SIGNAL, path=path, interface=PROPERTIES,
                            member="PropertiesChanged", signature="sa{sv}as",
                            body=[UNIT, {"ActiveState": Variant("s", "failed")}, []]))
+    for changed in ({"Names": Variant("as", ["x"])},  # not a state
+                    {"ActiveState": Variant("s", "deactivating"),  # our own restart
+                     "SubState": Variant("s", "stop-sigterm")}):
+        sd._on_message(Message(message_type=MessageType.SIGNAL, path=path,
+                               interface=PROPERTIES, member="PropertiesChanged",
+                               signature="sa{sv}as", body=[UNIT, changed, []]))
     sd._on_message(Message(message_type=MessageType.SIGNAL, path=path, interface=PROPERTIES,
                            member="PropertiesChanged", signature="sa{sv}as",
-                           body=[UNIT, {"Names": Variant("as", ["x"])}, []]))
-    assert seen == ["llm-a.service"]
+                           body=[UNIT, {"ActiveState": Variant("s", "activating"),
+                                        "SubState": Variant("s", "auto-restart")}, []]))
+    assert seen == ["llm-a.service", "llm-a.service"]
     sd._on_message(Message(message_type=MessageType.SIGNAL, path="/org/freedesktop/systemd1",
                            interface=MANAGER, member="JobRemoved", signature="uoss",
                            body=[7, "/org/freedesktop/systemd1/job/7", "llm-a.service",
