@@ -44,7 +44,7 @@ OPT = Path("/opt/llm-supervisor-dev")
 REFERENCE_VENV = OPT / "bench-reference"
 SUBJECT_VENV = OPT / "bench-subject"  # this tree, a regular install (as the package)
 SCRIPTS = ("llm-supervisord", "llm-supervisorctl")
-CGROUP = "/sys/fs/cgroup/system.slice/llm-supervisor.service"
+CGROUPS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid (these hosts), or unified
 
 SETTINGS = """
 [supervisor]
@@ -135,7 +135,7 @@ def use(c: Container, venv: Path) -> None:
 
 
 def engines_toml(c: Container, n: int, faults: dict[str, Any] | None = None) -> str:
-    return "".join(sandbox.engine_toml(f"e{i}", 20000 + i, c=c if faults else None,
+    return "".join(sandbox.engine_toml(f"e{i}", 20000 + i, c=c,
                                        faults=faults) for i in range(n))
 
 
@@ -163,14 +163,19 @@ def all_healthy(c: Container, n: int, timeout: float) -> float | None:
 def usage(c: Container, seconds: float) -> dict[str, float]:
     """CPU (% of one core) of the daemon's cgroup over ``seconds``, and RSS (median of
     samples, MiB) of the daemon and of its whole cgroup."""
+    unit = c.run(["systemctl", "show", "-p", "ControlGroup", "--value",
+                  "llm-supervisor"]).stdout.strip()
+    cgroup = next(f"{root}{unit}" for root in CGROUPS
+                  if c.run(["test", "-e", f"{root}{unit}/cpu.stat"], check=False).returncode == 0)
+
     def cpu_usec() -> int:
-        for line in c.read(f"{CGROUP}/cpu.stat").splitlines():
+        for line in c.run(["cat", f"{cgroup}/cpu.stat"]).stdout.splitlines():
             key, value = line.split()
             if key == "usage_usec":
                 return int(value)
         raise RuntimeError("no usage_usec")
 
-    script = (f"cg={CGROUP}; main=$(systemctl show -p MainPID --value llm-supervisor); "
+    script = (f"cg={cgroup}; main=$(systemctl show -p MainPID --value llm-supervisor); "
               "all=0; for p in $(cat $cg/cgroup.procs); do "
               "r=$(awk '/^VmRSS:/{print $2}' /proc/$p/status 2>/dev/null); "
               "all=$((all + ${r:-0})); done; "
@@ -296,6 +301,12 @@ def events_bench() -> str:
     return done.stdout.strip()
 
 
+def save(out: Path, results: dict[str, Any]) -> None:
+    (out.parent / "benchmarks").mkdir(exist_ok=True)
+    (out.parent / "benchmarks" / "results.json").write_text(
+        json.dumps(results, indent=1, default=str) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reference", default="merge-base",
@@ -322,10 +333,9 @@ def main() -> int:
             print(f"scale: {label}", flush=True)
             results.setdefault("fleet", {})[label] = fleet(c, label, venv, counts, window,
                                                            load_seconds)
+            save(args.out, results)
     results["events"] = events_bench()
-    (args.out.parent / "benchmarks").mkdir(exist_ok=True)
-    (args.out.parent / "benchmarks" / "results.json").write_text(
-        json.dumps(results, indent=1, default=str) + "\n")
+    save(args.out, results)
     import bench_report
     args.out.write_text(bench_report.render(results, args.out.parent / "benchmarks"))
     print(f"wrote {args.out}")

@@ -125,6 +125,7 @@ class BusSystemd(Systemd):
         self.jobs: dict[str, asyncio.Future[str]] = {}  # job path -> its result, awaited
         self.finished: dict[str, str] = {}  # job path -> result, for jobs done before awaited
         self._reconnect: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ connection
@@ -153,7 +154,7 @@ class BusSystemd(Systemd):
         if self.down:
             log.info("systemd over D-Bus", bus=self.bus_address or "system", unique=bus.unique_name)
         self.down = None
-        asyncio.get_running_loop().create_task(self._watch_disconnect(bus))
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(bus))
         return True
 
     def describe(self) -> str:
@@ -195,6 +196,8 @@ class BusSystemd(Systemd):
         if self.bus is not None:
             self.bus.disconnect()
             self.bus = None
+        if self._watcher is not None:
+            await asyncio.gather(self._watcher, return_exceptions=True)
 
     # ------------------------------------------------------------------ signals
 
