@@ -153,7 +153,7 @@ class Supervisor:
                     f"{c.tier}: {c.reason}" for c in self.choices(engine))))
                 continue
             try:
-                status = await self.unit_status(engine)
+                status = await self.systemd.status(engine.cfg.unit, fresh=True)
             except SupervisorError as exc:
                 log.error("systemd did not answer for an engine", engine=engine.name,
                           error=str(exc))
@@ -208,7 +208,7 @@ class Supervisor:
         wrote them and died before the daemon-reload), then the restart."""
         rendered = units.render(self.config, engine.cfg, tier, self.host)
         changed = units.write_files(self.config.supervisor.unit_dir, rendered.files())
-        if changed or (await self.unit_status(engine)).need_daemon_reload:
+        if changed or (await self.systemd.status(engine.cfg.unit, fresh=True)).need_daemon_reload:
             await self.daemon_reload()
         async with self.systemd_lock:
             try:

@@ -124,6 +124,11 @@ class BusSystemd(Systemd):
         self.on_change: Callable[[str], None] | None = None
         self.jobs: dict[str, asyncio.Future[str]] = {}  # job path -> its result, awaited
         self.finished: dict[str, str] = {}  # job path -> result, for jobs done before awaited
+        # unit -> its status as last read; dropped on any PropertiesChanged of the unit, any
+        # job or reload through us, and a lost connection: a unit that does not change
+        # costs no call at all
+        self.cache: dict[str, UnitStatus] = {}
+        self.changes: dict[str, int] = {}  # unit -> signals seen (a read racing one is not kept)
         self._reconnect: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._closing = False
@@ -167,6 +172,7 @@ class BusSystemd(Systemd):
                         error=why)
         self.down = why
         self.bus = None
+        self.cache.clear()
         for future in self.jobs.values():
             if not future.done():
                 future.set_exception(BusError([MANAGER], why))
@@ -207,12 +213,17 @@ class BusSystemd(Systemd):
         if msg.message_type is not MessageType.SIGNAL:
             return
         if msg.member == "PropertiesChanged" and msg.interface == PROPERTIES:
-            if len(msg.body) < 2 or msg.body[0] != UNIT or self.on_change is None:
+            if len(msg.body) < 2:
+                return
+            unit = unit_of_path(msg.path or "")
+            if not unit:
+                return
+            self._forget(unit)
+            if msg.body[0] != UNIT or self.on_change is None:
                 return
             changed = msg.body[1]
             states = {changed[k].value for k in ("ActiveState", "SubState") if k in changed}
-            unit = unit_of_path(msg.path or "")
-            if unit and states & WAKE_STATES:
+            if states & WAKE_STATES:
                 self.on_change(unit)
         elif msg.member == "JobRemoved" and msg.interface == MANAGER and len(msg.body) >= 4:
             _, job, unit, result = msg.body[:4]
@@ -262,6 +273,7 @@ class BusSystemd(Systemd):
         with ``wait``, until systemd reports the job removed (JobRemoved), within
         ``job_timeout``."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._forget(unit)
         (job,) = await self._manager(member, "ss", [unit, "replace"])
         if not wait:
             return
@@ -292,8 +304,25 @@ class BusSystemd(Systemd):
 
     # ------------------------------------------------------------------ Systemd's methods
 
-    async def status(self, unit: str) -> UnitStatus:
+    def _forget(self, unit: str | None = None) -> None:
+        """Drop what we know of a unit (of every unit: None)."""
+        if unit is None:
+            self.cache.clear()
+            for name in self.changes:
+                self.changes[name] += 1
+            return
+        self.cache.pop(unit, None)
+        self.changes[unit] = self.changes.get(unit, 0) + 1
+
+    async def status(self, unit: str, *, fresh: bool = False) -> UnitStatus:
+        """The unit's state: as last read unless it changed since (systemd says so), or
+        ``fresh``: read now (``NeedDaemonReload`` changes with files on disk, unsignalled)."""
+        cached = self.cache.get(unit)
+        if cached is not None and not fresh and self.bus is not None:
+            return cached
+
         async def fast() -> UnitStatus:
+            seen = self.changes.get(unit, 0)
             path = unit_path(unit)
             unit_props, service_props = await asyncio.gather(
                 self._call(SYSTEMD, path, PROPERTIES, "GetAll", "s", [UNIT]),
@@ -308,7 +337,10 @@ class BusSystemd(Systemd):
             else:
                 props.update({k: v.value for k, v in service_props[0].items()
                               if k in _SERVICE_PROPERTIES})
-            return unit_status(unit, props)
+            status = unit_status(unit, props)
+            if self.changes.get(unit, 0) == seen and self.bus is not None:
+                self.cache[unit] = status
+            return status
         return await self._bus_or_systemctl(fast, lambda: super(BusSystemd, self).status(unit))
 
     async def start(self, unit: str) -> None:
@@ -325,6 +357,7 @@ class BusSystemd(Systemd):
 
     async def reset_failed(self, unit: str) -> None:
         async def fast() -> None:
+            self._forget(unit)
             try:
                 await self._manager("ResetFailedUnit", "s", [unit])
             except BusError as exc:
@@ -334,8 +367,10 @@ class BusSystemd(Systemd):
 
     async def daemon_reload(self) -> None:
         # Reload answers once the reload is done, as `systemctl daemon-reload` waits for it
+        self._forget()
         await self._bus_or_systemctl(lambda: self._manager("Reload"),
                                      lambda: super(BusSystemd, self).daemon_reload())
+        self._forget()
 
 
 __all__ = ["BusError", "BusSystemd", "unit_of_path", "unit_path", "unit_status"]

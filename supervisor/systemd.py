@@ -121,7 +121,8 @@ class Systemd:
         out = await self._systemctl("show", unit, "-p", ",".join(properties))
         return parse_show(out)
 
-    async def status(self, unit: str) -> UnitStatus:
+    async def status(self, unit: str, *, fresh: bool = False) -> UnitStatus:
+        """The unit's state (always read now: ``fresh`` is for adapters that cache)."""
         return UnitStatus.from_properties(unit, await self.show(unit))
 
     async def environment(self, unit: str) -> dict[str, str]:
