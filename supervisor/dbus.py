@@ -42,9 +42,10 @@ MATCHES = (
     f"path_namespace='{MANAGER_PATH}/unit'",
     f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',member='JobRemoved'",
 )
-# the states worth a check at once: it crashed (auto-restart, failed), or it is up (active).
-# Not deactivating/inactive: our own restarts and stops pass through them.
-WAKE_STATES = frozenset({"auto-restart", "failed", "active"})
+# the states worth a check at once: it crashed (auto-restart, failed). Not deactivating or
+# inactive (our own restarts and stops pass through them), nor active (a check at exec time
+# finds nothing listening yet, and moves the next one a whole interval later).
+WAKE_STATES = frozenset({"auto-restart", "failed"})
 # which interface holds each property systemctl show reports (UNIT_PROPERTIES)
 _SERVICE_PROPERTIES = frozenset({"NRestarts", "ExecMainStatus", "ExecMainCode", "MainPID",
                                  "Result"})
@@ -208,7 +209,7 @@ class BusSystemd(Systemd):
     # ------------------------------------------------------------------ signals
 
     def _on_message(self, msg: Message) -> None:
-        """Signals: a unit crashed or came up (``WAKE_STATES``) → ``on_change(unit)``; a job
+        """Signals: a unit crashed (``WAKE_STATES``) → ``on_change(unit)``; a job
         ended → whoever waits for it."""
         if msg.message_type is not MessageType.SIGNAL:
             return
