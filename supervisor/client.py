@@ -4,11 +4,12 @@
 or ``h11`` alone cost 30-40 ms of imports (FIELD-NOTES). So this path speaks just enough
 HTTP/1.1: one request with ``Connection: close``, the status line and ``Content-Length``
 checked, anything unexpected an error. The server side always uses a real HTTP library.
+Even ``json`` (which imports ``re``) is imported only when a body is parsed: the status table
+comes rendered from the daemon (``?format=text``).
 """
 
 from __future__ import annotations
 
-import json
 import socket
 
 DEFAULT_SOCKET = "/run/llm-supervisor/control.sock"
@@ -30,6 +31,7 @@ class Response:
         self.body = body
 
     def json(self):  # noqa: ANN201 - a JSON document
+        import json  # json pulls in re: not on the path that prints a status table
         return json.loads(self.body)
 
 
@@ -47,7 +49,11 @@ def _connect(path: str, timeout: float) -> socket.socket:
 def request(path: str, method: str, target: str, body: object = None, *,
             timeout: float = 30.0) -> Response:
     """One request over the Unix socket at ``path``; returns the whole response."""
-    payload = b"" if body is None else json.dumps(body).encode()
+    if body is None:
+        payload = b""
+    else:
+        import json
+        payload = json.dumps(body).encode()
     head = (f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             f"Accept: application/json\r\nContent-Length: {len(payload)}\r\n")
     if body is not None:
@@ -117,6 +123,7 @@ def stream_lines(path: str, target: str, *, timeout: float | None = None):  # no
         if status[1] != "200":
             body = reader.read(65536).decode("utf-8", "replace")
             raise ProtocolError(f"HTTP {status[1]}: {body.strip()}")
+        import json
         for line in reader:
             if line.strip():
                 yield json.loads(line)

@@ -29,15 +29,18 @@ from supervisor import devicelist, handlers, logwatch, policy, ports, probes, ti
 from supervisor.causes import Cause, Finding
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
+from supervisor.dbus import BusSystemd
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
+from supervisor.disk import Disk
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError, UnitFileError
 from supervisor.health import Observation
 from supervisor.history import EventLog, utc
+from supervisor.journal import JournalReader, Sink, oldest
 from supervisor.logs import configure
 from supervisor.metrics import EngineView, Metrics, SupervisorView
 from supervisor.probes import ProbeResult
-from supervisor.state import State, load_state, save_state
+from supervisor.state import State, dumps_state, load_state
 from supervisor.states import EngineState
 from supervisor.systemd import Systemd, UnitStatus
 from supervisor.timefmt import ago
@@ -50,17 +53,18 @@ class Supervisor:
 
     def __init__(self, config_path: Path, *, systemd: Systemd | None = None) -> None:
         self.config_path = config_path
-        self.systemd = systemd or Systemd()
+        self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.probes: dict[str, ProbeResult] = {}
         self.device_skips: dict[str, dict[str, str]] = {}  # engine -> tier -> why (its build)
         self.config_error: list[str] | None = None
-        self.state_error: str | None = None     # why state.json could not be written
         self.started_at = time.time()
         self.reload_lock = asyncio.Lock()
         self.systemd_lock = asyncio.Lock()
         self.hup = asyncio.Event()
+        self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
+        self.generation = 0  # bumped by every event: see handlers.StatusCache
 
     # ------------------------------------------------------------------ startup
 
@@ -71,6 +75,11 @@ class Supervisor:
         self.state: State = load_state(self.state_path)
         if self.state.note:
             log.warning("state file", note=self.state.note)
+        await self.systemd.connect()
+        self.systemd.on_change = self._unit_changed
+        self.journal = JournalReader(self.systemd, since=self.started_at, cursor=(
+            self.state.journal_cursor or oldest([self.state.kernel_cursor, *(
+                m.journal_cursor for m in self.state.engines.values())])))
         history = self.config.history
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
                                max_size=history.max_size,
@@ -173,7 +182,7 @@ class Supervisor:
                     f"{c.tier}: {c.reason}" for c in self.choices(engine))))
                 continue
             try:
-                status = await self.unit_status(engine)
+                status = await self.systemd.status(engine.cfg.unit, fresh=True)
             except SupervisorError as exc:
                 log.error("systemd did not answer for an engine", engine=engine.name,
                           error=str(exc))
@@ -228,7 +237,7 @@ class Supervisor:
         wrote them and died before the daemon-reload), then the restart."""
         rendered = units.render(self.config, engine.cfg, tier, self.host)
         changed = units.write_files(self.config.supervisor.unit_dir, rendered.files())
-        if changed or (await self.unit_status(engine)).need_daemon_reload:
+        if changed or (await self.systemd.status(engine.cfg.unit, fresh=True)).need_daemon_reload:
             await self.daemon_reload()
         async with self.systemd_lock:
             try:
@@ -275,8 +284,12 @@ class Supervisor:
             return None
 
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Append to the history, and count it in the metrics."""
-        event = self.events.append(type, **fields)
+        """Append to the history (queued for the disk thread, in order), and count it in the
+        metrics."""
+        self.generation += 1  # the cached status document is stale
+        self.disk.submit("record event", self.events.append, type, **fields)
+        event = {"type": type, "from": fields.get("from_"),
+                 **{k: v for k, v in fields.items() if k != "from_"}}
         self.metrics.observe_event(event)
         return event
 
@@ -299,11 +312,8 @@ class Supervisor:
         if directory is None:
             return
         self.metrics_text()
-        try:
-            self.metrics.write_textfile(directory)
-        except OSError as exc:
-            log.warning("cannot write the metrics textfile", path=str(directory),
-                        error=str(exc))
+        self.disk.submit(f"write the metrics textfile in {directory}",
+                         self.metrics.write_textfile, directory)
 
     def record(self, engine: Engine, type: str, **fields: Any) -> None:
         try:
@@ -315,10 +325,24 @@ class Supervisor:
         self.write_metrics_textfile()
 
     def save(self) -> None:
-        error = save_state(self.state_path, self.state)  # never raises: a full disk is an error
-        if error and error != self.state_error:
-            log.error("cannot write state", path=str(self.state_path), error=error)
-        self.state_error = error
+        if getattr(self, "journal", None) is not None and self.journal.cursor and \
+                self.journal.restarts:  # the reader took the old cursors over
+            self.state.journal_cursor = self.journal.cursor  # one cursor for all sources
+            self.state.kernel_cursor = None
+            for memory in self.state.engines.values():
+                memory.journal_cursor = None
+        try:
+            text = dumps_state(self.state)
+        except (TypeError, ValueError) as exc:
+            log.error("cannot encode the state", error=str(exc))
+            return
+        self.disk.write_state(self.state_path, text)  # a failure shows as state_error
+
+    @property
+    def state_error(self) -> str | None:
+        """Why state.json could not be written last time (a full disk), or None."""
+        disk = getattr(self, "disk", None)
+        return disk.state_error if disk is not None else None
 
     def wall_of(self, monotonic: float) -> float:
         return time.time() + (monotonic - time.monotonic())
@@ -365,14 +389,22 @@ class Supervisor:
             await self.shutdown()
 
     def _supervise(self, engine: Engine) -> None:
-        """The engine's check loop and its journal follower."""
+        """The engine's check loop, and its unit's lines routed to it by the journal reader."""
         self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
-        self.tasks[f"journal-{engine.name}"] = asyncio.create_task(logwatch.follow(
-            self.systemd, [f"_SYSTEMD_UNIT={engine.cfg.unit}"], engine.memory.journal_cursor,
-            self._engine_line(engine), what=engine.name, since=self.started_at))
+        self.journal.add_unit(engine.cfg.unit, self._engine_line(engine),
+                              cursor=engine.memory.journal_cursor)
+
+    def _unit_changed(self, unit: str) -> None:
+        """systemd pushed a change of a unit's state: check its engine now."""
+        for engine in self.engines.values():
+            if engine.cfg.unit == unit:
+                engine.wake.set()
 
     async def _unsupervise(self, name: str) -> None:
-        tasks = [self.tasks.pop(key) for key in (name, f"journal-{name}") if key in self.tasks]
+        engine = self.engines.get(name)
+        if engine is not None:
+            self.journal.remove_unit(engine.cfg.unit)
+        tasks = [self.tasks.pop(key) for key in (name,) if key in self.tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -514,17 +546,14 @@ class Supervisor:
         self.save()
 
     def _follow_kernel(self) -> None:
-        """The kernel's journal (``[logs] kernel_match``); each engine has its own follower."""
-        old = self.tasks.pop("journal-kernel", None)
-        if old is not None:
-            old.cancel()
-        self.tasks["journal-kernel"] = asyncio.create_task(logwatch.follow(
-            self.systemd, self.config.logs.kernel_match.split(), self.state.kernel_cursor,
-            self._kernel_line, what="kernel", since=self.started_at))
+        """The kernel's journal (``[logs] kernel_match``), read by the one journal reader."""
+        self.journal.set_kernel(self.config.logs.kernel_match, self._kernel_line,
+                                cursor=self.state.kernel_cursor)
+        if "journal" not in self.tasks:
+            self.tasks["journal"] = asyncio.create_task(self.journal.run(), name="journal")
 
-    def _engine_line(self, engine: Engine) -> logwatch.Sink:
+    def _engine_line(self, engine: Engine) -> Sink:
         def sink(message: str, cursor: str, realtime: int) -> None:
-            engine.memory.journal_cursor = cursor
             device = logwatch.parse_device(message)
             if device is not None:
                 engine.device(device, realtime)
@@ -539,7 +568,6 @@ class Supervisor:
         return sink
 
     def _kernel_line(self, message: str, cursor: str, realtime: int) -> None:
-        self.state.kernel_cursor = cursor
         rules = logwatch.rules_for(self.config.logs)[1]
         for engine in self.engines.values():
             found = logwatch.classify(rules, message, tier=engine.tier, kernel=True)
@@ -573,8 +601,11 @@ class Supervisor:
         if hasattr(self, "state"):
             self.save()
             self.event("stopped", reason="SIGTERM: state saved, engines left running")
+        await self.disk.drain()
+        self.disk.close()
         if hasattr(self, "http"):
             await self.http.aclose()
+        await self.systemd.close()
 
 
 # systemd's exit statuses for a service that never got to run its program (systemd.exec(5))

@@ -88,6 +88,7 @@ class Engine:
         self.wall = wall
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
+        self.ticks = 0  # checks done: a cached status document is rebuilt when it moves
         self.inbox: list[Observation] = []   # log-classifier findings, handled next tick
         self.devices: list[Device] = []      # what the engine reported since this start
         self.devices_at = float("-inf")
@@ -779,6 +780,7 @@ class Engine:
                     raise
                 except Exception as exc:  # one bad check must not end supervision
                     log.exception("check cycle failed", engine=self.name, error=str(exc))
+                self.ticks += 1
                 self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), self.health.interval)

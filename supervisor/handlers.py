@@ -5,6 +5,7 @@ They are testable without a socket; ``routes()`` binds them to paths for the ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -77,6 +78,7 @@ def status_document(sup: Supervisor) -> dict[str, Any]:
             "missing_groups": sup.host.missing_gpu_groups(),
             "degraded": degraded(sup),
             "events_dropped": sup.events.dropped,
+            "systemd": sup.systemd.describe(),  # "dbus", or "systemctl (why not D-Bus)"
         },
         "engines": [engine_document(sup, e) for e in sup.engines.values()],
     }
@@ -102,6 +104,52 @@ def parse_since(value: str | None) -> str | None:
     if when.tzinfo is not None:
         when = when.astimezone(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusCache:
+    """The status document and its renderings, rebuilt only when something changed: an
+    engine finished a check (``Engine.ticks``), or the daemon recorded an event, reloaded or
+    probed (``Supervisor.generation``)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.document: dict[str, Any] = {}
+        self.rendered: dict[str, tuple[bytes, str]] = {}  # format -> (body, content type)
+
+    def _fresh(self, sup: Supervisor) -> None:
+        key = (getattr(sup, "generation", 0), sup.config_error is None,
+               tuple((name, e.ticks) for name, e in sup.engines.items()))
+        if key != self.key:
+            self.document, self.rendered, self.key = status_document(sup), {}, key
+
+    def status(self, sup: Supervisor, engine: str | None, form: str
+               ) -> tuple[bytes, str, int]:
+        """(body, content type, unhealthy engines) of the whole status or one engine's, as
+        JSON (``json``), indented JSON (``pretty``, what ``status --json`` prints) or the
+        table ``llm-supervisorctl status`` prints (``text``)."""
+        self._fresh(sup)
+        engines = self.document["engines"]
+        if engine is not None:
+            engines = [e for e in engines if e["name"] == engine]
+            if not engines:
+                raise HTTPError(404, f"no engine named {engine!r}", {"engines": sorted(
+                    e["name"] for e in self.document["engines"])})
+        unhealthy = sum(e["state"] != "healthy" for e in engines)
+        cache_key = f"{engine or ''}/{form}"
+        if cache_key not in self.rendered:
+            document = engines[0] if engine is not None else self.document
+            if form == "text":
+                from supervisor.cli import format_status
+                body = (format_status(self.document if engine is None else
+                                      {"engines": engines}) + "\n").encode()
+                self.rendered[cache_key] = (body, "text/plain; charset=utf-8")
+            else:
+                text = json.dumps(document, indent=2 if form == "pretty" else None,
+                                  default=str)
+                self.rendered[cache_key] = ((text + "\n").encode() if form == "pretty" else
+                                            text.encode(), "application/json")
+        body, content_type = self.rendered[cache_key]
+        return body, content_type, unhealthy
 
 
 def tiers_document(sup: Supervisor) -> dict[str, Any]:
@@ -154,7 +202,7 @@ async def bundle_files(sup: Supervisor) -> dict[str, str]:
     files["status.json"] = bundle.as_json(status_document(sup))
     files["tiers.json"] = bundle.as_json(tiers_document(sup))
     files["events.jsonl"] = "".join(json.dumps(e, default=str) + "\n"
-                                    for e in sup.events.read(limit=5000))
+                                    for e in await sup.disk.run(sup.events.read, limit=5000))
     journals = {f"journal/{e.name}.log": [f"_SYSTEMD_UNIT={e.cfg.unit}"]
                 for e in sup.engines.values()}
     journals["journal/llm-supervisor.log"] = ["_SYSTEMD_UNIT=llm-supervisor.service"]
@@ -183,11 +231,21 @@ def _engine(sup: Supervisor, name: str) -> Engine:
 def routes(sup: Supervisor) -> Router:
     router = Router()
 
-    async def status(_: Request, __: dict[str, str]) -> Response:
-        return Response(200, status_document(sup))
+    cache = StatusCache()
 
-    async def engine(_: Request, params: dict[str, str]) -> Response:
-        return Response(200, engine_document(sup, _engine(sup, params["name"])))
+    def cached(request: Request, name: str | None) -> Response:
+        form = request.query.get("format") or "json"
+        if form not in ("json", "pretty", "text"):
+            raise HTTPError(400, "format must be json, pretty or text", {"format": form})
+        body, content_type, unhealthy = cache.status(sup, name, form)
+        return Response(200, body=body, content_type=content_type,
+                        headers=[("X-Unhealthy-Engines", str(unhealthy))])
+
+    async def status(request: Request, __: dict[str, str]) -> Response:
+        return cached(request, None)
+
+    async def engine(request: Request, params: dict[str, str]) -> Response:
+        return cached(request, params["name"])
 
     async def host_tiers(_: Request, __: dict[str, str]) -> Response:
         return Response(200, tiers_document(sup))
@@ -210,7 +268,7 @@ def routes(sup: Supervisor) -> Router:
         return Response(200 if ok else 422, document)
 
     async def support_bundle(_: Request, __: dict[str, str]) -> Response:
-        data = bundle.build(await bundle_files(sup))
+        data = await asyncio.to_thread(bundle.build, await bundle_files(sup))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"llm-supervisor-bundle-{os.uname().nodename}-{stamp}.tar.zst"
         return Response(200, body=data, content_type="application/zstd",
@@ -239,8 +297,8 @@ def routes(sup: Supervisor) -> Router:
                 finally:
                     await events.aclose()  # type: ignore[attr-defined]
             return Response(200, stream=lines(), content_type="application/x-ndjson")
-        body = "".join(json.dumps(e, default=str) + "\n"
-                       for e in sup.events.read(since=since, limit=limit, engine=engine))
+        found = await sup.disk.run(sup.events.read, since=since, limit=limit, engine=engine)
+        body = "".join(json.dumps(e, default=str) + "\n" for e in found)
         return Response(200, body=body.encode(), content_type="application/x-ndjson")
 
     async def metrics(_: Request, __: dict[str, str]) -> Response:

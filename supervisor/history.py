@@ -65,7 +65,7 @@ class Follower:
 
     def __init__(self, client: int | None) -> None:
         self.client = client
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE)
+        self.queue: asyncio.Queue[dict[str, Any]] = _Inbox()  # filled from the disk thread
         self.lagging = False
 
 
@@ -117,6 +117,24 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+class _Inbox(asyncio.Queue[dict[str, Any]]):
+    """A follower's queue: ``append`` may run on another thread (the daemon's disk thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owner = asyncio.get_running_loop()
+
+    def put_nowait(self, item: dict[str, Any]) -> None:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self._owner:
+            super().put_nowait(item)
+        else:
+            self._owner.call_soon_threadsafe(super().put_nowait, item)
 
 
 class EventLog:
@@ -174,12 +192,11 @@ class EventLog:
         if not self.flush():
             self._spill_out(event, rewrite=self.dropped % 1000 == 1)
         for follower in list(self.followers):
-            try:
-                follower.queue.put_nowait(event)
-            except asyncio.QueueFull:
+            if follower.queue.qsize() >= FOLLOW_QUEUE:
                 follower.lagging = True  # its stream ends; the daemon goes on
                 self.followers.discard(follower)
                 self.lagging_dropped += 1
+            follower.queue.put_nowait(event)  # (also wakes a dropped one, which then ends)
         return event
 
     def flush(self) -> bool:

@@ -1,16 +1,15 @@
 """The log classifier: engine and kernel journal lines -> findings with the line as evidence.
 
 Built-in patterns come from what Ollama, ROCm, rocBLAS, vLLM and amdgpu really print
-(FIELD-NOTES); ``[logs]`` in the config adds more. Classification is pure; following the
-journal (``journalctl -f -o json``, resumed from a persisted cursor) is done by ``follow``.
+(FIELD-NOTES); ``[logs]`` in the config adds more. Classification is pure; the journal is read by
+``journal.JournalReader``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -18,7 +17,6 @@ import structlog
 from supervisor.causes import Cause, Finding, precedence
 from supervisor.config import GPU_TIERS, LogsSection
 from supervisor.health import Observation
-from supervisor.systemd import Systemd, journal_message
 
 log = structlog.get_logger("llm-supervisor")
 
@@ -183,31 +181,3 @@ def parse_device(line: str) -> Device | None:
                       kv.get("name", ""), target, reason=reason, line=line.strip())
     return None
 
-
-Sink = Callable[[str, str, int], Awaitable[None] | None]  # (message, cursor, realtime_us)
-
-
-async def follow(systemd: Systemd, matches: list[str], cursor: str | None, sink: Sink,
-                 *, what: str, since: float | None = None) -> None:
-    """Feed every new journal entry matching ``matches`` to ``sink``, forever.
-
-    Starts after ``cursor``, else at ``since`` (the daemon's start: what engines printed
-    while journalctl was starting is not lost), else at the end of the journal; restarts
-    journalctl if it exits, resuming from the last cursor seen.
-    """
-    while True:
-        try:
-            async for entry in systemd.follow(*matches, cursor=cursor, since=since):
-                cursor = str(entry.get("__CURSOR", cursor or "")) or cursor
-                try:
-                    realtime = int(str(entry.get("__REALTIME_TIMESTAMP", "0")))
-                except ValueError:
-                    realtime = 0
-                result = sink(journal_message(entry), cursor or "", realtime)
-                if asyncio.iscoroutine(result):
-                    await result
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("journal follower failed; restarting", source=what, error=repr(exc))
-        await asyncio.sleep(1)

@@ -59,7 +59,8 @@ class EngineMemory:
 @dataclass
 class State:
     engines: dict[str, EngineMemory] = field(default_factory=dict)
-    kernel_cursor: str | None = None
+    kernel_cursor: str | None = None   # before one reader: where the kernel's journal was read
+    journal_cursor: str | None = None  # where the one journal reader (journal.py) last read
     note: str | None = None  # what load_state had to do (a corrupt file moved aside); not saved
 
     def engine(self, name: str) -> EngineMemory:
@@ -71,6 +72,7 @@ class State:
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": VERSION, "kernel_cursor": self.kernel_cursor,
+                "journal_cursor": self.journal_cursor,
                 "engines": {name: asdict(m) for name, m in sorted(self.engines.items())}}
 
 
@@ -142,16 +144,22 @@ def load_state(path: Path, *, missing_ok: bool = True, move_aside: bool = True) 
             engines[str(name)] = _memory(str(name), data, dropped)
         else:
             dropped.append(str(name))
-    cursor = raw.get("kernel_cursor")
+    cursor, journal = raw.get("kernel_cursor"), raw.get("journal_cursor")
     note = f"{path}: dropped values of the wrong type: {', '.join(dropped)}" if dropped else None
-    return State(engines, cursor if isinstance(cursor, str) else None, note)
+    return State(engines, kernel_cursor=cursor if isinstance(cursor, str) else None,
+                 journal_cursor=journal if isinstance(journal, str) else None, note=note)
+
+
+def dumps_state(state: State) -> str:
+    """``state.json``'s text (raises ValueError for a value JSON cannot hold)."""
+    return json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False,
+                      default=str) + "\n"
 
 
 def save_state(path: Path, state: State) -> str | None:
     """Write ``state.json`` atomically; never raises: the error as text, or None when written."""
     try:
-        text = json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False,
-                          default=str) + "\n"
+        text = dumps_state(state)
     except (TypeError, ValueError) as exc:
         return f"cannot encode the state: {exc}"
     try:

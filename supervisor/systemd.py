@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,6 +70,18 @@ class Systemd:
         self.systemctl = systemctl
         self.journalctl = journalctl
         self.timeout = timeout
+        self.on_change: Callable[[str], None] | None = None  # pushed unit changes (dbus.py)
+
+    async def connect(self) -> bool:
+        """Nothing to connect: every call runs systemctl."""
+        return True
+
+    async def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        """How systemd is reached, for status."""
+        return "systemctl"
 
     async def _systemctl(self, *args: str, timeout: float | None = None) -> str:
         argv = [self.systemctl, *args]
@@ -109,7 +121,8 @@ class Systemd:
         out = await self._systemctl("show", unit, "-p", ",".join(properties))
         return parse_show(out)
 
-    async def status(self, unit: str) -> UnitStatus:
+    async def status(self, unit: str, *, fresh: bool = False) -> UnitStatus:
+        """The unit's state (always read now: ``fresh`` is for adapters that cache)."""
         return UnitStatus.from_properties(unit, await self.show(unit))
 
     async def environment(self, unit: str) -> dict[str, str]:
