@@ -331,9 +331,10 @@ def interrupted_switch(c: Container, runs: int) -> Row:
         c.run(["systemctl", "stop", "llm-supervisor"])
         tier = c.run(["systemctl", "show", "-p", "Environment", "--value", "llm-main"]).stdout
         target = "cpu" if "LLM_SUPERVISOR_TIER=vulkan" in tier else "vulkan"
-        state = json.loads(c.read(f"{STATE_DIR}/state.json"))
+        # through the container (the state dir may be a tmpfs mounted in there)
+        state = json.loads(c.run(["cat", f"{STATE_DIR}/state.json"]).stdout)
         state["engines"]["main"]["tier"] = target
-        c.write(f"{STATE_DIR}/state.json", json.dumps(state), mode=0o640)
+        c.run(["tee", f"{STATE_DIR}/state.json"], input=json.dumps(state))
         c.run([PYTHON, "-c", REWRITE, sandbox.CONFIG, "main", target])
         need = c.run(["systemctl", "show", "-p", "NeedDaemonReload", "--value",
                       "llm-main"]).stdout.strip()
