@@ -192,20 +192,31 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
     return Observation(True, "canary", latency_ms=elapsed_ms, tokens_per_second=rate)
 
 
-async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
-                           headers: dict[str, str], timeout: float
-                           ) -> httpx.Response | str | float | None:
-    """1 token; the rate Ollama measured itself (``eval_count / eval_duration``)."""
-    body = {"model": engine.model, "prompt": "ping", "stream": False,
-            "options": {"num_predict": 1}}
-    response = await client.post(engine.endpoint + "/api/generate", json=body,
-                                 headers=headers, timeout=timeout)
+async def _post_json(client: httpx.AsyncClient, url: str, body: dict[str, object],
+                     headers: dict[str, str], timeout: float
+                     ) -> httpx.Response | str | dict[str, object]:
+    """A canary's POST: the answer's JSON object, the response itself when its status is not
+    200 (the caller maps it to a cause), or why the body is unusable."""
+    response = await client.post(url, json=body, headers=headers, timeout=timeout)
     if response.status_code != 200:
         return response
     try:
         document = response.json()
     except ValueError:
         return "the answer is not JSON"
+    return document if isinstance(document, dict) else "the answer is not a JSON object"
+
+
+async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
+                           headers: dict[str, str], timeout: float
+                           ) -> httpx.Response | str | float | None:
+    """1 token; the rate Ollama measured itself (``eval_count / eval_duration``)."""
+    body = {"model": engine.model, "prompt": "ping", "stream": False,
+            "options": {"num_predict": 1}}
+    document = await _post_json(client, engine.endpoint + "/api/generate", body, headers,
+                                timeout)
+    if not isinstance(document, dict):
+        return document
     count, duration = document.get("eval_count"), document.get("eval_duration")
     if isinstance(count, int | float) and isinstance(duration, int | float) and duration:
         return count / duration * 1e9
@@ -218,15 +229,11 @@ async def _llama_generate(client: httpx.AsyncClient, engine: EngineConfig,
     """llama-server serves the one model it loaded: ``POST /completion``, its own rate."""
     body = {"prompt": "ping", "n_predict": LLAMA_CANARY_TOKENS, "ignore_eos": True,
             "stream": False}
-    response = await client.post(engine.endpoint + "/completion", json=body,
-                                 headers=headers, timeout=timeout)
-    if response.status_code != 200:
-        return response
-    try:
-        document = response.json()
-    except ValueError:
-        return "the answer is not JSON"
-    if not isinstance(document, dict) or not document.get("tokens_predicted"):
+    document = await _post_json(client, engine.endpoint + "/completion", body, headers,
+                                timeout)
+    if not isinstance(document, dict):
+        return document
+    if not document.get("tokens_predicted"):
         return "no token generated"
     timings = document.get("timings")
     rate = timings.get("predicted_per_second") if isinstance(timings, dict) else None
