@@ -34,6 +34,7 @@ class Cause(StrEnum):
     # faults on the tier: a lower tier can help
     GPU_FAULT = "gpu_fault"
     HANG = "hang"
+    STALL = "stall"
     SLOW = "slow"
     PLACEMENT = "placement"
     BACKEND_MISMATCH = "backend_mismatch"
@@ -76,7 +77,8 @@ class Cause(StrEnum):
 _ACTIONS: dict[Cause, Action] = {
     Cause.GPU_FAULT: Action.DEMOTE, Cause.PLACEMENT: Action.DEMOTE,
     Cause.BACKEND_MISMATCH: Action.DEMOTE, Cause.DISCOVERY: Action.DEMOTE,
-    Cause.HANG: Action.COUNT, Cause.SLOW: Action.COUNT, Cause.CRASH: Action.COUNT,
+    Cause.HANG: Action.COUNT, Cause.STALL: Action.COUNT, Cause.SLOW: Action.COUNT,
+    Cause.CRASH: Action.COUNT,
     Cause.UNRESPONSIVE: Action.COUNT, Cause.GENERATION: Action.COUNT, Cause.OOM: Action.COUNT,
     Cause.RESET: Action.RESTART, Cause.FATAL_RESET: Action.REBOOT,
     Cause.MODEL_MISSING: Action.BLOCK, Cause.PORT_IN_USE: Action.BLOCK,
@@ -87,7 +89,8 @@ _ACTIONS: dict[Cause, Action] = {
     Cause.RECOVERED: Action.NONE,
 }
 _DESCRIPTIONS: dict[Cause, str] = {
-    Cause.GPU_FAULT: "GPU fault", Cause.HANG: "generation hung", Cause.SLOW: "too slow",
+    Cause.GPU_FAULT: "GPU fault", Cause.HANG: "generation hung",
+    Cause.STALL: "generation stalled", Cause.SLOW: "too slow",
     Cause.PLACEMENT: "running on the CPU", Cause.BACKEND_MISMATCH: "wrong backend",
     Cause.DISCOVERY: "GPU discovery failed", Cause.CRASH: "crashed",
     Cause.UNRESPONSIVE: "not answering", Cause.GENERATION: "generation failed",

@@ -187,7 +187,17 @@ class HealthSection(_Model):
     startup_grace: Duration = 120.0
     canary_every: CanaryEvery = 6
     canary_timeout: PositiveDuration = 30.0
+    load_timeout: PositiveDuration | None = None  # None: startup_grace (at least canary_timeout)
+    stall_after: PositiveDuration = 60.0
+    blind_timeout: PositiveDuration = 300.0
     min_tokens_per_second: TokensPerSecond = 0.0
+
+    @property
+    def load_deadline(self) -> float:
+        """How long the first generation after a (re)start may take: it loads the model."""
+        if self.load_timeout is not None:
+            return self.load_timeout
+        return max(self.startup_grace, self.canary_timeout)
 
 
 class HealthOverride(_Model):
@@ -199,6 +209,9 @@ class HealthOverride(_Model):
     startup_grace: Duration | None = None
     canary_every: CanaryEvery | None = None
     canary_timeout: PositiveDuration | None = None
+    load_timeout: PositiveDuration | None = None
+    stall_after: PositiveDuration | None = None
+    blind_timeout: PositiveDuration | None = None
     min_tokens_per_second: TokensPerSecond | None = None
 
 

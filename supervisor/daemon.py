@@ -25,7 +25,17 @@ import httpx
 import sdnotify
 import structlog
 
-from supervisor import devicelist, handlers, logwatch, policy, ports, probes, tiers, units
+from supervisor import (
+    devicelist,
+    handlers,
+    logwatch,
+    policy,
+    ports,
+    probes,
+    progress,
+    tiers,
+    units,
+)
 from supervisor.causes import Cause, Finding
 from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
@@ -554,6 +564,12 @@ class Supervisor:
 
     def _engine_line(self, engine: Engine) -> Sink:
         def sink(message: str, cursor: str, realtime: int) -> None:
+            if progress.completed_request(message):
+                engine.completed(realtime)
+                return
+            port = progress.runner_port(message)
+            if port is not None:
+                engine.runner(port, realtime)
             device = logwatch.parse_device(message)
             if device is not None:
                 engine.device(device, realtime)

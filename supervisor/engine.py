@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from supervisor import health, policy
+from supervisor import health, policy, progress
 from supervisor.causes import Action, Cause, Finding, precedence
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.health import Observation
@@ -38,7 +38,9 @@ TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
 # blocking causes seen while the engine runs: it keeps serving, a canary tells when it clears
 WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
 # canary verdicts that stand until a canary succeeds (they took the whole timeout to learn)
-STANDING = frozenset({Cause.HANG, Cause.SLOW})
+STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
+# a generation past its deadline with nothing moving: a verdict, also within the grace
+OVERDUE = frozenset({Cause.HANG, Cause.STALL})
 DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
 PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
@@ -106,8 +108,9 @@ class Engine:
         self.canary_retry = False            # the last canary failed fast: try again now
         self.canary_started = float("-inf")
         self.tokens_per_second: float | None = None
-        self.warm_task: asyncio.Task[Observation] | None = None
-        self.warmed = False                  # the model is loaded since this start
+        self.watch: progress.Watch | None = None  # the running canary's view of progress
+        self.verdict: progress.Verdict | None = None  # the running canary, judged
+        self.runner_port: int | None = None  # Ollama >= 0.30: its llama-server's port
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.configure(config, engine)
@@ -181,7 +184,7 @@ class Engine:
         self.nrestarts_seen = None
         if running and self.state in (EngineState.HEALTHY, EngineState.DEGRADED):
             self.started_at = self.clock() - self.health.startup_grace  # no grace: it runs
-            self.warmed = True  # it has been serving: its model is loaded
+            self.canary_passed = True  # it has been serving: its model is loaded
         else:
             self.started_at = self.clock()
         if self.state in (EngineState.FAILED, EngineState.BLOCKED) and \
@@ -284,9 +287,7 @@ class Engine:
             self.actuator.observe_check(self, "liveness", live.latency_ms / 1000)
         found.append(live)
         self.checks += 1
-        if live.ok and not self.warmed:
-            found.extend(self._warm())
-        found.extend(await self._canary(live.ok and self.warmed))
+        found.extend(await self._canary(live.ok))
         if live.ok:
             found.extend(self._backend())
         failed = [o for o in found if not o.ok]
@@ -327,56 +328,48 @@ class Engine:
                                 evidence=[d.line for d in self.devices],
                                 facts={"tier": tier, "backend": backend})]
 
-    def _warm(self) -> list[Observation]:
-        """Load the configured model once the engine answers, before calling it healthy, so
-        no user pays the load after a (re)start or a tier switch. Ollama loads on demand;
-        vLLM loads at start."""
-        if self.cfg.kind != "ollama" or not self.cfg.model:
-            self.warmed = True
-            return []
-        task = self.warm_task
-        if task is None:
-            keep = self.cfg.environment.get("OLLAMA_KEEP_ALIVE")
-            self.warm_task = asyncio.create_task(health.warm(
-                self.http, self.cfg, max(self.health.startup_grace, self.health.canary_timeout),
-                keep))
-            self.warm_task.add_done_callback(lambda _: self.wake.set())
-            self.transition(self.state, self.cause or Cause.START,  # why it (re)started
-                            f"loading {self.cfg.model}", plain=True)
-            return []
-        if not task.done():
-            return []
-        self.warm_task = None
-        result = task.result()
-        if not result.ok:
-            return [result]
-        self.warmed = True
-        seconds = (result.latency_ms or 0) / 1000
-        self.actuator.observe_check(self, "load", seconds)
-        self.actuator.record(self, "load", to=self.tier, cause=Cause.START.value,
-                             reason=f"{self.cfg.model} loaded on {self.tier} in {seconds:.2f}s",
-                             evidence={"seconds": round(seconds, 3)})
-        return []
+    @property
+    def phase(self) -> str:
+        """``load`` until a generation worked since this start (it loads the model), then
+        ``generate``: the two deadlines of the one generation check."""
+        return "generate" if self.canary_passed else "load"
+
+    @property
+    def deadline(self) -> float:
+        return self.health.canary_timeout if self.canary_passed else self.health.load_deadline
 
     async def _canary(self, alive: bool) -> list[Observation]:
-        """The generation canary runs in the background, so a hung GPU cannot stall checks.
+        """The generation check (the canary) runs in the background, so a hung GPU cannot
+        stall checks, and it is never cut off at its deadline: it may be queued behind users.
 
-        A hung or slow canary stands until a canary succeeds: every check meanwhile counts as
-        failed (and starts a new canary), so a hang is acted on after ``failures`` checks
-        rather than ``failures`` canary timeouts. A canary that fails quickly (an HTTP
-        error) counts once, and the next check tries again.
+        While it runs, every check reads the engine's progress and judges the wait
+        (``progress.judge``): overdue while the engine works is **busy** (no failure);
+        overdue with nothing moving is a ``hang`` (or a ``stall`` with requests in flight),
+        and that verdict stands as a failed check on every tick until a generation succeeds
+        — during the model's load as later; a clean liveness answer never clears it. A
+        canary that fails quickly (an HTTP error) counts once, and the next check tries
+        again; a slow one (``min_tokens_per_second``) stands until one succeeds.
         """
         found: list[Observation] = []
         task = self.canary_task
         if task is not None and task.done():
             self.canary_task = None
+            self.watch = self.verdict = None
+            phase = self.phase
             result = task.result()
             if result.latency_ms is not None:
-                self.actuator.observe_check(self, "canary", result.latency_ms / 1000)
+                self.actuator.observe_check(self, "canary" if phase == "generate" else "load",
+                                            result.latency_ms / 1000)
             if result.ok:
                 self.canary_failure = None
                 self.canary_passed = True
                 self.tokens_per_second = result.tokens_per_second
+                if phase == "load" and self.cfg.model:
+                    seconds = (result.latency_ms or 0) / 1000
+                    self.actuator.record(self, "load", to=self.tier, cause=Cause.START.value,
+                                         reason=f"{self.cfg.model} loaded on {self.tier}:"
+                                         f" first generation in {seconds:.2f}s",
+                                         evidence={"seconds": round(seconds, 3)})
                 if self.cfg.kind == "ollama" and self.tier in GPU_TIERS:
                     found.append(await health.placement(self.http, self.cfg,
                                                         self.health.timeout))
@@ -386,28 +379,90 @@ class Engine:
                 self.canary_failure = None
                 self.canary_retry = True
                 found.append(result)
+        elif task is not None:
+            await self._judge_wait()
         every = self.health.canary_every
         due = every and (self.checks % every == 0 or self.canary_failure is not None
                          or not self.canary_passed or self.canary_retry)
         rested = self.clock() - self.canary_started >= self.health.interval * 0.9
         if alive and due and rested and self.canary_task is None:
             self._launch_canary()
+            await self._read_progress()  # the baseline its progress is measured from
         if self.canary_failure is not None:
             found.append(self.canary_failure)
         return found
 
+    async def _read_progress(self) -> None:
+        watch = self.watch
+        if watch is None:
+            return
+        reading = await health.progress(self.http, self.cfg, self.runner_port,
+                                        self.health.timeout)
+        watch.add(self.clock(), reading)
+
+    async def _judge_wait(self) -> None:
+        """A canary still running: busy, waiting, or (past its deadline, nothing moving) a
+        hang or a stall that stands."""
+        watch = self.watch
+        if watch is None:
+            return
+        await self._read_progress()
+        h = self.health
+        verdict = progress.judge(watch, self.clock(), self.deadline, h.stall_after,
+                                 h.blind_timeout)
+        self.verdict = verdict
+        if verdict.kind == progress.Kind.BUSY:
+            self.canary_failure = None  # the engine works: the wait is the queue's
+        elif verdict.kind.failed:
+            cause = Cause.HANG if verdict.kind == progress.Kind.HANG else Cause.STALL
+            self.canary_failure = Observation.bad(
+                "canary", cause, verdict.detail, evidence={
+                    "waited_s": round(self.clock() - watch.started, 1),
+                    "deadline_s": self.deadline, "phase": watch.phase,
+                    "progress_from": sorted(watch.sources)})
+
+    @property
+    def busy(self) -> str | None:
+        """``"busy: canary queued 41s; 312 tokens in the last 10s"`` while the engine works
+        and the canary waits; the overdue canary's state otherwise; None when nothing waits."""
+        verdict = self.verdict
+        if verdict is None or verdict.kind == progress.Kind.PENDING:
+            return None
+        return f"{verdict.kind.value}: {verdict.detail}"
+
+    def completed(self, realtime_us: int = 0) -> None:
+        """The engine's log says a generation request finished: progress, for a waiting
+        canary."""
+        if realtime_us and realtime_us / 1e6 < self.started_wall:
+            return
+        if self.watch is not None:
+            self.watch.completed(self.clock())
+
+    def runner(self, port: int, realtime_us: int = 0) -> None:
+        """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
+        if realtime_us and realtime_us / 1e6 < self.started_wall:
+            return
+        self.runner_port = port
+
     def _launch_canary(self) -> None:
         self.canary_retry = False
         self.canary_started = self.clock()
+        self.watch = progress.Watch(self.canary_started, self.phase)
+        self.verdict = None
+        if self.phase == "load" and self.cfg.model and self.state == EngineState.STARTING:
+            self.transition(self.state, self.cause or Cause.START,  # why it (re)started
+                            f"loading {self.cfg.model}", plain=True)
         self.canary_task = asyncio.create_task(health.canary(
-            self.http, self.cfg, self.health.canary_timeout, self.health.min_tokens_per_second))
+            self.http, self.cfg, self.health.timeout, self.health.min_tokens_per_second))
         self.canary_task.add_done_callback(self._canary_done)
 
     def _canary_done(self, task: asyncio.Task[Observation]) -> None:
-        """Wake the loop at once when the canary starts failing; later results wait a tick."""
+        """Wake the loop when the canary ends with news: a failure, the first generation
+        since a start (the model loaded), or the end of a standing failure. A routine
+        success waits for the next tick."""
         if task.cancelled() or task.exception() is not None:
             return
-        if not task.result().ok and self.canary_failure is None:
+        if not task.result().ok or not self.canary_passed or self.canary_failure is not None:
             self.wake.set()
 
     def _forget_checks(self) -> None:
@@ -418,10 +473,8 @@ class Engine:
         self.canary_failure = None
         self.canary_passed = False
         self.canary_started = float("-inf")  # a new start gets its canary at once
-        if self.warm_task is not None:
-            self.warm_task.cancel()
-            self.warm_task = None
-        self.warmed = False
+        self.watch = self.verdict = None
+        self.runner_port = None
         self.failures = 0
         self.nrestarts_seen = None
         self.inbox.clear()
@@ -455,7 +508,7 @@ class Engine:
                 return  # the unit is still activating: nothing answered yet
             self.failures = 0
             if self.state != EngineState.HEALTHY:
-                if not self.warmed or (self.health.canary_every and not self.canary_passed):
+                if self.health.canary_every and not self.canary_passed:
                     return  # healthy means the model is loaded and a generation worked
                 self._became_healthy()
             return
@@ -489,7 +542,7 @@ class Engine:
     async def _count(self, worst: Observation, finding: Finding) -> None:
         in_grace = (self.state == EngineState.STARTING
                     and self.clock() - self.started_at < self.health.startup_grace)
-        if in_grace and worst.source != "unit":
+        if in_grace and worst.source != "unit" and finding.cause not in OVERDUE:
             return  # still starting: GPU discovery and model load take their time
         if self._promoting() and not in_grace and self.state == EngineState.STARTING:
             await self._rollback(finding, "not healthy within its grace")
@@ -787,6 +840,6 @@ class Engine:
                 except TimeoutError:
                     pass
         finally:
-            for task in (self.canary_task, self.pull_task, self.warm_task):
+            for task in (self.canary_task, self.pull_task):
                 if task is not None:
                     task.cancel()

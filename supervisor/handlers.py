@@ -50,6 +50,9 @@ def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
         "since": utc(memory.since) if memory.since else None,
         "reason": memory.reason,
         "last_check": engine.last_check,
+        # a canary overdue while the engine works ("busy: canary queued 41s; 312 tokens…"),
+        # or waiting for evidence either way; None while no canary is overdue
+        "busy": engine.busy,
         "consecutive_failures": engine.failures,
         "next_promotion_at": (utc(memory.next_promotion_at)
                               if memory.next_promotion_at else None),

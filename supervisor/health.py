@@ -4,10 +4,12 @@ returns an ``Observation`` whose finding names its cause (``supervisor.causes``)
 - liveness: ``GET /`` (ollama) or ``GET /health`` (vllm, llama-server) within ``timeout``;
   llama-server answers 503 "Loading model" until its model is loaded: a failed check like any
   other, which the start-up grace excuses (after the grace it is ``unresponsive``);
-- canary: a real generation within ``canary_timeout`` — a hung GPU shows here while liveness
-  still answers. Ollama reports its own rate (``eval_count / eval_duration``); for vLLM a few
-  tokens are streamed and the rate is taken between the first and the last token, so it
-  measures generation, not the request's latency; llama-server's ``POST /completion`` reports
+- canary: a real generation — a hung GPU shows here while liveness still answers. Its wait
+  is judged against ``canary_timeout`` (``load_timeout`` for the first after a start) and the
+  engine's progress (``progress``: its ``/slots`` or ``/metrics``), not cut off. Ollama
+  reports its own rate (``eval_count / eval_duration``); for vLLM a few tokens are streamed
+  and the rate is taken between the first and the last token, so it measures generation,
+  not the request's latency; llama-server's ``POST /completion`` reports
   its own rate (``timings.predicted_per_second``) over a few tokens (over one token it
   measures only the sampling of the first). 404 means the model is missing, 401/403 a
   wrong or missing API key: causes no tier change can fix;
@@ -26,14 +28,18 @@ from typing import Any
 
 import httpx
 
+from supervisor import progress as progress_rule
 from supervisor.causes import Cause, Finding
 from supervisor.config import EngineConfig
 from supervisor.names import normalise_model, same_model
+from supervisor.progress import Reading
 
-__all__ = ["Observation", "canary", "liveness", "normalise_model", "placement", "same_model"]
+__all__ = ["Observation", "canary", "liveness", "normalise_model", "placement", "progress",
+           "same_model"]
 
 VLLM_CANARY_TOKENS = 4  # enough for a rate between the first and the last token
 LLAMA_CANARY_TOKENS = 4  # llama.cpp's predicted_per_second needs decode steps to measure
+GENERATION_CAP = 3600.0  # s: a canary nothing else ends (the engine restarted...) ends here
 
 
 @dataclass(frozen=True)
@@ -106,34 +112,6 @@ def _error_message(response: httpx.Response) -> str:
     return str(error.get("message") or "") if isinstance(error, dict) else ""
 
 
-async def warm(client: httpx.AsyncClient, engine: EngineConfig, timeout: float,
-               keep_alive: str | None) -> Observation:
-    """Ollama: load the model before users come (``/api/generate`` with no prompt loads it
-    and keeps it for ``keep_alive``). ``latency_ms`` is how long the load took."""
-    body: dict[str, object] = {"model": engine.model, "stream": False}
-    if keep_alive:
-        body["keep_alive"] = keep_alive
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            response = await client.post(engine.endpoint + "/api/generate", json=body,
-                                         timeout=timeout)
-    except (TimeoutError, httpx.TimeoutException):
-        return Observation.bad("warm", Cause.HANG, f"loading the model took over {timeout:g}s")
-    except httpx.HTTPError as exc:
-        return Observation.bad("warm", Cause.GENERATION, f"loading the model: {_error(exc)}")
-    elapsed_ms = (time.monotonic() - started) * 1000
-    if response.status_code != 200:
-        failed = _http_finding(engine, response, elapsed_ms)
-        return Observation(False, "warm", failed.finding, latency_ms=elapsed_ms)
-    try:
-        load_ns = response.json().get("load_duration")
-    except (ValueError, AttributeError):
-        load_ns = None
-    loaded_ms = load_ns / 1e6 if isinstance(load_ns, int | float) and load_ns else elapsed_ms
-    return Observation(True, "warm", latency_ms=loaded_ms)
-
-
 def _http_finding(engine: EngineConfig, response: httpx.Response, latency_ms: float
                   ) -> Observation:
     """A canary answered with an error status: what it means."""
@@ -156,8 +134,12 @@ def _http_finding(engine: EngineConfig, response: httpx.Response, latency_ms: fl
                            latency_ms=latency_ms)
 
 
-async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float,
-                 min_tokens_per_second: float = 0.0) -> Observation:
+async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeout: float,
+                 min_tokens_per_second: float = 0.0, cap: float = GENERATION_CAP
+                 ) -> Observation:
+    """One generation. It has no deadline of its own: it may wait in the engine's queue, and
+    whether waiting is a hang is judged from the engine's progress (``supervisor.progress``)
+    while it runs. ``cap`` only bounds a request that nothing else ends."""
     headers = {}
     try:
         key = read_api_key(engine)
@@ -166,17 +148,18 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
                                f"{exc.strerror or exc}", fix=f"check {engine.api_key_file}")
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    timeout = httpx.Timeout(connect_timeout, read=cap)
     started = time.monotonic()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(cap):
             if engine.kind == "vllm":
                 done = await _vllm_generate(client, engine, headers, timeout)
             elif engine.kind == "llama-server":
                 done = await _llama_generate(client, engine, headers, timeout)
             else:
                 done = await _ollama_generate(client, engine, headers, timeout)
-    except (TimeoutError, httpx.TimeoutException):
-        return Observation.bad("canary", Cause.HANG, f"no token within {timeout:g}s")
+    except (TimeoutError, httpx.ReadTimeout, httpx.PoolTimeout):
+        return Observation.bad("canary", Cause.HANG, f"no answer within {cap:g}s")
     except httpx.HTTPError as exc:
         return Observation.bad("canary", Cause.GENERATION, _error(exc))
     elapsed_ms = (time.monotonic() - started) * 1000
@@ -192,8 +175,46 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
     return Observation(True, "canary", latency_ms=elapsed_ms, tokens_per_second=rate)
 
 
+async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port: int | None,
+                   timeout: float) -> Reading | None:
+    """What the engine is working on, in its own words (``supervisor.progress``); None when
+    it says nothing (no such endpoint, an error, an Ollama before 0.30)."""
+    headers = {}
+    try:
+        key = read_api_key(engine)
+    except OSError:
+        key = None
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if engine.kind == "vllm":
+        urls = [(engine.endpoint + "/metrics", progress_rule.parse_vllm_metrics, False)]
+    elif engine.kind == "llama-server":
+        urls = [(engine.endpoint + "/slots", progress_rule.parse_slots, True),
+                (engine.endpoint + "/metrics", progress_rule.parse_llama_metrics, False)]
+    elif runner_port is not None:
+        urls = [(f"http://127.0.0.1:{runner_port}/slots", _runner_slots, True)]
+    else:
+        return None
+    for url, parse, is_json in urls:
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.get(url, headers=headers, timeout=timeout)
+            if response.status_code != 200:
+                continue
+            reading = parse(response.json() if is_json else response.text)
+        except (TimeoutError, httpx.HTTPError, ValueError):
+            continue
+        if reading is not None:
+            return reading
+    return None
+
+
+def _runner_slots(document: Any) -> Reading | None:
+    return progress_rule.parse_slots(document, source="runner /slots")
+
+
 async def _post_json(client: httpx.AsyncClient, url: str, body: dict[str, object],
-                     headers: dict[str, str], timeout: float
+                     headers: dict[str, str], timeout: httpx.Timeout
                      ) -> httpx.Response | str | dict[str, object]:
     """A canary's POST: the answer's JSON object, the response itself when its status is not
     200 (the caller maps it to a cause), or why the body is unusable."""
@@ -208,7 +229,7 @@ async def _post_json(client: httpx.AsyncClient, url: str, body: dict[str, object
 
 
 async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
-                           headers: dict[str, str], timeout: float
+                           headers: dict[str, str], timeout: httpx.Timeout
                            ) -> httpx.Response | str | float | None:
     """1 token; the rate Ollama measured itself (``eval_count / eval_duration``)."""
     body = {"model": engine.model, "prompt": "ping", "stream": False,
@@ -224,7 +245,7 @@ async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
 
 
 async def _llama_generate(client: httpx.AsyncClient, engine: EngineConfig,
-                          headers: dict[str, str], timeout: float
+                          headers: dict[str, str], timeout: httpx.Timeout
                           ) -> httpx.Response | str | float | None:
     """llama-server serves the one model it loaded: ``POST /completion``, its own rate."""
     body = {"prompt": "ping", "n_predict": LLAMA_CANARY_TOKENS, "ignore_eos": True,
@@ -241,7 +262,7 @@ async def _llama_generate(client: httpx.AsyncClient, engine: EngineConfig,
 
 
 async def _vllm_generate(client: httpx.AsyncClient, engine: EngineConfig,
-                         headers: dict[str, str], timeout: float
+                         headers: dict[str, str], timeout: httpx.Timeout
                          ) -> httpx.Response | str | float | None:
     """A few streamed tokens; the rate between the first and the last token."""
     body = {"model": engine.model, "prompt": "ping", "max_tokens": VLLM_CANARY_TOKENS,

@@ -68,6 +68,7 @@ class EngineView:
     reboot_required: bool = False
     tokens_per_second: float | None = None
     demoted: bool = False
+    busy: bool = False
 
     @classmethod
     def of(cls, engine: Any) -> EngineView:
@@ -76,7 +77,8 @@ class EngineView:
         demoted = bool(engine.memory.demoted_from) and engine.memory.demoted_from != engine.tier
         return cls(name=engine.name, state=str(engine.state), tier=engine.tier,
                    reboot_required=bool(engine.memory.reboot_required),
-                   tokens_per_second=check.get("tokens_per_second"), demoted=demoted)
+                   tokens_per_second=check.get("tokens_per_second"), demoted=demoted,
+                   busy=str(engine.busy or "").startswith("busy"))
 
 
 class _Snapshot(Collector):
@@ -99,6 +101,9 @@ class _Snapshot(Collector):
         demoted = GaugeMetricFamily("llm_supervisor_engine_demoted",
                                     "1 when the engine runs below the tier it fell from",
                                     labels=["engine"])
+        busy = GaugeMetricFamily("llm_supervisor_engine_busy",
+                                 "1 while a canary is overdue and the engine makes progress"
+                                 " (busy, not broken)", labels=["engine"])
         rate = GaugeMetricFamily("llm_supervisor_canary_tokens_per_second",
                                  "The last successful canary's generation rate",
                                  labels=["engine"])
@@ -110,6 +115,7 @@ class _Snapshot(Collector):
                 tier.add_metric([e.name, t], float(e.tier == t))
             reboot.add_metric([e.name], float(e.reboot_required))
             demoted.add_metric([e.name], float(e.demoted))
+            busy.add_metric([e.name], float(e.busy))
             if e.tokens_per_second is not None:
                 rate.add_metric([e.name], e.tokens_per_second)
         available = GaugeMetricFamily("llm_supervisor_tier_available",
@@ -128,7 +134,8 @@ class _Snapshot(Collector):
         refused = CounterMetricFamily("llm_supervisor_connections_refused",
                                       "Control socket connections turned away by a cap")
         refused.add_metric([], self.health.connections_refused)
-        yield from (up, state, tier, reboot, demoted, rate, available, degraded, dropped, refused)
+        yield from (up, state, tier, reboot, demoted, busy, rate, available, degraded, dropped,
+                    refused)
 
 
 class Metrics:

@@ -144,10 +144,11 @@ def header(config: Config, engine: EngineConfig) -> str:
 
 
 def llama_server_env(engine: EngineConfig) -> list[tuple[str, str]]:
-    """llama-server's address from `listen`, its Prometheus endpoint on, a cache for Mesa."""
+    """llama-server's address from `listen`, its Prometheus and slots endpoints on (its
+    progress, while a canary waits), a cache for Mesa."""
     host, port = split_listen(engine.listen)
     return [("LLAMA_ARG_HOST", host), ("LLAMA_ARG_PORT", str(port)),
-            ("LLAMA_ARG_ENDPOINT_METRICS", "1"),
+            ("LLAMA_ARG_ENDPOINT_METRICS", "1"), ("LLAMA_ARG_ENDPOINT_SLOTS", "1"),
             ("XDG_CACHE_HOME", f"/var/cache/{engine.unit.removesuffix('.service')}")]
 
 

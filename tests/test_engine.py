@@ -137,6 +137,8 @@ failures = 3
 startup_grace = "10s"
 canary_every = 1
 canary_timeout = "200ms"
+stall_after = "2s"
+blind_timeout = "5s"
 min_tokens_per_second = {rate}
 [fallback]
 restarts_per_tier = 1
@@ -174,9 +176,6 @@ async def settle(engine: Engine, ticks: int = 1) -> None:
     """Run check intervals, letting a background canary finish within each."""
     for _ in range(ticks):
         await engine.tick()
-        if engine.warm_task is not None:
-            await asyncio.wait([engine.warm_task], timeout=1)
-            await engine.tick()
         if engine.canary_task is not None:
             await asyncio.wait([engine.canary_task], timeout=1)
         await engine.tick()
@@ -569,18 +568,23 @@ async def test_a_pinned_tier_on_the_wrong_backend_is_reported_not_restarted():
 
 
 async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
+    """The first generation after a start loads the model (its deadline is load_timeout):
+    healthy only once it worked, and again after every switch."""
     engine, actuator, api, clock, wall = make()
     await engine.start_on("rocm", Cause.START)
     await engine.tick()
     assert engine.state == EngineState.STARTING and "loading qwen2.5:7b-instruct" in \
         engine.memory.reason
+    assert engine.phase == "load" and engine.deadline == 10.0  # load_timeout: the grace
     await settle(engine)
-    assert engine.state == EngineState.HEALTHY and api.loads == 1
-    load = [e for e in actuator.events if e["type"] == "load"][-1]
-    assert load["evidence"] == {"seconds": 1.5} and ("load", 1.5) in actuator.checks
+    assert engine.state == EngineState.HEALTHY and engine.phase == "generate"
+    loads = [e for e in actuator.events if e["type"] == "load"]
+    assert [e["to"] for e in loads] == ["rocm"] and "first generation in" in loads[0]["reason"]
+    assert [c for c, _ in actuator.checks if c == "load"] == ["load"]
     # after a demotion the model is loaded again, on the new tier, before healthy
     engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     await engine.tick()
-    assert engine.tier == "vulkan" and not engine.warmed
+    assert engine.tier == "vulkan" and engine.phase == "load"
     await settle(engine)
-    assert engine.state == EngineState.HEALTHY and api.loads == 2
+    assert engine.state == EngineState.HEALTHY
+    assert [e["to"] for e in actuator.events if e["type"] == "load"] == ["rocm", "vulkan"]
