@@ -66,6 +66,8 @@ failures = 3
 startup_grace = "8s"
 canary_every = 2
 canary_timeout = "2s"
+stall_after = "2s"
+blind_timeout = "10s"
 
 [fallback]
 restarts_per_tier = 1

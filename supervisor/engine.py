@@ -386,8 +386,11 @@ class Engine:
                          or not self.canary_passed or self.canary_retry)
         rested = self.clock() - self.canary_started >= self.health.interval * 0.9
         if alive and due and rested and self.canary_task is None:
+            baseline = await health.progress(self.http, self.cfg, self.runner_port,
+                                             self.health.timeout)  # before it is sent
             self._launch_canary()
-            await self._read_progress()  # the baseline its progress is measured from
+            assert self.watch is not None
+            self.watch.add(self.canary_started, baseline)
         if self.canary_failure is not None:
             found.append(self.canary_failure)
         return found

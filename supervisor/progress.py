@@ -42,7 +42,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-Slot = tuple[int, int, int]  # (slot id, task id, tokens processed: prompt and decoded)
+Slot = tuple[int, int, int, bool]  # (slot id, task id, tokens processed, processing)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class Reading:
     in_flight: int | None = None           # requests being generated
     waiting: int | None = None             # requests queued
     source: str = ""
-    counts_ours: bool = True               # in_flight/waiting include the check's own request
 
     @property
     def has_tokens(self) -> bool:
@@ -118,11 +117,9 @@ def parse_slots(document: Any, source: str = "/slots") -> Reading | None:
         decoded = _count(first.get("n_decoded")) if isinstance(first, dict) else 0
         slots.append((ident if _count(ident) == ident else i,
                       task if _count(task) == task else -1,
-                      decoded + _count(slot.get("n_prompt_tokens_processed"))))
-    # the check's own request holds a slot when one is free; with every slot taken it may
-    # be queued in front of them (Ollama's scheduler, llama-server's deferred tasks)
-    return Reading(slots=tuple(slots), in_flight=busy, source=source,
-                   counts_ours=busy < len(slots))
+                      decoded + _count(slot.get("n_prompt_tokens_processed")),
+                      slot["is_processing"]))
+    return Reading(slots=tuple(slots), in_flight=busy, source=source)
 
 
 def _count(value: Any) -> int:
@@ -219,6 +216,7 @@ class Watch:
         self.events: deque[tuple[float, float, int]] = deque(maxlen=4096)  # (at, tokens, done)
         self.has_tokens = False
         self.sources: set[str] = set()
+        self.earlier_tasks: set[int] | None = None  # tasks in the slots before the check
 
     def add(self, now: float, reading: Reading | None) -> None:
         if reading is None:
@@ -226,8 +224,9 @@ class Watch:
         self.sources.add(reading.source)
         self.has_tokens = self.has_tokens or reading.has_tokens
         previous, self.last = self.last, reading
-        if previous is None:
-            return  # the baseline
+        if previous is None:  # the baseline, read before the check's request was sent
+            self.earlier_tasks = {t for _, t, _, on in reading.slots or () if on}
+            return
         tokens, done = _delta(previous, reading)
         if tokens or done:
             self.events.append((now, tokens, done))
@@ -249,11 +248,17 @@ class Watch:
 
     @property
     def others(self) -> int:
-        """Requests in flight or queued besides this check's own (at most one)."""
+        """Requests in flight or queued besides this check's own. Metrics count the check's
+        request once the engine has it; in the slots it is a task that began after the
+        baseline (with every slot taken it may be queued in front of them: not counted)."""
         last = self.last
         if last is None or last.in_flight is None:
             return 0
-        return max(0, last.in_flight + (last.waiting or 0) - last.counts_ours)
+        if last.slots is not None:
+            running = [t for _, t, _, on in last.slots if on]
+            ours = any(t not in (self.earlier_tasks or set()) for t in running)
+            return max(0, len(running) + (last.waiting or 0) - ours)
+        return max(0, last.in_flight + (last.waiting or 0) - 1)
 
 
 def _delta(before: Reading, after: Reading) -> tuple[float, int]:
@@ -264,9 +269,9 @@ def _delta(before: Reading, after: Reading) -> tuple[float, int]:
         grown = after.tokens - before.tokens
         return (grown if grown >= 0 else after.tokens), 0  # a counter reset: a new process
     if before.slots is not None and after.slots is not None:
-        earlier = {ident: (task, n) for ident, task, n in before.slots}
+        earlier = {ident: (task, n) for ident, task, n, _ in before.slots}
         tokens, done = 0.0, 0
-        for ident, task, n in after.slots:
+        for ident, task, n, _ in after.slots:
             was = earlier.get(ident)
             if was is None:
                 continue

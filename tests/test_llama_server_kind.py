@@ -135,7 +135,7 @@ async def test_the_canary_generates_and_reads_its_rate_from_timings():
         slow = await health.canary(http, engine, 1, min_tokens_per_second=100)
         assert slow.cause == Cause.SLOW and "29.0 tokens/s" in slow.reason
         api.hang = True
-        hung = await health.canary(http, engine, 0.2)
+        hung = await health.canary(http, engine, 0.2, cap=0.2)  # no deadline: a cap
     assert hung.cause == Cause.HANG
 
 

@@ -57,6 +57,42 @@ class SimServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)  # a client hanging up is no error
 
 
+class RunnerHandler(BaseHTTPRequestHandler):
+    """Ollama >= 0.30's runner: an upstream llama-server on a loopback port of its own, whose
+    ``/health`` and ``/slots`` answer like llama-server's."""
+
+    protocol_version = "HTTP/1.1"
+    server: RunnerServer
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/slots":
+            document: Any = self.server.engine.slots_document()
+            code = 200
+        elif path == "/health":
+            document, code = {"status": "ok"}, 200
+        else:
+            document, code = {"error": {"code": 404, "message": "File Not Found",
+                                        "type": "not_found_error"}}, 404
+        body = json.dumps(document).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class RunnerServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        super().__init__(("127.0.0.1", 0), RunnerHandler)
+
+
 def _ollama_name(name: str) -> str:
     return normalise_model(name)
 
@@ -210,7 +246,8 @@ def gate(h: Handler, engine: Engine, model: Any) -> bool:
     elif engine.dead:
         h.fail(500, DEAD, "EngineDeadError")
     elif engine.hanging():
-        h.hang(engine.stop)
+        with engine.slot():  # a hung generation holds its slot: the ones behind it wait
+            h.hang(engine.stop)
     elif engine.gpu_failing():
         lines = error_lines(engine.kind, engine.placement, engine.faults.error_lines)
         if engine.kind == "vllm":
@@ -550,7 +587,7 @@ def vllm_metrics(h: Handler, engine: Engine) -> None:
     metric("vllm:num_requests_running", "gauge", "Number of requests in model execution "
            "batches.", [("", "", s["running"])])
     metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
-           [("", "", 0)])
+           [("", "", s["waiting"])])
     metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
            [("", "", min(1.0, 0.05 * s["running"]))])
     metric("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.",

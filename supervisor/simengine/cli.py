@@ -15,10 +15,10 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 
-from supervisor.simengine.api import SimServer
+from supervisor.simengine.api import RunnerServer, SimServer
 from supervisor.simengine.engine import Engine
 from supervisor.simengine.logs import Log
-from supervisor.simengine.narrate import gpu_error_lines, narrator
+from supervisor.simengine.narrate import Ollama, gpu_error_lines, narrator
 from supervisor.simengine.placement import LIBRARIES, choose_library, parse_listen
 from supervisor.simengine.plan import PlanError, load_plan
 
@@ -65,10 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         library, reason = "rocm", "vLLM default"
     engine = Engine(kind=args.kind, model=args.model or model, library=library,
-                    faults=plan.faults_for(library), log=Log(args.kind))
+                    faults=plan.faults_for(library), log=Log(args.kind),
+                    parallel=parallel(args.kind, env))
     if args.kind == "vllm":
         engine.api_key = args.api_key or env.get("VLLM_API_KEY") or None
     return run(engine, host, port, env, reason)
+
+
+def parallel(kind: str, env: Mapping[str, str]) -> int:
+    """Generations at once: Ollama's OLLAMA_NUM_PARALLEL (default 1, its own default); vLLM
+    batches (its max_num_seqs default)."""
+    if kind != "ollama":
+        return 256
+    value = env.get("OLLAMA_NUM_PARALLEL", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def run(engine: Engine, host: str, port: int, env: Mapping[str, str], reason: str,
@@ -96,6 +106,9 @@ def run(engine: Engine, host: str, port: int, env: Mapping[str, str], reason: st
             story.stopping(getattr(stop, "signame", "stop"))
             return 0
         story.ready()
+        if isinstance(story, Ollama) and not faults.no_runner:
+            ollama = story
+            engine.on_load = lambda: ollama.runner(RunnerServer(engine))
         engine.ready_at = engine.clock()
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                          name="http", daemon=True).start()

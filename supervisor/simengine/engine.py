@@ -7,11 +7,14 @@ sleep, so a hung or slow engine looks hung or slow to a client with a stopwatch,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from supervisor.simengine.logs import Log
 from supervisor.simengine.plan import Faults
@@ -58,13 +61,54 @@ class Engine:
     present: bool = True  # the model is on disk (a missing_model fault: until pulled)
     api_key: str | None = None  # vLLM's --api-key: /v1 requests need "Bearer <key>"
     stop: threading.Event = field(default_factory=threading.Event)
+    parallel: int = 1  # generations at once (OLLAMA_NUM_PARALLEL); more wait for a slot
+    on_load: Callable[[], None] | None = None  # called once, when the model is first loaded
     stats: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("liveness", "generations", "running", "prompt_tokens", "generation_tokens",
+        ("liveness", "generations", "running", "waiting", "prompt_tokens", "generation_tokens",
          "requests_length", "requests_stop", "ttft_sum", "e2e_sum"), 0))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.present = not self.faults.missing_model
+        self._free = threading.Semaphore(self.parallel)
+        self._tasks = itertools.count(1)
+        # llama-server's /slots, as Ollama's runner (an upstream llama-server) serves it
+        self.slots: list[dict[str, Any]] = [
+            {"id": i, "id_task": -1, "is_processing": False, "n_decoded": 0,
+             "n_prompt_tokens_processed": 0} for i in range(self.parallel)]
+
+    @contextlib.contextmanager
+    def slot(self, prompt_tokens: int = 0) -> Iterator[dict[str, Any]]:
+        """Hold one of ``parallel`` slots: a request beyond them waits here (the queue)."""
+        self.count("waiting")
+        try:
+            while not self._free.acquire(timeout=0.2):
+                if self.stop.is_set():
+                    raise ConnectionAbortedError("the engine stopped")
+        finally:
+            self.count("waiting", -1)
+        with self._lock:
+            slot = next(s for s in self.slots if not s["is_processing"])
+            slot.update(id_task=next(self._tasks), is_processing=True, n_decoded=0,
+                        n_prompt_tokens_processed=0)
+        try:
+            yield slot
+        finally:
+            with self._lock:
+                slot["is_processing"] = False
+            self._free.release()
+
+    def slots_document(self) -> list[dict[str, Any]]:
+        """``GET /slots`` of llama-server (server_slot::to_json, metrics-only fields)."""
+        with self._lock:
+            return [{"id": s["id"], "id_task": s["id_task"], "n_ctx": CONTEXT_LENGTH,
+                     "speculative": False, "is_processing": s["is_processing"],
+                     "n_prompt_tokens_processed": s["n_prompt_tokens_processed"],
+                     "params": {"n_predict": -1, "seed": 4294967295, "temperature": 0.8},
+                     "next_token": [{"has_next_token": s["is_processing"],
+                                     "has_new_line": False, "n_remain": -1,
+                                     "n_decoded": s["n_decoded"]}]}
+                    for s in self.slots]
 
     @property
     def placement(self) -> str:
@@ -127,6 +171,9 @@ class Engine:
         if self.used_at is None:
             loading = self.faults.load_seconds
             time.sleep(LOAD_SECONDS if loading is None else loading)
+            if self.on_load is not None:
+                self.on_load()
+                self.on_load = None
         self.used_at = time.time()
         return round((time.perf_counter() - started) * 1e9)
 
@@ -136,21 +183,25 @@ class Engine:
         started = time.perf_counter()
         rate = self.tokens_per_second
         load_ns = self.load()
-        self.count("running")
-        try:
-            prompt_s = prompt_tokens / (rate * PREFILL_SPEEDUP)
-            time.sleep(prompt_s)
-            first_token_at = time.perf_counter()
-            n = limit if limit is not None and limit > 0 else DEFAULT_TOKENS
-            pieces = []
-            for i in range(n):
-                time.sleep(1 / rate)
-                piece = ANSWER[i % len(ANSWER)]
-                pieces.append(piece)
-                if on_token:
-                    on_token(piece)
-        finally:
-            self.count("running", -1)
+        with self.slot() as slot:
+            self.count("running")
+            try:
+                prompt_s = prompt_tokens / (rate * PREFILL_SPEEDUP)
+                time.sleep(prompt_s)
+                slot["n_prompt_tokens_processed"] = prompt_tokens
+                first_token_at = time.perf_counter()
+                n = limit if limit is not None and limit > 0 else DEFAULT_TOKENS
+                pieces = []
+                for i in range(n):
+                    if self.stop.wait(1 / rate):
+                        raise ConnectionAbortedError("the engine stopped")
+                    piece = ANSWER[i % len(ANSWER)]
+                    pieces.append(piece)
+                    slot["n_decoded"] = i + 1
+                    if on_token:
+                        on_token(piece)
+            finally:
+                self.count("running", -1)
         total = time.perf_counter() - started
         reason = "length" if limit is not None and limit > 0 else "stop"
         self.count("prompt_tokens", prompt_tokens)

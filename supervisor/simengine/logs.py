@@ -71,7 +71,13 @@ def error_lines(kind: str, library: str, override: tuple[str, ...] | None) -> tu
 
 
 def go_duration(seconds: float) -> str:
-    """Go's time.Duration.String(), the latency column of gin's access log."""
+    """Go's time.Duration.String(), the latency column of gin's access log (which truncates a
+    latency over a minute to whole seconds: ``1m2s``)."""
+    if seconds > 60:
+        whole = int(seconds)
+        hours, rest = divmod(whole, 3600)
+        minutes, secs = divmod(rest, 60)
+        return (f"{hours}h" if hours else "") + f"{minutes}m{secs}s"
     if seconds >= 1:
         return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
     for unit, scale in (("ms", 1e3), ("µs", 1e6)):
@@ -116,7 +122,7 @@ class Log:
     def gin(self, status: int, seconds: float, client: str, method: str, path: str) -> None:
         now = datetime.now().strftime("%Y/%m/%d - %H:%M:%S")
         self.line(f'[GIN] {now} | {status:3d} | {go_duration(seconds):>13} | {client:>15} | '
-                  f'{method:<7} "{path}"')
+                  f'{method:<7}  "{path}"')
 
     # vLLM
     def vllm(self, level: str, where: str, msg: str, proc: str = "APIServer") -> None:

@@ -7,10 +7,11 @@ uvicorn). Source line numbers are plausible, not pinned to a release.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 
-from supervisor.simengine.api import OLLAMA_VERSION, VLLM_VERSION
+from supervisor.simengine.api import OLLAMA_VERSION, VLLM_VERSION, RunnerServer
 from supervisor.simengine.engine import Engine
 from supervisor.simengine.logs import CPU_MEMORY, GPU_DEVICES, GPU_MEMORY, error_lines
 from supervisor.simengine.placement import go_false, host_gpus
@@ -85,6 +86,19 @@ class Ollama:
             total = "0 B"
         self.log.slog("INFO", "routes.go:1768", "vram-based default context", total_vram=total,
                       default_num_ctx=4096)
+
+    def runner(self, server: RunnerServer) -> None:
+        """Ollama >= 0.30 loads a model by starting an upstream llama-server on a loopback
+        port (llm/llama_server.go), its own lines passed through."""
+        engine, port = self.engine, server.server_address[1]
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                         name="runner", daemon=True).start()
+        cmd = (f"/usr/local/lib/ollama/llama-server --model /usr/share/ollama/.ollama/models/"
+               f"blobs/sha256-{engine.digest} --port {port} --host 127.0.0.1 --no-webui"
+               f" --offline -c {4096 * engine.parallel} -np {engine.parallel}"
+               " --log-verbosity 4 --no-log-prefix --no-log-timestamps")
+        self.log.slog("INFO", "llama_server.go:431", "starting llama-server", cmd=cmd)
+        self.log.slog("INFO", "llama_server.go:520", "llama-server started in 0.03 seconds")
 
     def stopping(self, signame: str) -> None:
         self.log.slog("INFO", "simengine.py", f"received {signame}, shutting down")

@@ -42,6 +42,7 @@ class Faults:
     drops_igpu: bool = False  # it also drops an APU's integrated GPU (the card stays in use)
     no_offload: bool = False  # the GPU is found, but the model loads with no layer on it
     load_seconds: float | None = None  # how long loading the model takes (default 0.03 s)
+    no_runner: bool = False  # an Ollama before 0.30: no llama-server runner, so no /slots
 
 
 def _seconds(v: Any) -> bool:
@@ -71,6 +72,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "drops_igpu": (lambda v: isinstance(v, bool), "true or false"),
     "no_offload": (lambda v: isinstance(v, bool), "true or false"),
     "load_seconds": (_seconds, "a number of seconds >= 0"),
+    "no_runner": (lambda v: isinstance(v, bool), "true or false"),
 }
 assert set(_CHECKS) == {f.name for f in fields(Faults)}
 
