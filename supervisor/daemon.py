@@ -245,6 +245,15 @@ class Supervisor:
     async def switch(self, engine: Engine, tier: str) -> None:
         """A switch as a transaction: files written, systemd told (also when an earlier switch
         wrote them and died before the daemon-reload), then the restart."""
+        try:
+            await self._write_and_restart(engine, tier)
+        except Exception:
+            if engine.tier is not None and engine.tier != tier:
+                await self._restore_files(engine, engine.tier)
+            raise
+        self.save()
+
+    async def _write_and_restart(self, engine: Engine, tier: str) -> None:
         rendered = units.render(self.config, engine.cfg, tier, self.host)
         changed = units.write_files(self.config.supervisor.unit_dir, rendered.files())
         if changed or (await self.systemd.status(engine.cfg.unit, fresh=True)).need_daemon_reload:
@@ -255,7 +264,17 @@ class Supervisor:
             except SupervisorError:
                 pass  # not failed: nothing to reset
             await self.systemd.restart(engine.cfg.unit)
-        self.save()
+
+    async def _restore_files(self, engine: Engine, tier: str) -> None:
+        """A switch failed half-way: the unit's files go back to the tier it runs, so that
+        the next start (systemd's own restart included) is on the tier we report."""
+        try:
+            rendered = units.render(self.config, engine.cfg, tier, self.host)
+            if units.write_files(self.config.supervisor.unit_dir, rendered.files()):
+                await self.daemon_reload()
+        except Exception as exc:  # best effort: the switch's own error is what is reported
+            log.error("could not put the unit back", engine=engine.name, tier=tier,
+                      error=str(exc))
 
     async def stop(self, engine: Engine) -> None:
         async with self.systemd_lock:

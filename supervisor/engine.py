@@ -39,8 +39,9 @@ TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
 WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
 # canary verdicts that stand until a canary succeeds (they took the whole timeout to learn)
 STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
-# a generation past its deadline with nothing moving: a verdict, also within the grace
-OVERDUE = frozenset({Cause.HANG, Cause.STALL})
+# what the start-up grace excuses: an engine that does not answer yet. A crash, a generation
+# past its deadline, a measured rate are verdicts in every phase.
+NOT_YET = frozenset({Cause.UNRESPONSIVE, Cause.GENERATION})
 DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
 PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
@@ -110,7 +111,6 @@ class Engine:
         self.tokens_per_second: float | None = None
         self.watch: progress.Watch | None = None  # the running canary's view of progress
         self.verdict: progress.Verdict | None = None  # the running canary, judged
-        self.runner_port: int | None = None  # Ollama >= 0.30: its llama-server's port
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.configure(config, engine)
@@ -208,12 +208,31 @@ class Engine:
 
     async def start_on(self, tier: str, cause: Cause, detail: str = "", *,
                        evidence: Any = None, state: EngineState = EngineState.STARTING) -> None:
-        """(Re)start on ``tier``: units rewritten, unit restarted, grace begins."""
+        """(Re)start on ``tier``: units rewritten, unit restarted, grace begins.
+
+        A transaction in the record too: the tier and the events that announce it are
+        recorded once the switch is done. A switch that fails half-way (a unit file, the
+        daemon-reload, the restart) is an event of its own with its cause, the engine keeps
+        the tier its unit runs (the actuator puts its files back), and the error goes on to
+        the caller (a reload reports it; the engine's loop tries again at its next check)."""
         before = self.tier
-        self.memory.tier = tier
         self._forget_checks()
         self.started_at = self.clock()
         self.started_wall = self.wall()
+        try:
+            await self.actuator.switch(self, tier)
+        except Exception as exc:
+            what = f"switching to {tier}" if before != tier else f"restarting on {tier}"
+            log.error("switch failed", engine=self.name, tier=before, to=tier,
+                      cause=cause.value, error=str(exc))
+            self.actuator.record(self, "switch", from_=before, to="failed", tier=before,
+                                 cause=cause.value, reason=f"{what} failed: {exc}"
+                                 f" ({detail or cause.description})",
+                                 evidence={"wanted": tier, "error": str(exc)})
+            self.transition(EngineState.DEGRADED, cause, f"{what} failed: {exc}",
+                            evidence=evidence, tier_prefix=True)
+            raise
+        self.memory.tier = tier
         if before != tier:
             self.restarts_on_tier = 0
             self.actuator.record(self, "tier", from_=before, to=tier, cause=cause.value,
@@ -223,7 +242,6 @@ class Engine:
                             reason=detail, **{"from": before})
         self.transition(state, cause, detail or f"starting on {tier}", evidence=evidence,
                         plain=True)
-        await self.actuator.switch(self, tier)
 
     # ------------------------------------------------------------------ the check cycle
 
@@ -380,13 +398,13 @@ class Engine:
                 self.canary_retry = True
                 found.append(result)
         elif task is not None:
-            await self._judge_wait()
+            found.extend(await self._judge_wait())
         every = self.health.canary_every
         due = every and (self.checks % every == 0 or self.canary_failure is not None
                          or not self.canary_passed or self.canary_retry)
         rested = self.clock() - self.canary_started >= self.health.interval * 0.9
         if alive and due and rested and self.canary_task is None:
-            baseline = await health.progress(self.http, self.cfg, self.runner_port,
+            baseline = await health.progress(self.http, self.cfg, self.memory.runner_port,
                                              self.health.timeout)  # before it is sent
             self._launch_canary()
             assert self.watch is not None
@@ -399,16 +417,16 @@ class Engine:
         watch = self.watch
         if watch is None:
             return
-        reading = await health.progress(self.http, self.cfg, self.runner_port,
+        reading = await health.progress(self.http, self.cfg, self.memory.runner_port,
                                         self.health.timeout)
         watch.add(self.clock(), reading)
 
-    async def _judge_wait(self) -> None:
+    async def _judge_wait(self) -> list[Observation]:
         """A canary still running: busy, waiting, or (past its deadline, nothing moving) a
         hang or a stall that stands."""
         watch = self.watch
         if watch is None:
-            return
+            return []
         await self._read_progress()
         h = self.health
         verdict = progress.judge(watch, self.clock(), self.deadline, h.stall_after,
@@ -416,6 +434,10 @@ class Engine:
         self.verdict = verdict
         if verdict.kind == progress.Kind.BUSY:
             self.canary_failure = None  # the engine works: the wait is the queue's
+            if (self.cfg.kind == "ollama" and self.tier in GPU_TIERS and self.canary_passed
+                    and self.checks % max(1, self.health.canary_every) == 0):
+                # it serves: where the model runs is known without a canary's answer
+                return [await health.placement(self.http, self.cfg, self.health.timeout)]
         elif verdict.kind.failed:
             cause = Cause.HANG if verdict.kind == progress.Kind.HANG else Cause.STALL
             self.canary_failure = Observation.bad(
@@ -423,6 +445,7 @@ class Engine:
                     "waited_s": round(self.clock() - watch.started, 1),
                     "deadline_s": self.deadline, "phase": watch.phase,
                     "progress_from": sorted(watch.sources)})
+        return []
 
     @property
     def busy(self) -> str | None:
@@ -445,7 +468,7 @@ class Engine:
         """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
         if realtime_us and realtime_us / 1e6 < self.started_wall:
             return
-        self.runner_port = port
+        self.memory.runner_port = port  # kept in state.json: a restarted daemon needs it
 
     def _launch_canary(self) -> None:
         self.canary_retry = False
@@ -477,7 +500,7 @@ class Engine:
         self.canary_passed = False
         self.canary_started = float("-inf")  # a new start gets its canary at once
         self.watch = self.verdict = None
-        self.runner_port = None
+        self.memory.runner_port = None
         self.failures = 0
         self.nrestarts_seen = None
         self.inbox.clear()
@@ -545,7 +568,7 @@ class Engine:
     async def _count(self, worst: Observation, finding: Finding) -> None:
         in_grace = (self.state == EngineState.STARTING
                     and self.clock() - self.started_at < self.health.startup_grace)
-        if in_grace and worst.source != "unit" and finding.cause not in OVERDUE:
+        if in_grace and finding.cause in NOT_YET:
             return  # still starting: GPU discovery and model load take their time
         if self._promoting() and not in_grace and self.state == EngineState.STARTING:
             await self._rollback(finding, "not healthy within its grace")

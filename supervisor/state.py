@@ -49,6 +49,7 @@ class EngineMemory:
     retry_attempt: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # tier -> why, for this engine
     backend: str | None = None            # what the engine reports it computes on
+    runner_port: int | None = None        # Ollama >= 0.30: its llama-server's port (/slots)
     journal_cursor: str | None = None     # where the engine's journal was last read
     history: list[dict[str, Any]] = field(default_factory=list)
 

@@ -13,6 +13,7 @@ import pytest
 from supervisor import config
 from supervisor.causes import Action, Cause, Finding
 from supervisor.engine import Engine
+from supervisor.errors import SupervisorError
 from supervisor.health import Observation
 from supervisor.logwatch import parse_device
 from supervisor.state import EngineMemory
@@ -42,8 +43,11 @@ class FakeActuator:
         self.diagnosis: Finding | None = None
         self.is_cleared = False
         self.boot = "boot-1"
+        self.switch_error: Exception | None = None
 
     async def switch(self, engine: Engine, tier: str) -> None:
+        if self.switch_error is not None:
+            raise self.switch_error
         self.switches.append(tier)
 
     async def stop(self, engine: Engine) -> None:
@@ -588,3 +592,24 @@ async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
     await settle(engine)
     assert engine.state == EngineState.HEALTHY
     assert [e["to"] for e in actuator.events if e["type"] == "load"] == ["rocm", "vulkan"]
+
+
+async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_units():
+    engine, actuator, api, clock, wall = await started()
+    actuator.switch_error = SupervisorError("Job for llm-main.service failed")
+    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    with pytest.raises(SupervisorError):  # the loop (run) logs it and checks again
+        await engine.tick()  # the demotion's switch fails
+    assert engine.tier == "rocm" and engine.memory.tier == "rocm"
+    failed = [e for e in actuator.events if e["type"] == "switch"]
+    assert len(failed) == 1 and failed[0]["to"] == "failed" and failed[0]["cause"] == "gpu_fault"
+    assert failed[0]["evidence"]["wanted"] == "vulkan"
+    assert "Job for llm-main.service failed" in failed[0]["reason"]
+    assert not [e for e in actuator.events if e["type"] == "tier" and e["to"] == "vulkan"]
+    assert engine.state == EngineState.DEGRADED and "switching to vulkan failed" in \
+        engine.memory.reason
+    actuator.switch_error = None  # systemd works again: the next check finishes the demotion
+    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    await engine.tick()
+    assert engine.tier == "vulkan" and actuator.switches[-1] == "vulkan"
+    assert [e["to"] for e in actuator.events if e["type"] == "tier"][-1] == "vulkan"
