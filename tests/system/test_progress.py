@@ -153,4 +153,6 @@ def test_a_real_llama_server_stopped_before_its_first_answer_is_restarted(fresh_
     wait_engine(c, "llama", state="healthy", tier="cpu", timeout=60)
     restarted = [e for e in events(c) if e.get("engine") == "llama" and e["type"] == "state"
                  and "restarting on cpu" in (e.get("reason") or "")]
-    assert restarted and restarted[0]["cause"] in ("unresponsive", "hang"), restarted
+    # frozen before its exec completed, systemd still says "activating" (a stuck start:
+    # crash); after it, liveness times out (unresponsive) or the load hangs
+    assert restarted and restarted[0]["cause"] in ("unresponsive", "hang", "crash"), restarted
