@@ -180,3 +180,57 @@ def test_a_failed_build_fails_loudly(tmp_path: Path) -> None:
     assert out.returncode == 1 and out.stdout == ""
     assert "FAILED: pip download" in out.stderr and "No matching distribution" in out.stderr
     assert not list((tmp_path / "root").glob("*/bin/llama-server"))
+
+
+def test_slots_show_progress_and_the_simulated_runner_speaks_the_same(tiny_model: Path,
+                                                                       llama_server) -> None:
+    """``/slots`` of the real llama-server, turned on the way the engine unit does
+    (``LLAMA_ARG_ENDPOINT_SLOTS=1``): a long generation's decoded tokens advance between two
+    reads, which the progress rule reads as work; the simulated Ollama's runner serves the
+    same shape (the fields the rule reads, with their types)."""
+    import threading
+
+    from supervisor.progress import Watch, parse_slots
+    from supervisor.simengine.engine import Engine as SimEngine
+    from supervisor.simengine.logs import Log
+    from supervisor.simengine.plan import Faults
+
+    server = llama_server(tiny_model, "--device", "none", "-c", "8192", "-np", "1",
+                          env={"LLAMA_ARG_ENDPOINT_SLOTS": "1"})
+    server.wait_ready()
+    idle = server.get("/slots")
+    assert idle.status_code == 200 and parse_slots(idle.json()) is not None
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(server.post(
+        "/completion", {"prompt": "hello", "n_predict": 6000, "ignore_eos": True},
+        timeout=300).status_code))
+    thread.start()
+    watch = Watch(0.0, "generate")
+    readings = []
+    try:
+        for i in range(20):
+            reading = parse_slots(server.get("/slots").json())
+            assert reading is not None
+            readings.append(reading)
+            watch.add(float(i), reading)
+            time.sleep(0.1)
+    finally:
+        thread.join()
+    assert done == [200]
+    assert any(r.in_flight == 1 for r in readings), readings
+    tokens, _ = watch.since(0.0)
+    assert tokens > 0, readings
+    real = server.get("/slots").json()[0]
+    sim = SimEngine(kind="ollama", model="m", library="rocm", faults=Faults(),
+                    log=Log("ollama")).slots_document()[0]
+    for key in ("id", "id_task", "is_processing", "n_ctx"):
+        assert type(sim[key]) is type(real[key]), key
+    if "n_prompt_tokens_processed" in real:  # newer builds; this one may predate it
+        assert type(sim["n_prompt_tokens_processed"]) is type(real["n_prompt_tokens_processed"])
+    # newer llama.cpp (Ollama's runner) wraps next_token in a one-element list; this build
+    # has the object alone: the rule reads both
+    real_next = real["next_token"][0] if isinstance(real["next_token"], list) else \
+        real["next_token"]
+    assert isinstance(sim["next_token"], list) and len(sim["next_token"]) == 1
+    for key in ("n_decoded", "n_remain", "has_next_token"):
+        assert type(sim["next_token"][0][key]) is type(real_next[key]), key

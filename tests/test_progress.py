@@ -193,3 +193,19 @@ def test_slots_the_canary_holds_are_not_someone_elses_work():
     assert judge(watch, 31.0, DEADLINE, STALL, BLIND).kind == Kind.WAITING
     watch.add(60.0, user)
     assert judge(watch, 60.0, DEADLINE, STALL, BLIND).kind == Kind.STALL
+
+
+def test_the_simulated_engines_access_lines_read_as_completions():
+    import io
+
+    from supervisor.simengine.logs import Log
+
+    for kind, path, done in (("ollama", "/api/chat", True), ("ollama", "/", False),
+                             ("vllm", "/v1/completions", True)):
+        stream = io.StringIO()
+        Log(kind, stream).access(200, 75.3, ("127.0.0.1", 50132), "GET" if path == "/"
+                                 else "POST", path, "HTTP/1.1")
+        assert completed_request(stream.getvalue()) is done, stream.getvalue()
+    stream = io.StringIO()
+    Log("ollama", stream).gin(200, 75.3, "127.0.0.1", "POST", "/api/chat")
+    assert "|        1m15s |" in stream.getvalue()  # gin truncates past a minute
