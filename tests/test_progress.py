@@ -208,4 +208,4 @@ def test_the_simulated_engines_access_lines_read_as_completions():
         assert completed_request(stream.getvalue()) is done, stream.getvalue()
     stream = io.StringIO()
     Log("ollama", stream).gin(200, 75.3, "127.0.0.1", "POST", "/api/chat")
-    assert "|        1m15s |" in stream.getvalue()  # gin truncates past a minute
+    assert "| " + "1m15s".rjust(13) + " |" in stream.getvalue()  # truncated past a minute
