@@ -118,6 +118,7 @@ class World:
     wall: Clock
     cfg: config.Config
     extra: str = ""
+    settings: str = SETTINGS
 
     @property
     def h(self) -> config.HealthSection:
@@ -147,15 +148,16 @@ class World:
         return self.clock.now - start
 
 
-def world(extra: str = "", memory: EngineMemory | None = None) -> World:
-    cfg = config.loads(SETTINGS.format(extra=extra))
+def world(extra: str = "", memory: EngineMemory | None = None,
+          settings: str = SETTINGS) -> World:
+    cfg = config.loads(settings.format(extra=extra))
     actuator = FakeActuator(["rocm", "vulkan", "cpu"])
     api = Ollama()
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
     clock, wall = Clock(), Clock()
     engine = Engine(cfg, cfg.engines[0], memory or EngineMemory(), actuator, http,
                     clock=clock, wall=wall)
-    return World(engine, actuator, api, clock, wall, cfg, extra)
+    return World(engine, actuator, api, clock, wall, cfg, extra, settings)
 
 
 # --------------------------------------------------------------------------- phases
@@ -191,9 +193,9 @@ async def serving_idle(w: World, inject: Any) -> None:
 async def serving_busy(w: World, inject: Any) -> None:
     await healthy_on(w)
     w.api.user = True  # a long answer streams in the only slot: canaries queue behind it
-    for _ in range(8):
-        await w.step()
-    assert w.engine.busy and w.engine.busy.startswith("busy:"), w.engine.busy
+    h = w.engine.health
+    await w.until(lambda: (w.engine.busy or "").startswith("busy:"),
+                  h.canary_every * h.interval + h.canary_timeout + 2 * h.interval)
     inject(w)
 
 
@@ -228,7 +230,8 @@ async def daemon_restart(w: World, inject: Any) -> None:
 
 async def reload(w: World, inject: Any) -> None:
     await healthy_on(w)
-    new = config.loads(SETTINGS.format(extra=w.extra).replace("failures = 3", "failures = 2"))
+    new = config.loads(w.settings.format(extra=w.extra).replace("failures = 3",
+                                                                "failures = 2"))
     w.engine.configure(new, new.engines[0])  # health settings change without a restart
     w.cfg = new
     inject(w)
