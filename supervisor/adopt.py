@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import NAME_RE, ConfigError, config_files, validate
+from supervisor.config import NAME_RE, config_files, validate
+from supervisor.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:11434"
 GUARD = "90-llm-supervisor.conf"

@@ -377,7 +377,8 @@ def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
     """``llm-supervisorctl advise``: gather the model, the GPU and the engine's settings."""
     engine = None
     if args.engine or not args.params:
-        from supervisor.config import ConfigError, load
+        from supervisor.config import load
+        from supervisor.errors import ConfigError
 
         try:
             config = load(args.config)

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from supervisor import client
 from supervisor.timefmt import ago
@@ -71,7 +72,7 @@ def _table(rows: list[list[str]]) -> str:
                      .rstrip() for row in rows)
 
 
-def format_status(document: dict) -> str:
+def format_status(document: dict[str, Any]) -> str:
     now = time.time()
     rows = [["ENGINE", "STATE", "TIER", "BACKEND", "SINCE", "USABLE", "REASON"]]
     notes = []
@@ -100,7 +101,7 @@ def format_status(document: dict) -> str:
     return out
 
 
-def format_tiers(document: dict) -> str:
+def format_tiers(document: dict[str, Any]) -> str:
     rows = [["TIER", "PRESENT", "REASON"]]
     for tier in document.get("tiers", []):
         rows.append([tier["tier"], "yes" if tier["present"] else "no", tier["reason"]])
@@ -159,7 +160,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return OK
 
 
-def format_event(event: dict) -> str:
+def format_event(event: dict[str, Any]) -> str:
     move = ""
     if event.get("from") or event.get("to"):
         move = f" {event.get('from') or '-'} -> {event.get('to') or '-'}"
@@ -217,7 +218,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 
 def _load_config(path: str) -> Any:
     """The validated config, or None after printing each problem (file: key: message)."""
-    from supervisor.config import ConfigError, load
+    from supervisor.config import load
+    from supervisor.errors import ConfigError
 
     try:
         return load(path)

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import socket
 
+TYPE_CHECKING = False  # typing is not imported on the status path; mypy reads this as True
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
 DEFAULT_SOCKET = "/run/llm-supervisor/control.sock"
 MAX_RESPONSE = 64 * 1024 * 1024
 
@@ -30,7 +35,7 @@ class Response:
         self.headers = headers
         self.body = body
 
-    def json(self):  # noqa: ANN201 - a JSON document
+    def json(self) -> Any:  # a JSON document
         import json  # json pulls in re: not on the path that prints a status table
         return json.loads(self.body)
 
@@ -104,7 +109,8 @@ def parse_response(data: bytes) -> Response:
     return Response(int(parts[1]), headers, body)
 
 
-def stream_lines(path: str, target: str, *, timeout: float | None = None):  # noqa: ANN201
+def stream_lines(path: str, target: str, *, timeout: float | None = None
+                 ) -> Iterator[Any]:
     """GET a streaming NDJSON resource, yielding one decoded line at a time until EOF.
 
     Asks with HTTP/1.0, so the server frames the body by closing the connection: no

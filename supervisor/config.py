@@ -666,7 +666,7 @@ def _merge(raws: list[tuple[str, dict[str, Any]]]
                 existing = {}
                 engines.append(existing)
             _deep_update(existing, table, ("engine", name), source, origin)
-    if engines or "engine" in origin:
+    if engines:
         merged["engine"] = engines
     return merged, origin, problems
 

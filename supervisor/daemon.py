@@ -37,13 +37,13 @@ from supervisor import (
     units,
 )
 from supervisor.causes import Cause, Finding
-from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
+from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
 from supervisor.dbus import BusSystemd
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from supervisor.disk import Disk
 from supervisor.engine import Engine
-from supervisor.errors import SupervisorError, UnitFileError
+from supervisor.errors import ConfigError, SupervisorError, UnitFileError
 from supervisor.health import Observation
 from supervisor.history import EventLog, utc
 from supervisor.journal import JournalReader, Sink, oldest

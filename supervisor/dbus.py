@@ -18,8 +18,8 @@ systemd 252).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from dbus_fast import BusType, Message, MessageType
@@ -29,6 +29,7 @@ from supervisor.errors import SystemdError
 from supervisor.systemd import UNIT_PROPERTIES, Systemd, UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
+T = TypeVar("T")
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -188,7 +189,7 @@ class BusSystemd(Systemd):
 
     async def _watch_disconnect(self, bus: MessageBus) -> None:
         try:
-            await bus.wait_for_disconnect()
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
             why = "the bus connection closed"
         except Exception as exc:
             why = f"the bus connection failed: {exc!r}"
@@ -292,7 +293,8 @@ class BusSystemd(Systemd):
         if result not in ("done", "skipped"):
             raise BusError([f"dbus:{member}", unit], f"job {result}")
 
-    async def _bus_or_systemctl(self, fast: Any, slow: Any) -> Any:
+    async def _bus_or_systemctl(self, fast: Callable[[], Awaitable[T]],
+                                slow: Callable[[], Awaitable[T]]) -> T:
         """The bus when connected; systemctl when not, or when the bus itself broke."""
         if self.bus is None:
             return await slow()
@@ -325,6 +327,8 @@ class BusSystemd(Systemd):
         async def fast() -> UnitStatus:
             seen = self.changes.get(unit, 0)
             path = unit_path(unit)
+            unit_props: list[Any] | BaseException
+            service_props: list[Any] | BaseException
             unit_props, service_props = await asyncio.gather(
                 self._call(SYSTEMD, path, PROPERTIES, "GetAll", "s", [UNIT]),
                 self._call(SYSTEMD, path, PROPERTIES, "GetAll", "s", [SERVICE]),

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from supervisor import ports
-from supervisor.config import DEFAULT_CONFIG, Config, ConfigError, EngineConfig, load
+from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
+from supervisor.errors import ConfigError
 from supervisor.probes import DEFAULT_COMMANDS, parse_clinfo, parse_rocminfo, parse_vulkan_summary
 from supervisor.process import run
 
@@ -169,7 +170,7 @@ def _rocm_build(f: Facts, engine: EngineConfig, targets: list[str]) -> Check:
     assert f.config is not None
     if "rocm" not in f.config.chain_for(engine):
         return Check(name, PASS, "the chain does not use rocm")
-    override = engine.tiers.get("rocm")  # type: ignore[call-overload]
+    override = engine.tiers.get("rocm")
     if override is not None and override.exec:
         return Check(name, PASS, f"the rocm tier runs its own build: {override.exec}")
     dropped = OLLAMA_DROPPED_GFX if engine.kind == "ollama" else VLLM_DROPPED_GFX
@@ -397,7 +398,8 @@ async def gather(config_path: Path = DEFAULT_CONFIG, *, timeout: float = 10.0,
     if f.config is not None:
         f.kfd = str(f.config.supervisor.kfd_path)
         timeout = f.config.supervisor.probe_timeout
-    for path in [f.kfd, *sorted(str(p) for p in Path("/dev/dri").glob("renderD*"))]:
+    nodes = sorted(str(p) for p in Path("/dev/dri").glob("renderD*"))  # noqa: ASYNC240 (a stat)
+    for path in [f.kfd, *nodes]:
         info = _file(path)
         if info is not None:
             f.devices[path] = _group_name(info.gid)
@@ -416,7 +418,8 @@ async def gather(config_path: Path = DEFAULT_CONFIG, *, timeout: float = 10.0,
     f.rocminfo, f.vulkaninfo, f.clinfo, f.systemd_version = rocm, vulkan, opencl, systemd or ""
     for engine in f.config.engines if f.config else ():
         for program in engine_programs(engine):
-            f.programs[program] = os.access(program, os.X_OK) and os.path.isfile(program)
+            f.programs[program] = (os.access(program, os.X_OK)
+                                   and os.path.isfile(program))  # noqa: ASYNC240 (a stat)
             if f.programs[program] and program not in f.versions:
                 out = await _tool((program, "--version"), min(timeout, 5.0))
                 line = next((ln.strip() for ln in (out or "").splitlines() if ln.strip()), None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,11 @@ async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port:
         key = None
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    urls: list[tuple[str, Callable[[Any], Reading | None], bool]]
     if engine.kind == "vllm":
         urls = [(engine.endpoint + "/metrics", progress_rule.parse_vllm_metrics, False)]
     elif engine.kind == "llama-server":
-        urls = [(engine.endpoint + "/slots", progress_rule.parse_slots, True),
+        urls = [(engine.endpoint + "/slots", _llama_slots, True),
                 (engine.endpoint + "/metrics", progress_rule.parse_llama_metrics, False)]
     elif runner_port is not None:
         urls = [(f"http://127.0.0.1:{runner_port}/slots", _runner_slots, True)]
@@ -207,6 +209,10 @@ async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port:
         if reading is not None:
             return reading
     return None
+
+
+def _llama_slots(document: Any) -> Reading | None:
+    return progress_rule.parse_slots(document)
 
 
 def _runner_slots(document: Any) -> Reading | None:

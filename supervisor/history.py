@@ -46,7 +46,10 @@ from typing import Any, NamedTuple
 
 import zstandard
 
+from supervisor.atomic import atomic_write, fsync_dir
+
 CURRENT = "current.jsonl"
+EVENT_MODE = 0o644  # the event log's files, appended or replaced
 LEVEL = 9  # ~30x on the daemon's events; 1 MiB compresses in ~15 ms, once per rotation
 SEGMENT = re.compile(r"events-([0-9TZ]+)-(\d+)\.jsonl\.zst")
 BACKLOG = 10_000              # events kept in memory while the disk refuses them
@@ -95,28 +98,6 @@ def _fresh(event: dict[str, Any], floor: int | None) -> bool:
     """Not already in the newest segment, whose last seq is ``floor`` (a crash between writing
     a segment and emptying current.jsonl leaves both)."""
     return floor is None or event.get("seq", 0) > floor
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class _Inbox(asyncio.Queue[dict[str, Any]]):
@@ -270,7 +251,7 @@ class EventLog:
         if self._size and self._size + len(data) > self.segment_size:
             self._rotate()
         created = self._size == 0 and not self.current.exists()
-        fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, EVENT_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -285,7 +266,7 @@ class EventLog:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         self._seq, self._size = event["seq"], self._size + len(data)
 
     def _open(self) -> int:
@@ -300,10 +281,10 @@ class EventLog:
         raw = self._current_bytes()
         kept = [(e, line) for line in _complete_lines(raw)
                 if (e := _decode(line)) is not None and _fresh(e, floor if segments else None)]
-        seq = max([floor, *(event.get("seq", 0) for event, _ in kept)])
+        seq = max([floor, *(int(event.get("seq", 0)) for event, _ in kept)])
         data = b"".join(line for _, line in kept)
         if data != raw:
-            _atomic_write_bytes(self.current, data)
+            atomic_write(self.current, data, EVENT_MODE)
         self._seq, self._size = seq, len(data)
         return seq
 
@@ -313,13 +294,13 @@ class EventLog:
         stamp = re.sub(r"[^0-9TZ]", "", str(first.get("ts", ""))) or "0"
         name = f"events-{stamp}-{self._seq:012d}.jsonl.zst"
         frame = zstandard.ZstdCompressor(level=LEVEL).compress(data)  # one frame, with size
-        _atomic_write_bytes(self.directory / name, frame)
+        atomic_write(self.directory / name, frame, EVENT_MODE)
         self._reset_current()
         self._size = 0
         self._prune()
 
     def _reset_current(self) -> None:
-        _atomic_write_bytes(self.current, b"")
+        atomic_write(self.current, b"", EVENT_MODE)
 
     def _prune(self) -> None:
         segments = self.segments()
@@ -332,7 +313,7 @@ class EventLog:
             segment.path.unlink()
             removed = True
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     # -- reading --
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -72,7 +72,7 @@ def match_terms(match: str) -> list[list[str]]:
     return [g for g in groups if g]
 
 
-def matches_entry(groups: list[list[str]], entry: dict[str, object]) -> bool:
+def matches_entry(groups: list[list[str]], entry: Mapping[str, object]) -> bool:
     """Does a journal entry match, as journalctl reads the terms: within a group, the same
     field ORs, different fields AND; groups OR."""
     for group in groups:
@@ -186,7 +186,7 @@ class JournalReader:
             if result is not None:
                 await result
 
-    def deliver(self, entry: dict[str, object]) -> Awaitable[None] | None:
+    def deliver(self, entry: Mapping[str, object]) -> Awaitable[None] | None:
         """Route one entry to its source's sink (unless that source already had it)."""
         cursor = str(entry.get("__CURSOR", "") or "")
         if not cursor:
@@ -208,7 +208,7 @@ class JournalReader:
         result = sink(journal_message(entry), cursor, realtime)
         return result if asyncio.iscoroutine(result) else None
 
-    def _route(self, entry: dict[str, object]) -> tuple[str, Sink | None]:
+    def _route(self, entry: Mapping[str, object]) -> tuple[str, Sink | None]:
         unit = entry.get("_SYSTEMD_UNIT")
         if isinstance(unit, str) and unit in self.units:
             return unit, self.units[unit]
@@ -219,8 +219,7 @@ class JournalReader:
 
 def oldest(cursors: list[str | None]) -> str | None:
     """The earliest of some cursors (where one reader resumes for all of them)."""
-    known = [(Position.of(c), c) for c in cursors if c]
-    known = [(p, c) for p, c in known if p is not None]
+    known = [(p, c) for c in cursors if c and (p := Position.of(c)) is not None]
     if not known:
         return None
     first_pos, first = known[0]

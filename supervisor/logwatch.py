@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -76,7 +76,7 @@ class Rule:
 
 
 def compile_rules(table: dict[str, tuple[Cause, tuple[str, ...]]],
-                  extra: dict[str, Iterable[str]] | None = None) -> list[Rule]:
+                  extra: Mapping[str, Iterable[str]] | None = None) -> list[Rule]:
     rules = []
     for category, (cause, patterns) in table.items():
         for pattern in (*patterns, *((extra or {}).get(category) or ())):

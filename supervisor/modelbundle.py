@@ -194,8 +194,8 @@ def export_stream(models_dir: Path, name: str, out: IO[bytes],
     # checksum makes a damaged bundle fail in decompression already.
     compressor = zstandard.ZstdCompressor(level=1, threads=-1, write_checksum=True)
     with compressor.stream_writer(out, closefd=False) as zout, \
-            tarfile.open(fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT,
-                         copybufsize=CHUNK) as tar:
+            tarfile.open(fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                         copybufsize=CHUNK) as tar:  # typeshed lacks copybufsize (3.11 has it)
         for path in (plan.manifest, *plan.blobs):
             relative = path.relative_to(models_dir).as_posix()
             info = tarfile.TarInfo(f"{PREFIX}/{relative}")
@@ -209,7 +209,7 @@ def export_stream(models_dir: Path, name: str, out: IO[bytes],
             with path.open("rb") as raw:
                 reader = _Hashing(raw, tick)
                 try:
-                    tar.addfile(info, reader)  # type: ignore[arg-type]
+                    tar.addfile(info, reader)
                 except OSError as exc:  # the file shrank while being read
                     raise BundleError(f"{path}: {exc}") from None
             digest = reader.sha.hexdigest()
@@ -384,7 +384,8 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
         received: dict[str, tuple[Path, int, str]] = {}
         document = None
         try:
-            reader = zstandard.ZstdDecompressor().stream_reader(_Counting(raw, tick))
+            reader = zstandard.ZstdDecompressor().stream_reader(
+                _Counting(raw, tick))  # type: ignore[arg-type]  # read() is all it uses
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 for kind, member, path, size, digest in _staged(tar, stage):
                     if member.name in received:
@@ -478,7 +479,8 @@ def resolve_owner(spec: str) -> Owner:
 
 
 def _engine(args: Any) -> Any:
-    from supervisor.config import ConfigError, load
+    from supervisor.config import load
+    from supervisor.errors import ConfigError
 
     try:
         config = load(args.config)

@@ -29,7 +29,7 @@ def is_above(chain: Sequence[str], tier: str, other: str) -> bool:
 
 def retry_wait(attempt: int, base: float) -> float:
     """Wait before retry number ``attempt`` (1, 2, ...) of a failed engine: doubling, capped."""
-    return min(RETRY_WAIT_CAP, max(base, 1.0) * 2 ** max(0, attempt - 1))
+    return min(RETRY_WAIT_CAP, max(base, 1.0) * 2.0 ** max(0, attempt - 1))
 
 
 def next_promotion_wait(current: float, backoff: float) -> float:
@@ -41,4 +41,4 @@ BLOCKED_WAIT_CAP = 300.0
 
 def blocked_wait(attempt: int, base: float) -> float:
     """Wait before re-trying a blocked engine: doubling, capped low (the fix is often quick)."""
-    return min(BLOCKED_WAIT_CAP, max(base, 1.0) * 2 ** max(0, attempt - 1))
+    return min(BLOCKED_WAIT_CAP, max(base, 1.0) * 2.0 ** max(0, attempt - 1))

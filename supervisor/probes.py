@@ -184,7 +184,7 @@ async def probe(tier: str, *, timeout: float = 10.0, kfd: str = "/dev/kfd",
     if tier == "cpu":
         return _result(tier, True, "the CPU tier is always available")
     argv = tuple((commands or {}).get(tier) or DEFAULT_COMMANDS[tier])
-    if tier == "rocm" and not os.path.exists(kfd):
+    if tier == "rocm" and not os.path.exists(kfd):  # noqa: ASYNC240 (one stat)
         # Without the KFD device node ROCm cannot reach a GPU, whatever rocminfo would say.
         return _result(tier, False, f"{kfd} is missing (amdgpu's KFD is not loaded, or no AMD GPU)",
                        evidence=f"{kfd}: no such file or directory")

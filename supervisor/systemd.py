@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -213,7 +213,7 @@ def parse_environment(value: str) -> dict[str, str]:
     return dict(w.partition("=")[::2] for w in words)
 
 
-def journal_message(entry: dict[str, object]) -> str:
+def journal_message(entry: Mapping[str, object]) -> str:
     """MESSAGE of a journal JSON entry; journald sends non-UTF-8 text as a list of bytes."""
     message = entry.get("MESSAGE", "")
     if isinstance(message, list):

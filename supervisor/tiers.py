@@ -50,8 +50,11 @@ OPENCL_ENV = {"ollama": {"OLLAMA_GPU_DRIVER": "opencl"}, "vllm": {}, "llama-serv
 class HostTier(Protocol):
     """What a host probe says of a tier (supervisor.probes.ProbeResult fits)."""
 
-    present: bool
-    reason: str
+    @property
+    def present(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_TESTS = Path(__file__).resolve().parent / "system"
+SYSTEM_TEST_TIMEOUT = 1200  # seconds
 sys.path.insert(0, str(REPO / "dev"))
 
 from nspawn import Container, ContainerError  # noqa: E402
@@ -21,6 +22,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SYSTEM_TESTS in item.path.resolve().parents:
             item.add_marker(pytest.mark.system)
+            # a container boots, packages build, engines start: a longer bound than the
+            # default (pyproject's `timeout`), still one that ends a hung test
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(SYSTEM_TEST_TIMEOUT))
 
 
 def _booted(name: str) -> Container:

@@ -566,7 +566,7 @@ def _openai_stream(h: Handler, engine: Engine, body: dict[str, Any], chat: bool,
               "finish_reason": None})
     g = engine.generate(prompt_tokens, limit, on_token=token)
     last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": g.done_reason}
-    last.update({"delta": {}} if chat else {"text": "", "stop_reason": None})
+    last.update({"delta": {}} if chat else {"text": "", "stop_reason": None})  # type: ignore[dict-item]
     send(last)
     if (body.get("stream_options") or {}).get("include_usage"):
         send({}, {"prompt_tokens": g.prompt_tokens, "total_tokens": g.prompt_tokens +

@@ -96,7 +96,7 @@ def run(engine: Engine, host: str, port: int, env: Mapping[str, str], reason: st
         engine.log.line(f"Error: listen tcp {shown}:{port}: bind: {reason[:1].lower()}{reason[1:]}")
         return 1
     try:
-        bound_host, bound_port = server.server_address[:2]
+        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
         story.listening(f"[{bound_host}]:{bound_port}" if ":" in bound_host
                         else f"{bound_host}:{bound_port}")
         if faults.crash_on_start:
