@@ -51,9 +51,13 @@ async def operator_action(sup: Supervisor, engine: Engine, verb: str, method: st
             raise HTTPError(409, f"{engine.name} is pinned to {engine.memory.pinned};"
                             " unpin it first")
         if verb == "restart":
-            accepted()
-            await engine.start_on(engine.tier or policy.best_tier(engine.chain, usable)
-                                  or "cpu", Cause.OPERATOR, f"restarted by uid {uid}")
+            tier = policy.start_tier(engine.chain, usable, pinned=engine.memory.pinned,
+                                     current=engine.tier)
+            if tier is None:
+                raise HTTPError(409, f"no usable tier for {engine.name}",
+                                {c.tier: c.reason for c in sup.choices(engine)})
+            accepted(tier=tier)
+            await engine.start_on(tier, Cause.OPERATOR, f"restarted by uid {uid}")
             return "restarted"
         if verb == "demote":
             target = policy.tier_below(engine.chain, usable, engine.tier)

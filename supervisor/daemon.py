@@ -163,12 +163,8 @@ class Supervisor:
 
     def place(self, engine: Engine) -> str | None:
         """The tier an engine should run on now: its pin, else its tier, else the best."""
-        usable = self.usable(engine)
-        if engine.memory.pinned in usable:
-            return engine.memory.pinned
-        if engine.tier in usable:
-            return engine.tier
-        return policy.best_tier(engine.chain, usable)
+        return policy.start_tier(engine.chain, self.usable(engine),
+                                 pinned=engine.memory.pinned, current=engine.tier)
 
     async def reconcile(self) -> None:
         """Bring units in line with the config: write, one daemon-reload, start what's down."""
@@ -526,12 +522,12 @@ class Supervisor:
         plan: dict[str, tuple[EngineConfig, str | None]] = {}
         for name in (*change.added, *change.changed):
             running = self.engines.get(name)
-            memory_tier = running.tier if running else None
             usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
                 running.memory.reboot_required if running else False),
                 skipped=self.device_skips.get(name))
-            tier = memory_tier if memory_tier in usable else policy.best_tier(
-                new.chain_for(candidates[name]), usable)
+            tier = policy.start_tier(new.chain_for(candidates[name]), usable,
+                                     pinned=running.memory.pinned if running else None,
+                                     current=running.tier if running else None)
             plan[name] = (candidates[name], tier)
         rendered = [units.render(new, cfg, tier, self.host)
                     for cfg, tier in plan.values() if tier is not None]

@@ -702,7 +702,8 @@ class Engine:
                 self.transition(EngineState.STARTING, Cause.RETRY,
                                 f"retry {self.memory.retry_attempt} after {cause.description}")
                 return
-            tier = self.tier or policy.best_tier(self.chain, self.actuator.usable(self))
+            tier = policy.start_tier(self.chain, self.actuator.usable(self),
+                                     pinned=self.memory.pinned, current=self.tier)
             if tier is None:
                 await self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
                 return

@@ -18,6 +18,16 @@ def best_tier(chain: Sequence[str], usable: Sequence[str]) -> str | None:
     return next((t for t in chain if t in usable), None)
 
 
+def start_tier(chain: Sequence[str], usable: Sequence[str], *, pinned: str | None = None,
+               current: str | None = None) -> str | None:
+    """The one rule for where an engine (re)starts: the operator's pin, else the tier it is
+    on, else the best usable one — each only while usable; None when no tier is usable."""
+    for tier in (pinned, current):
+        if tier is not None and tier in usable:
+            return tier
+    return best_tier(chain, usable)
+
+
 def bottom_tier(chain: Sequence[str], usable: Sequence[str]) -> str | None:
     return next((t for t in reversed(chain) if t in usable), None)
 

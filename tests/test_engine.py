@@ -613,3 +613,17 @@ async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_u
     await engine.tick()
     assert engine.tier == "vulkan" and actuator.switches[-1] == "vulkan"
     assert [e["to"] for e in actuator.events if e["type"] == "tier"][-1] == "vulkan"
+
+
+@pytest.mark.parametrize(("pinned", "current", "usable", "tier"), [
+    (None, None, ["rocm", "vulkan", "cpu"], "rocm"),        # a first start: the best
+    (None, "vulkan", ["rocm", "vulkan", "cpu"], "vulkan"),  # carry on where it runs
+    ("cpu", "vulkan", ["rocm", "vulkan", "cpu"], "cpu"),    # the pin wins
+    ("rocm", "vulkan", ["vulkan", "cpu"], "vulkan"),        # a pin no longer usable: not it
+    (None, "rocm", ["vulkan", "cpu"], "vulkan"),            # its tier went away: the best
+    (None, "rocm", [], None),                               # nothing usable: no literal "cpu"
+])
+def test_one_rule_for_the_start_tier(pinned, current, usable, tier):
+    from supervisor import policy
+    assert policy.start_tier(("rocm", "vulkan", "opencl", "cpu"), usable, pinned=pinned,
+                             current=current) == tier
