@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Any
 
 from supervisor import client
-from supervisor.timefmt import ago
+from supervisor.render import format_event, format_status, format_tiers
 
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
 if TYPE_CHECKING:
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
-NO_ENGINES = ("no engines configured: add an [[engine]] in /etc/llm-supervisor/conf.d/ and"
-              " `systemctl reload llm-supervisor`, or `llm-supervisorctl adopt ollama.service`")
+
 
 
 class Failure(Exception):
@@ -65,53 +63,6 @@ def _call(args: argparse.Namespace, method: str, target: str, body: object = Non
 
 
 # --------------------------------------------------------------------------- formatting
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
-
-
-def format_status(document: dict[str, Any]) -> str:
-    now = time.time()
-    rows = [["ENGINE", "STATE", "TIER", "BACKEND", "SINCE", "USABLE", "REASON"]]
-    notes = []
-    for engine in document.get("engines", []):
-        state = engine["state"] + (" (pinned)" if engine.get("pinned") else "")
-        if engine.get("reboot_required"):
-            state += " REBOOT REQUIRED"
-        rows.append([engine["name"], state, engine.get("tier") or "-",
-                     engine.get("backend") or "-", ago(engine.get("since"), now),
-                     ",".join(engine.get("usable_tiers", [])), engine.get("reason") or ""])
-        if engine.get("fix"):
-            notes.append(f"{engine['name']}: fix: {engine['fix']}")
-        pull = engine.get("pull")
-        if pull and pull.get("status") != "success":
-            total, done = pull.get("total") or 0, pull.get("completed") or 0
-            share = f" {done * 100 // total}%" if total else ""
-            notes.append(f"{engine['name']}: pulling {pull.get('model')}: {pull.get('status')}"
-                         f"{share}")
-    out = _table(rows) if len(rows) > 1 else NO_ENGINES
-    if notes:
-        out += "\n" + "\n".join(notes)
-    error = document.get("supervisor", {}).get("config_error")
-    if error:
-        out += "\nconfig error (the running config stays in force):\n  " + \
-            "\n  ".join(error if isinstance(error, list) else [str(error)])
-    return out
-
-
-def format_tiers(document: dict[str, Any]) -> str:
-    rows = [["TIER", "PRESENT", "REASON"]]
-    for tier in document.get("tiers", []):
-        rows.append([tier["tier"], "yes" if tier["present"] else "no", tier["reason"]])
-    lines = [_table(rows)]
-    for engine in document.get("engines", []):
-        skipped = [f"{c['tier']} ({c['reason']})" for c in engine["choices"] if not c["usable"]]
-        if skipped:
-            lines.append(f"{engine['name']}: skips " + "; ".join(skipped))
-    return "\n".join(lines)
-
 
 # --------------------------------------------------------------------------- commands
 
@@ -158,16 +109,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
     print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in changes.items())
                           or "no change"))
     return OK
-
-
-def format_event(event: dict[str, Any]) -> str:
-    move = ""
-    if event.get("from") or event.get("to"):
-        move = f" {event.get('from') or '-'} -> {event.get('to') or '-'}"
-    who = event.get("engine") or "-"
-    cause = f"[{event['cause']}] " if event.get("cause") else ""
-    return f"{event.get('ts', '')} {who:<12} {event.get('type', ''):<8}{move}  " \
-        f"{cause}{event.get('reason') or ''}"
 
 
 def cmd_events(args: argparse.Namespace) -> int:

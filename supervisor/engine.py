@@ -25,6 +25,7 @@ from supervisor.causes import Action, Cause, Finding, precedence
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.health import Observation
 from supervisor.history import utc
+from supervisor.intents import Intent, Refused, check_usable
 from supervisor.logwatch import Device
 from supervisor.state import EngineMemory
 from supervisor.states import EngineState
@@ -113,6 +114,7 @@ class Engine:
         self.verdict: progress.Verdict | None = None  # the running canary, judged
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
+        self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
         self.configure(config, engine)
 
     def configure(self, config: Config, engine: EngineConfig) -> None:
@@ -265,8 +267,77 @@ class Engine:
         if used:
             self.memory.backend = ", ".join(dict.fromkeys(d.label() for d in used))
 
+    def submit(self, intent: Intent) -> asyncio.Future[str]:
+        """Queue an operator's intent and wake the loop; the future carries the outcome."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.intents.append((intent, done))
+        self.wake.set()
+        return done
+
+    async def _apply_intents(self) -> None:
+        while self.intents:
+            intent, done = self.intents.pop(0)
+            if done.done():  # the asker gave up before it was taken: not applied
+                continue
+            try:
+                outcome = await self._apply(intent)
+            except Exception as exc:  # refused, or the switch failed: the asker hears why
+                done.set_exception(exc)
+            else:
+                done.set_result(outcome)
+
+    async def _apply(self, intent: Intent) -> str:
+        """Carry out one intent: the only place the operator changes an engine."""
+        usable = self.actuator.usable(self)
+        record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
+        if intent.verb == "unpin":
+            self.actuator.record(self, "operator", **record, evidence=None)
+            self.memory.pinned = None
+            self.actuator.record(self, "unpin", cause=Cause.OPERATOR.value,
+                                 reason=f"unpinned by uid {intent.uid}")
+            return "unpinned"
+        if intent.verb == "pin":
+            tier = intent.tier
+            assert tier is not None
+            check_usable(self.name, tier, usable, {})
+            self.actuator.record(self, "operator", **record, evidence={"tier": tier})
+            self.memory.pinned = tier
+            self.memory.next_promotion_at = None
+            self.actuator.record(self, "pin", to=tier, cause=Cause.OPERATOR.value,
+                                 reason=f"pinned to {tier} by uid {intent.uid}")
+            if self.tier != tier:
+                await self.start_on(tier, Cause.OPERATOR, f"pinned to {tier} by uid"
+                                    f" {intent.uid}")
+            return f"pinned to {tier}"
+        if self.memory.pinned and intent.verb in ("demote", "promote"):
+            raise Refused(409, f"{self.name} is pinned to {self.memory.pinned}; unpin it first")
+        if intent.verb == "restart":
+            target = policy.start_tier(self.chain, usable, pinned=self.memory.pinned,
+                                       current=self.tier)
+            if target is None:
+                raise Refused(409, f"no usable tier for {self.name}")
+            self.actuator.record(self, "operator", **record, evidence={"tier": target})
+            await self.start_on(target, Cause.OPERATOR, f"restarted by uid {intent.uid}")
+            return "restarted"
+        if intent.verb == "demote":
+            below = policy.tier_below(self.chain, usable, self.tier)
+            if below is None:
+                raise Refused(409, f"no usable tier below {self.tier}")
+            self.actuator.record(self, "operator", **record, evidence={"tier": below})
+            await self.start_on(below, Cause.OPERATOR, f"demoted from {self.tier} by uid"
+                                f" {intent.uid}")
+            return f"demoted to {below}"
+        await self.actuator.reprobe()  # promote: with what the host has now
+        best = policy.best_tier(self.chain, self.actuator.usable(self))
+        if best is None or best == self.tier:
+            raise Refused(409, f"{self.name} is already on its best usable tier")
+        self.actuator.record(self, "operator", **record, evidence={"tier": best})
+        await self.promote(best, f"asked by uid {intent.uid}")
+        return f"promoting to {best}"
+
     async def tick(self) -> None:
         async with self.lock:
+            await self._apply_intents()
             state = self.state
             if state == EngineState.STOPPED:
                 return
@@ -862,11 +933,16 @@ class Engine:
                     log.exception("check cycle failed", engine=self.name, error=str(exc))
                 self.ticks += 1
                 self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), self.health.interval)
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                    async with asyncio.timeout(self.health.interval):  # that meets a wake
+                        await self.wake.wait()
                 except TimeoutError:
                     pass
         finally:
             for task in (self.canary_task, self.pull_task):
                 if task is not None:
                     task.cancel()
+            for _, done in self.intents:  # the loop ends (shutdown, removal): not applied
+                if not done.done():
+                    done.set_exception(Refused(503, f"{self.name} is no longer supervised"))
+            self.intents.clear()

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supervisor import __version__, bundle, tiers
-from supervisor.actions import operator_action
+from supervisor import __version__, bundle, intents, tiers
 from supervisor.control import HTTPError, Request, Response, Router
 from supervisor.errors import SupervisorError
 from supervisor.history import TooManyFollowers, utc
@@ -142,7 +141,7 @@ class StatusCache:
         if cache_key not in self.rendered:
             document = engines[0] if engine is not None else self.document
             if form == "text":
-                from supervisor.cli import format_status
+                from supervisor.render import format_status
                 body = (format_status(self.document if engine is None else
                                       {"engines": engines}) + "\n").encode()
                 self.rendered[cache_key] = (body, "text/plain; charset=utf-8")
@@ -223,6 +222,38 @@ async def bundle_files(sup: Supervisor) -> dict[str, str]:
     return files
 
 
+async def operator(sup: Supervisor, engine: Engine, verb: str, method: str,
+                   body: dict[str, Any], uid: int) -> str:
+    """An operator's action: validated here against what can be read, applied by the
+    engine's loop (``supervisor.intents``)."""
+    choices = sup.choices(engine)
+    view = intents.View(engine.name, engine.chain, engine.tier, engine.memory.pinned,
+                        [c.tier for c in choices if c.usable],
+                        {c.tier: c.reason for c in choices if not c.usable})
+    try:
+        return await acknowledged(engine, intents.validate(view, verb, method, body, uid))
+    except intents.Refused as exc:
+        raise HTTPError(exc.status, exc.message, exc.detail) from None
+
+
+ACK_TIMEOUT = 300.0  # s: a switch waits for systemd's jobs, which have their own timeouts
+
+
+async def acknowledged(engine: Engine, intent: intents.Intent) -> str:
+    """Queue the intent on the engine, wake its loop, await its outcome. An intent the engine
+    has not taken when the wait ends is withdrawn, never half-applied."""
+    done = engine.submit(intent)
+    try:
+        async with asyncio.timeout(ACK_TIMEOUT):
+            return await asyncio.shield(done)
+    except TimeoutError:
+        if not done.done():
+            done.cancel()  # not taken yet: the engine skips it
+            raise HTTPError(504, f"{engine.name} did not take the {intent.verb} within"
+                            f" {ACK_TIMEOUT:.0f}s; nothing was done") from None
+        return done.result()
+
+
 def _engine(sup: Supervisor, name: str) -> Engine:
     engine = sup.engines.get(name)
     if engine is None:
@@ -259,7 +290,7 @@ def routes(sup: Supervisor) -> Router:
         body = request.json()
         if not isinstance(body, dict):
             raise HTTPError(400, "the request body must be a JSON object")
-        done = await operator_action(sup, target, verb, request.method, body, request.uid)
+        done = await operator(sup, target, verb, request.method, body, request.uid)
         return Response(200, {"ok": True, "engine": target.name, "action": verb,
                               "result": done, "status": engine_document(sup, target)})
 

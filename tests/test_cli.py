@@ -97,7 +97,7 @@ def test_ago_without_strptime():
 
 
 def test_status_table_shows_backend_fix_and_pull_progress():
-    from supervisor.cli import format_status
+    from supervisor.render import format_status
     doc = {"engines": [
         {"name": "main", "state": "blocked", "tier": "rocm", "backend": None, "since": None,
          "usable_tiers": ["rocm", "cpu"], "reason": "port in use: 127.0.0.1:11434 is held by"

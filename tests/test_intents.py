@@ -1,0 +1,105 @@
+"""Operator intents: validated against a plain view (nothing queued, nothing recorded when
+refused), applied by the engine's own loop, acknowledged to the asker; one ``operator`` event
+with only the fields that matter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_engine import started
+
+from supervisor import handlers, intents
+from supervisor.causes import Cause
+from supervisor.control import HTTPError
+from supervisor.intents import Intent, Refused, View, validate
+
+VIEW = View("main", ("rocm", "vulkan", "cpu"), "rocm", None, ["rocm", "cpu"],
+            {"vulkan": "vulkaninfo lists no GPU"})
+
+
+@pytest.mark.parametrize(("verb", "method", "body", "status"), [
+    ("pin", "POST", {"tier": "metal", "note": "x" * 10_000}, 400),
+    ("pin", "POST", {"tier": "vulkan"}, 409),        # not usable here
+    ("frobnicate", "POST", {}, 404),
+])
+def test_a_refused_request_is_no_intent(verb, method, body, status):
+    with pytest.raises(Refused) as exc:
+        validate(VIEW, verb, method, body, 0)
+    assert exc.value.status == status
+
+
+def test_requests_become_intents_with_only_what_matters():
+    assert validate(VIEW, "pin", "POST", {"tier": "cpu", "note": "y" * 10_000}, 7) == \
+        Intent("pin", 7, "cpu")
+    assert validate(VIEW, "pin", "DELETE", {}, 0) == Intent("unpin", 0)
+    assert validate(VIEW, "restart", "POST", {}, 0) == Intent("restart", 0)
+    pinned = View("main", VIEW.chain, "cpu", "cpu", ["rocm", "cpu"], {})
+    for verb in ("demote", "promote"):
+        with pytest.raises(Refused) as exc:
+            validate(pinned, verb, "POST", {}, 0)
+        assert exc.value.status == 409 and "unpin it first" in exc.value.message
+    bottom = View("main", VIEW.chain, "cpu", None, ["cpu"], {})
+    with pytest.raises(Refused, match="no usable tier below cpu"):
+        validate(bottom, "demote", "POST", {}, 0)
+    nothing = View("main", VIEW.chain, None, None, [], {"rocm": "no /dev/kfd"})
+    with pytest.raises(Refused) as exc:
+        validate(nothing, "restart", "POST", {}, 0)
+    assert exc.value.detail == {"rocm": "no /dev/kfd"}
+
+
+async def test_the_engine_applies_intents_in_its_own_loop_and_acknowledges():
+    engine, actuator, api, clock, wall = await started()
+    loop = asyncio.create_task(engine.run())
+    try:
+        done = await handlers.acknowledged(engine, Intent("pin", 0, "cpu"))
+        assert done == "pinned to cpu" and engine.memory.pinned == "cpu"
+        assert actuator.switches[-1] == "cpu" and engine.tier == "cpu"
+        operator = [e for e in actuator.events if e["type"] == "operator"]
+        assert operator == [{"type": "operator", "cause": "operator", "reason": "pin by uid 0",
+                             "evidence": {"tier": "cpu"}}]
+        with pytest.raises(Refused, match="pinned to cpu; unpin it first"):
+            await handlers.acknowledged(engine, Intent("demote", 0))
+        assert await handlers.acknowledged(engine, Intent("unpin", 0)) == "unpinned"
+        assert engine.memory.pinned is None
+        assert await handlers.acknowledged(engine, Intent("restart", 5)) == "restarted"
+        assert actuator.switches[-1] == "cpu"
+        assert "restarted by uid 5" in [h["reason"] for h in engine.memory.history]
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+
+async def test_a_tier_gone_between_validation_and_application_is_refused_there():
+    engine, actuator, api, clock, wall = await started()
+    actuator.tiers = ["rocm"]  # vulkan and cpu went away after the handler validated
+    engine.submit(Intent("pin", 0, "cpu"))
+    pending = engine.intents[0][1]
+    await engine.tick()
+    with pytest.raises(Refused) as exc:
+        pending.result()
+    assert exc.value.status == 409 and engine.memory.pinned is None
+    assert not [e for e in actuator.events if e["type"] in ("operator", "pin")]
+
+
+async def test_an_intent_not_taken_in_time_is_withdrawn_not_half_done(monkeypatch):
+    engine, actuator, api, clock, wall = await started()
+    monkeypatch.setattr(handlers, "ACK_TIMEOUT", 0.05)
+    async with engine.lock:  # the loop is busy (a long check): nothing takes the intent
+        with pytest.raises(HTTPError) as exc:
+            await handlers.acknowledged(engine, Intent("restart", 0))
+    assert exc.value.status == 504 and "nothing was done" in exc.value.error
+    switches = list(actuator.switches)
+    await engine.tick()  # the withdrawn intent is skipped
+    assert actuator.switches == switches and not engine.intents
+    assert not [e for e in actuator.events if e["type"] == "operator"]
+
+
+def test_the_control_plane_reads_no_cli_and_writes_no_engine_state():
+    import inspect
+
+    source = inspect.getsource(handlers)
+    assert "supervisor.cli" not in source and "engine.memory.pinned =" not in source
+    assert "start_on(" not in source and intents.Refused is Refused
+    assert Cause.OPERATOR.value == "operator"
