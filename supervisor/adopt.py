@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shlex
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor import names
 from supervisor.config import NAME_RE, config_files, validate
 from supervisor.errors import ConfigError
 
@@ -120,14 +120,11 @@ def engine_table(name: str, settings: UnitSettings, model: str = "") -> dict[str
     if model:
         table["model"] = model
     writable = []
-    try:
-        home = pwd.getpwnam(user).pw_dir
-    except KeyError:
-        home = ""
+    home = names.user_home(user) or ""
     if home and home not in ("/", "/nonexistent") and not home.startswith(("/home/", "/root")):
         writable.append(home)  # Ollama keeps its key (and by default its models) in ~/.ollama
-    if "OLLAMA_MODELS" in env:
-        writable.append(env["OLLAMA_MODELS"])
+    if "OLLAMA_MODELS" in env:  # the one rule: where this Ollama reads its models
+        writable.append(str(names.models_dir(env, home or None)))
     table["writable"] = list(dict.fromkeys(writable))
     if env:
         table["environment"] = env

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from supervisor import ports
+from supervisor import names, ports
 from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from supervisor.errors import ConfigError
 from supervisor.probes import DEFAULT_COMMANDS, parse_clinfo, parse_rocminfo, parse_vulkan_summary
@@ -267,10 +267,7 @@ def _listen(f: Facts, engine: EngineConfig) -> list[Check]:
 def models_dir(f: Facts, engine: EngineConfig) -> str | None:
     if engine.kind != "ollama":
         return None
-    if "OLLAMA_MODELS" in engine.environment:
-        return engine.environment["OLLAMA_MODELS"]
-    home = f.user_homes.get(engine.user) or "/usr/share/ollama"
-    return f"{home}/.ollama/models"
+    return str(names.models_dir(engine.environment, f.user_homes.get(engine.user)))
 
 
 def _models(f: Facts, engine: EngineConfig) -> list[Check]:
@@ -312,14 +309,8 @@ def _models(f: Facts, engine: EngineConfig) -> list[Check]:
 
 
 def model_manifest(models: str, model: str) -> str:
-    """Where Ollama keeps a model's manifest: manifests/<registry>/<namespace>/<name>/<tag>."""
-    name, _, tag = model.partition(":")
-    parts = name.split("/")
-    if len(parts) == 1:
-        parts = ["registry.ollama.ai", "library", *parts]
-    elif len(parts) == 2:
-        parts = ["registry.ollama.ai", *parts]
-    return "/".join([models.rstrip("/"), "manifests", *parts, tag or "latest"])
+    """Where Ollama keeps a model's manifest (``supervisor.names``)."""
+    return f"{models.rstrip('/')}/{names.manifest_relpath(model)}"
 
 
 def _writable_by(f: Facts, user: str, info: FileInfo) -> bool:

@@ -33,12 +33,13 @@ from typing import IO, Any
 
 import zstandard
 
+from supervisor import names
+
 BUNDLE_MANIFEST = "llm-supervisor-model.json"
 FORMAT = 1
 PREFIX = "models"
 STAGING_PREFIX = ".llm-supervisor-import-"
 CHUNK = 1024 * 1024
-DEFAULT_REGISTRY = "registry.ollama.ai"
 PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:[0-9]{1,5})?$")
 BLOB_RE = re.compile(r"^sha256-([0-9a-f]{64})$")
@@ -54,19 +55,13 @@ class BundleError(Exception):
 # --------------------------------------------------------------------------- names and paths
 
 def manifest_parts(name: str) -> tuple[str, str, str, str]:
-    """``qwen2.5:7b`` -> (registry.ollama.ai, library, qwen2.5, 7b), as Ollama lays it out."""
-    path, tag = name, "latest"
-    if ":" in name.rsplit("/", 1)[-1]:
-        path, tag = name.rsplit(":", 1)
-    parts = path.split("/")
-    if len(parts) == 1:
-        parts = [DEFAULT_REGISTRY, "library", *parts]
-    elif len(parts) == 2:
-        parts = [DEFAULT_REGISTRY, *parts]
-    if len(parts) != 3 or not HOST_RE.match(parts[0]) \
-            or not all(PART_RE.match(p) for p in (*parts[1:], tag)):
+    """``qwen2.5:7b`` -> (registry.ollama.ai, library, qwen2.5, 7b) (``supervisor.names``),
+    checked: the parts become directories."""
+    host, namespace, model, tag = parts = names.name_parts(name)
+    if "@" in name or name.count("/") > 2 or not HOST_RE.match(host) \
+            or not all(PART_RE.match(p) for p in (namespace, model, tag)):
         raise BundleError(f"not an Ollama model name: {name!r} (e.g. qwen2.5:7b-instruct)")
-    return parts[0], parts[1], parts[2], tag
+    return parts
 
 
 def manifest_relpath(name: str) -> str:
@@ -75,7 +70,7 @@ def manifest_relpath(name: str) -> str:
 
 def model_name(parts: tuple[str, ...]) -> str:
     host, namespace, model, tag = parts
-    if host == DEFAULT_REGISTRY:
+    if host == names.DEFAULT_HOST:
         return f"{model}:{tag}" if namespace == "library" else f"{namespace}/{model}:{tag}"
     return f"{host}/{namespace}/{model}:{tag}"
 
@@ -449,12 +444,9 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
 # --------------------------------------------------------------------------- the command
 
 def engine_models_dir(engine: Any) -> Path:
-    """OLLAMA_MODELS from the engine's environment, else <writable[0]>/.ollama/models."""
-    if engine.environment.get("OLLAMA_MODELS"):
-        return Path(engine.environment["OLLAMA_MODELS"])
-    if not engine.writable:
-        raise BundleError(f"engine {engine.name} has neither OLLAMA_MODELS nor `writable`")
-    return Path(engine.writable[0]) / ".ollama" / "models"
+    """Where the engine's Ollama reads models (``supervisor.names.models_dir``: OLLAMA_MODELS,
+    else its user's ~/.ollama/models)."""
+    return Path(names.models_dir(engine.environment, names.user_home(engine.user)))
 
 
 def resolve_owner(spec: str) -> Owner:
