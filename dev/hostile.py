@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from supervisor import client
+from supervisor.errors import ProtocolError
 
 SOCKET = "/run/llm-supervisor/control.sock"
 
@@ -26,7 +27,7 @@ def timed(method: str, target: str, timeout: float = 5.0) -> float | None:
     started = time.monotonic()
     try:
         answer = client.request(SOCKET, method, target, timeout=timeout)
-    except (client.Unreachable, client.ProtocolError, OSError):
+    except (client.Unreachable, ProtocolError, OSError):
         return None
     return time.monotonic() - started if answer.status < 300 else None
 

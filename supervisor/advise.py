@@ -24,14 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.errors import AdviseError
+
 GIB = 1024**3
 DEFAULT_CONTEXT = 4096
 DEFAULT_OVERHEAD = 1 * GIB
 COMFORT_SHARE = 0.10           # of the GPU's memory kept free for a comfortable fit
-
-
-class AdviseError(Exception):
-    """What the advice needs could not be found (model shape, GPU memory)."""
 
 
 @dataclass(frozen=True)

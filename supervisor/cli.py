@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from supervisor import client
+from supervisor.errors import AdviseError, BundleError, Failure, ProtocolError
 from supervisor.render import format_event, format_status, format_tiers
 
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
@@ -24,12 +25,6 @@ OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
 
 
 
-class Failure(Exception):
-    def __init__(self, message: str, code: int = ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _request(args: argparse.Namespace, method: str, target: str, body: object = None,
              timeout: float = 30.0) -> client.Response:
     """One exchange with the daemon; its failures become exit codes."""
@@ -37,7 +32,7 @@ def _request(args: argparse.Namespace, method: str, target: str, body: object = 
         return client.request(args.socket, method, target, body, timeout=timeout)
     except client.Unreachable as exc:
         raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
-    except client.ProtocolError as exc:
+    except ProtocolError as exc:
         raise Failure(f"bad answer from llm-supervisord: {exc}") from None
 
 
@@ -122,7 +117,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             print(json.dumps(event) if args.json else format_event(event), flush=True)
     except client.Unreachable as exc:
         raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
-    except client.ProtocolError as exc:
+    except ProtocolError as exc:
         raise Failure(f"bad answer from llm-supervisord: {exc}") from None
     except KeyboardInterrupt:
         pass
@@ -212,7 +207,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     try:
         advice = advise.command(args)
-    except (advise.AdviseError, ValueError) as exc:
+    except (AdviseError, ValueError) as exc:
         raise Failure(str(exc)) from None
     print(json.dumps(advice.document(), indent=2) if args.json else advise.format_advice(advice))
     return OK
@@ -223,7 +218,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     try:
         return modelbundle.command(args)
-    except modelbundle.BundleError as exc:
+    except BundleError as exc:
         raise Failure(str(exc)) from None
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import socket
 
+from supervisor.errors import ProtocolError
+
 TYPE_CHECKING = False  # typing is not imported on the status path; mypy reads this as True
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,10 +25,6 @@ MAX_RESPONSE = 64 * 1024 * 1024
 
 class Unreachable(Exception):
     """The daemon's socket is absent, refused, or not answering."""
-
-
-class ProtocolError(Exception):
-    """The daemon answered something that is not the HTTP we expect."""
 
 
 class Response:

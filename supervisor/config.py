@@ -107,13 +107,6 @@ def unit_path(value: str) -> str:
     return value
 
 
-def format_duration(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds * 1000)}ms"
-
-
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration),
                              AfterValidator(_positive_duration)]

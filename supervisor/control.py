@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import structlog
 
+from supervisor.errors import HTTPError
+
 log = structlog.get_logger("llm-supervisor")
 
 MAX_BODY = 64 * 1024
@@ -74,14 +76,6 @@ class Response:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, error: str, detail: Any = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]

@@ -12,6 +12,7 @@ import os
 import sys
 
 from supervisor import client
+from supervisor.errors import ProtocolError
 
 UNHEALTHY, UNREACHABLE = 3, 4
 
@@ -34,7 +35,7 @@ def fast_status(argv: list[str]) -> int | None:
     except client.Unreachable as exc:
         print(f"llm-supervisorctl: llm-supervisord is not reachable: {exc}", file=sys.stderr)
         return UNREACHABLE
-    except client.ProtocolError:
+    except ProtocolError:
         return None  # cli says what is wrong
     unhealthy = response.headers.get("x-unhealthy-engines", "")
     wanted = "text/plain" if form == "text" else "application/json"

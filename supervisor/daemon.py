@@ -369,9 +369,6 @@ class Supervisor:
         disk = getattr(self, "disk", None)
         return disk.state_error if disk is not None else None
 
-    def wall_of(self, monotonic: float) -> float:
-        return time.time() + (monotonic - time.monotonic())
-
     # ------------------------------------------------------------------ sd_notify
 
     def notify(self, message: str) -> None:

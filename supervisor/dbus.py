@@ -25,7 +25,7 @@ import structlog
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from supervisor.errors import SystemdError
+from supervisor.errors import BusError, SystemdError
 from supervisor.systemd import UNIT_PROPERTIES, Systemd, UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
@@ -105,10 +105,6 @@ def unit_status(unit: str, props: dict[str, Any]) -> UnitStatus:
                       main_pid=number("MainPID"), result=str(props.get("Result", "")),
                       load_state=str(props.get("LoadState", "")),
                       need_daemon_reload=props.get("NeedDaemonReload") is True, raw=raw)
-
-
-class BusError(SystemdError):
-    """systemd answered a D-Bus call with an error, or did not answer in time."""
 
 
 class BusSystemd(Systemd):

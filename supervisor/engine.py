@@ -23,9 +23,10 @@ import structlog
 from supervisor import health, policy, progress
 from supervisor.causes import Action, Cause, Finding, precedence
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
+from supervisor.errors import Refused
 from supervisor.health import Observation
 from supervisor.history import utc
-from supervisor.intents import Intent, Refused, check_usable
+from supervisor.intents import Intent, check_usable
 from supervisor.logwatch import Device
 from supervisor.state import EngineMemory
 from supervisor.states import EngineState

@@ -1,6 +1,30 @@
-"""The exception tree: every error llm-supervisor raises on purpose derives from SupervisorError."""
+"""The exception tree: every error llm-supervisor raises on purpose derives from
+``SupervisorError``, and is defined here. (The simulated engine, a program of its own, has its
+``PlanError``.)
+
+    SupervisorError
+    ├── ConfigError          the configuration is invalid (one line per problem)
+    ├── CommandError         an external command failed or timed out
+    │   └── SystemdError     systemctl or journalctl failed
+    │       └── BusError     systemd's D-Bus answered with an error, or not in time
+    ├── UnitFileError        a unit file could not be written, or is not ours
+    ├── HTTPError            a control request answered with an error status
+    ├── Refused              an operator's intent the engine cannot carry out
+    ├── ProtocolError        the daemon answered something that is not our HTTP (client)
+    ├── Failure              a CLI command failed: the message and the exit code
+    ├── StateError           state.json is missing where it must exist
+    ├── AdoptError           an Ollama unit cannot be adopted
+    ├── AdviseError          what advice needs could not be found
+    └── BundleError          a model bundle cannot be exported or imported
+
+No imports: the status client imports this on its fast path.
+"""
 
 from __future__ import annotations
+
+TYPE_CHECKING = False  # typing is not imported on the status path; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class SupervisorError(Exception):
@@ -30,5 +54,57 @@ class SystemdError(CommandError):
     """systemctl or journalctl failed."""
 
 
+class BusError(SystemdError):
+    """systemd answered a D-Bus call with an error, or did not answer in time."""
+
+
 class UnitFileError(SupervisorError):
     """A unit file could not be written, or is not ours to touch."""
+
+
+class HTTPError(SupervisorError):
+    """A control request ends with this status and JSON ``{"error", "detail"}``."""
+
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class Refused(SupervisorError):
+    """An intent the engine cannot carry out: the HTTP status that says why, and details."""
+
+    def __init__(self, status: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+class ProtocolError(SupervisorError):
+    """The daemon answered something that is not the HTTP we expect."""
+
+
+class Failure(SupervisorError):
+    """A CLI command failed: what to print, and the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StateError(SupervisorError):
+    """``state.json`` is missing where it must exist (a corrupt one is moved aside instead)."""
+
+
+class AdoptError(SupervisorError):
+    """An existing Ollama unit cannot be adopted; nothing was changed."""
+
+
+class AdviseError(SupervisorError):
+    """What the advice needs could not be found (model shape, GPU memory)."""
+
+
+class BundleError(SupervisorError):
+    """A model or bundle that cannot be exported or imported; nothing was left behind."""

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, bundle, intents, tiers
-from supervisor.control import HTTPError, Request, Response, Router
-from supervisor.errors import SupervisorError
+from supervisor.control import Request, Response, Router
+from supervisor.errors import HTTPError, Refused, SupervisorError
 from supervisor.history import TooManyFollowers, utc
 from supervisor.states import EngineState
 
@@ -232,7 +232,7 @@ async def operator(sup: Supervisor, engine: Engine, verb: str, method: str,
                         {c.tier: c.reason for c in choices if not c.usable})
     try:
         return await acknowledged(engine, intents.validate(view, verb, method, body, uid))
-    except intents.Refused as exc:
+    except Refused as exc:
         raise HTTPError(exc.status, exc.message, exc.detail) from None
 
 
@@ -319,8 +319,9 @@ def routes(sup: Supervisor) -> Router:
         since, engine = parse_since(query.get("since")), query.get("engine") or None
         if query.get("follow") in ("1", "true", "yes"):
             try:
-                events = sup.events.follow(since=since, engine=engine, limit=limit,
-                                           client=request.uid)
+                events = sup.events.follow(
+                    since=since, engine=engine, limit=limit, client=request.uid,
+                    backlog=lambda **kw: sup.disk.run(sup.events.read, **kw))
             except TooManyFollowers as exc:
                 raise HTTPError(429, f"too many followers: {exc}") from None
 

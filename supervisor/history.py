@@ -39,10 +39,10 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from itertools import chain
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import zstandard
 
@@ -98,6 +98,11 @@ def _fresh(event: dict[str, Any], floor: int | None) -> bool:
     """Not already in the newest segment, whose last seq is ``floor`` (a crash between writing
     a segment and emptying current.jsonl leaves both)."""
     return floor is None or event.get("seq", 0) > floor
+
+
+class Backlog(Protocol):
+    def __call__(self, *, since: str | None, limit: int | None, engine: str | None
+                 ) -> Awaitable[list[dict[str, Any]]]: ...
 
 
 class _Inbox(asyncio.Queue[dict[str, Any]]):
@@ -372,10 +377,12 @@ class EventLog:
             return []  # pruned meanwhile, or damaged: the rest of the history still reads
 
     def follow(self, *, since: str | None = None, engine: str | None = None,
-               limit: int | None = None, client: int | None = None
-               ) -> AsyncIterator[dict[str, Any]]:
+               limit: int | None = None, client: int | None = None,
+               backlog: Backlog | None = None) -> AsyncIterator[dict[str, Any]]:
         """The matching backlog (as ``read``), then each new event as appended, until cancelled
-        or dropped for falling ``FOLLOW_QUEUE`` events behind. Raises ``TooManyFollowers``."""
+        or dropped for falling ``FOLLOW_QUEUE`` events behind. Raises ``TooManyFollowers``.
+        ``backlog`` reads it where the appends run (the daemon's disk thread), so a read never
+        interleaves with an append; without it, ``read`` runs here."""
         if len(self.followers) >= MAX_FOLLOWERS:
             raise TooManyFollowers(f"{MAX_FOLLOWERS} followers already")
         if client:  # not root
@@ -387,13 +394,16 @@ class EventLog:
                                        " than root already")
         follower = Follower(client)
         self.followers.add(follower)  # before reading the backlog, so nothing falls in between
-        return self._follow(follower, since=since, engine=engine, limit=limit)
+        return self._follow(follower, since=since, engine=engine, limit=limit, backlog=backlog)
 
     async def _follow(self, follower: Follower, *, since: str | None, engine: str | None,
-                      limit: int | None) -> AsyncIterator[dict[str, Any]]:
+                      limit: int | None, backlog: Backlog | None
+                      ) -> AsyncIterator[dict[str, Any]]:
         try:
             last = 0
-            for event in self.read(since=since, limit=limit, engine=engine):
+            earlier = (await backlog(since=since, limit=limit, engine=engine) if backlog
+                       else self.read(since=since, limit=limit, engine=engine))
+            for event in earlier:
                 last = max(last, event.get("seq", 0))
                 yield event
             while not follower.lagging:

@@ -18,20 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from supervisor import policy
-from supervisor.errors import SupervisorError
+from supervisor.errors import Refused
 
 Verb = Literal["restart", "demote", "promote", "pin", "unpin"]
 VERBS: tuple[str, ...] = ("restart", "demote", "promote", "pin")
-
-
-class Refused(SupervisorError):
-    """An intent the engine cannot carry out: the HTTP status that says why, and details."""
-
-    def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.detail = detail
 
 
 @dataclass(frozen=True)

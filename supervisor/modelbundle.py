@@ -34,6 +34,7 @@ from typing import IO, Any
 import zstandard
 
 from supervisor import names
+from supervisor.errors import BundleError
 
 BUNDLE_MANIFEST = "llm-supervisor-model.json"
 FORMAT = 1
@@ -46,10 +47,6 @@ BLOB_RE = re.compile(r"^sha256-([0-9a-f]{64})$")
 DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 Progress = Callable[[int, int, str], None]
-
-
-class BundleError(Exception):
-    """A model or bundle that cannot be exported or imported; nothing was left behind."""
 
 
 # --------------------------------------------------------------------------- names and paths

@@ -2,9 +2,10 @@
 
 Kept in ``state.json`` under the state directory, written atomically on every change.
 
-Neither reading nor writing it can stop supervision. ``save_state`` never raises: it returns
-``None`` when the file was written, else the error as text (a full or failing disk), and the
-caller keeps the state in memory and tries again at the next change. ``load_state`` never
+Neither reading nor writing it can stop supervision. ``dumps_state`` gives the text and
+``supervisor.disk.Disk.write_state`` writes it (atomically, off the event loop); a full or
+failing disk shows as ``Disk.state_error`` while the state stays in memory and is written
+again at the next change. ``load_state`` never
 raises for a bad file: a corrupt or unreadable ``state.json`` is moved aside to
 ``state.json.corrupt-<UTC stamp>`` and an empty state is returned, with ``State.note`` saying
 what happened (for the log and the status document). Values of the wrong type, and
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from supervisor.atomic import atomic_write
+from supervisor.errors import StateError
 
 VERSION = 1
 HISTORY = 50  # transitions kept per engine in state.json (the event log keeps everything)
@@ -75,10 +76,6 @@ class State:
         return {"version": VERSION, "kernel_cursor": self.kernel_cursor,
                 "journal_cursor": self.journal_cursor,
                 "engines": {name: asdict(m) for name, m in sorted(self.engines.items())}}
-
-
-class StateError(Exception):
-    pass
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -155,16 +152,3 @@ def dumps_state(state: State) -> str:
     """``state.json``'s text (raises ValueError for a value JSON cannot hold)."""
     return json.dumps(state.to_dict(), indent=1, sort_keys=True, allow_nan=False,
                       default=str) + "\n"
-
-
-def save_state(path: Path, state: State) -> str | None:
-    """Write ``state.json`` atomically; never raises: the error as text, or None when written."""
-    try:
-        text = dumps_state(state)
-    except (TypeError, ValueError) as exc:
-        return f"cannot encode the state: {exc}"
-    try:
-        atomic_write(path, text, 0o640)
-    except OSError as exc:
-        return f"cannot write {path}: {exc.strerror or exc}"
-    return None

@@ -1,7 +1,8 @@
-"""The systemd adapter: the one module that runs systemctl and journalctl.
-
-Everything else talks to a ``ServiceManager``; tests of the decision logic give it a fake,
-system tests the real ``Systemd`` inside a booted container.
+"""The daemon's systemd adapter: ``Systemd`` runs systemctl and journalctl with timeouts;
+``supervisor.dbus.BusSystemd`` extends it with the manager's D-Bus API (systemctl remains its
+fallback). The engines reach it only through the daemon's actuator; tests of the decision
+logic give the engine a fake actuator, system tests the real adapter in a booted container.
+(``adopt``, a CLI command, runs systemctl itself for its one-off steps.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from supervisor.errors import CommandError, SystemdError
 from supervisor.process import LINE_CAP, bounded_lines, kill_session, run
@@ -52,14 +52,6 @@ class UnitStatus:
     @property
     def running(self) -> bool:
         return self.active_state == "active" and self.sub_state == "running"
-
-
-class ServiceManager(Protocol):
-    async def daemon_reload(self) -> None: ...
-    async def start(self, unit: str) -> None: ...
-    async def stop(self, unit: str) -> None: ...
-    async def restart(self, unit: str) -> None: ...
-    async def status(self, unit: str) -> UnitStatus: ...
 
 
 class Systemd:
@@ -112,9 +104,6 @@ class Systemd:
 
     async def reset_failed(self, unit: str) -> None:
         await self._systemctl("reset-failed", unit)
-
-    async def enable(self, unit: str) -> None:
-        await self._systemctl("enable", unit)
 
     async def show(self, unit: str, properties: Sequence[str] = UNIT_PROPERTIES
                    ) -> dict[str, str]:

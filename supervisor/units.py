@@ -336,12 +336,6 @@ def remove_engine(unit_dir: Path, name: str) -> list[Path]:
     return removed
 
 
-def render_all(config: Config, tiers: dict[str, str], host: HostFacts
-               ) -> dict[str, EngineUnits]:
-    """Units for every engine, each on the tier given for it."""
-    return {e.name: render(config, e, tiers[e.name], host) for e in config.engines}
-
-
 def files_of(units: Iterable[EngineUnits]) -> dict[str, str]:
     merged: dict[str, str] = {}
     for unit in units:

@@ -15,6 +15,7 @@ import pytest
 
 from supervisor import advise, cli
 from supervisor.advise import GIB, Gpu, ModelShape
+from supervisor.errors import AdviseError
 
 QWEN7 = ModelShape("qwen2.5:7b-instruct", 7_615_616_512, layers=28, kv_heads=4, head_size=128,
                    heads=28, max_context=32768)
@@ -105,7 +106,7 @@ def test_shape_from_ollama_show():
     shape = advise.shape_from_show("qwen2.5:7b-instruct", SHOW)
     assert shape == ModelShape("qwen2.5:7b-instruct", 7615616512, layers=28, kv_heads=4,
                                head_size=128, heads=28, max_context=32768, quantization="Q4_K_M")
-    with pytest.raises(advise.AdviseError, match="parameter count"):
+    with pytest.raises(AdviseError, match="parameter count"):
         advise.shape_from_show("x", {"model_info": {}})
 
 
@@ -125,7 +126,7 @@ def test_gpu_from_sysfs_and_smi(tmp_path):
     amd_smi = json.dumps([{"gpu": 0, "vram": {"type": "HBM", "size": {"value": 16368,
                                                                       "unit": "MB"}}}])
     assert advise.vram_from_smi_json(amd_smi) == 16368 * 1024**2
-    with pytest.raises(advise.AdviseError, match="--vram"):
+    with pytest.raises(AdviseError, match="--vram"):
         advise.detect_gpu(tmp_path / "none", run=lambda argv: None)
 
 

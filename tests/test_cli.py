@@ -10,6 +10,7 @@ import pytest
 from supervisor import client
 from supervisor.cli import cli
 from supervisor.daemon import main as daemon_main
+from supervisor.errors import ProtocolError
 
 GOOD = '[[engine]]\nname = "main"\nexec = "/bin/sleep infinity"\n'
 BAD = '[[engine]]\nname = "main"\nlistne = "x"\n[health]\ninterval = "soon"\n'
@@ -76,7 +77,7 @@ def test_the_strict_reader(raw, message):
     if message is None:
         assert client.parse_response(raw).json() == {}
     else:
-        with pytest.raises(client.ProtocolError, match=message):
+        with pytest.raises(ProtocolError, match=message):
             client.parse_response(raw)
 
 
