@@ -21,8 +21,9 @@ import httpx
 import structlog
 
 from supervisor import health, policy, progress
-from supervisor.causes import Action, Cause, Finding, precedence
+from supervisor.causes import Cause, Finding
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
+from supervisor.decide import Decision, Do, Situation, decide
 from supervisor.errors import Refused
 from supervisor.health import Observation
 from supervisor.history import utc
@@ -41,9 +42,6 @@ TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
 WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
 # canary verdicts that stand until a canary succeeds (they took the whole timeout to learn)
 STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
-# what the start-up grace excuses: an engine that does not answer yet. A crash, a generation
-# past its deadline, a measured rate are verdicts in every phase.
-NOT_YET = frozenset({Cause.UNRESPONSIVE, Cause.GENERATION})
 DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
 PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
@@ -599,67 +597,60 @@ class Engine:
 
     # ------------------------------------------------------------------ decisions
 
+    def situation(self) -> Situation:
+        """What the decision reads of this engine, as plain data."""
+        h = self.health
+        return Situation(
+            state=self.state, tier=self.tier, chain=tuple(self.chain),
+            usable=tuple(self.actuator.usable(self)), pinned=self.memory.pinned,
+            promoted_from=self.memory.promoted_from if self._promoting() else None,
+            in_grace=(self.state == EngineState.STARTING
+                      and self.clock() - self.started_at < h.startup_grace),
+            failures=self.failures, failures_needed=h.failures,
+            restarts_on_tier=self.restarts_on_tier,
+            restarts_per_tier=self.fallback.restarts_per_tier,
+            generation_passed=self.canary_passed or not h.canary_every,
+            reboot_required=self.memory.reboot_required,
+            may_pull=(self.cfg.pull and self.cfg.kind == "ollama" and self.pull is None))
+
     async def judge(self, observations: list[Observation]) -> None:
-        failed = [o for o in observations if not o.ok and o.finding is not None]
-        if not failed:
-            if not any(o.source == "liveness" for o in observations):
-                return  # the unit is still activating: nothing answered yet
+        """Decide (a pure function of the situation and the observations), then act."""
+        await self.act(decide(self.situation(), observations))
+
+    async def act(self, d: Decision) -> None:
+        """Carry a decision out: the only place a check changes the engine."""
+        if d.do == Do.WAIT:
+            return
+        if d.do in (Do.OK, Do.HEALTHY):
             self.failures = 0
-            if self.state != EngineState.HEALTHY:
-                if self.health.canary_every and not self.canary_passed:
-                    return  # healthy means the model is loaded and a generation worked
+            if d.do == Do.HEALTHY and self.state != EngineState.HEALTHY:
                 self._became_healthy()
             return
-        worst = min(failed, key=lambda o: precedence(o.finding.cause))  # type: ignore[union-attr]
-        finding = worst.finding
+        finding = d.finding
         assert finding is not None
-        action = finding.cause.action
-        if action == Action.BLOCK:
-            await self._on_blocking(finding)
-        elif action == Action.REBOOT:
+        if d.skip_tier and self.tier:
+            self.memory.skipped[self.tier] = reason_of(finding.cause, finding.detail)
+        if d.reboot:
             self._reboot_required(finding)
-            await self._demote(finding)
-        elif action == Action.RESTART:
-            await self._restart(finding)
-        elif action == Action.DEMOTE:
-            if finding.cause == Cause.BACKEND_MISMATCH and self.tier:
-                self.memory.skipped[self.tier] = reason_of(finding.cause, finding.detail)
-            if self.memory.pinned and finding.cause in (Cause.BACKEND_MISMATCH,
-                                                        Cause.PLACEMENT):
-                # the operator holds this tier and a restart changes nothing: say so
-                self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
-                                evidence=finding.evidence, fix="unpin it to let it fall back",
-                                tier_prefix=True)
-            elif self.memory.pinned:
-                await self._restart(finding)
-            else:
-                await self._demote(finding)
-        else:
-            await self._count(worst, finding)
-
-    async def _count(self, worst: Observation, finding: Finding) -> None:
-        in_grace = (self.state == EngineState.STARTING
-                    and self.clock() - self.started_at < self.health.startup_grace)
-        if in_grace and finding.cause in NOT_YET:
-            return  # still starting: GPU discovery and model load take their time
-        if self._promoting() and not in_grace and self.state == EngineState.STARTING:
-            await self._rollback(finding, "not healthy within its grace")
-            return
-        self.failures += 1
-        self.last_failure = worst
-        if self.failures < self.health.failures:
+        if d.do == Do.COUNT:
+            self.failures = d.failures
+            self.last_failure = d.observation
             log.info("check failed", engine=self.name, tier=self.tier, cause=finding.cause.value,
                      reason=finding.text(), failures=self.failures)
-            return
-        counted = Finding(finding.cause, f"{finding.detail} ({self.failures} checks in a row)",
-                          finding.fix, finding.evidence, finding.facts)
-        if self.memory.pinned or self.restarts_on_tier < self.fallback.restarts_per_tier:
-            if self._promoting() and not self.memory.pinned:
-                await self._rollback(counted)
-            else:
-                await self._restart(counted)
+        elif d.do == Do.HOLD:
+            self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
+                            evidence=finding.evidence, fix="unpin it to let it fall back",
+                            tier_prefix=True)
+        elif d.do == Do.RESTART:
+            await self._restart(finding)
+        elif d.do == Do.DEMOTE:
+            await self._demote(finding, d.target)
+        elif d.do == Do.ROLLBACK:
+            await self._rollback(finding, d)
+        elif d.do == Do.PULL:
+            self._start_pull()
         else:
-            await self._demote(counted)
+            await self.block(finding)
 
     def _became_healthy(self) -> None:
         tier = self.tier
@@ -696,19 +687,14 @@ class Engine:
         await self.start_on(self.tier, finding.cause, f"restarting on {self.tier}: "
                             f"{finding.text()}")
 
-    async def _demote(self, finding: Finding) -> None:
-        if self._promoting():
-            await self._rollback(finding)
-            return
+    async def _demote(self, finding: Finding, target: str | None) -> None:
+        """Down to ``target`` (decided), or, with none left, every usable tier exhausted."""
         self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
                         evidence=finding.evidence, fix=finding.fix, tier_prefix=True)
-        usable = self.actuator.usable(self)
-        target = policy.tier_below(self.chain, usable, self.tier)
-        if self.memory.reboot_required and self.tier not in GPU_TIERS and target is None:
-            target = self.tier  # already off the GPU: stay, restart
         if target is None:
             await self.fail(finding)
             return
+        usable = self.actuator.usable(self)
         if self.fallback.promote_after > 0 and policy.best_tier(self.chain, usable) != target:
             self._schedule_promotion()
         if self.memory.demoted_from is None and self.tier != target:
@@ -741,13 +727,6 @@ class Engine:
                             f" bottom: {target}")
 
     # ------------------------------------------------------------------ blocked
-
-    async def _on_blocking(self, finding: Finding) -> None:
-        if (finding.cause == Cause.MODEL_MISSING and self.cfg.pull
-                and self.cfg.kind == "ollama" and self.pull is None):
-            self._start_pull()
-            return
-        await self.block(finding)
 
     async def block(self, finding: Finding) -> None:
         """No tier change can fix this: say so, with the fix, and retry with backoff."""
@@ -902,22 +881,23 @@ class Engine:
         self.memory.next_promotion_at = None
         await self.start_on(tier, Cause.PROMOTION, f"trying {tier} again ({why})")
 
-    async def _rollback(self, finding: Finding, why: str = "") -> None:
+    async def _rollback(self, finding: Finding, d: Decision) -> None:
+        """A promotion failed: the next try waits ``promote_backoff`` times longer; back to
+        the tier it came from, or (that one gone too) down as decided."""
         back = self.memory.promoted_from
-        assert back is not None
         self.memory.promoted_from = self.memory.probation_until = None
         wait = policy.next_promotion_wait(self.memory.promote_wait or
                                           self.fallback.promote_after,
                                           self.fallback.promote_backoff)
         self.memory.promote_wait = wait
         self.memory.next_promotion_at = self.wall() + wait
-        detail = f"{why}: {finding.text()}" if why else finding.text()
+        detail = f"{d.why}: {finding.text()}" if d.why else finding.text()
         self.transition(EngineState.DEGRADED, Cause.PROMOTION_FAILED, detail,
                         evidence=finding.evidence, tier_prefix=True)
-        if finding.cause == Cause.FATAL_RESET or back not in self.actuator.usable(self):
-            await self._demote(finding)
+        if d.demote or d.target is None:
+            await self._demote(finding, d.target)
             return
-        await self.start_on(back, Cause.PROMOTION_FAILED, f"back to {back}; next try in"
+        await self.start_on(d.target, Cause.PROMOTION_FAILED, f"back to {back}; next try in"
                             f" {wait:.0f}s ({finding.text()})", evidence=finding.evidence)
 
     # ------------------------------------------------------------------ the loop

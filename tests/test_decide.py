@@ -1,0 +1,67 @@
+"""The decision alone: a pure function of a situation and observations (no engine, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from supervisor.causes import Cause
+from supervisor.decide import Do, Situation, decide
+from supervisor.health import Observation
+from supervisor.states import EngineState
+
+LIVE = Observation(True, "liveness")
+ON_ROCM = Situation(state=EngineState.HEALTHY, tier="rocm", chain=("rocm", "vulkan", "cpu"),
+                    usable=("rocm", "vulkan", "cpu"), generation_passed=True)
+
+
+def bad(cause: Cause, source: str = "log") -> Observation:
+    return Observation.bad(source, cause, "detail")
+
+
+@pytest.mark.parametrize(("situation", "found", "do", "target"), [
+    (ON_ROCM, [LIVE], Do.HEALTHY, None),
+    (replace(ON_ROCM, generation_passed=False), [LIVE], Do.OK, None),
+    (ON_ROCM, [], Do.WAIT, None),                                      # nothing answered yet
+    (ON_ROCM, [LIVE, bad(Cause.GPU_FAULT)], Do.DEMOTE, "vulkan"),
+    (ON_ROCM, [LIVE, bad(Cause.RESET)], Do.RESTART, "rocm"),
+    (ON_ROCM, [LIVE, bad(Cause.FATAL_RESET)], Do.DEMOTE, "cpu"),       # off the GPU
+    (ON_ROCM, [LIVE, bad(Cause.HANG, "canary")], Do.COUNT, None),
+    (replace(ON_ROCM, failures=2), [bad(Cause.HANG, "canary")], Do.RESTART, "rocm"),
+    (replace(ON_ROCM, failures=2, restarts_on_tier=1), [bad(Cause.STALL, "canary")],
+     Do.DEMOTE, "vulkan"),
+    (replace(ON_ROCM, tier="cpu", failures=2, restarts_on_tier=1), [bad(Cause.CRASH, "unit")],
+     Do.DEMOTE, None),                                                 # chain exhausted
+    (replace(ON_ROCM, state=EngineState.STARTING, in_grace=True),
+     [bad(Cause.UNRESPONSIVE, "liveness")], Do.WAIT, None),            # not answering yet
+    (replace(ON_ROCM, state=EngineState.STARTING, in_grace=True),
+     [LIVE, bad(Cause.HANG, "canary")], Do.COUNT, None),               # a hung load counts
+    (replace(ON_ROCM, pinned="rocm"), [LIVE, bad(Cause.GPU_FAULT)], Do.RESTART, "rocm"),
+    (replace(ON_ROCM, pinned="rocm"), [LIVE, bad(Cause.PLACEMENT)], Do.HOLD, None),
+    (ON_ROCM, [LIVE, bad(Cause.MODEL_MISSING, "canary")], Do.BLOCK, None),
+    (replace(ON_ROCM, may_pull=True), [LIVE, bad(Cause.MODEL_MISSING, "canary")], Do.PULL,
+     None),
+    (replace(ON_ROCM, promoted_from="vulkan"), [LIVE, bad(Cause.GPU_FAULT)], Do.ROLLBACK,
+     "vulkan"),
+    (replace(ON_ROCM, promoted_from="vulkan", state=EngineState.STARTING),
+     [bad(Cause.UNRESPONSIVE, "liveness")], Do.ROLLBACK, "vulkan"),    # not healthy in grace
+    (replace(ON_ROCM, promoted_from="vulkan"), [LIVE, bad(Cause.FATAL_RESET)], Do.ROLLBACK,
+     "cpu"),                                                           # its tier is gone too
+])
+def test_decide(situation, found, do, target):
+    decision = decide(situation, found)
+    assert decision.do == do, decision
+    if do in (Do.RESTART, Do.DEMOTE, Do.ROLLBACK):
+        assert decision.target == target, decision
+
+
+def test_the_most_serious_observation_decides_and_the_count_is_returned():
+    decision = decide(ON_ROCM, [bad(Cause.HANG, "canary"), bad(Cause.FATAL_RESET)])
+    assert decision.do == Do.DEMOTE and decision.reboot and decision.target == "cpu"
+    counted = decide(replace(ON_ROCM, failures=1), [bad(Cause.SLOW, "canary")])
+    assert counted.do == Do.COUNT and counted.failures == 2
+    backend = decide(ON_ROCM, [LIVE, bad(Cause.BACKEND_MISMATCH, "backend")])
+    assert backend.skip_tier and backend.target == "vulkan"
+    assert "(3 checks in a row)" in decide(replace(ON_ROCM, failures=2),
+                                           [bad(Cause.HANG, "canary")]).finding.detail
