@@ -184,8 +184,10 @@ class Supervisor:
             tier = placed[engine.name]
             if tier is None:
                 engine.memory.tier = None
-                await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: " + "; ".join(
-                    f"{c.tier}: {c.reason}" for c in self.choices(engine))))
+                with engine.batch():
+                    await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: "
+                                              + "; ".join(f"{c.tier}: {c.reason}"
+                                                          for c in self.choices(engine))))
                 continue
             try:
                 status = await self.systemd.status(engine.cfg.unit, fresh=True)
@@ -215,7 +217,8 @@ class Supervisor:
             why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped
                                            else "")
             try:
-                await engine.start_on(tier, Cause.START, why)
+                with engine.batch():
+                    await engine.start_on(tier, Cause.START, why)
             except SupervisorError as exc:  # one engine's trouble stops no other's supervision
                 log.error("could not start engine; its checks will retry", engine=engine.name,
                           error=str(exc))
@@ -247,7 +250,6 @@ class Supervisor:
             if engine.tier is not None and engine.tier != tier:
                 await self._restore_files(engine, engine.tier)
             raise
-        self.save()
 
     async def _write_and_restart(self, engine: Engine, tier: str) -> None:
         rendered = units.render(self.config, engine.cfg, tier, self.host)
@@ -340,11 +342,14 @@ class Supervisor:
         self.disk.submit(f"write the metrics textfile in {directory}",
                          self.metrics.write_textfile, directory)
 
-    def record(self, engine: Engine, type: str, **fields: Any) -> None:
-        try:
-            self.event(type, engine=engine.name, **fields)
-        except OSError as exc:  # a full disk must not stop a decision
-            log.error("cannot record event", engine=engine.name, error=str(exc))
+    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """An engine's check, recorded once: its events in order, then one state save, one
+        STATUS= and one metrics update."""
+        for type, fields in events:
+            try:
+                self.event(type, engine=engine.name, **fields)
+            except OSError as exc:  # a full disk must not stop a decision
+                log.error("cannot record event", engine=engine.name, error=str(exc))
         self.save()
         self.update_status()
         self.write_metrics_textfile()
@@ -544,14 +549,15 @@ class Supervisor:
                                         self.http)
         for name, (_, tier) in plan.items():  # changed ones are held; added ones run nothing
             engine = self.engines[name]
-            if tier is None:
-                await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
-            elif name in change.added:
-                await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
-                                      f" {tier}")
-            else:
-                await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting on"
-                                      f" {tier}")
+            with engine.batch():
+                if tier is None:
+                    await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
+                elif name in change.added:
+                    await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
+                                          f" {tier}")
+                else:
+                    await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting"
+                                          f" on {tier}")
             if name in change.added:
                 self._supervise(engine)
         # a retuned chain or availability may leave an engine on a tier it may not use
@@ -561,8 +567,9 @@ class Supervisor:
             tier = self.place(engine)
             if tier is not None and tier != engine.tier:
                 async with engine.lock:
-                    await engine.start_on(tier, Cause.RELOAD, f"config changed: {engine.tier} is"
-                                          " no longer usable")
+                    with engine.batch():
+                        await engine.start_on(tier, Cause.RELOAD, f"config changed:"
+                                              f" {engine.tier} is no longer usable")
         if old.logs.kernel_match != new.logs.kernel_match:
             self._follow_kernel()
         self.save()

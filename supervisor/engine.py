@@ -11,10 +11,11 @@ decisions are testable with a fake one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import httpx
@@ -69,8 +70,9 @@ class Actuator(Protocol):
 
     def observe_check(self, engine: Engine, check: str, seconds: float) -> None: ...
 
-    def record(self, engine: Engine, type: str, **fields: Any) -> None:
-        """Append an event and persist the engine's memory (best effort, never raises)."""
+    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Record a check's events in order, then persist the engine's memory, STATUS= and
+        the metrics once (best effort, never raises)."""
 
 
 def reason_of(cause: Cause, detail: str = "", tier: str | None = None) -> str:
@@ -114,6 +116,8 @@ class Engine:
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
+        self._outbox: list[tuple[str, dict[str, Any]]] = []  # events of the check under way
+        self._batching = 0
         self.configure(config, engine)
 
     def configure(self, config: Config, engine: EngineConfig) -> None:
@@ -174,9 +178,35 @@ class Engine:
                  EngineState.BLOCKED: "error"}.get(to, "info")
         getattr(log, level)("engine state", engine=self.name, tier=self.tier, cause=cause.value,
                             reason=reason, **{"from": before.value, "to": to.value})
-        self.actuator.record(self, "state", from_=before.value, to=to.value, reason=reason,
+        self._record("state", from_=before.value, to=to.value, reason=reason,
                              cause=cause.value, evidence=evidence, tier=self.tier,
                              **({"fix": fix} if fix else {}))
+
+    # ------------------------------------------------------------------ the record
+
+    def _record(self, type: str, **fields: Any) -> None:
+        """An event of this engine: kept until the check (or action) under way ends, then
+        committed with the others at once."""
+        self._outbox.append((type, fields))
+        if not self._batching:
+            self._flush()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record once: the events of what runs inside go to the actuator together, in order,
+        with one state save, one STATUS= and one metrics update."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._outbox:
+            events, self._outbox = self._outbox, []
+            self.actuator.commit(self, events)
 
     # ------------------------------------------------------------------ start / adopt
 
@@ -203,7 +233,7 @@ class Engine:
         self.memory.reboot_evidence = ""
         self.memory.reboot_boot_id = None
         log.info("reboot done: GPU tiers usable again", engine=self.name)
-        self.actuator.record(self, "reboot", to="done", cause=Cause.RECOVERED.value,
+        self._record("reboot", to="done", cause=Cause.RECOVERED.value,
                              reason="the host rebooted: GPU tiers are usable again",
                              evidence={"seen_in_boot": seen, "boot": boot_id})
 
@@ -226,7 +256,7 @@ class Engine:
             what = f"switching to {tier}" if before != tier else f"restarting on {tier}"
             log.error("switch failed", engine=self.name, tier=before, to=tier,
                       cause=cause.value, error=str(exc))
-            self.actuator.record(self, "switch", from_=before, to="failed", tier=before,
+            self._record("switch", from_=before, to="failed", tier=before,
                                  cause=cause.value, reason=f"{what} failed: {exc}"
                                  f" ({detail or cause.description})",
                                  evidence={"wanted": tier, "error": str(exc)})
@@ -236,7 +266,7 @@ class Engine:
         self.memory.tier = tier
         if before != tier:
             self.restarts_on_tier = 0
-            self.actuator.record(self, "tier", from_=before, to=tier, cause=cause.value,
+            self._record("tier", from_=before, to=tier, cause=cause.value,
                                  reason=detail or f"starting on {tier}", evidence=evidence)
             if before is not None and policy.is_above(self.chain, before, tier):
                 log.warning("engine demoted", engine=self.name, tier=tier, cause=cause.value,
@@ -290,19 +320,19 @@ class Engine:
         usable = self.actuator.usable(self)
         record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
         if intent.verb == "unpin":
-            self.actuator.record(self, "operator", **record, evidence=None)
+            self._record("operator", **record, evidence=None)
             self.memory.pinned = None
-            self.actuator.record(self, "unpin", cause=Cause.OPERATOR.value,
+            self._record("unpin", cause=Cause.OPERATOR.value,
                                  reason=f"unpinned by uid {intent.uid}")
             return "unpinned"
         if intent.verb == "pin":
             tier = intent.tier
             assert tier is not None
             check_usable(self.name, tier, usable, {})
-            self.actuator.record(self, "operator", **record, evidence={"tier": tier})
+            self._record("operator", **record, evidence={"tier": tier})
             self.memory.pinned = tier
             self.memory.next_promotion_at = None
-            self.actuator.record(self, "pin", to=tier, cause=Cause.OPERATOR.value,
+            self._record("pin", to=tier, cause=Cause.OPERATOR.value,
                                  reason=f"pinned to {tier} by uid {intent.uid}")
             if self.tier != tier:
                 await self.start_on(tier, Cause.OPERATOR, f"pinned to {tier} by uid"
@@ -315,14 +345,14 @@ class Engine:
                                        current=self.tier)
             if target is None:
                 raise Refused(409, f"no usable tier for {self.name}")
-            self.actuator.record(self, "operator", **record, evidence={"tier": target})
+            self._record("operator", **record, evidence={"tier": target})
             await self.start_on(target, Cause.OPERATOR, f"restarted by uid {intent.uid}")
             return "restarted"
         if intent.verb == "demote":
             below = policy.tier_below(self.chain, usable, self.tier)
             if below is None:
                 raise Refused(409, f"no usable tier below {self.tier}")
-            self.actuator.record(self, "operator", **record, evidence={"tier": below})
+            self._record("operator", **record, evidence={"tier": below})
             await self.start_on(below, Cause.OPERATOR, f"demoted from {self.tier} by uid"
                                 f" {intent.uid}")
             return f"demoted to {below}"
@@ -330,30 +360,36 @@ class Engine:
         best = policy.best_tier(self.chain, self.actuator.usable(self))
         if best is None or best == self.tier:
             raise Refused(409, f"{self.name} is already on its best usable tier")
-        self.actuator.record(self, "operator", **record, evidence={"tier": best})
+        self._record("operator", **record, evidence={"tier": best})
         await self.promote(best, f"asked by uid {intent.uid}")
         return f"promoting to {best}"
 
     async def tick(self) -> None:
         async with self.lock:
-            await self._apply_intents()
-            state = self.state
-            if state == EngineState.STOPPED:
-                return
-            if state == EngineState.FAILED:
-                if self._due():
-                    await self._retry_from_bottom()
-                return
-            if state == EngineState.BLOCKED:
-                await self._blocked_tick()
-                return
-            if self.pull_task is not None:
-                return  # pulling the model: judged again when the pull ends
-            observations = await self.observe()
-            await self.judge(observations)
-            if self.state == EngineState.HEALTHY:
-                self._end_probation()
-                await self._maybe_promote()
+            with self.batch():
+                await self._check()
+
+    async def _check(self) -> None:
+        """One check: the operator's intents, then observe -> decide -> act; recorded once
+        (``batch``) when it ends."""
+        await self._apply_intents()
+        state = self.state
+        if state == EngineState.STOPPED:
+            return
+        if state == EngineState.FAILED:
+            if self._due():
+                await self._retry_from_bottom()
+            return
+        if state == EngineState.BLOCKED:
+            await self._blocked_tick()
+            return
+        if self.pull_task is not None:
+            return  # pulling the model: judged again when the pull ends
+        observations = await self.observe()
+        await self.judge(observations)
+        if self.state == EngineState.HEALTHY:
+            self._end_probation()
+            await self._maybe_promote()
 
     def _due(self) -> bool:
         return self.memory.retry_at is not None and self.wall() >= self.memory.retry_at
@@ -454,7 +490,7 @@ class Engine:
                 self.tokens_per_second = result.tokens_per_second
                 if phase == "load" and self.cfg.model:
                     seconds = (result.latency_ms or 0) / 1000
-                    self.actuator.record(self, "load", to=self.tier, cause=Cause.START.value,
+                    self._record("load", to=self.tier, cause=Cause.START.value,
                                          reason=f"{self.cfg.model} loaded on {self.tier}:"
                                          f" first generation in {seconds:.2f}s",
                                          evidence={"seconds": round(seconds, 3)})
@@ -810,7 +846,7 @@ class Engine:
                         step = self._pull_percent() // 25
                         if step != last_step or part.get("status") == "success":
                             last_step = step
-                            self.actuator.record(self, "pull", to=str(part.get("status")),
+                            self._record("pull", to=str(part.get("status")),
                                                  cause=Cause.MODEL_MISSING.value,
                                                  reason=f"pulling {self.cfg.model}:"
                                                  f" {part.get('status')}"
@@ -851,7 +887,7 @@ class Engine:
         until = self.memory.probation_until
         if until is not None and self.wall() >= until:
             log.info("promotion held through probation", engine=self.name, tier=self.tier)
-            self.actuator.record(self, "probation", to="passed", cause=Cause.PROMOTION.value,
+            self._record("probation", to="passed", cause=Cause.PROMOTION.value,
                                  reason=f"{self.tier} held for {self.fallback.probation:.0f}s")
             self.memory.promoted_from = self.memory.probation_until = None
             self.memory.promote_wait = None

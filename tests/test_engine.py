@@ -44,6 +44,7 @@ class FakeActuator:
         self.is_cleared = False
         self.boot = "boot-1"
         self.switch_error: Exception | None = None
+        self.commits: list[list[str]] = []  # the event types of each commit
 
     async def switch(self, engine: Engine, tier: str) -> None:
         if self.switch_error is not None:
@@ -72,8 +73,9 @@ class FakeActuator:
     def boot_id(self) -> str | None:
         return self.boot
 
-    def record(self, engine: Engine, type: str, **fields: Any) -> None:
-        self.events.append({"type": type, **fields})
+    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.commits.append([type for type, _ in events])
+        self.events.extend({"type": type, **fields} for type, fields in events)
 
     def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
         self.checks.append((check, seconds))
@@ -627,3 +629,28 @@ def test_one_rule_for_the_start_tier(pinned, current, usable, tier):
     from supervisor import policy
     assert policy.start_tier(("rocm", "vulkan", "opencl", "cpu"), usable, pinned=pinned,
                              current=current) == tier
+
+
+async def test_a_demotion_is_recorded_once_after_its_switch():
+    """Observe -> decide -> act -> record once: the check that demotes hands its events to
+    the actuator in one commit (one state save, one STATUS=, one metrics update), in order,
+    after the switch they announce."""
+    engine, actuator, api, clock, wall = await started()
+    commits = len(actuator.commits)
+    order: list[str] = []
+    switch, commit = actuator.switch, actuator.commit
+
+    async def switching(e: Engine, tier: str) -> None:
+        order.append("switch")
+        await switch(e, tier)
+
+    def committing(e: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        order.append("commit")
+        commit(e, events)
+
+    actuator.switch, actuator.commit = switching, committing  # type: ignore[method-assign]
+    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    await engine.tick()
+    assert actuator.switches[-1] == "vulkan"
+    assert actuator.commits[commits:] == [["state", "tier", "state"]]
+    assert order == ["switch", "commit"]
