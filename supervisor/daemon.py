@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import grp
 import os
-import pwd
-import shlex
 import signal
 import sys
 import time
@@ -26,16 +23,16 @@ import sdnotify
 import structlog
 
 from supervisor import (
-    devicelist,
+    diagnosis,
     handlers,
     logwatch,
     policy,
     ports,
-    probes,
     progress,
     tiers,
     units,
 )
+from supervisor.actuator import SystemdActuator
 from supervisor.causes import Cause, Finding
 from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from supervisor.control import ControlServer, group_reader
@@ -45,15 +42,16 @@ from supervisor.disk import Disk
 from supervisor.engine import Engine
 from supervisor.errors import ConfigError, SupervisorError, UnitFileError
 from supervisor.health import Observation
-from supervisor.history import EventLog, utc
+from supervisor.history import EventLog
+from supervisor.hostview import HostView
 from supervisor.journal import JournalReader, Sink, oldest
 from supervisor.logs import configure
-from supervisor.metrics import EngineView, Metrics, SupervisorView
+from supervisor.metrics import Metrics, SupervisorView
 from supervisor.probes import ProbeResult
-from supervisor.state import State, dumps_state, load_state
+from supervisor.recorder import Recorder
+from supervisor.state import State, load_state
 from supervisor.states import EngineState
 from supervisor.systemd import Systemd, UnitStatus
-from supervisor.timefmt import ago
 
 log = structlog.get_logger("llm-supervisor")
 
@@ -66,15 +64,12 @@ class Supervisor:
         self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.probes: dict[str, ProbeResult] = {}
-        self.device_skips: dict[str, dict[str, str]] = {}  # engine -> tier -> why (its build)
+        self.hostview = HostView(lambda type, **fields: self.event(type, **fields))
         self.config_error: list[str] | None = None
         self.started_at = time.time()
         self.reload_lock = asyncio.Lock()
-        self.systemd_lock = asyncio.Lock()
         self.hup = asyncio.Event()
         self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
-        self.generation = 0  # bumped by every event: see handlers.StatusCache
 
     # ------------------------------------------------------------------ startup
 
@@ -94,18 +89,24 @@ class Supervisor:
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
                                max_size=history.max_size,
                                spill=sup.socket.parent / "events-backlog.jsonl")
-        self.metrics = Metrics()
+        self.recorder = Recorder(events=self.events, disk=self.disk, state=self.state,
+                                 state_path=self.state_path, engines=self.engines,
+                                 notify=lambda message: self.notify(message),
+                                 gauges=self._gauges, before_save=self._journal_cursor)
+        self.recorder.textfile_dir = self.config.metrics.textfile_dir
         self.host = units.HostFacts.read()
+        self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
+                                        lambda: self.config, self.host)
         self.http = httpx.AsyncClient(trust_env=False)
         missing = self.host.missing_gpu_groups()
         if missing:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
                         groups=missing)
         await self.reprobe()
-        boot = self.boot_id()
+        boot = self.actuator.boot_id()
         for engine_cfg in self.config.engines:
-            engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name), self,
-                            self.http)
+            engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name),
+                            self.actuator, self.http)
             self.engines[engine_cfg.name] = engine
             engine.expire_facts(boot)
         await self.reconcile()
@@ -118,53 +119,23 @@ class Supervisor:
         self.update_status()
         log.info("ready", engines=list(self.engines), socket=str(sup.socket))
 
-    async def reprobe(self, config: Config | None = None) -> None:
-        """The host's tiers, then what each llama-server build lists (``config``: the one
-        about to be applied, on reload)."""
-        config = config or self.config
-        sup = config.supervisor
-        previous = self.probes
-        self.probes = await probes.probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path))
-        for tier, result in self.probes.items():
-            old = previous.get(tier)
-            if old is None or old.present != result.present or old.reason != result.reason:
-                self.event("probe", to="present" if result.present else "absent",
-                                   reason=f"{tier}: {result.reason}", evidence=result.to_dict())
-        await self.probe_devices(config)
+    # ------------------------------------------------------------------ the host view
 
-    async def probe_devices(self, config: Config) -> None:
-        """``llama-server --list-devices`` per GPU tier the host has: a tier whose device this
-        build does not list is skipped for that engine."""
-        found: dict[str, dict[str, str]] = {}
-        for engine in config.engines:
-            if engine.kind != "llama-server":
-                continue
-            candidates = [t for t in config.chain_for(engine)
-                          if tiers.kind_supports(engine, t)[0]
-                          and tiers.host_has(config, t, self.probes)[0]]
-            skipped, listings = await devicelist.skipped_tiers(
-                engine, candidates, config.supervisor.probe_timeout)
-            found[engine.name] = skipped
-            if listings and skipped != self.device_skips.get(engine.name):
-                self.event("probe", engine=engine.name, to="devices",
-                           reason="; ".join(f"{t}: {why}" for t, why in skipped.items())
-                           or "every GPU tier's device is listed",
-                           evidence=[listing.to_dict() for listing in listings])
-        self.device_skips = found
+    @property
+    def probes(self) -> dict[str, ProbeResult]:
+        return self.hostview.probes
+
+    async def reprobe(self, config: Config | None = None) -> None:
+        await self.hostview.reprobe(config or self.config)
 
     def choices(self, engine: Engine) -> list[tiers.TierChoice]:
-        return tiers.choices(self.config, engine.cfg, self.probes,
-                             reboot_required=engine.memory.reboot_required,
-                             skipped={**self.device_skips.get(engine.name, {}),
-                                      **engine.memory.skipped})
+        return self.hostview.choices(self.config, engine)
 
     def usable(self, engine: Engine) -> list[str]:
-        return [c.tier for c in self.choices(engine) if c.usable]
+        return self.hostview.usable(self.config, engine)
 
     def place(self, engine: Engine) -> str | None:
-        """The tier an engine should run on now: its pin, else its tier, else the best."""
-        return policy.start_tier(engine.chain, self.usable(engine),
-                                 pinned=engine.memory.pinned, current=engine.tier)
+        return self.hostview.place(self.config, engine)
 
     async def reconcile(self) -> None:
         """Bring units in line with the config: write, one daemon-reload, start what's down."""
@@ -198,7 +169,7 @@ class Supervisor:
             if status.need_daemon_reload:  # a switch died between writing and daemon-reload
                 await self.daemon_reload()
                 changed_engines.add(engine.name)
-            ran_on = process_tier(status.main_pid) if status.running else None
+            ran_on = diagnosis.process_tier(status.main_pid) if status.running else None
             if ran_on is not None and ran_on != tier:  # the process runs the old tier
                 log.warning("finishing an interrupted switch", engine=engine.name,
                             running=ran_on, tier=tier)
@@ -235,158 +206,60 @@ class Supervisor:
                            evidence=[str(p) for p in removed])
         self.state.engines.pop(name, None)
 
-    # ------------------------------------------------------------------ the actuator
+    # ------------------------------------------------------------------ the record
 
     async def daemon_reload(self) -> None:
-        async with self.systemd_lock:
-            await self.systemd.daemon_reload()
-
-    async def switch(self, engine: Engine, tier: str) -> None:
-        """A switch as a transaction: files written, systemd told (also when an earlier switch
-        wrote them and died before the daemon-reload), then the restart."""
-        try:
-            await self._write_and_restart(engine, tier)
-        except Exception:
-            if engine.tier is not None and engine.tier != tier:
-                await self._restore_files(engine, engine.tier)
-            raise
-
-    async def _write_and_restart(self, engine: Engine, tier: str) -> None:
-        rendered = units.render(self.config, engine.cfg, tier, self.host)
-        changed = units.write_files(self.config.supervisor.unit_dir, rendered.files())
-        if changed or (await self.systemd.status(engine.cfg.unit, fresh=True)).need_daemon_reload:
-            await self.daemon_reload()
-        async with self.systemd_lock:
-            try:
-                await self.systemd.reset_failed(engine.cfg.unit)
-            except SupervisorError:
-                pass  # not failed: nothing to reset
-            await self.systemd.restart(engine.cfg.unit)
-
-    async def _restore_files(self, engine: Engine, tier: str) -> None:
-        """A switch failed half-way: the unit's files go back to the tier it runs, so that
-        the next start (systemd's own restart included) is on the tier we report."""
-        try:
-            rendered = units.render(self.config, engine.cfg, tier, self.host)
-            if units.write_files(self.config.supervisor.unit_dir, rendered.files()):
-                await self.daemon_reload()
-        except Exception as exc:  # best effort: the switch's own error is what is reported
-            log.error("could not put the unit back", engine=engine.name, tier=tier,
-                      error=str(exc))
-
-    async def stop(self, engine: Engine) -> None:
-        async with self.systemd_lock:
-            try:
-                await self.systemd.stop(engine.cfg.unit)
-            except SupervisorError as exc:
-                log.warning("could not stop engine", engine=engine.name, error=str(exc))
-
-    async def unit_status(self, engine: Engine) -> UnitStatus:
-        return await self.systemd.status(engine.cfg.unit)
-
-    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
-        """A unit down or crash-looping: is it a cause no tier change can fix?"""
-        command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
-        return diagnose_unit(engine.cfg, command, unit, ports.holder(engine.cfg.listen))
-
-    async def cleared(self, engine: Engine, cause: Cause) -> bool:
-        if cause == Cause.PORT_IN_USE:
-            held = ports.holder(engine.cfg.listen)
-            return held is None or held.unit == engine.cfg.unit
-        if cause == Cause.EXEC_MISSING:
-            command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
-            return program_of(command).is_file()
-        if cause == Cause.PERMISSION:
-            return users_exist(engine.cfg)
-        if cause == Cause.MODEL_MISSING:
-            command = tiers.tier_exec(engine.cfg, engine.tier or "") or engine.cfg.exec
-            model = model_of(command)
-            return model is not None and model.is_file()
-        return False
-
-    def boot_id(self) -> str | None:
-        try:
-            return self.config.supervisor.boot_id_path.read_text().strip() or None
-        except OSError:
-            return None
+        await self.actuator.daemon_reload()
 
     def event(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Append to the history (queued for the disk thread, in order), and count it in the
-        metrics."""
-        self.generation += 1  # the cached status document is stale
-        self.disk.submit("record event", self.events.append, type, **fields)
-        event = {"type": type, "from": fields.get("from_"),
-                 **{k: v for k, v in fields.items() if k != "from_"}}
-        self.metrics.observe_event(event)
-        return event
-
-    def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
-        self.metrics.observe_check(engine.name, check, seconds)
-
-    def metrics_text(self) -> bytes:
-        control = getattr(self, "control", None)
-        self.metrics.refresh([EngineView.of(e) for e in self.engines.values()],
-                             {t: p.present for t, p in self.probes.items()},
-                             SupervisorView(degraded=handlers.degraded(self) is not None,
-                                            events_dropped=self.events.dropped,
-                                            followers_dropped=self.events.lagging_dropped,
-                                            connections_refused=control.refused
-                                            if control else 0))
-        return self.metrics.render()
-
-    def write_metrics_textfile(self) -> None:
-        directory = self.config.metrics.textfile_dir
-        if directory is None:
-            return
-        self.metrics_text()
-        self.disk.submit(f"write the metrics textfile in {directory}",
-                         self.metrics.write_textfile, directory)
-
-    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """An engine's check, recorded once: its events in order, then one state save, one
-        STATUS= and one metrics update."""
-        for type, fields in events:
-            try:
-                self.event(type, engine=engine.name, **fields)
-            except OSError as exc:  # a full disk must not stop a decision
-                log.error("cannot record event", engine=engine.name, error=str(exc))
-        self.save()
-        self.update_status()
-        self.write_metrics_textfile()
+        return self.recorder.event(type, **fields)
 
     def save(self) -> None:
+        self.recorder.save()
+
+    def _journal_cursor(self) -> None:
+        """Before a save: the one journal reader's cursor replaces the older per-source ones."""
         if getattr(self, "journal", None) is not None and self.journal.cursor and \
                 self.journal.restarts:  # the reader took the old cursors over
             self.state.journal_cursor = self.journal.cursor  # one cursor for all sources
             self.state.kernel_cursor = None
             for memory in self.state.engines.values():
                 memory.journal_cursor = None
-        try:
-            text = dumps_state(self.state)
-        except (TypeError, ValueError) as exc:
-            log.error("cannot encode the state", error=str(exc))
-            return
-        self.disk.write_state(self.state_path, text)  # a failure shows as state_error
+
+    def _gauges(self) -> tuple[dict[str, bool], SupervisorView]:
+        control = getattr(self, "control", None)
+        return ({t: p.present for t, p in self.probes.items()},
+                SupervisorView(degraded=handlers.degraded(self) is not None,
+                               events_dropped=self.events.dropped,
+                               followers_dropped=self.events.lagging_dropped,
+                               connections_refused=control.refused if control else 0))
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.recorder.metrics
+
+    @property
+    def generation(self) -> int:
+        recorder = getattr(self, "recorder", None)
+        return recorder.generation if recorder is not None else 0
+
+    def metrics_text(self) -> bytes:
+        return self.recorder.metrics_text()
+
+    def write_metrics_textfile(self) -> None:
+        self.recorder.textfile_dir = self.config.metrics.textfile_dir
+        self.recorder.write_metrics_textfile()
 
     @property
     def state_error(self) -> str | None:
         """Why state.json could not be written last time (a full disk), or None."""
-        disk = getattr(self, "disk", None)
-        return disk.state_error if disk is not None else None
-
-    # ------------------------------------------------------------------ sd_notify
+        return self.disk.state_error
 
     def notify(self, message: str) -> None:
         self.notifier.notify(message)
 
-    def summary(self) -> str:
-        return "; ".join(summary_of(e, time.time()) for e in self.engines.values()) or \
-            ("no engines configured: edit /etc/llm-supervisor or run"
-             " `llm-supervisorctl adopt ollama.service`")
-
     def update_status(self) -> None:
-        # sdnotify encodes latin-1: keep the line plain
-        self.notify("STATUS=" + self.summary().encode("latin-1", "replace").decode("latin-1"))
+        self.recorder.update_status()
 
     # ------------------------------------------------------------------ main loop
 
@@ -526,7 +399,7 @@ class Supervisor:
             running = self.engines.get(name)
             usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
                 running.memory.reboot_required if running else False),
-                skipped=self.device_skips.get(name))
+                skipped=self.hostview.device_skips.get(name))
             tier = policy.start_tier(new.chain_for(candidates[name]), usable,
                                      pinned=running.memory.pinned if running else None,
                                      current=running.tier if running else None)
@@ -545,8 +418,8 @@ class Supervisor:
         for engine in self.engines.values():
             engine.configure(new, candidates[engine.name])
         for name in change.added:
-            self.engines[name] = Engine(new, candidates[name], self.state.engine(name), self,
-                                        self.http)
+            self.engines[name] = Engine(new, candidates[name], self.state.engine(name),
+                                        self.actuator, self.http)
         for name, (_, tier) in plan.items():  # changed ones are held; added ones run nothing
             engine = self.engines[name]
             with engine.batch():
@@ -596,7 +469,7 @@ class Supervisor:
             rules = logwatch.rules_for(self.config.logs)[0]
             found = logwatch.classify(rules, message, tier=engine.tier)
             if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
-                held = port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
+                held = diagnosis.port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
                 found = Observation(False, "log", held) if held else found
             if found is not None:
                 engine.finding(found, realtime)
@@ -644,105 +517,6 @@ class Supervisor:
 
 
 # systemd's exit statuses for a service that never got to run its program (systemd.exec(5))
-EXIT_STATUS = {200: "CHDIR", 203: "EXEC", 216: "GROUP", 217: "USER", 218: "CAPABILITIES",
-               226: "NAMESPACE", 228: "SECCOMP", 233: "RUNTIME_DIRECTORY", 238: "STATE_DIRECTORY"}
-
-
-def process_tier(pid: int, proc: Path = Path("/proc")) -> str | None:
-    """The tier a running engine was started on (``LLM_SUPERVISOR_TIER`` in its environment)."""
-    try:
-        raw = (proc / str(pid) / "environ").read_bytes()
-    except OSError:
-        return None
-    for item in raw.split(b"\0"):
-        if item.startswith(tiers.TIER_VARIABLE.encode() + b"="):
-            return item.split(b"=", 1)[1].decode(errors="replace")
-    return None
-
-
-def program_of(command: str) -> Path:
-    words = shlex.split(command)
-    return Path(words[0]) if words else Path("/")
-
-
-def model_of(command: str) -> Path | None:
-    """llama-server's model file: ``-m PATH`` / ``--model PATH`` / ``--model=PATH``."""
-    words = shlex.split(command)
-    for i, word in enumerate(words):
-        if word.startswith("--model="):
-            return Path(word.split("=", 1)[1])
-        if word in ("-m", "--model") and i + 1 < len(words):
-            return Path(words[i + 1])
-    return None
-
-
-def users_exist(engine: EngineConfig) -> bool:
-    try:
-        pwd.getpwnam(engine.user)
-        grp.getgrnam(engine.group)
-    except KeyError:
-        return False
-    return True
-
-
-def diagnose_unit(engine: EngineConfig, command: str, unit: UnitStatus,
-                  holder: ports.Holder | None) -> Finding | None:
-    """Why a unit failed, when no tier change can fix it; None for an ordinary crash."""
-    status = unit.exec_main_status
-    name = EXIT_STATUS.get(status, "")
-    evidence = {"ExecMainStatus": status, "Result": unit.result, **unit.raw}
-    program = program_of(command)
-    if status == 203 or not program.is_file():
-        if not program.is_file():
-            return Finding(Cause.EXEC_MISSING, f"{program} does not exist",
-                           fix=f"install the engine at {program}, or fix `exec`",
-                           evidence=evidence, facts={"program": str(program)})
-        return Finding(Cause.PERMISSION, f"{program} cannot be executed (exit status 203/EXEC)",
-                       fix=f"chmod +x {program}, and keep it outside /home (ProtectHome=)",
-                       evidence=evidence, facts={"program": str(program)})
-    if status in (216, 217):
-        what = "group" if status == 216 else "user"
-        value = engine.group if status == 216 else engine.user
-        return Finding(Cause.PERMISSION, f"the {what} {value!r} is missing (exit status"
-                       f" {status}/{name})", fix=f"create it: `adduser --system --group"
-                       f" {engine.user}`, or set the engine's user/group", evidence=evidence)
-    if 200 <= status <= 245:
-        return Finding(Cause.CONFIG, f"systemd could not set up the engine (exit status {status}"
-                       f"/{name or '?'})", fix="`journalctl -u " + engine.unit + "` says why",
-                       evidence=evidence)
-    return port_finding(engine, holder, evidence)
-
-
-def port_finding(engine: EngineConfig, holder: ports.Holder | None, evidence: Any
-                 ) -> Finding | None:
-    """The engine's port is held by another process: name it (PID and unit) and the fix."""
-    if holder is None or holder.unit == engine.unit:
-        return None
-    fix = (f"systemctl disable --now {holder.unit}" if holder.unit and
-           holder.unit.endswith(".service") else f"stop pid {holder.pid}") + \
-        " (or `llm-supervisorctl adopt` it), or give the engine another `listen`"
-    return Finding(Cause.PORT_IN_USE, f"{engine.listen} is held by {holder.describe()}",
-                   fix=fix, evidence=evidence, facts={"holder": holder.to_dict()})
-
-
-def summary_of(engine: Engine, now: float) -> str:
-    """One engine in ``STATUS=``: ``main: healthy on vulkan (demoted from rocm 4m ago)``."""
-    memory = engine.memory
-    text = f"{engine.name}: {engine.state.value}"
-    if engine.tier:
-        text += f" on {engine.tier}"
-    if memory.pinned:
-        text += " (pinned)"
-    elif memory.demoted_from and memory.demoted_from != engine.tier:
-        when = utc(memory.demoted_at) if memory.demoted_at else None
-        text += f" (demoted from {memory.demoted_from} {ago(when, now)})"
-    cause = engine.cause
-    if engine.state in (EngineState.BLOCKED, EngineState.FAILED,
-                        EngineState.DEGRADED) and cause is not None:
-        text += f": {cause.description}"
-    return text
-
-
 def _config_change(_: object, path: str) -> bool:
     """A *.toml changed, or conf.d itself appeared or went (its files may predate the watch)."""
     return path.endswith(".toml") or os.path.basename(path) == "conf.d"

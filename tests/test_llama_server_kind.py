@@ -288,7 +288,7 @@ async def test_a_missing_model_file_stops_the_unit_while_blocked():
 
 
 def test_the_model_file_is_read_from_exec():
-    from supervisor.daemon import model_of
+    from supervisor.diagnosis import model_of
 
     assert str(model_of("/bin/llama-server -c 9 -m /m/a.gguf")) == "/m/a.gguf"
     assert str(model_of("/bin/llama-server --model=/m/b.gguf")) == "/m/b.gguf"
