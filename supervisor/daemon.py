@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import sdnotify
@@ -56,12 +56,18 @@ from supervisor.systemd import Systemd, UnitStatus
 log = structlog.get_logger("llm-supervisor")
 
 
+class Notifier(Protocol):
+    def notify(self, state: str) -> object: ...
+
+
 class Supervisor:
     """The daemon's state and its actuator for the engines. No side effects until startup()."""
 
-    def __init__(self, config_path: Path, *, systemd: Systemd | None = None) -> None:
+    def __init__(self, config_path: Path, *, systemd: Systemd | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config_path = config_path
         self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
+        self.notifier: Notifier | None = notifier  # sd_notify, made by serve() by default
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.hostview = HostView(lambda type, **fields: self.event(type, **fields))
@@ -256,7 +262,8 @@ class Supervisor:
         return self.disk.state_error
 
     def notify(self, message: str) -> None:
-        self.notifier.notify(message)
+        if self.notifier is not None:
+            self.notifier.notify(message)
 
     def update_status(self) -> None:
         self.recorder.update_status()
@@ -265,7 +272,8 @@ class Supervisor:
 
     async def serve(self, shutdown_trigger: asyncio.Event | None = None) -> None:
         trigger = shutdown_trigger or asyncio.Event()
-        self.notifier = sdnotify.SystemdNotifier()
+        if self.notifier is None:
+            self.notifier = sdnotify.SystemdNotifier()
         # the notify socket is ours alone: the tools we run must not inherit it
         os.environ.pop("NOTIFY_SOCKET", None)
         loop = asyncio.get_running_loop()

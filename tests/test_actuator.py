@@ -1,0 +1,88 @@
+"""The actuator and the recorder alone: a switch is a transaction against a fake systemd and
+real unit files; a check's events are recorded once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_lifecycle import FakeSystemd, Notes
+
+from supervisor import config, units
+from supervisor.actuator import SystemdActuator
+from supervisor.disk import Disk
+from supervisor.errors import SystemdError
+from supervisor.history import EventLog
+from supervisor.hostview import HostView
+from supervisor.metrics import SupervisorView
+from supervisor.recorder import Recorder
+from supervisor.state import State
+from supervisor.states import EngineState
+
+
+def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes, Disk, object]:
+    cfg = config.loads(f'[supervisor]\nunit_dir = "{tmp_path}/units"\nstate_dir = "{tmp_path}"\n'
+                       '[[engine]]\nname = "main"\nexec = "/usr/local/bin/ollama serve"\n')
+    fake, notes, disk, state = FakeSystemd(), Notes(), Disk(), State()
+    engine = SimpleNamespace(name="main", cfg=cfg.engines[0], tier="rocm", state=EngineState.HEALTHY,
+                             memory=state.engine("main"), cause=None)
+    recorder = Recorder(events=EventLog(tmp_path / "events"), disk=disk, state=state,
+                        state_path=tmp_path / "state.json", engines={"main": engine},
+                        notify=notes.notify, gauges=lambda: ({}, SupervisorView()))
+    actuator = SystemdActuator(fake, HostView(recorder.event), recorder, lambda: cfg,
+                               units.HostFacts(groups=frozenset({"render", "video"})))
+    return actuator, fake, recorder, notes, disk, engine
+
+
+def tier_of(tmp_path: Path) -> str:
+    text = (tmp_path / "units" / "llm-main.service.d" / "50-tier.conf").read_text()
+    return next(line.split("=", 2)[2].strip('"') for line in text.splitlines()
+                if "LLM_SUPERVISOR_TIER=" in line)
+
+
+async def test_a_switch_writes_reloads_resets_and_restarts(tmp_path: Path) -> None:
+    actuator, fake, *_ , disk, engine = setup(tmp_path)
+    try:
+        await actuator.switch(engine, "vulkan")  # type: ignore[arg-type]
+        assert tier_of(tmp_path) == "vulkan"
+        assert fake.calls == [("daemon-reload",), ("reset-failed", "llm-main.service"),
+                              ("restart", "llm-main.service")]
+    finally:
+        disk.close()
+
+
+async def test_a_switch_that_fails_puts_the_units_files_back(tmp_path: Path) -> None:
+    actuator, fake, *_ , disk, engine = setup(tmp_path)
+    try:
+        await actuator.switch(engine, "rocm")  # type: ignore[arg-type]
+
+        async def broken(unit: str) -> None:
+            raise SystemdError(["systemctl", "restart", unit], "Job failed")
+
+        fake.restart = broken  # type: ignore[method-assign]
+        with pytest.raises(SystemdError):
+            await actuator.switch(engine, "vulkan")  # type: ignore[arg-type]
+        assert tier_of(tmp_path) == "rocm"  # the files say what the unit runs
+    finally:
+        disk.close()
+
+
+async def test_a_checks_events_are_recorded_once(tmp_path: Path) -> None:
+    actuator, fake, recorder, notes, disk, engine = setup(tmp_path)
+    writes: list[str] = []
+    write_state = disk.write_state
+    disk.write_state = lambda path, text: (writes.append(text), write_state(path, text))  # type: ignore[method-assign]
+    try:
+        actuator.commit(engine, [("state", {"to": "degraded", "cause": "gpu_fault"}),  # type: ignore[arg-type]
+                                 ("tier", {"from_": "rocm", "to": "vulkan"}),
+                                 ("state", {"to": "starting"})])
+        await disk.drain()
+        lines = (tmp_path / "events" / "current.jsonl").read_text().splitlines()
+        assert [json.loads(line)["type"] for line in lines] == ["state", "tier", "state"]
+        assert len(writes) == 1 and len([n for n in notes.sent if n.startswith("STATUS=")]) == 1
+        assert recorder.generation == 3
+        assert recorder.state_error is None
+    finally:
+        disk.close()

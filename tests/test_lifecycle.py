@@ -1,0 +1,138 @@
+"""The daemon's lifecycle alone, through its injectable seams: a fake systemd (the one
+interface the lifecycle talks to systemd through), a recording notifier, and the shutdown
+trigger ``serve`` takes instead of signals. Startup writes the units, reconciles and says
+READY=1 once the socket answers; a reload adds an engine; shutdown says STOPPING=1, saves the
+state and leaves the engines running (nothing is stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from supervisor import client
+from supervisor.daemon import Supervisor
+from supervisor.systemd import Systemd, UnitStatus
+
+
+class FakeSystemd(Systemd):
+    """What the lifecycle asks of systemd, answered from memory and recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, ...]] = []
+        self.running: set[str] = set()
+
+    async def connect(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self.calls.append(("close",))
+
+    def describe(self) -> str:
+        return "fake"
+
+    async def daemon_reload(self) -> None:
+        self.calls.append(("daemon-reload",))
+
+    async def restart(self, unit: str) -> None:
+        self.calls.append(("restart", unit))
+        self.running.add(unit)
+
+    async def stop(self, unit: str) -> None:
+        self.calls.append(("stop", unit))
+        self.running.discard(unit)
+
+    async def reset_failed(self, unit: str) -> None:
+        self.calls.append(("reset-failed", unit))
+
+    async def status(self, unit: str, *, fresh: bool = False) -> UnitStatus:
+        if unit in self.running:
+            return UnitStatus(unit, "active", "running", 0, 0, 4242)
+        return UnitStatus(unit, "inactive", "dead", 0, 0, 0)
+
+    async def follow(self, *matches: str, cursor: str | None = None,
+                     since: float | None = None) -> AsyncIterator[dict[str, str]]:
+        await asyncio.Event().wait()  # the journal says nothing
+        yield {}
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def notify(self, state: str) -> None:
+        self.sent.append(state)
+
+
+def write_config(tmp: Path, engines: list[str]) -> Path:
+    path = tmp / "etc" / "supervisor.toml"
+    path.parent.mkdir(exist_ok=True)
+    text = f"""
+[supervisor]
+socket = "{tmp}/run/control.sock"
+socket_group = "root"
+state_dir = "{tmp}/state"
+unit_dir = "{tmp}/units"
+watch_config = false
+probe_timeout = "5s"
+kfd_path = "{tmp}/no-kfd"
+[health]
+interval = "1s"
+startup_grace = "60s"
+[tiers.rocm]
+available = "never"
+[tiers.vulkan]
+available = "never"
+"""
+    for name in engines:
+        text += (f'[[engine]]\nname = "{name}"\nexec = "/bin/sleep infinity"\n'
+                 f'listen = "127.0.0.1:{1 + engines.index(name)}"\nchain = ["cpu"]\n'
+                 'user = "root"\ngroup = "root"\n')
+    path.write_text(text)
+    return path
+
+
+async def until(predicate, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+async def test_startup_reload_and_shutdown_through_the_seams(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["main"])
+    fake, notes = FakeSystemd(), Notes()
+    sup = Supervisor(config, systemd=fake, notifier=notes)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
+    try:
+        await until(lambda: "READY=1" in notes.sent)
+        assert (tmp_path / "units" / "llm-main.service").is_file()
+        assert ("restart", "llm-main.service") in fake.calls
+        assert fake.calls.index(("daemon-reload",)) < fake.calls.index(
+            ("restart", "llm-main.service"))  # files first, one daemon-reload, then start
+        socket = str(tmp_path / "run" / "control.sock")
+        status = await asyncio.to_thread(client.request, socket, "GET", "/v1/status")
+        document = json.loads(status.body)
+        assert [e["name"] for e in document["engines"]] == ["main"]
+        assert document["engines"][0]["tier"] == "cpu"
+        assert any(s.startswith("STATUS=main: starting on cpu") for s in notes.sent), notes.sent
+
+        write_config(tmp_path, ["main", "added"])  # a reload adds an engine
+        ok, outcome = await sup.reload("test")
+        assert ok and outcome["diff"]["added"] == ["added"], outcome
+        assert ("restart", "llm-added.service") in fake.calls
+        assert fake.calls.count(("restart", "llm-main.service")) == 1  # untouched
+        assert any(s.startswith("RELOADING=1") for s in notes.sent)
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+    assert "STOPPING=1" in notes.sent
+    assert not [c for c in fake.calls if c[0] == "stop"]  # engines keep serving
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert set(state["engines"]) == {"main", "added"}
+    assert state["engines"]["main"]["tier"] == "cpu"
+    events = (tmp_path / "state" / "events" / "current.jsonl").read_text().splitlines()
+    kinds = [json.loads(line)["type"] for line in events]
+    assert kinds[0] in ("probe", "started") and "reload" in kinds and kinds[-1] == "stopped"
