@@ -16,7 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from supervisor import client
+from supervisor.control import client
 from supervisor.errors import ProtocolError
 
 SOCKET = "/run/llm-supervisor/control.sock"

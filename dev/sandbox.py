@@ -134,7 +134,7 @@ def events(c: Any) -> list[dict[str, Any]]:
 
 def unit_env(c: Any, unit: str) -> dict[str, str]:
     """The unit's Environment= as `systemctl show` reports it."""
-    from supervisor.systemd import parse_environment
+    from supervisor.systemd.systemctl import parse_environment
     out = c.run(["systemctl", "show", "-p", "Environment", "--value", unit]).stdout
     return parse_environment(out.strip())
 

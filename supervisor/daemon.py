@@ -22,36 +22,31 @@ import httpx
 import sdnotify
 import structlog
 
-from supervisor import (
-    diagnosis,
-    handlers,
-    logwatch,
-    policy,
-    ports,
-    progress,
-    tiers,
-    units,
-)
-from supervisor.actuator import SystemdActuator
+from supervisor import policy
 from supervisor.causes import Cause, Finding
+from supervisor.checks import classify, diagnosis, progress
+from supervisor.checks.health import Observation
 from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
-from supervisor.control import ControlServer, group_reader
-from supervisor.dbus import BusSystemd
+from supervisor.control import handlers
+from supervisor.control.server import ControlServer, group_reader
 from supervisor.diff import RESTART_ONLY, ConfigDiff, diff
-from supervisor.disk import Disk
 from supervisor.engine import Engine
 from supervisor.errors import ConfigError, SupervisorError, UnitFileError
-from supervisor.health import Observation
-from supervisor.history import EventLog
-from supervisor.hostview import HostView
-from supervisor.journal import JournalReader, Sink, oldest
-from supervisor.logs import configure
-from supervisor.metrics import Metrics, SupervisorView
-from supervisor.probes import ProbeResult
-from supervisor.recorder import Recorder
-from supervisor.state import State, load_state
+from supervisor.host import ports, tiers
+from supervisor.host.probes import ProbeResult
+from supervisor.host.view import HostView
+from supervisor.logsetup import configure
+from supervisor.records.disk import Disk
+from supervisor.records.history import EventLog
+from supervisor.records.memory import State, load_state
+from supervisor.records.metrics import Metrics, SupervisorView
+from supervisor.records.recorder import Recorder
 from supervisor.states import EngineState
-from supervisor.systemd import Systemd, UnitStatus
+from supervisor.systemd import units
+from supervisor.systemd.actuator import SystemdActuator
+from supervisor.systemd.dbus import BusSystemd
+from supervisor.systemd.journal import JournalReader, Sink, oldest
+from supervisor.systemd.systemctl import Systemd, UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
 
@@ -470,12 +465,12 @@ class Supervisor:
             port = progress.runner_port(message)
             if port is not None:
                 engine.runner(port, realtime)
-            device = logwatch.parse_device(message)
+            device = classify.parse_device(message)
             if device is not None:
                 engine.device(device, realtime)
                 return
-            rules = logwatch.rules_for(self.config.logs)[0]
-            found = logwatch.classify(rules, message, tier=engine.tier)
+            rules = classify.rules_for(self.config.logs)[0]
+            found = classify.classify(rules, message, tier=engine.tier)
             if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
                 held = diagnosis.port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
                 found = Observation(False, "log", held) if held else found
@@ -484,9 +479,9 @@ class Supervisor:
         return sink
 
     def _kernel_line(self, message: str, cursor: str, realtime: int) -> None:
-        rules = logwatch.rules_for(self.config.logs)[1]
+        rules = classify.rules_for(self.config.logs)[1]
         for engine in self.engines.values():
-            found = logwatch.classify(rules, message, tier=engine.tier, kernel=True)
+            found = classify.classify(rules, message, tier=engine.tier, kernel=True)
             if found is not None:
                 engine.finding(found, realtime)
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from supervisor.causes import Action, Cause, Finding, precedence
+from supervisor.checks.health import Observation
 from supervisor.config import GPU_TIERS
-from supervisor.health import Observation
 from supervisor.policy import tier_below
 from supervisor.states import EngineState
 

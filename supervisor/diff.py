@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from supervisor.config import Config
-from supervisor.units import HostFacts, render
+from supervisor.systemd.units import HostFacts, render
 
 RESTART_ONLY = ("socket", "socket_group", "state_dir", "unit_dir")  # [supervisor] keys
 

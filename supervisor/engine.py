@@ -21,18 +21,19 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from supervisor import health, policy, progress
+from supervisor import policy
 from supervisor.causes import Cause, Finding
+from supervisor.checks import health, progress
+from supervisor.checks.classify import Device
+from supervisor.checks.health import Observation
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation, decide
 from supervisor.errors import Refused
-from supervisor.health import Observation
-from supervisor.history import utc
 from supervisor.intents import Intent, check_usable
-from supervisor.logwatch import Device
-from supervisor.state import EngineMemory
+from supervisor.records.history import utc
+from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
-from supervisor.systemd import UnitStatus
+from supervisor.systemd.systemctl import UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
 

@@ -10,16 +10,17 @@ from types import SimpleNamespace
 import pytest
 from test_lifecycle import FakeSystemd, Notes
 
-from supervisor import config, units
-from supervisor.actuator import SystemdActuator
-from supervisor.disk import Disk
+from supervisor import config
 from supervisor.errors import SystemdError
-from supervisor.history import EventLog
-from supervisor.hostview import HostView
-from supervisor.metrics import SupervisorView
-from supervisor.recorder import Recorder
-from supervisor.state import State
+from supervisor.host.view import HostView
+from supervisor.records.disk import Disk
+from supervisor.records.history import EventLog
+from supervisor.records.memory import State
+from supervisor.records.metrics import SupervisorView
+from supervisor.records.recorder import Recorder
 from supervisor.states import EngineState
+from supervisor.systemd import units
+from supervisor.systemd.actuator import SystemdActuator
 
 
 def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes, Disk, object]:

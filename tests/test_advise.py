@@ -1,4 +1,4 @@
-"""`llm-supervisorctl advise` against hand-computed cases (the arithmetic in supervisor.advise).
+"""`llm-supervisorctl advise` against hand-computed cases (the arithmetic in supervisor.tools.advise).
 
 Shapes are Qwen2.5's (config.json on the model's card): 7B 7,615,616,512 parameters, 28 layers,
 28 heads, 4 KV heads of size 128; 14B 14,770,033,664, 48 layers, 8 KV heads; 32B 32,763,876,352,
@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from supervisor import advise, cli
-from supervisor.advise import GIB, Gpu, ModelShape
+from supervisor.control import cli
 from supervisor.errors import AdviseError
+from supervisor.tools import advise
+from supervisor.tools.advise import GIB, Gpu, ModelShape
 
 QWEN7 = ModelShape("qwen2.5:7b-instruct", 7_615_616_512, layers=28, kv_heads=4, head_size=128,
                    heads=28, max_context=32768)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import client
-from supervisor.cli import cli
+from supervisor.control import client
+from supervisor.control.cli import cli
 from supervisor.daemon import main as daemon_main
 from supervisor.errors import ProtocolError
 
@@ -98,7 +98,7 @@ def test_ago_without_strptime():
 
 
 def test_status_table_shows_backend_fix_and_pull_progress():
-    from supervisor.render import format_status
+    from supervisor.control.render import format_status
     doc = {"engines": [
         {"name": "main", "state": "blocked", "tier": "rocm", "backend": None, "since": None,
          "usable_tiers": ["rocm", "cpu"], "reason": "port in use: 127.0.0.1:11434 is held by"

@@ -1,5 +1,5 @@
 """``llm-supervisorctl status``'s fast path: the rendered table printed as is, the exit code
-from the daemon's header, anything else left to ``supervisor.cli``."""
+from the daemon's header, anything else left to ``supervisor.control.cli``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from supervisor.ctl import fast_status
+from supervisor.control.ctl import fast_status
 
 
 def serve(path: Path, answers: list[bytes]) -> list[bytes]:
@@ -68,7 +68,7 @@ def test_the_status_path_imports_neither_json_nor_argparse():
             "sys.argv = ['x', '--socket', '/nonexistent', 'status']\n"
             "from supervisor import ctl\n"
             "try:\n    ctl.main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('json', 'argparse', 're', 'enum', 'supervisor.cli')"
+            "print(sorted(m for m in ('json', 'argparse', 're', 'enum', 'supervisor.control.cli')"
             " if m in sys.modules and m not in before))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dbus_fast import Message, MessageType, Variant
 
-from supervisor.dbus import (
+from supervisor.systemd.dbus import (
     MANAGER,
     PROPERTIES,
     UNIT,

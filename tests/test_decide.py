@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from supervisor.causes import Cause
+from supervisor.checks.health import Observation
 from supervisor.decide import Do, Situation, decide
-from supervisor.health import Observation
 from supervisor.states import EngineState
 
 LIVE = Observation(True, "liveness")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from supervisor import config
 from supervisor.diff import diff
-from supervisor.units import HostFacts
+from supervisor.systemd.units import HostFacts
 
 HOST = HostFacts(frozenset({"render", "video"}))
 BASE = """

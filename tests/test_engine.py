@@ -12,13 +12,13 @@ import pytest
 
 from supervisor import config
 from supervisor.causes import Action, Cause, Finding
+from supervisor.checks.classify import parse_device
+from supervisor.checks.health import Observation
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError
-from supervisor.health import Observation
-from supervisor.logwatch import parse_device
-from supervisor.state import EngineMemory
+from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
-from supervisor.systemd import UnitStatus
+from supervisor.systemd.systemctl import UnitStatus
 
 RUNNING = UnitStatus("llm-main.service", "active", "running", 0, 0, 100)
 

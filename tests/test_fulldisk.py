@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import history
-from supervisor.disk import Disk
-from supervisor.history import EventLog
-from supervisor.state import State, dumps_state, load_state
+from supervisor.records import history
+from supervisor.records.disk import Disk
+from supervisor.records.history import EventLog
+from supervisor.records.memory import State, dumps_state, load_state
 
 
 @pytest.fixture

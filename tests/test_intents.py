@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from test_engine import started
 
-from supervisor import handlers
 from supervisor.causes import Cause
+from supervisor.control import handlers
 from supervisor.errors import HTTPError, Refused, SupervisorError
 from supervisor.intents import Intent, View, validate
 
@@ -100,6 +100,6 @@ def test_the_control_plane_reads_no_cli_and_writes_no_engine_state():
     import inspect
 
     source = inspect.getsource(handlers)
-    assert "supervisor.cli" not in source and "engine.memory.pinned =" not in source
+    assert "supervisor.control.cli" not in source and "engine.memory.pinned =" not in source
     assert "start_on(" not in source and issubclass(Refused, SupervisorError)
     assert Cause.OPERATOR.value == "operator"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from supervisor.journal import JournalReader, Position, match_terms, matches_entry, oldest
-from supervisor.systemd import Systemd
+from supervisor.systemd.journal import JournalReader, Position, match_terms, matches_entry, oldest
+from supervisor.systemd.systemctl import Systemd
 
 
 def cursor(seq: int, realtime: int = 0, seqnum_id: str = "abc") -> str:

@@ -11,9 +11,9 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from supervisor import client
+from supervisor.control import client
 from supervisor.daemon import Supervisor
-from supervisor.systemd import Systemd, UnitStatus
+from supervisor.systemd.systemctl import Systemd, UnitStatus
 
 
 class FakeSystemd(Systemd):

@@ -190,7 +190,7 @@ def test_slots_show_progress_and_the_simulated_runner_speaks_the_same(tiny_model
     same shape (the fields the rule reads, with their types)."""
     import threading
 
-    from supervisor.progress import Watch, parse_slots
+    from supervisor.checks.progress import Watch, parse_slots
     from supervisor.simengine.engine import Engine as SimEngine
     from supervisor.simengine.logs import Log
     from supervisor.simengine.plan import Faults

@@ -14,11 +14,16 @@ import httpx
 import pytest
 from test_engine import Clock, FakeActuator, settle
 
-from supervisor import config, devicelist, handlers, health, logwatch, tiers, units
+from supervisor import config
 from supervisor.causes import Cause
+from supervisor.checks import classify as logwatch
+from supervisor.checks import health
+from supervisor.control import handlers
 from supervisor.engine import Engine
-from supervisor.state import EngineMemory
+from supervisor.host import devicelist, tiers
+from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
+from supervisor.systemd import units
 
 DATA = Path(__file__).parent / "data" / "llama-server"
 HOST = units.HostFacts(frozenset({"render", "video"}), cpu_count=8, mem_total=64 << 30)
@@ -288,7 +293,7 @@ async def test_a_missing_model_file_stops_the_unit_while_blocked():
 
 
 def test_the_model_file_is_read_from_exec():
-    from supervisor.diagnosis import model_of
+    from supervisor.checks.diagnosis import model_of
 
     assert str(model_of("/bin/llama-server -c 9 -m /m/a.gguf")) == "/m/a.gguf"
     assert str(model_of("/bin/llama-server --model=/m/b.gguf")) == "/m/b.gguf"

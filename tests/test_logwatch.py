@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from supervisor.causes import Cause
-from supervisor.logwatch import (
+from supervisor.checks.classify import (
     ENGINE_PATTERNS,
     KERNEL_PATTERNS,
     classify,

@@ -22,12 +22,12 @@ from test_engine import RUNNING, FakeActuator
 
 from supervisor import config
 from supervisor.causes import Cause, Finding
+from supervisor.checks.classify import parse_device
+from supervisor.checks.health import Observation
 from supervisor.engine import DEVICES_SETTLE, Engine
-from supervisor.health import Observation
-from supervisor.logwatch import parse_device
-from supervisor.state import EngineMemory
+from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
-from supervisor.systemd import UnitStatus
+from supervisor.systemd.systemctl import UnitStatus
 
 SETTINGS = """
 [health]

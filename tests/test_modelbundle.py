@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import cli, modelbundle
-from supervisor.modelbundle import BundleError, Owner
+from supervisor.control import cli
+from supervisor.tools import models as modelbundle
+from supervisor.tools.models import BundleError, Owner
 
 # root (CI, ./dev/test) can give files away; anyone else can still give them to themselves
 OWNER = Owner(4242, 4343) if os.geteuid() == 0 else Owner(os.geteuid(), os.getegid())

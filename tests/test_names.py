@@ -7,7 +7,9 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from supervisor import doctor, modelbundle, names
+from supervisor import names
+from supervisor.tools import doctor
+from supervisor.tools import models as modelbundle
 
 
 @pytest.mark.parametrize(("name", "path"), [

@@ -1,11 +1,11 @@
-"""supervisor.ports: who holds a listen address, and the unit a process runs in."""
+"""supervisor.host.ports: who holds a listen address, and the unit a process runs in."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from supervisor import ports
+from supervisor.host import ports
 
 
 def test_holder_names_the_listening_process():

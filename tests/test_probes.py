@@ -16,8 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import probes
-from supervisor.probes import ProbeResult, parse_clinfo, parse_rocminfo, parse_vulkan_summary, probe
+from supervisor.host import probes
+from supervisor.host.probes import (
+    ProbeResult,
+    parse_clinfo,
+    parse_rocminfo,
+    parse_vulkan_summary,
+    probe,
+)
 
 DATA = Path(__file__).parent / "data" / "probes"
 

@@ -10,8 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-from supervisor.process import Capped, run
-from supervisor.systemd import Systemd
+from supervisor.host.process import Capped, run
+from supervisor.systemd.systemctl import Systemd
 
 
 def alive_with(marker: str) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.progress import (
+from supervisor.checks.progress import (
     Kind,
     Reading,
     Watch,

@@ -8,7 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from supervisor import config, units
+from supervisor import config
+from supervisor.systemd import units
 
 REPO = Path(__file__).resolve().parent.parent
 

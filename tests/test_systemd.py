@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.systemd import UnitStatus, journal_message, parse_environment, parse_show
+from supervisor.systemd.systemctl import UnitStatus, journal_message, parse_environment, parse_show
 
 
 def test_parse_environment_undoes_systemctl_show_quoting():

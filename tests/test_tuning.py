@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor import config, tuning
-from supervisor.units import HostFacts, render
+from supervisor import config
+from supervisor.host import tuning
+from supervisor.systemd.units import HostFacts, render
 
 GIB = 1024**3
 SANE_EXEC = "/bin/sleep infinity"
@@ -128,7 +129,7 @@ def test_host_facts_read_from_proc(tmp_path):
 
 
 def test_render_command_shows_the_derived_values(tmp_path, capsys):
-    from supervisor import cli
+    from supervisor.control import cli
 
     conf = tmp_path / "supervisor.toml"
     conf.write_text(f'[supervisor]\nstate_dir = "{tmp_path}"\n'

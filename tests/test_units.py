@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import config, units
+from supervisor import config
 from supervisor.errors import UnitFileError
-from supervisor.units import HostFacts, render
+from supervisor.systemd import units
+from supervisor.systemd.units import HostFacts, render
 
 HOST = HostFacts(frozenset({"render", "video", "ollama"}))
 NO_RENDER = HostFacts(frozenset({"video"}))
@@ -63,7 +64,7 @@ def test_engine_unit_golden():
     assert values(service, "User") == ["ollama"] and values(service, "Group") == ["ollama"]
     assert values(service, "SupplementaryGroups") == ["render video"]
     # the engine's own values go to a root-only file, not into the world-readable unit;
-    # what the host sized (supervisor.tuning) is no secret
+    # what the host sized (supervisor.host.tuning) is no secret
     assert values(service, "Environment") == [
         '"OLLAMA_HOST=127.0.0.1:11434"', '"OLLAMA_MAX_LOADED_MODELS=1"']
     assert values(service, "EnvironmentFile") == [

@@ -19,7 +19,7 @@ from sandbox import (
     wait_engine,
 )
 
-from supervisor.ports import unit_of
+from supervisor.host.ports import unit_of
 
 STOCK_UNIT = """\
 [Unit]

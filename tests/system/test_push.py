@@ -22,7 +22,7 @@ PYTHON = sys.executable  # the project's venv; the container sees the host's /op
 
 ADAPTER = r'''
 import asyncio, json, subprocess, sys, time
-from supervisor.dbus import BusSystemd
+from supervisor.systemd.dbus import BusSystemd
 from supervisor.errors import SystemdError
 
 UNIT = sys.argv[1]
@@ -125,8 +125,8 @@ def test_dbus_adapter_reads_pushes_and_acts(container):
 
 READER = r'''
 import asyncio, json, sys
-from supervisor.journal import JournalReader
-from supervisor.systemd import Systemd
+from supervisor.systemd.journal import JournalReader
+from supervisor.systemd.systemctl import Systemd
 
 async def collect(units, cursor, since, seconds, add_later=None):
     got = {}

@@ -20,7 +20,8 @@ PY = sys.executable
 
 WRITE_UNITS = """
 import sys
-from supervisor import config, units
+from supervisor import config
+from supervisor.systemd import units
 cfg = config.load(sys.argv[1])
 engine = cfg.engines[0]
 changed = units.write_files(cfg.supervisor.unit_dir,

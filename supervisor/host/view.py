@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from supervisor import devicelist, policy, probes, tiers
+from supervisor import policy
 from supervisor.config import Config
-from supervisor.probes import ProbeResult
+from supervisor.host import devicelist, probes, tiers
+from supervisor.host.probes import ProbeResult
 
 if TYPE_CHECKING:
     from supervisor.engine import Engine

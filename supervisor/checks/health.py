@@ -29,11 +29,11 @@ from typing import Any
 
 import httpx
 
-from supervisor import progress as progress_rule
 from supervisor.causes import Cause, Finding
+from supervisor.checks import progress as progress_rule
+from supervisor.checks.progress import Reading
 from supervisor.config import EngineConfig
 from supervisor.names import normalise_model, same_model
-from supervisor.progress import Reading
 
 __all__ = ["Observation", "canary", "liveness", "normalise_model", "placement", "progress",
            "same_model"]
@@ -139,7 +139,7 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
                  min_tokens_per_second: float = 0.0, cap: float = GENERATION_CAP
                  ) -> Observation:
     """One generation. It has no deadline of its own: it may wait in the engine's queue, and
-    whether waiting is a hang is judged from the engine's progress (``supervisor.progress``)
+    whether waiting is a hang is judged from the engine's progress (``supervisor.checks.progress``)
     while it runs. ``cap`` only bounds a request that nothing else ends."""
     headers = {}
     try:
@@ -178,7 +178,7 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
 
 async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port: int | None,
                    timeout: float) -> Reading | None:
-    """What the engine is working on, in its own words (``supervisor.progress``); None when
+    """What the engine is working on, in its own words (``supervisor.checks.progress``); None when
     it says nothing (no such endpoint, an error, an Ollama before 0.30)."""
     headers = {}
     try:

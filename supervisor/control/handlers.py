@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supervisor import __version__, bundle, intents, tiers
-from supervisor.control import Request, Response, Router
+from supervisor import __version__, intents
+from supervisor.control.server import Request, Response, Router
 from supervisor.errors import HTTPError, Refused, SupervisorError
-from supervisor.history import TooManyFollowers, utc
+from supervisor.host import tiers
+from supervisor.records import support
+from supervisor.records.history import TooManyFollowers, utc
 from supervisor.states import EngineState
 
 if TYPE_CHECKING:
@@ -141,7 +143,7 @@ class StatusCache:
         if cache_key not in self.rendered:
             document = engines[0] if engine is not None else self.document
             if form == "text":
-                from supervisor.render import format_status
+                from supervisor.control.render import format_status
                 body = (format_status(self.document if engine is None else
                                       {"engines": engines}) + "\n").encode()
                 self.rendered[cache_key] = (body, "text/plain; charset=utf-8")
@@ -189,20 +191,20 @@ def endpoint_document(sup: Supervisor, model: str | None) -> dict[str, Any]:
 
 
 async def bundle_files(sup: Supervisor) -> dict[str, str]:
-    """Everything a maintainer needs, as files (redacted by bundle.build)."""
+    """Everything a maintainer needs, as files (redacted by support.build)."""
     config_dir = sup.config_path.parent
     files: dict[str, str] = {}
     for name in sup.config.files:
         path = Path(name)
         relative = path.relative_to(config_dir) if path.is_relative_to(config_dir) else path.name
-        files[f"config/{relative}"] = bundle.read_text(path)
+        files[f"config/{relative}"] = support.read_text(path)
     unit_dir = sup.config.supervisor.unit_dir
     for engine in sup.engines.values():
         for relative in (engine.cfg.unit, f"{engine.cfg.unit}.d/50-tier.conf"):
-            files[f"units/{relative}"] = bundle.read_text(unit_dir / relative)
-    files["state.json"] = bundle.read_text(sup.state_path)
-    files["status.json"] = bundle.as_json(status_document(sup))
-    files["tiers.json"] = bundle.as_json(tiers_document(sup))
+            files[f"units/{relative}"] = support.read_text(unit_dir / relative)
+    files["state.json"] = support.read_text(sup.state_path)
+    files["status.json"] = support.as_json(status_document(sup))
+    files["tiers.json"] = support.as_json(tiers_document(sup))
     files["events.jsonl"] = "".join(json.dumps(e, default=str) + "\n"
                                     for e in await sup.disk.run(sup.events.read, limit=5000))
     journals = {f"journal/{e.name}.log": [f"_SYSTEMD_UNIT={e.cfg.unit}"]
@@ -218,7 +220,7 @@ async def bundle_files(sup: Supervisor) -> dict[str, str]:
         systemd_version = (await sup.systemd.version()).splitlines()[0]
     except (SupervisorError, IndexError) as exc:
         systemd_version = f"unknown ({exc})"
-    files["versions.txt"] = bundle.versions({"systemd": systemd_version})
+    files["versions.txt"] = support.versions({"systemd": systemd_version})
     return files
 
 
@@ -302,7 +304,7 @@ def routes(sup: Supervisor) -> Router:
         return Response(200 if ok else 422, document)
 
     async def support_bundle(_: Request, __: dict[str, str]) -> Response:
-        data = await asyncio.to_thread(bundle.build, await bundle_files(sup))
+        data = await asyncio.to_thread(support.build, await bundle_files(sup))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"llm-supervisor-bundle-{os.uname().nodename}-{stamp}.tar.zst"
         return Response(200, body=data, content_type="application/zstd",

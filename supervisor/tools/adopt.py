@@ -170,7 +170,7 @@ def _served_model(listen: str) -> str:
 
 
 def _wait_free(listen: str, timeout: float = 60) -> None:
-    from supervisor import ports
+    from supervisor.host import ports
 
     deadline = time.monotonic() + timeout
     while (held := ports.holder(listen)) is not None:
@@ -232,7 +232,7 @@ def _guard_path(unit: str) -> Path:
 
 def _hand_over(unit: str, listen: str, target: Path, text: str, args: Any) -> None:
     """Old unit off (port free), then ours on: never two engines on one port."""
-    from supervisor.atomic import atomic_write
+    from supervisor.records.atomic import atomic_write
 
     guard = _guard_path(unit)
     _systemctl("disable", "--now", unit)
@@ -252,7 +252,7 @@ def _hand_over(unit: str, listen: str, target: Path, text: str, args: Any) -> No
     if active != "active":
         print(f"llm-supervisor is {active}: start it with `systemctl start llm-supervisor`")
         return
-    done = subprocess.run([sys.executable, "-m", "supervisor.cli", "--socket", args.socket,
+    done = subprocess.run([sys.executable, "-m", "supervisor.control.cli", "--socket", args.socket,
                            "reload"], capture_output=True, text=True, timeout=300)
     print(done.stdout.strip() or done.stderr.strip())
     if done.returncode != 0:

@@ -417,7 +417,7 @@ def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
         gpu = Gpu(gpu.vram, gpu.source, args.bandwidth * 1e9, "--bandwidth")
 
     if engine is not None and "OLLAMA_NUM_PARALLEL" not in env:
-        from supervisor.units import HostFacts
+        from supervisor.systemd.units import HostFacts
 
         env.update(HostFacts.read().derived_environment(engine))
     context = args.context or int(env.get("OLLAMA_CONTEXT_LENGTH") or DEFAULT_CONTEXT)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from supervisor.disk import Disk
-from supervisor.history import EventLog, utc
-from supervisor.metrics import EngineView, Metrics, SupervisorView
-from supervisor.state import State, dumps_state
+from supervisor.records.disk import Disk
+from supervisor.records.history import EventLog, utc
+from supervisor.records.memory import State, dumps_state
+from supervisor.records.metrics import EngineView, Metrics, SupervisorView
 from supervisor.states import EngineState
 from supervisor.timefmt import ago
 

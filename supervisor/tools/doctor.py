@@ -20,11 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from supervisor import names, ports
+from supervisor import names
 from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from supervisor.errors import ConfigError
-from supervisor.probes import DEFAULT_COMMANDS, parse_clinfo, parse_rocminfo, parse_vulkan_summary
-from supervisor.process import run
+from supervisor.host import ports
+from supervisor.host.probes import (
+    DEFAULT_COMMANDS,
+    parse_clinfo,
+    parse_rocminfo,
+    parse_vulkan_summary,
+)
+from supervisor.host.process import run
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 

@@ -26,7 +26,7 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from supervisor.errors import BusError, SystemdError
-from supervisor.systemd import UNIT_PROPERTIES, Systemd, UnitStatus
+from supervisor.systemd.systemctl import UNIT_PROPERTIES, Systemd, UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 Kept in ``state.json`` under the state directory, written atomically on every change.
 
 Neither reading nor writing it can stop supervision. ``dumps_state`` gives the text and
-``supervisor.disk.Disk.write_state`` writes it (atomically, off the event loop); a full or
+``supervisor.records.disk.Disk.write_state`` writes it (atomically, off the event loop); a full or
 failing disk shows as ``Disk.state_error`` while the state stays in memory and is written
 again at the next change. ``load_state`` never
 raises for a bad file: a corrupt or unreadable ``state.json`` is moved aside to

@@ -12,9 +12,9 @@ import os
 import sys
 from typing import Any
 
-from supervisor import client
+from supervisor.control import client
+from supervisor.control.render import format_event, format_status, format_tiers
 from supervisor.errors import AdviseError, BundleError, Failure, ProtocolError
-from supervisor.render import format_event, format_status, format_tiers
 
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
 if TYPE_CHECKING:
@@ -175,9 +175,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from supervisor.state import load_state
-    from supervisor.tiers import kind_supports
-    from supervisor.units import HostFacts, render
+    from supervisor.host.tiers import kind_supports
+    from supervisor.records.memory import load_state
+    from supervisor.systemd.units import HostFacts, render
 
     config = _load_config(args.config)
     if config is None:
@@ -203,7 +203,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from supervisor import advise
+    from supervisor.tools import advise
 
     try:
         advice = advise.command(args)
@@ -214,10 +214,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from supervisor import modelbundle
+    from supervisor.tools import models
 
     try:
-        return modelbundle.command(args)
+        return models.command(args)
     except BundleError as exc:
         raise Failure(str(exc)) from None
 
@@ -226,7 +226,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Host and config readiness; reads the config itself, needs no daemon."""
     import asyncio
 
-    from supervisor import doctor
+    from supervisor.tools import doctor
 
     checks = doctor.diagnose(asyncio.run(doctor.gather(args.config)))
     report = doctor.document(checks)
@@ -235,7 +235,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:
-    from supervisor import adopt
+    from supervisor.tools import adopt
 
     return adopt.main(args)
 

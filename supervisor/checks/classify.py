@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import structlog
 
 from supervisor.causes import Cause, Finding, precedence
+from supervisor.checks.health import Observation
 from supervisor.config import GPU_TIERS, LogsSection
-from supervisor.health import Observation
 
 log = structlog.get_logger("llm-supervisor")
 

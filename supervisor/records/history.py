@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Protocol
 
 import zstandard
 
-from supervisor.atomic import atomic_write, fsync_dir
+from supervisor.records.atomic import atomic_write, fsync_dir
 
 CURRENT = "current.jsonl"
 EVENT_MODE = 0o644  # the event log's files, appended or replaced

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from supervisor.atomic import atomic_write
+from supervisor.records.atomic import atomic_write
 
 log = structlog.get_logger("llm-supervisor")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from supervisor.config import EngineConfig
 from supervisor.errors import CommandError
-from supervisor.process import run
-from supervisor.tiers import DEVICE_VARIABLE, tier_environment, tier_exec
+from supervisor.host.process import run
+from supervisor.host.tiers import DEVICE_VARIABLE, tier_environment, tier_exec
 
 _DEVICE = re.compile(r"^\s+([A-Za-z]+\d+): (.*?)\s*$")
 # what the probe passes on from the daemon's own environment

@@ -3,7 +3,7 @@
 ``status [ENGINE] [--json]`` asks the daemon for the table (or the indented document) it
 keeps rendered (``GET /v1/status?format=text``) and prints the bytes: no argparse, no json,
 no ``re``. The exit code comes from the ``X-Unhealthy-Engines`` header. Everything else,
-and a daemon that does not render (an older one), goes through ``supervisor.cli``.
+and a daemon that does not render (an older one), goes through ``supervisor.control.cli``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import sys
 
-from supervisor import client
+from supervisor.control import client
 from supervisor.errors import ProtocolError
 
 UNHEALTHY, UNREACHABLE = 3, 4
 
 
 def fast_status(argv: list[str]) -> int | None:
-    """The exit code of a status call, or None to go through ``supervisor.cli``."""
+    """The exit code of a status call, or None to go through ``supervisor.control.cli``."""
     sock = os.environ.get("LLM_SUPERVISOR_SOCKET", client.DEFAULT_SOCKET)
     rest = argv
     if rest[:1] == ["--socket"] and len(rest) >= 2:
@@ -53,6 +53,6 @@ def fast_status(argv: list[str]) -> int | None:
 def main() -> None:
     code = fast_status(sys.argv[1:])
     if code is None:
-        from supervisor.cli import main as full
+        from supervisor.control.cli import main as full
         full()
     sys.exit(code)

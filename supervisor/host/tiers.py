@@ -48,7 +48,7 @@ OPENCL_ENV = {"ollama": {"OLLAMA_GPU_DRIVER": "opencl"}, "vllm": {}, "llama-serv
 
 
 class HostTier(Protocol):
-    """What a host probe says of a tier (supervisor.probes.ProbeResult fits)."""
+    """What a host probe says of a tier (supervisor.host.probes.ProbeResult fits)."""
 
     @property
     def present(self) -> bool: ...

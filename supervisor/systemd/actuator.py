@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from supervisor import diagnosis, ports, units
 from supervisor.causes import Cause, Finding
+from supervisor.checks import diagnosis
 from supervisor.config import Config
 from supervisor.errors import SupervisorError
-from supervisor.hostview import HostView
-from supervisor.recorder import Recorder
-from supervisor.systemd import Systemd, UnitStatus
+from supervisor.host import ports
+from supervisor.host.view import HostView
+from supervisor.records.recorder import Recorder
+from supervisor.systemd import units
+from supervisor.systemd.systemctl import Systemd, UnitStatus
 
 if TYPE_CHECKING:
     from supervisor.engine import Engine

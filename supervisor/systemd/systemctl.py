@@ -1,5 +1,5 @@
 """The daemon's systemd adapter: ``Systemd`` runs systemctl and journalctl with timeouts;
-``supervisor.dbus.BusSystemd`` extends it with the manager's D-Bus API (systemctl remains its
+``supervisor.systemd.dbus.BusSystemd`` extends it with the D-Bus API (systemctl remains its
 fallback). The engines reach it only through the daemon's actuator; tests of the decision
 logic give the engine a fake actuator, system tests the real adapter in a booted container.
 (``adopt``, a CLI command, runs systemctl itself for its one-off steps.)
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from supervisor.errors import CommandError, SystemdError
-from supervisor.process import LINE_CAP, bounded_lines, kill_session, run
+from supervisor.host.process import LINE_CAP, bounded_lines, kill_session, run
 
 UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "ExecMainCode",
                    "NeedDaemonReload",

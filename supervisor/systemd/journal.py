@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from supervisor.systemd import Systemd, journal_message
+from supervisor.systemd.systemctl import Systemd, journal_message
 
 log = structlog.get_logger("llm-supervisor")
 

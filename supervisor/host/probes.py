@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supervisor.errors import CommandError
-from supervisor.process import Completed, run
+from supervisor.host.process import Completed, run
 
 __all__ = ["TIERS", "DEFAULT_COMMANDS", "ProbeResult", "probe", "probe_all",
            "parse_rocminfo", "parse_vulkan_summary", "parse_clinfo"]

@@ -11,10 +11,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from supervisor import ports, tiers
 from supervisor.causes import Cause, Finding
 from supervisor.config import EngineConfig
-from supervisor.systemd import UnitStatus
+from supervisor.host import ports, tiers
+from supervisor.systemd.systemctl import UnitStatus
 
 EXIT_STATUS = {200: "CHDIR", 203: "EXEC", 216: "GROUP", 217: "USER", 218: "CAPABILITIES",
                226: "NAMESPACE", 228: "SECCOMP", 233: "RUNTIME_DIRECTORY", 238: "STATE_DIRECTORY"}

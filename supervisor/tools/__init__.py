@@ -1,0 +1,2 @@
+"""Operator tools that need no daemon: advise, doctor, adopt, model bundles (models).
+"""
