@@ -23,9 +23,11 @@ import structlog
 
 from supervisor import policy
 from supervisor.causes import Cause, Finding
-from supervisor.checks import health, progress
+from supervisor.checks import health, observations
+from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
 from supervisor.checks.health import Observation
+from supervisor.checks.observations import DEVICES_SETTLE
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation, decide
 from supervisor.errors import Refused
@@ -37,14 +39,8 @@ from supervisor.systemd.systemctl import UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
 
-# tier -> the library names an engine reports when it computes on that tier
-TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
-                  "opencl": {"opencl"}, "cpu": {"cpu"}}
 # blocking causes seen while the engine runs: it keeps serving, a canary tells when it clears
 WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
-# canary verdicts that stand until a canary succeeds (they took the whole timeout to learn)
-STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
-DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
 PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
 
@@ -106,14 +102,8 @@ class Engine:
         self.nrestarts_seen: int | None = None
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
-        self.canary_task: asyncio.Task[Observation] | None = None
-        self.canary_failure: Observation | None = None
-        self.canary_passed = False           # a generation worked since this start
-        self.canary_retry = False            # the last canary failed fast: try again now
-        self.canary_started = float("-inf")
-        self.tokens_per_second: float | None = None
-        self.watch: progress.Watch | None = None  # the running canary's view of progress
-        self.verdict: progress.Verdict | None = None  # the running canary, judged
+        self.canary = Canary(http, self.wake, clock, ended=self._canary_ended,
+                             launched=self._canary_launched)
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
@@ -216,7 +206,7 @@ class Engine:
         self.nrestarts_seen = None
         if running and self.state in (EngineState.HEALTHY, EngineState.DEGRADED):
             self.started_at = self.clock() - self.health.startup_grace  # no grace: it runs
-            self.canary_passed = True  # it has been serving: its model is loaded
+            self.canary.passed = True  # it has been serving: its model is loaded
         else:
             self.started_at = self.clock()
         if self.state in (EngineState.FAILED, EngineState.BLOCKED) and \
@@ -424,152 +414,69 @@ class Engine:
         return found
 
     def _backend(self) -> list[Observation]:
-        """On a GPU tier, the backend the engine reports must be that tier's."""
-        tier = self.tier
-        used = [d for d in self.devices if d.used]
-        if (tier not in GPU_TIERS or not used
-                or self.clock() - self.devices_at < DEVICES_SETTLE):
-            return []
-        wanted = TIER_LIBRARIES[tier]
-        if any(d.library.lower() in wanted for d in used):
-            return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
-        backend = self.memory.backend or ""
-        if all(d.library.lower() == "cpu" for d in used):
-            said = used[0].reason or "library=cpu"
-            return [Observation.bad("backend", Cause.PLACEMENT,
-                                    f"the engine reports {said} on the {tier} tier",
-                                    evidence=used[0].line)]
-        detail = f"{tier} tier, but the engine computes on {backend}"
-        dropped = [d for d in self.devices if not d.used and d.library.lower() in wanted]
-        if dropped:
-            d = dropped[0]
-            target = f" for {d.compute}" if d.compute else ""
-            kind = {"ollama": "Ollama", "vllm": "vLLM"}.get(self.cfg.kind, self.cfg.kind)
-            detail += (f": this {kind} build dropped the {d.library} device"
-                       f" ({d.reason or 'unsupported'}{target})")
-        fix = (f"run a {tier}-capable build as [engine.tiers.{tier}].exec, or start the chain"
-               f" below {tier}")
-        return [Observation.bad("backend", Cause.BACKEND_MISMATCH, detail, fix=fix,
-                                evidence=[d.line for d in self.devices],
-                                facts={"tier": tier, "backend": backend})]
+        return observations.backend_observations(
+            self.tier, self.devices, self.clock() - self.devices_at >= DEVICES_SETTLE,
+            self.memory.backend or "", self.cfg.kind)
+
+    # ------------------------------------------------------------------ the generation check
 
     @property
     def phase(self) -> str:
-        """``load`` until a generation worked since this start (it loads the model), then
-        ``generate``: the two deadlines of the one generation check."""
-        return "generate" if self.canary_passed else "load"
+        return self.canary.phase
 
     @property
     def deadline(self) -> float:
-        return self.health.canary_timeout if self.canary_passed else self.health.load_deadline
+        return self.canary.deadline(self.health)
 
-    async def _canary(self, alive: bool) -> list[Observation]:
-        """The generation check (the canary) runs in the background, so a hung GPU cannot
-        stall checks, and it is never cut off at its deadline: it may be queued behind users.
+    @property
+    def canary_passed(self) -> bool:
+        return self.canary.passed
 
-        While it runs, every check reads the engine's progress and judges the wait
-        (``progress.judge``): overdue while the engine works is **busy** (no failure);
-        overdue with nothing moving is a ``hang`` (or a ``stall`` with requests in flight),
-        and that verdict stands as a failed check on every tick until a generation succeeds
-        — during the model's load as later; a clean liveness answer never clears it. A
-        canary that fails quickly (an HTTP error) counts once, and the next check tries
-        again; a slow one (``min_tokens_per_second``) stands until one succeeds.
-        """
-        found: list[Observation] = []
-        task = self.canary_task
-        if task is not None and task.done():
-            self.canary_task = None
-            self.watch = self.verdict = None
-            phase = self.phase
-            result = task.result()
-            if result.latency_ms is not None:
-                self.actuator.observe_check(self, "canary" if phase == "generate" else "load",
-                                            result.latency_ms / 1000)
-            if result.ok:
-                self.canary_failure = None
-                self.canary_passed = True
-                self.tokens_per_second = result.tokens_per_second
-                if phase == "load" and self.cfg.model:
-                    seconds = (result.latency_ms or 0) / 1000
-                    self._record("load", to=self.tier, cause=Cause.START.value,
-                                         reason=f"{self.cfg.model} loaded on {self.tier}:"
-                                         f" first generation in {seconds:.2f}s",
-                                         evidence={"seconds": round(seconds, 3)})
-                if self.cfg.kind == "ollama" and self.tier in GPU_TIERS:
-                    found.append(await health.placement(self.http, self.cfg,
-                                                        self.health.timeout))
-            elif result.cause in STANDING:
-                self.canary_failure = result
-            else:
-                self.canary_failure = None
-                self.canary_retry = True
-                found.append(result)
-        elif task is not None:
-            found.extend(await self._judge_wait())
-        every = self.health.canary_every
-        due = every and (self.checks % every == 0 or self.canary_failure is not None
-                         or not self.canary_passed or self.canary_retry)
-        rested = self.clock() - self.canary_started >= self.health.interval * 0.9
-        if alive and due and rested and self.canary_task is None:
-            baseline = await health.progress(self.http, self.cfg, self.memory.runner_port,
-                                             self.health.timeout)  # before it is sent
-            self._launch_canary()
-            assert self.watch is not None
-            self.watch.add(self.canary_started, baseline)
-        if self.canary_failure is not None:
-            found.append(self.canary_failure)
-        return found
+    @property
+    def canary_task(self) -> asyncio.Task[Observation] | None:
+        return self.canary.task
 
-    async def _read_progress(self) -> None:
-        watch = self.watch
-        if watch is None:
-            return
-        reading = await health.progress(self.http, self.cfg, self.memory.runner_port,
-                                        self.health.timeout)
-        watch.add(self.clock(), reading)
-
-    async def _judge_wait(self) -> list[Observation]:
-        """A canary still running: busy, waiting, or (past its deadline, nothing moving) a
-        hang or a stall that stands."""
-        watch = self.watch
-        if watch is None:
-            return []
-        await self._read_progress()
-        h = self.health
-        verdict = progress.judge(watch, self.clock(), self.deadline, h.stall_after,
-                                 h.blind_timeout)
-        self.verdict = verdict
-        if verdict.kind == progress.Kind.BUSY:
-            self.canary_failure = None  # the engine works: the wait is the queue's
-            if (self.cfg.kind == "ollama" and self.tier in GPU_TIERS and self.canary_passed
-                    and self.checks % max(1, self.health.canary_every) == 0):
-                # it serves: where the model runs is known without a canary's answer
-                return [await health.placement(self.http, self.cfg, self.health.timeout)]
-        elif verdict.kind.failed:
-            cause = Cause.HANG if verdict.kind == progress.Kind.HANG else Cause.STALL
-            self.canary_failure = Observation.bad(
-                "canary", cause, verdict.detail, evidence={
-                    "waited_s": round(self.clock() - watch.started, 1),
-                    "deadline_s": self.deadline, "phase": watch.phase,
-                    "progress_from": sorted(watch.sources)})
-        return []
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.canary.tokens_per_second
 
     @property
     def busy(self) -> str | None:
-        """``"busy: canary queued 41s; 312 tokens in the last 10s"`` while the engine works
-        and the canary waits; the overdue canary's state otherwise; None when nothing waits."""
-        verdict = self.verdict
-        if verdict is None or verdict.kind == progress.Kind.PENDING:
-            return None
-        return f"{verdict.kind.value}: {verdict.detail}"
+        return self.canary.busy
+
+    async def _canary(self, alive: bool) -> list[Observation]:
+        """The one generation check (``checks.canary``): its observations for this check."""
+        every = self.health.canary_every
+        scheduled = bool(every) and self.checks % every == 0
+        on_gpu_ollama = self.cfg.kind == "ollama" and self.tier in GPU_TIERS
+        return await self.canary.step(self.cfg, self.health, alive=alive, scheduled=scheduled,
+                                      runner_port=self.memory.runner_port,
+                                      placement=on_gpu_ollama)
+
+    def _canary_ended(self, result: Observation, phase: str) -> None:
+        if result.latency_ms is not None:
+            self.actuator.observe_check(self, "canary" if phase == "generate" else "load",
+                                        result.latency_ms / 1000)
+        if result.ok and phase == "load" and self.cfg.model:
+            seconds = (result.latency_ms or 0) / 1000
+            self._record("load", to=self.tier, cause=Cause.START.value,
+                         reason=f"{self.cfg.model} loaded on {self.tier}: first generation"
+                         f" in {seconds:.2f}s", evidence={"seconds": round(seconds, 3)})
+
+    def _canary_launched(self, phase: str) -> None:
+        if phase == "load" and self.cfg.model and self.state == EngineState.STARTING:
+            self.transition(self.state, self.cause or Cause.START,  # why it (re)started
+                            f"loading {self.cfg.model}", plain=True)
+
+    def _launch_canary(self) -> None:
+        self.canary.launch(self.cfg, self.health)
 
     def completed(self, realtime_us: int = 0) -> None:
         """The engine's log says a generation request finished: progress, for a waiting
         canary."""
         if realtime_us and realtime_us / 1e6 < self.started_wall:
             return
-        if self.watch is not None:
-            self.watch.completed(self.clock())
+        self.canary.completed()
 
     def runner(self, port: int, realtime_us: int = 0) -> None:
         """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
@@ -577,36 +484,9 @@ class Engine:
             return
         self.memory.runner_port = port  # kept in state.json: a restarted daemon needs it
 
-    def _launch_canary(self) -> None:
-        self.canary_retry = False
-        self.canary_started = self.clock()
-        self.watch = progress.Watch(self.canary_started, self.phase)
-        self.verdict = None
-        if self.phase == "load" and self.cfg.model and self.state == EngineState.STARTING:
-            self.transition(self.state, self.cause or Cause.START,  # why it (re)started
-                            f"loading {self.cfg.model}", plain=True)
-        self.canary_task = asyncio.create_task(health.canary(
-            self.http, self.cfg, self.health.timeout, self.health.min_tokens_per_second))
-        self.canary_task.add_done_callback(self._canary_done)
-
-    def _canary_done(self, task: asyncio.Task[Observation]) -> None:
-        """Wake the loop when the canary ends with news: a failure, the first generation
-        since a start (the model loaded), or the end of a standing failure. A routine
-        success waits for the next tick."""
-        if task.cancelled() or task.exception() is not None:
-            return
-        if not task.result().ok or not self.canary_passed or self.canary_failure is not None:
-            self.wake.set()
-
     def _forget_checks(self) -> None:
         """A (re)start begins with a clean slate: no stale canary verdicts or devices."""
-        if self.canary_task is not None:
-            self.canary_task.cancel()
-            self.canary_task = None
-        self.canary_failure = None
-        self.canary_passed = False
-        self.canary_started = float("-inf")  # a new start gets its canary at once
-        self.watch = self.verdict = None
+        self.canary.forget()
         self.memory.runner_port = None
         self.failures = 0
         self.nrestarts_seen = None
@@ -617,20 +497,8 @@ class Engine:
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
-        if seen is not None and unit.n_restarts > seen:
-            return [Observation.bad(
-                "unit", Cause.CRASH, f"systemd restarted it {unit.n_restarts - seen} time(s)"
-                f" (exit status {unit.exec_main_status})", evidence=unit.raw)]
-        down = (unit.active_state in ("failed", "inactive", "deactivating")
-                or unit.sub_state in ("auto-restart", "dead", "failed"))
-        stuck = (not unit.running and self.clock() - self.started_at
-                 > self.health.startup_grace)
-        if down or stuck:
-            return [Observation.bad(
-                "unit", Cause.CRASH, f"not running: {unit.active_state}/{unit.sub_state}"
-                f" (exit status {unit.exec_main_status}, result {unit.result or '-'})",
-                evidence=unit.raw)]
-        return []  # running, or still activating within its grace
+        return observations.unit_observations(unit, seen, self.clock() - self.started_at,
+                                              self.health.startup_grace)
 
     # ------------------------------------------------------------------ decisions
 
@@ -957,7 +825,7 @@ class Engine:
                 except TimeoutError:
                     pass
         finally:
-            for task in (self.canary_task, self.pull_task):
+            for task in (self.canary.task, self.pull_task):
                 if task is not None:
                     task.cancel()
             for _, done in self.intents:  # the loop ends (shutdown, removal): not applied

@@ -66,7 +66,7 @@ def test_the_status_path_imports_neither_json_nor_argparse():
     """Beyond what the interpreter itself loaded (an editable install's finder loads ``re``)."""
     code = ("import sys; before = set(sys.modules)\n"
             "sys.argv = ['x', '--socket', '/nonexistent', 'status']\n"
-            "from supervisor import ctl\n"
+            "from supervisor.control import ctl\n"
             "try:\n    ctl.main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('json', 'argparse', 're', 'enum', 'supervisor.control.cli')"
             " if m in sys.modules and m not in before))")

@@ -1,0 +1,165 @@
+"""The one generation check of an engine (the canary): "does generation work?", asked the
+same way in every phase.
+
+It runs in the background, so a hung GPU cannot stall checks, and it is never cut off at its
+deadline: it may be queued behind users. The first one after a (re)start loads the model and
+has ``load_timeout``; later ones have ``canary_timeout``. While it runs, every check reads the
+engine's progress and judges the wait (``checks.progress.judge``): overdue while the engine
+works is **busy** (no failure); overdue with nothing moving is a ``hang`` (or a ``stall`` with
+requests in flight), and that verdict stands as a failed check on every tick until a
+generation succeeds — during the model's load as later; a clean liveness answer never clears
+it. A canary that fails quickly (an HTTP error) counts once and the next check asks again; a
+slow one (``min_tokens_per_second``) stands until one succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+
+from supervisor.causes import Cause
+from supervisor.checks import health, progress
+from supervisor.checks.health import Observation
+from supervisor.config import EngineConfig, HealthSection
+
+# verdicts that stand until a canary succeeds (they took the whole deadline to learn)
+STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
+
+
+class Canary:
+    def __init__(self, http: httpx.AsyncClient, wake: asyncio.Event,
+                 clock: Callable[[], float], *,
+                 ended: Callable[[Observation, str], None],
+                 launched: Callable[[str], None]) -> None:
+        self.http = http
+        self.wake = wake          # the engine's loop: woken when a canary ends with news
+        self.clock = clock
+        self.ended = ended        # (result, phase): the engine records the load, the timing
+        self.launched = launched  # (phase): the engine says it is loading the model
+        self.task: asyncio.Task[Observation] | None = None
+        self.failure: Observation | None = None  # a verdict that stands
+        self.passed = False       # a generation worked since this start
+        self.retry = False        # the last canary failed fast: ask again now
+        self.started = float("-inf")
+        self.tokens_per_second: float | None = None
+        self.watch: progress.Watch | None = None      # the running canary's view of progress
+        self.verdict: progress.Verdict | None = None  # the running canary, judged
+
+    @property
+    def phase(self) -> str:
+        """``load`` until a generation worked since this start (it loads the model), then
+        ``generate``: the two deadlines of the one generation check."""
+        return "generate" if self.passed else "load"
+
+    def deadline(self, h: HealthSection) -> float:
+        return h.canary_timeout if self.passed else h.load_deadline
+
+    @property
+    def busy(self) -> str | None:
+        """``"busy: canary queued 41s; 312 tokens in the last 10s"`` while the engine works
+        and the canary waits; the overdue canary's state otherwise; None when nothing waits."""
+        verdict = self.verdict
+        if verdict is None or verdict.kind == progress.Kind.PENDING:
+            return None
+        return f"{verdict.kind.value}: {verdict.detail}"
+
+    def forget(self) -> None:
+        """A (re)start begins with a clean slate: no stale verdict, a canary at once."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        self.failure = None
+        self.passed = False
+        self.started = float("-inf")
+        self.watch = self.verdict = None
+
+    def completed(self) -> None:
+        """The engine's log says a generation request finished: progress, while one waits."""
+        if self.watch is not None:
+            self.watch.completed(self.clock())
+
+    async def step(self, cfg: EngineConfig, h: HealthSection, *, alive: bool, scheduled: bool,
+                   runner_port: int | None, placement: bool) -> list[Observation]:
+        """This check's observations: a finished canary's result, a running one's verdict,
+        a standing failure; and a new canary when one is due (``scheduled`` by
+        ``canary_every``, or a failure, no generation yet, a retry)."""
+        found: list[Observation] = []
+        task = self.task
+        if task is not None and task.done():
+            self.task = None
+            self.watch = self.verdict = None
+            phase = self.phase
+            result = task.result()
+            self.ended(result, phase)
+            if result.ok:
+                self.failure = None
+                self.passed = True
+                self.tokens_per_second = result.tokens_per_second
+                if placement:  # Ollama on a GPU tier: where does the model run?
+                    found.append(await health.placement(self.http, cfg, h.timeout))
+            elif result.cause in STANDING:
+                self.failure = result
+            else:
+                self.failure = None
+                self.retry = True
+                found.append(result)
+        elif task is not None:
+            found.extend(await self._judge_wait(cfg, h, runner_port, placement and scheduled))
+        due = h.canary_every and (scheduled or self.failure is not None or not self.passed
+                                  or self.retry)
+        rested = self.clock() - self.started >= h.interval * 0.9
+        if alive and due and rested and self.task is None:
+            baseline = await health.progress(self.http, cfg, runner_port,
+                                             h.timeout)  # read before it is sent
+            self.launch(cfg, h)
+            assert self.watch is not None
+            self.watch.add(self.started, baseline)
+        if self.failure is not None:
+            found.append(self.failure)
+        return found
+
+    def launch(self, cfg: EngineConfig, h: HealthSection) -> None:
+        self.retry = False
+        self.started = self.clock()
+        self.watch = progress.Watch(self.started, self.phase)
+        self.verdict = None
+        self.launched(self.phase)
+        self.task = asyncio.create_task(health.canary(self.http, cfg, h.timeout,
+                                                      h.min_tokens_per_second))
+        self.task.add_done_callback(self._done)
+
+    async def _judge_wait(self, cfg: EngineConfig, h: HealthSection, runner_port: int | None,
+                          placement: bool) -> list[Observation]:
+        """A canary still running: busy, waiting, or (past its deadline, nothing moving) a
+        hang or a stall that stands."""
+        watch = self.watch
+        if watch is None:
+            return []
+        watch.add(self.clock(), await health.progress(self.http, cfg, runner_port, h.timeout))
+        deadline = self.deadline(h)
+        verdict = progress.judge(watch, self.clock(), deadline, h.stall_after, h.blind_timeout)
+        self.verdict = verdict
+        if verdict.kind == progress.Kind.BUSY:
+            self.failure = None  # the engine works: the wait is the queue's
+            if placement and self.passed:
+                # it serves: where the model runs is known without a canary's answer
+                return [await health.placement(self.http, cfg, h.timeout)]
+        elif verdict.kind.failed:
+            cause = Cause.HANG if verdict.kind == progress.Kind.HANG else Cause.STALL
+            self.failure = Observation.bad(
+                "canary", cause, verdict.detail, evidence={
+                    "waited_s": round(self.clock() - watch.started, 1),
+                    "deadline_s": deadline, "phase": watch.phase,
+                    "progress_from": sorted(watch.sources)})
+        return []
+
+    def _done(self, task: asyncio.Task[Observation]) -> None:
+        """Wake the loop when the canary ends with news: a failure, the first generation
+        since a start (the model loaded), or the end of a standing failure. A routine
+        success waits for the next tick."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        if not task.result().ok or not self.passed or self.failure is not None:
+            self.wake.set()
