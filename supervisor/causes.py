@@ -138,3 +138,27 @@ class Finding:
         if self.facts:
             out.update(self.facts)
         return out
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One signal about an engine: ok, or the finding that says what is wrong."""
+
+    ok: bool
+    source: str                    # liveness | unit | canary | placement | log | backend
+    finding: Finding | None = None
+    latency_ms: float | None = None
+    tokens_per_second: float | None = None
+
+    @classmethod
+    def bad(cls, source: str, cause: Cause, detail: str = "", **kw: Any) -> Observation:
+        fields = {k: kw.pop(k) for k in ("latency_ms", "tokens_per_second") if k in kw}
+        return cls(False, source, Finding(cause, detail, **kw), **fields)
+
+    @property
+    def cause(self) -> Cause | None:
+        return self.finding.cause if self.finding else None
+
+    @property
+    def reason(self) -> str:
+        return self.finding.text() if self.finding else ""

@@ -23,9 +23,9 @@ import sdnotify
 import structlog
 
 from supervisor import policy
-from supervisor.causes import Cause, Finding
+from supervisor.actuator import SystemdActuator
+from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import classify, diagnosis, progress
-from supervisor.checks.health import Observation
 from supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from supervisor.control import handlers
 from supervisor.control.server import ControlServer, group_reader
@@ -43,7 +43,6 @@ from supervisor.records.metrics import Metrics, SupervisorView
 from supervisor.records.recorder import Recorder
 from supervisor.states import EngineState
 from supervisor.systemd import units
-from supervisor.systemd.actuator import SystemdActuator
 from supervisor.systemd.dbus import BusSystemd
 from supervisor.systemd.journal import JournalReader, Sink, oldest
 from supervisor.systemd.systemctl import Systemd, UnitStatus

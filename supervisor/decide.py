@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from supervisor.causes import Action, Cause, Finding, precedence
-from supervisor.checks.health import Observation
+from supervisor.causes import Action, Cause, Finding, Observation, precedence
 from supervisor.config import GPU_TIERS
 from supervisor.policy import tier_below
 from supervisor.states import EngineState

@@ -22,11 +22,10 @@ import httpx
 import structlog
 
 from supervisor import policy
-from supervisor.causes import Cause, Finding
+from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import health, observations
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
-from supervisor.checks.health import Observation
 from supervisor.checks.observations import DEVICES_SETTLE
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation, decide

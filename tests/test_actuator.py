@@ -11,6 +11,7 @@ import pytest
 from test_lifecycle import FakeSystemd, Notes
 
 from supervisor import config
+from supervisor.actuator import SystemdActuator
 from supervisor.errors import SystemdError
 from supervisor.host.view import HostView
 from supervisor.records.disk import Disk
@@ -20,7 +21,6 @@ from supervisor.records.metrics import SupervisorView
 from supervisor.records.recorder import Recorder
 from supervisor.states import EngineState
 from supervisor.systemd import units
-from supervisor.systemd.actuator import SystemdActuator
 
 
 def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes, Disk, object]:

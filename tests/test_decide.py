@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from supervisor.causes import Cause
-from supervisor.checks.health import Observation
+from supervisor.causes import Cause, Observation
 from supervisor.decide import Do, Situation, decide
 from supervisor.states import EngineState
 

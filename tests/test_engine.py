@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from supervisor import config
-from supervisor.causes import Action, Cause, Finding
+from supervisor.causes import Action, Cause, Finding, Observation
 from supervisor.checks.classify import parse_device
-from supervisor.checks.health import Observation
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError
 from supervisor.records.memory import EngineMemory

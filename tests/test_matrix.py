@@ -21,9 +21,8 @@ import pytest
 from test_engine import RUNNING, FakeActuator
 
 from supervisor import config
-from supervisor.causes import Cause, Finding
+from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks.classify import parse_device
-from supervisor.checks.health import Observation
 from supervisor.engine import DEVICES_SETTLE, Engine
 from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState

@@ -19,9 +19,8 @@ from collections.abc import Callable
 
 import httpx
 
-from supervisor.causes import Cause
+from supervisor.causes import Cause, Observation
 from supervisor.checks import health, progress
-from supervisor.checks.health import Observation
 from supervisor.config import EngineConfig, HealthSection
 
 # verdicts that stand until a canary succeeds (they took the whole deadline to learn)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from supervisor.causes import Cause, Finding, precedence
-from supervisor.checks.health import Observation
+from supervisor.causes import Cause, Finding, Observation, precedence
 from supervisor.config import GPU_TIERS, LogsSection
 
 log = structlog.get_logger("llm-supervisor")

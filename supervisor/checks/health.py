@@ -23,48 +23,23 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from supervisor.causes import Cause, Finding
+from supervisor.causes import Cause, Observation
 from supervisor.checks import progress as progress_rule
 from supervisor.checks.progress import Reading
 from supervisor.config import EngineConfig
 from supervisor.names import normalise_model, same_model
 
-__all__ = ["Observation", "canary", "liveness", "normalise_model", "placement", "progress",
+__all__ = ["canary", "liveness", "normalise_model", "placement", "progress",
            "same_model"]
 
 VLLM_CANARY_TOKENS = 4  # enough for a rate between the first and the last token
 LLAMA_CANARY_TOKENS = 4  # llama.cpp's predicted_per_second needs decode steps to measure
 GENERATION_CAP = 3600.0  # s: a canary nothing else ends (the engine restarted...) ends here
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One signal about an engine: ok, or the finding that says what is wrong."""
-
-    ok: bool
-    source: str                    # liveness | unit | canary | placement | log | backend
-    finding: Finding | None = None
-    latency_ms: float | None = None
-    tokens_per_second: float | None = None
-
-    @classmethod
-    def bad(cls, source: str, cause: Cause, detail: str = "", **kw: Any) -> Observation:
-        fields = {k: kw.pop(k) for k in ("latency_ms", "tokens_per_second") if k in kw}
-        return cls(False, source, Finding(cause, detail, **kw), **fields)
-
-    @property
-    def cause(self) -> Cause | None:
-        return self.finding.cause if self.finding else None
-
-    @property
-    def reason(self) -> str:
-        return self.finding.text() if self.finding else ""
 
 
 def _error(exc: Exception) -> str:

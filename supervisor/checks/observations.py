@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from supervisor.causes import Cause
+from supervisor.causes import Cause, Observation
 from supervisor.checks.classify import Device
-from supervisor.checks.health import Observation
 from supervisor.config import GPU_TIERS
 from supervisor.systemd.systemctl import UnitStatus
 
