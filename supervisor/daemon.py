@@ -151,49 +151,52 @@ class Supervisor:
             await self.daemon_reload()
         changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
         changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
-        for engine in self.engines.values():
-            tier = placed[engine.name]
-            if tier is None:
-                engine.memory.tier = None
-                with engine.batch():
-                    await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: "
-                                              + "; ".join(f"{c.tier}: {c.reason}"
-                                                          for c in self.choices(engine))))
-                continue
-            try:
-                status = await self.systemd.status(engine.cfg.unit, fresh=True)
-            except SupervisorError as exc:
-                log.error("systemd did not answer for an engine", engine=engine.name,
-                          error=str(exc))
-                status = UnitStatus(engine.cfg.unit)
-            if status.need_daemon_reload:  # a switch died between writing and daemon-reload
-                await self.daemon_reload()
-                changed_engines.add(engine.name)
-            ran_on = diagnosis.process_tier(status.main_pid) if status.running else None
-            if ran_on is not None and ran_on != tier:  # the process runs the old tier
-                log.warning("finishing an interrupted switch", engine=engine.name,
-                            running=ran_on, tier=tier)
-                changed_engines.add(engine.name)
-            unchanged = engine.name not in changed_engines and tier == engine.tier
-            if unchanged and (status.running or engine.state in (EngineState.FAILED,
-                                                                 EngineState.BLOCKED)):
-                # running: carry on; failed or blocked: its retry schedule stands
-                engine.adopt(running=status.running)
-                log.info("adopted engine", engine=engine.name, tier=tier,
-                         state=engine.state.value, pid=status.main_pid)
-                continue
-            skipped = [f"{c.tier}: {c.reason}" for c in self.choices(engine)
-                       if not c.usable and engine.chain.index(c.tier) <
-                       engine.chain.index(tier)]
-            why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped
-                                           else "")
-            try:
-                with engine.batch():
-                    await engine.start_on(tier, Cause.START, why)
-            except SupervisorError as exc:  # one engine's trouble stops no other's supervision
-                log.error("could not start engine; its checks will retry", engine=engine.name,
-                          error=str(exc))
+        # every engine at once: READY does not wait for them one after the other
+        await asyncio.gather(*(self._reconcile_engine(engine, placed[engine.name],
+                                                      engine.name in changed_engines)
+                               for engine in self.engines.values()))
         self.save()
+
+    async def _reconcile_engine(self, engine: Engine, tier: str | None, changed: bool) -> None:
+        """Adopt an engine that runs as its units say, else (re)start it on ``tier``."""
+        if tier is None:
+            engine.memory.tier = None
+            with engine.batch():
+                await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: "
+                                          + "; ".join(f"{c.tier}: {c.reason}"
+                                                      for c in self.choices(engine))))
+            return
+        try:
+            status = await self.systemd.status(engine.cfg.unit, fresh=True)
+        except SupervisorError as exc:
+            log.error("systemd did not answer for an engine", engine=engine.name,
+                      error=str(exc))
+            status = UnitStatus(engine.cfg.unit)
+        if status.need_daemon_reload:  # a switch died between writing and daemon-reload
+            await self.daemon_reload()
+            changed = True
+        ran_on = diagnosis.process_tier(status.main_pid) if status.running else None
+        if ran_on is not None and ran_on != tier:  # the process runs the old tier
+            log.warning("finishing an interrupted switch", engine=engine.name,
+                        running=ran_on, tier=tier)
+            changed = True
+        unchanged = not changed and tier == engine.tier
+        if unchanged and (status.running or engine.state in (EngineState.FAILED,
+                                                             EngineState.BLOCKED)):
+            # running: carry on; failed or blocked: its retry schedule stands
+            engine.adopt(running=status.running)
+            log.info("adopted engine", engine=engine.name, tier=tier,
+                     state=engine.state.value, pid=status.main_pid)
+            return
+        skipped = [f"{c.tier}: {c.reason}" for c in self.choices(engine)
+                   if not c.usable and engine.chain.index(c.tier) < engine.chain.index(tier)]
+        why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
+        try:
+            with engine.batch():
+                await engine.start_on(tier, Cause.START, why)
+        except SupervisorError as exc:  # one engine's trouble stops no other's supervision
+            log.error("could not start engine; its checks will retry", engine=engine.name,
+                      error=str(exc))
 
     async def _remove_engine_units(self, name: str) -> None:
         unit = f"llm-{name}.service"
