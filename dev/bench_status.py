@@ -22,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
 
-RUNS, WARMUP, GOAL_MS = int(sys.argv[1]) if len(sys.argv) > 1 else 30, 3, 25.0
+# a run count as the first argument when run alone; imported by dev/bench.py, whose own
+# arguments (--quick) are not ours
+RUNS = int(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else 30
+WARMUP, GOAL_MS = 3, 25.0
 PROJECT_PY = str(sandbox.VENV_BIN / "python")
 SUP_VENV = Path("/opt/llm-supervisor-dev/bench-supervisor")  # outside /tmp and home dirs
 SUP_DIR = "/run/bench-supervisor"  # inside the container

@@ -72,3 +72,27 @@ def test_the_status_path_imports_neither_json_nor_argparse():
             " if m in sys.modules and m not in before))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done
+
+
+async def test_a_followed_stream_reads_lines_over_the_full_socket_module(tmp_path):
+    """The status path uses the interpreter's own _socket; ``events -f`` reads lines, through
+    the socket module's file object, from the same connection."""
+    import asyncio
+
+    from supervisor.control import client
+
+    path = str(tmp_path / "s.sock")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.0 200 OK\r\n\r\n{"seq": 1}\n\n{"seq": 2}\n')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(handle, path)
+    try:
+        got = await asyncio.to_thread(lambda: list(client.stream_lines(path, "/v1/events",
+                                                                       timeout=5)))
+    finally:
+        server.close()
+    assert got == [{"seq": 1}, {"seq": 2}]
