@@ -1,4 +1,5 @@
-"""Control API handlers: plain functions from the daemon's state to JSON documents.
+"""Control API handlers: plain functions from the daemon's view (``control.view.Daemon``,
+read-only) to JSON documents; an operator's action is an intent queued on the engine.
 
 They are testable without a socket; ``routes()`` binds them to paths for the server.
 """
@@ -22,13 +23,13 @@ from supervisor.records.history import TooManyFollowers, utc
 from supervisor.states import EngineState
 
 if TYPE_CHECKING:
-    from supervisor.daemon import Supervisor
+    from supervisor.control.view import Daemon
     from supervisor.engine import Engine
 
 API = 1
 
 
-def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
+def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
     memory = engine.memory
     choices = sup.choices(engine)
     return {
@@ -70,7 +71,7 @@ def engine_document(sup: Supervisor, engine: Engine) -> dict[str, Any]:
     }
 
 
-def status_document(sup: Supervisor) -> dict[str, Any]:
+def status_document(sup: Daemon) -> dict[str, Any]:
     return {
         "api": API,
         "supervisor": {
@@ -88,7 +89,7 @@ def status_document(sup: Supervisor) -> dict[str, Any]:
     }
 
 
-def degraded(sup: Supervisor) -> str | None:
+def degraded(sup: Daemon) -> str | None:
     """Why the daemon cannot keep its records right now (a full or failing state disk), or
     what it had to do to start (a corrupt state.json moved aside); None when all is well."""
     problems = [p for p in (sup.events.degraded, sup.state_error, sup.state.note) if p]
@@ -113,20 +114,20 @@ def parse_since(value: str | None) -> str | None:
 class StatusCache:
     """The status document and its renderings, rebuilt only when something changed: an
     engine finished a check (``Engine.ticks``), or the daemon recorded an event, reloaded or
-    probed (``Supervisor.generation``)."""
+    probed (``Daemon.generation``)."""
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] | None = None
         self.document: dict[str, Any] = {}
         self.rendered: dict[str, tuple[bytes, str]] = {}  # format -> (body, content type)
 
-    def _fresh(self, sup: Supervisor) -> None:
+    def _fresh(self, sup: Daemon) -> None:
         key = (getattr(sup, "generation", 0), sup.config_error is None,
                tuple((name, e.ticks) for name, e in sup.engines.items()))
         if key != self.key:
             self.document, self.rendered, self.key = status_document(sup), {}, key
 
-    def status(self, sup: Supervisor, engine: str | None, form: str
+    def status(self, sup: Daemon, engine: str | None, form: str
                ) -> tuple[bytes, str, int]:
         """(body, content type, unhealthy engines) of the whole status or one engine's, as
         JSON (``json``), indented JSON (``pretty``, what ``status --json`` prints) or the
@@ -156,7 +157,7 @@ class StatusCache:
         return body, content_type, unhealthy
 
 
-def tiers_document(sup: Supervisor) -> dict[str, Any]:
+def tiers_document(sup: Daemon) -> dict[str, Any]:
     return {
         "api": API,
         "tiers": [
@@ -173,7 +174,7 @@ def tiers_document(sup: Supervisor) -> dict[str, Any]:
     }
 
 
-def endpoint_document(sup: Supervisor, model: str | None) -> dict[str, Any]:
+def endpoint_document(sup: Daemon, model: str | None) -> dict[str, Any]:
     """Local first: a healthy engine serving ``model`` (best tier first), else the remote."""
     candidates = [e for e in sup.engines.values()
                   if e.state == EngineState.HEALTHY and (model is None or e.cfg.model == model)]
@@ -190,7 +191,7 @@ def endpoint_document(sup: Supervisor, model: str | None) -> dict[str, Any]:
                     {"engines": {e.name: e.state.value for e in sup.engines.values()}})
 
 
-async def bundle_files(sup: Supervisor) -> dict[str, str]:
+async def bundle_files(sup: Daemon) -> dict[str, str]:
     """Everything a maintainer needs, as files (redacted by support.build)."""
     config_dir = sup.config_path.parent
     files: dict[str, str] = {}
@@ -224,7 +225,7 @@ async def bundle_files(sup: Supervisor) -> dict[str, str]:
     return files
 
 
-async def operator(sup: Supervisor, engine: Engine, verb: str, method: str,
+async def operator(sup: Daemon, engine: Engine, verb: str, method: str,
                    body: dict[str, Any], uid: int) -> str:
     """An operator's action: validated here against what can be read, applied by the
     engine's loop (``supervisor.intents``)."""
@@ -256,7 +257,7 @@ async def acknowledged(engine: Engine, intent: intents.Intent) -> str:
         return done.result()
 
 
-def _engine(sup: Supervisor, name: str) -> Engine:
+def _engine(sup: Daemon, name: str) -> Engine:
     engine = sup.engines.get(name)
     if engine is None:
         raise HTTPError(404, f"no engine named {name!r}",
@@ -264,7 +265,7 @@ def _engine(sup: Supervisor, name: str) -> Engine:
     return engine
 
 
-def routes(sup: Supervisor) -> Router:
+def routes(sup: Daemon) -> Router:
     router = Router()
 
     cache = StatusCache()
