@@ -100,6 +100,7 @@ def test_the_control_plane_reads_no_cli_and_writes_no_engine_state():
     import inspect
 
     source = inspect.getsource(handlers)
-    assert "supervisor.control.cli" not in source and "engine.memory.pinned =" not in source
+    assert "supervisor.control.cli" not in source and "supervisor.daemon" not in source
+    assert "engine.memory.pinned =" not in source
     assert "start_on(" not in source and issubclass(Refused, SupervisorError)
     assert Cause.OPERATOR.value == "operator"
