@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -21,16 +20,16 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from supervisor import policy
+from supervisor import intents, policy
 from supervisor.causes import Cause, Finding, Observation
-from supervisor.checks import health, observations
+from supervisor.checks import health, observations, pull
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
 from supervisor.checks.observations import DEVICES_SETTLE
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation, decide
 from supervisor.errors import Refused
-from supervisor.intents import Intent, check_usable
+from supervisor.intents import Intent
 from supervisor.records.history import utc
 from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
@@ -40,7 +39,6 @@ log = structlog.get_logger("llm-supervisor")
 
 # blocking causes seen while the engine runs: it keeps serving, a canary tells when it clears
 WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
-PULL_IDLE_TIMEOUT = 300.0  # s without a progress line from /api/pull
 
 
 class Actuator(Protocol):
@@ -168,13 +166,13 @@ class Engine:
                  EngineState.BLOCKED: "error"}.get(to, "info")
         getattr(log, level)("engine state", engine=self.name, tier=self.tier, cause=cause.value,
                             reason=reason, **{"from": before.value, "to": to.value})
-        self._record("state", from_=before.value, to=to.value, reason=reason,
+        self.record("state", from_=before.value, to=to.value, reason=reason,
                              cause=cause.value, evidence=evidence, tier=self.tier,
                              **({"fix": fix} if fix else {}))
 
     # ------------------------------------------------------------------ the record
 
-    def _record(self, type: str, **fields: Any) -> None:
+    def record(self, type: str, **fields: Any) -> None:
         """An event of this engine: kept until the check (or action) under way ends, then
         committed with the others at once."""
         self._outbox.append((type, fields))
@@ -223,7 +221,7 @@ class Engine:
         self.memory.reboot_evidence = ""
         self.memory.reboot_boot_id = None
         log.info("reboot done: GPU tiers usable again", engine=self.name)
-        self._record("reboot", to="done", cause=Cause.RECOVERED.value,
+        self.record("reboot", to="done", cause=Cause.RECOVERED.value,
                              reason="the host rebooted: GPU tiers are usable again",
                              evidence={"seen_in_boot": seen, "boot": boot_id})
 
@@ -246,7 +244,7 @@ class Engine:
             what = f"switching to {tier}" if before != tier else f"restarting on {tier}"
             log.error("switch failed", engine=self.name, tier=before, to=tier,
                       cause=cause.value, error=str(exc))
-            self._record("switch", from_=before, to="failed", tier=before,
+            self.record("switch", from_=before, to="failed", tier=before,
                                  cause=cause.value, reason=f"{what} failed: {exc}"
                                  f" ({detail or cause.description})",
                                  evidence={"wanted": tier, "error": str(exc)})
@@ -256,7 +254,7 @@ class Engine:
         self.memory.tier = tier
         if before != tier:
             self.restarts_on_tier = 0
-            self._record("tier", from_=before, to=tier, cause=cause.value,
+            self.record("tier", from_=before, to=tier, cause=cause.value,
                                  reason=detail or f"starting on {tier}", evidence=evidence)
             if before is not None and policy.is_above(self.chain, before, tier):
                 log.warning("engine demoted", engine=self.name, tier=tier, cause=cause.value,
@@ -299,60 +297,11 @@ class Engine:
             if done.done():  # the asker gave up before it was taken: not applied
                 continue
             try:
-                outcome = await self._apply(intent)
+                outcome = await intents.apply(self, intent)
             except Exception as exc:  # refused, or the switch failed: the asker hears why
                 done.set_exception(exc)
             else:
                 done.set_result(outcome)
-
-    async def _apply(self, intent: Intent) -> str:
-        """Carry out one intent: the only place the operator changes an engine."""
-        usable = self.actuator.usable(self)
-        record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
-        if intent.verb == "unpin":
-            self._record("operator", **record, evidence=None)
-            self.memory.pinned = None
-            self._record("unpin", cause=Cause.OPERATOR.value,
-                                 reason=f"unpinned by uid {intent.uid}")
-            return "unpinned"
-        if intent.verb == "pin":
-            tier = intent.tier
-            assert tier is not None
-            check_usable(self.name, tier, usable, {})
-            self._record("operator", **record, evidence={"tier": tier})
-            self.memory.pinned = tier
-            self.memory.next_promotion_at = None
-            self._record("pin", to=tier, cause=Cause.OPERATOR.value,
-                                 reason=f"pinned to {tier} by uid {intent.uid}")
-            if self.tier != tier:
-                await self.start_on(tier, Cause.OPERATOR, f"pinned to {tier} by uid"
-                                    f" {intent.uid}")
-            return f"pinned to {tier}"
-        if self.memory.pinned and intent.verb in ("demote", "promote"):
-            raise Refused(409, f"{self.name} is pinned to {self.memory.pinned}; unpin it first")
-        if intent.verb == "restart":
-            target = policy.start_tier(self.chain, usable, pinned=self.memory.pinned,
-                                       current=self.tier)
-            if target is None:
-                raise Refused(409, f"no usable tier for {self.name}")
-            self._record("operator", **record, evidence={"tier": target})
-            await self.start_on(target, Cause.OPERATOR, f"restarted by uid {intent.uid}")
-            return "restarted"
-        if intent.verb == "demote":
-            below = policy.tier_below(self.chain, usable, self.tier)
-            if below is None:
-                raise Refused(409, f"no usable tier below {self.tier}")
-            self._record("operator", **record, evidence={"tier": below})
-            await self.start_on(below, Cause.OPERATOR, f"demoted from {self.tier} by uid"
-                                f" {intent.uid}")
-            return f"demoted to {below}"
-        await self.actuator.reprobe()  # promote: with what the host has now
-        best = policy.best_tier(self.chain, self.actuator.usable(self))
-        if best is None or best == self.tier:
-            raise Refused(409, f"{self.name} is already on its best usable tier")
-        self._record("operator", **record, evidence={"tier": best})
-        await self.promote(best, f"asked by uid {intent.uid}")
-        return f"promoting to {best}"
 
     async def tick(self) -> None:
         async with self.lock:
@@ -458,7 +407,7 @@ class Engine:
                                         result.latency_ms / 1000)
         if result.ok and phase == "load" and self.cfg.model:
             seconds = (result.latency_ms or 0) / 1000
-            self._record("load", to=self.tier, cause=Cause.START.value,
+            self.record("load", to=self.tier, cause=Cause.START.value,
                          reason=f"{self.cfg.model} loaded on {self.tier}: first generation"
                          f" in {seconds:.2f}s", evidence={"seconds": round(seconds, 3)})
 
@@ -686,43 +635,15 @@ class Engine:
         self.pull_task = asyncio.create_task(self._pull(), name=f"pull-{self.name}")
 
     async def _pull(self) -> None:
-        """``POST /api/pull`` with streamed progress; then check again (or block)."""
-        error = None
-        last_step = -1
-        try:
-            async with self.http.stream(
-                    "POST", self.cfg.endpoint + "/api/pull",
-                    json={"model": self.cfg.model, "stream": True},
-                    timeout=httpx.Timeout(self.health.timeout, read=PULL_IDLE_TIMEOUT)) as r:
-                if r.status_code != 200:
-                    text = (await r.aread())[:300].decode(errors="replace")
-                    error = f"HTTP {r.status_code}: {text}"
-                else:
-                    async for line in r.aiter_lines():
-                        if not line.strip():
-                            continue
-                        try:
-                            part = json.loads(line)
-                        except ValueError:
-                            continue
-                        if part.get("error"):
-                            error = str(part["error"])
-                            break
-                        assert self.pull is not None
-                        self.pull.update({k: part[k] for k in ("status", "completed", "total")
-                                          if k in part})
-                        step = self._pull_percent() // 25
-                        if step != last_step or part.get("status") == "success":
-                            last_step = step
-                            self._record("pull", to=str(part.get("status")),
-                                                 cause=Cause.MODEL_MISSING.value,
-                                                 reason=f"pulling {self.cfg.model}:"
-                                                 f" {part.get('status')}"
-                                                 f" ({self._pull_percent()}%)")
-                    if self.pull and self.pull.get("status") != "success" and error is None:
-                        error = "the pull ended without success"
-        except httpx.HTTPError as exc:
-            error = health._error(exc)
+        """Pull the model through the engine's API; then check again (or block)."""
+        assert self.pull is not None
+
+        def step(status: str, share: int) -> None:
+            self.record("pull", to=status, cause=Cause.MODEL_MISSING.value,
+                         reason=f"pulling {self.cfg.model}: {status} ({share}%)")
+
+        error = await pull.pull(self.http, self.cfg.endpoint, self.cfg.model,
+                                self.health.timeout, self.pull, step)
         async with self.lock:
             self.pull_task = None
             if error is None:
@@ -734,13 +655,6 @@ class Engine:
                     Cause.MODEL_MISSING, f"pulling {self.cfg.model} failed: {error}",
                     fix=f"check the model name, then `ollama pull {self.cfg.model}`"))
             self.wake.set()
-
-    def _pull_percent(self) -> int:
-        pull = self.pull or {}
-        total, done = pull.get("total") or 0, pull.get("completed") or 0
-        if pull.get("status") == "success":
-            return 100
-        return int(done * 100 / total) if total else 0
 
     # ------------------------------------------------------------------ the way back up
 
@@ -755,7 +669,7 @@ class Engine:
         until = self.memory.probation_until
         if until is not None and self.wall() >= until:
             log.info("promotion held through probation", engine=self.name, tier=self.tier)
-            self._record("probation", to="passed", cause=Cause.PROMOTION.value,
+            self.record("probation", to="passed", cause=Cause.PROMOTION.value,
                                  reason=f"{self.tier} held for {self.fallback.probation:.0f}s")
             self.memory.promoted_from = self.memory.probation_until = None
             self.memory.promote_wait = None

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from supervisor import policy
+from supervisor.causes import Cause
 from supervisor.errors import Refused
+
+if TYPE_CHECKING:
+    from supervisor.engine import Engine
 
 Verb = Literal["restart", "demote", "promote", "pin", "unpin"]
 VERBS: tuple[str, ...] = ("restart", "demote", "promote", "pin")
@@ -74,3 +78,53 @@ def check_usable(name: str, tier: str, usable: Sequence[str], why_not: Mapping[s
                  ) -> None:
     if tier not in usable:
         raise Refused(409, f"{tier} is not usable for {name}", dict(why_not))
+
+
+async def apply(engine: Engine, intent: Intent) -> str:
+    """Carry out one intent, from the engine's own loop and under its lock: the only place
+    the operator changes an engine."""
+    usable = engine.actuator.usable(engine)
+    record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
+    if intent.verb == "unpin":
+        engine.record("operator", **record, evidence=None)
+        engine.memory.pinned = None
+        engine.record("unpin", cause=Cause.OPERATOR.value,
+                      reason=f"unpinned by uid {intent.uid}")
+        return "unpinned"
+    if intent.verb == "pin":
+        tier = intent.tier
+        assert tier is not None
+        check_usable(engine.name, tier, usable, {})
+        engine.record("operator", **record, evidence={"tier": tier})
+        engine.memory.pinned = tier
+        engine.memory.next_promotion_at = None
+        engine.record("pin", to=tier, cause=Cause.OPERATOR.value,
+                      reason=f"pinned to {tier} by uid {intent.uid}")
+        if engine.tier != tier:
+            await engine.start_on(tier, Cause.OPERATOR, f"pinned to {tier} by uid {intent.uid}")
+        return f"pinned to {tier}"
+    if engine.memory.pinned and intent.verb in ("demote", "promote"):
+        raise Refused(409, f"{engine.name} is pinned to {engine.memory.pinned}; unpin it first")
+    if intent.verb == "restart":
+        target = policy.start_tier(engine.chain, usable, pinned=engine.memory.pinned,
+                                   current=engine.tier)
+        if target is None:
+            raise Refused(409, f"no usable tier for {engine.name}")
+        engine.record("operator", **record, evidence={"tier": target})
+        await engine.start_on(target, Cause.OPERATOR, f"restarted by uid {intent.uid}")
+        return "restarted"
+    if intent.verb == "demote":
+        below = policy.tier_below(engine.chain, usable, engine.tier)
+        if below is None:
+            raise Refused(409, f"no usable tier below {engine.tier}")
+        engine.record("operator", **record, evidence={"tier": below})
+        await engine.start_on(below, Cause.OPERATOR,
+                              f"demoted from {engine.tier} by uid {intent.uid}")
+        return f"demoted to {below}"
+    await engine.actuator.reprobe()  # promote: with what the host has now
+    best = policy.best_tier(engine.chain, engine.actuator.usable(engine))
+    if best is None or best == engine.tier:
+        raise Refused(409, f"{engine.name} is already on its best usable tier")
+    engine.record("operator", **record, evidence={"tier": best})
+    await engine.promote(best, f"asked by uid {intent.uid}")
+    return f"promoting to {best}"

@@ -42,7 +42,7 @@ LLAMA_CANARY_TOKENS = 4  # llama.cpp's predicted_per_second needs decode steps t
 GENERATION_CAP = 3600.0  # s: a canary nothing else ends (the engine restarted...) ends here
 
 
-def _error(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, httpx.ConnectError):
@@ -68,7 +68,7 @@ async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: flo
         return Observation.bad("liveness", Cause.UNRESPONSIVE,
                                f"GET {path} timed out after {timeout:g}s")
     except httpx.HTTPError as exc:
-        return Observation.bad("liveness", Cause.UNRESPONSIVE, f"GET {path}: {_error(exc)}")
+        return Observation.bad("liveness", Cause.UNRESPONSIVE, f"GET {path}: {describe_error(exc)}")
     latency = (time.monotonic() - started) * 1000
     if response.status_code != 200:
         detail = f"GET {path}: HTTP {response.status_code}"
@@ -137,7 +137,7 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
     except (TimeoutError, httpx.ReadTimeout, httpx.PoolTimeout):
         return Observation.bad("canary", Cause.HANG, f"no answer within {cap:g}s")
     except httpx.HTTPError as exc:
-        return Observation.bad("canary", Cause.GENERATION, _error(exc))
+        return Observation.bad("canary", Cause.GENERATION, describe_error(exc))
     elapsed_ms = (time.monotonic() - started) * 1000
     if isinstance(done, httpx.Response):
         return _http_finding(engine, done, elapsed_ms)
@@ -286,7 +286,8 @@ async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: fl
         return Observation.bad("placement", Cause.UNRESPONSIVE,
                                f"GET /api/ps timed out after {timeout:g}s")
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        return Observation.bad("placement", Cause.UNRESPONSIVE, f"GET /api/ps: {_error(exc)}")
+        return Observation.bad("placement", Cause.UNRESPONSIVE,
+                               f"GET /api/ps: {describe_error(exc)}")
     for model in models:
         if not isinstance(model, dict):
             continue
