@@ -17,6 +17,12 @@ The rule (SPEC §5, the README's "How it decides"):
   the tier it came from (``ROLLBACK``), unless that tier is gone or the GPU needs a reboot;
 - a demotion with no usable tier below is a failure of the whole chain (``DEMOTE`` with no
   ``target``).
+
+Between checks, the same way: a failed engine whose retry is due starts again from the bottom
+of the chain (``retry_failed``); a blocked one whose retry is due or whose cause cleared starts
+where it should (``retry_blocked``) or, while it keeps serving, lets a canary tell; a healthy
+one passes its probation or, ``promote_after`` later, tries the best tier again (``between``,
+then ``promotion`` with what a fresh probe says).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from enum import StrEnum
 
 from supervisor.causes import Action, Cause, Finding, Observation, precedence
 from supervisor.config import GPU_TIERS
-from supervisor.policy import tier_below
+from supervisor.policy import best_tier, bottom_tier, is_above, start_tier, tier_below
 from supervisor.states import EngineState
 
 # what the start-up grace excuses: an engine that does not answer yet. A crash, a generation
@@ -48,6 +54,10 @@ class Do(StrEnum):
     HOLD = "hold"          # pinned, and a restart changes nothing: degraded, with the fix
     BLOCK = "block"        # no tier change fixes it: blocked, retried with backoff
     PULL = "pull"          # the model is missing and the engine may pull it
+    RETRY = "retry"        # failed or blocked, and its retry is due: start on ``target``
+    RECHECK = "recheck"    # blocked while it serves (a model, a key): let a canary tell
+    PASSED = "passed"      # a promotion held through its probation
+    PROMOTE = "promote"    # promote_after elapsed: try ``target`` (None: wait another round)
 
 
 @dataclass(frozen=True)
@@ -160,3 +170,46 @@ def _rollback(s: Situation, finding: Finding, *, why: str = "", reboot: bool = F
         return replace(down, do=Do.ROLLBACK, demote=True, why=why)
     return Decision(Do.ROLLBACK, finding, target=back, failures=failures, reboot=reboot,
                     skip_tier=skip_tier, why=why, observation=observation)
+
+
+def retry_failed(chain: Sequence[str], usable: Sequence[str]) -> Decision:
+    """Every usable tier was exhausted and the retry is due: from the bottom of the chain."""
+    return Decision(Do.RETRY, target=bottom_tier(chain, usable))
+
+
+def retry_blocked(s: Situation, serves: bool) -> Decision:
+    """A blocked engine whose retry is due or whose cause cleared."""
+    if serves:  # the engine runs (a missing model, a wrong key): a canary tells
+        return Decision(Do.RECHECK)
+    return Decision(Do.RETRY, target=start_tier(s.chain, s.usable, pinned=s.pinned,
+                                                current=s.tier))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The wall-clock facts of the way back up."""
+
+    now: float
+    probation_until: float | None = None
+    next_promotion_at: float | None = None
+    promote_after: float = 0.0
+
+
+def between(s: Situation, t: Schedule) -> Decision:
+    """After a check that left the engine healthy: its probation passed, a promotion due, or
+    nothing. A promotion asks for a fresh probe first (``promotion`` decides on it)."""
+    if t.probation_until is not None and t.now >= t.probation_until:
+        return Decision(Do.PASSED)
+    due = t.next_promotion_at
+    if (due is None or s.pinned or t.promote_after <= 0 or t.now < due
+            or s.promoted_from is not None):
+        return Decision(Do.WAIT)
+    return Decision(Do.PROMOTE)
+
+
+def promotion(chain: Sequence[str], usable: Sequence[str], tier: str | None) -> Decision:
+    """With what the host has now: the best usable tier, when it is above this one."""
+    best = best_tier(chain, usable)
+    if best is None or tier is None or not is_above(chain, best, tier):
+        return Decision(Do.PROMOTE)  # nothing better now: wait another round
+    return Decision(Do.PROMOTE, target=best)

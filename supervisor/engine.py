@@ -20,14 +20,14 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from supervisor import intents, policy
+from supervisor import decide, intents, policy
 from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import health, observations, pull
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
 from supervisor.checks.observations import DEVICES_SETTLE
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
-from supervisor.decide import Decision, Do, Situation, decide
+from supervisor.decide import Decision, Do, Situation
 from supervisor.errors import Refused
 from supervisor.intents import Intent
 from supervisor.records.history import utc
@@ -317,7 +317,7 @@ class Engine:
             return
         if state == EngineState.FAILED:
             if self._due():
-                await self._retry_from_bottom()
+                await self._retry(decide.retry_failed(self.chain, self.actuator.usable(self)))
             return
         if state == EngineState.BLOCKED:
             await self._blocked_tick()
@@ -327,8 +327,9 @@ class Engine:
         observations = await self.observe()
         await self.judge(observations)
         if self.state == EngineState.HEALTHY:
-            self._end_probation()
-            await self._maybe_promote()
+            await self._way_up(decide.between(self.situation(), decide.Schedule(
+                self.wall(), self.memory.probation_until, self.memory.next_promotion_at,
+                self.fallback.promote_after)))
 
     def _due(self) -> bool:
         return self.memory.retry_at is not None and self.wall() >= self.memory.retry_at
@@ -468,7 +469,7 @@ class Engine:
 
     async def judge(self, observations: list[Observation]) -> None:
         """Decide (a pure function of the situation and the observations), then act."""
-        await self.act(decide(self.situation(), observations))
+        await self.act(decide.decide(self.situation(), observations))
 
     async def act(self, d: Decision) -> None:
         """Carry a decision out: the only place a check changes the engine."""
@@ -569,15 +570,18 @@ class Engine:
         self._forget_checks()
         await self.actuator.stop(self)
 
-    async def _retry_from_bottom(self) -> None:
-        usable = self.actuator.usable(self)
-        target = policy.bottom_tier(self.chain, usable)
-        if target is None:
+    async def _retry(self, d: Decision) -> None:
+        """A due retry, as decided: start on its target, or fail again when none is left."""
+        if d.target is None:
             await self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
             return
-        self.restarts_on_tier = 0
-        await self.start_on(target, Cause.RETRY, f"retry {self.memory.retry_attempt} from the"
-                            f" bottom: {target}")
+        failed = self.state == EngineState.FAILED
+        if failed:
+            self.restarts_on_tier = 0
+        attempt = self.memory.retry_attempt
+        why = (f"retry {attempt} from the bottom: {d.target}" if failed else
+               f"retry {attempt} after {(self.cause or Cause.CONFIG).description}")
+        await self.start_on(d.target, Cause.RETRY, why)
 
     # ------------------------------------------------------------------ blocked
 
@@ -601,18 +605,14 @@ class Engine:
 
     async def _blocked_tick(self) -> None:
         cause = self.cause or Cause.CONFIG
-        if self._due() or await self._cleared(cause):
-            if self._serves_while(cause):  # the engine runs: a canary tells
-                self.transition(EngineState.STARTING, Cause.RETRY,
-                                f"retry {self.memory.retry_attempt} after {cause.description}")
-                return
-            tier = policy.start_tier(self.chain, self.actuator.usable(self),
-                                     pinned=self.memory.pinned, current=self.tier)
-            if tier is None:
-                await self.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
-                return
-            await self.start_on(tier, Cause.RETRY, f"retry {self.memory.retry_attempt}"
-                                f" after {cause.description}")
+        if not (self._due() or await self._cleared(cause)):
+            return
+        d = decide.retry_blocked(self.situation(), self._serves_while(cause))
+        if d.do == Do.RECHECK:
+            self.transition(EngineState.STARTING, Cause.RETRY,
+                            f"retry {self.memory.retry_attempt} after {cause.description}")
+            return
+        await self._retry(d)
 
     async def _cleared(self, cause: Cause) -> bool:
         if cause != Cause.MODEL_MISSING or self.cfg.kind == "llama-server":
@@ -665,27 +665,24 @@ class Engine:
         until = self.memory.probation_until
         return until is None or self.wall() < until
 
-    def _end_probation(self) -> None:
-        until = self.memory.probation_until
-        if until is not None and self.wall() >= until:
+    async def _way_up(self, d: Decision) -> None:
+        """Between checks of a healthy engine: a probation passed, or a promotion due."""
+        if d.do == Do.PASSED:
             log.info("promotion held through probation", engine=self.name, tier=self.tier)
             self.record("probation", to="passed", cause=Cause.PROMOTION.value,
-                                 reason=f"{self.tier} held for {self.fallback.probation:.0f}s")
+                        reason=f"{self.tier} held for {self.fallback.probation:.0f}s")
             self.memory.promoted_from = self.memory.probation_until = None
             self.memory.promote_wait = None
-
-    async def _maybe_promote(self) -> None:
-        due = self.memory.next_promotion_at
-        if (due is None or self.memory.pinned or self.fallback.promote_after <= 0
-                or self.wall() < due or self._promoting()):
-            return
-        await self.actuator.reprobe()
-        usable = self.actuator.usable(self)
-        best = policy.best_tier(self.chain, usable)
-        if best is None or self.tier is None or not policy.is_above(self.chain, best, self.tier):
-            self._schedule_promotion()
-            return
-        await self.promote(best, "promote_after elapsed")
+            await self._way_up(decide.between(self.situation(), decide.Schedule(
+                self.wall(), None, self.memory.next_promotion_at,
+                self.fallback.promote_after)))
+        elif d.do == Do.PROMOTE:
+            await self.actuator.reprobe()  # what the host has now
+            chosen = decide.promotion(self.chain, self.actuator.usable(self), self.tier)
+            if chosen.target is None:
+                self._schedule_promotion()
+            else:
+                await self.promote(chosen.target, "promote_after elapsed")
 
     def _schedule_promotion(self) -> None:
         """The next try of the best tier, after the current wait (``promote_after`` at first)."""

@@ -64,3 +64,25 @@ def test_the_most_serious_observation_decides_and_the_count_is_returned():
     assert backend.skip_tier and backend.target == "vulkan"
     assert "(3 checks in a row)" in decide(replace(ON_ROCM, failures=2),
                                            [bad(Cause.HANG, "canary")]).finding.detail
+
+
+def test_between_checks_the_way_back_up_and_the_retries():
+    from supervisor.decide import Schedule, between, promotion, retry_blocked, retry_failed
+
+    on_vulkan = replace(ON_ROCM, tier="vulkan")
+    assert between(on_vulkan, Schedule(now=100, next_promotion_at=200,
+                                       promote_after=60)).do == Do.WAIT
+    assert between(on_vulkan, Schedule(now=200, next_promotion_at=200,
+                                       promote_after=60)).do == Do.PROMOTE
+    assert between(replace(on_vulkan, pinned="vulkan"),
+                   Schedule(now=300, next_promotion_at=200, promote_after=60)).do == Do.WAIT
+    assert between(on_vulkan, Schedule(now=300, next_promotion_at=200,
+                                       promote_after=0)).do == Do.WAIT  # "0" = never
+    assert between(ON_ROCM, Schedule(now=500, probation_until=400)).do == Do.PASSED
+    assert promotion(ON_ROCM.chain, ("rocm", "vulkan", "cpu"), "vulkan").target == "rocm"
+    assert promotion(ON_ROCM.chain, ("vulkan", "cpu"), "vulkan").target is None  # not yet
+    assert retry_failed(ON_ROCM.chain, ("rocm", "vulkan", "cpu")).target == "cpu"
+    assert retry_failed(ON_ROCM.chain, ()).target is None
+    blocked = replace(ON_ROCM, state=EngineState.BLOCKED, tier="vulkan")
+    assert retry_blocked(blocked, serves=True).do == Do.RECHECK
+    assert retry_blocked(blocked, serves=False).target == "vulkan"
