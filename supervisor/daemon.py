@@ -1,8 +1,7 @@
 """``llm-supervisord``: startup, the main loop, reload and shutdown.
 
-Startup: load the config, probe the host's tiers, reconcile the engines' units (written,
-stale ones removed, one daemon-reload), open the control socket, then READY=1; then every
-engine is adopted or (re)started at once, its checks beginning once it is placed.
+Startup: load the config, probe the host's tiers, reconcile the engines' units (write,
+one daemon-reload, start what is not running), open the control socket, then READY=1.
 Signal handlers only set events; the main loop acts on them. SIGTERM persists state and
 exits 0: engines are separate units and keep serving.
 """
@@ -71,8 +70,6 @@ class Supervisor:
         self.reload_lock = asyncio.Lock()
         self.hup = asyncio.Event()
         self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
-        self.placing: dict[str, tuple[str | None, bool]] = {}  # startup: each engine's tier
-        self.starting: asyncio.Task[None] | None = None  # adopting/starting them after READY
 
     # ------------------------------------------------------------------ startup
 
@@ -112,7 +109,7 @@ class Supervisor:
                             self.actuator, self.http)
             self.engines[engine_cfg.name] = engine
             engine.expire_facts(boot)
-        self.placing = await self.reconcile_units()
+        await self.reconcile()
         self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
                                      may_read=group_reader(sup.socket_group))
         await self.control.start()
@@ -140,10 +137,8 @@ class Supervisor:
     def place(self, engine: Engine) -> str | None:
         return self.hostview.place(self.config, engine)
 
-    async def reconcile_units(self) -> dict[str, tuple[str | None, bool]]:
-        """Bring the unit files in line with the config: written, stale ones removed, one
-        daemon-reload. Each engine's tier, and whether its files changed, for
-        ``start_engines``."""
+    async def reconcile(self) -> None:
+        """Bring units in line with the config: write, one daemon-reload, start what's down."""
         unit_dir = self.config.supervisor.unit_dir
         placed = {engine.name: self.place(engine) for engine in self.engines.values()}
         rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host)
@@ -156,21 +151,11 @@ class Supervisor:
             await self.daemon_reload()
         changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
         changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
-        return {name: (tier, name in changed_engines) for name, tier in placed.items()}
-
-    async def start_engines(self, plan: dict[str, tuple[str | None, bool]]) -> None:
-        """Adopt or (re)start every engine, all at once, after READY (systemd runs the
-        starts as jobs of its own); each engine's checks begin once it is placed, so none
-        judges a unit a switch left half-done. A reload waits until this is done."""
-        async def one(engine: Engine) -> None:
-            tier, changed = plan[engine.name]
-            await self._reconcile_engine(engine, tier, changed)
-            self._run(engine)
-
-        async with self.reload_lock:
-            await asyncio.gather(*(one(e) for e in list(self.engines.values())
-                                   if e.name in plan))
-            self.save()
+        # every engine at once: READY does not wait for them one after the other
+        await asyncio.gather(*(self._reconcile_engine(engine, placed[engine.name],
+                                                      engine.name in changed_engines)
+                               for engine in self.engines.values()))
+        self.save()
 
     async def _reconcile_engine(self, engine: Engine, tier: str | None, changed: bool) -> None:
         """Adopt an engine that runs as its units say, else (re)start it on ``tier``."""
@@ -295,9 +280,8 @@ class Supervisor:
             loop.add_signal_handler(signal.SIGHUP, self.hup.set)
         await self.startup()
         for engine in self.engines.values():
-            self._follow(engine)
+            self._supervise(engine)
         self._follow_kernel()
-        self.starting = asyncio.create_task(self.start_engines(self.placing), name="start")
         helpers = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._on_hup())]
         if self.config.supervisor.watch_config:
             helpers.append(asyncio.create_task(self._watch_config()))
@@ -311,15 +295,9 @@ class Supervisor:
 
     def _supervise(self, engine: Engine) -> None:
         """The engine's check loop, and its unit's lines routed to it by the journal reader."""
-        self._follow(engine)
-        self._run(engine)
-
-    def _follow(self, engine: Engine) -> None:
+        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
         self.journal.add_unit(engine.cfg.unit, self._engine_line(engine),
                               cursor=engine.memory.journal_cursor)
-
-    def _run(self, engine: Engine) -> None:
-        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
 
     def _unit_changed(self, unit: str) -> None:
         """systemd pushed a change of a unit's state: check its engine now."""
@@ -528,10 +506,9 @@ class Supervisor:
     async def shutdown(self) -> None:
         self.notify("STOPPING=1")
         log.info("stopping; engines keep serving")
-        tasks = [*self.tasks.values(), *([self.starting] if self.starting else [])]
-        for task in tasks:
+        for task in self.tasks.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         if hasattr(self, "control"):
             await self.control.close()
         if hasattr(self, "state"):
@@ -544,6 +521,7 @@ class Supervisor:
         await self.systemd.close()
 
 
+# systemd's exit statuses for a service that never got to run its program (systemd.exec(5))
 def _config_change(_: object, path: str) -> bool:
     """A *.toml changed, or conf.d itself appeared or went (its files may predate the watch)."""
     return path.endswith(".toml") or os.path.basename(path) == "conf.d"
