@@ -151,10 +151,13 @@ class Supervisor:
             await self.daemon_reload()
         changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
         changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
+        async def place(engine: Engine) -> None:
+            async with engine.lock:  # one start at a time per engine
+                await self._reconcile_engine(engine, placed[engine.name],
+                                             engine.name in changed_engines)
+
         # every engine at once: READY does not wait for them one after the other
-        await asyncio.gather(*(self._reconcile_engine(engine, placed[engine.name],
-                                                      engine.name in changed_engines)
-                               for engine in self.engines.values()))
+        await asyncio.gather(*(place(engine) for engine in self.engines.values()))
         self.save()
 
     async def _reconcile_engine(self, engine: Engine, tier: str | None, changed: bool) -> None:

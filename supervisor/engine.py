@@ -251,8 +251,9 @@ class Engine:
             self.transition(EngineState.DEGRADED, cause, f"{what} failed: {exc}",
                             evidence=evidence, tier_prefix=True)
             raise
+        placed = self.memory.tier  # another start may have placed it while this one switched
         self.memory.tier = tier
-        if before != tier:
+        if placed != tier:
             self.restarts_on_tier = 0
             self.record("tier", from_=before, to=tier, cause=cause.value,
                                  reason=detail or f"starting on {tier}", evidence=evidence)
