@@ -500,8 +500,9 @@ class Supervisor:
             try:
                 self.update_status()
                 self.write_metrics_textfile()
-                if self.events.backlog:  # events kept in memory while the disk was full
-                    self.events.flush()
+                if self.events.backlog:  # events kept in memory while the disk was full:
+                    # written where the appends run, in order with them, never beside them
+                    self.disk.submit("write the event backlog", self.events.flush)
             except Exception as exc:  # the watchdog must outlive whatever breaks here
                 log.exception("status refresh failed", error=str(exc))
             await asyncio.sleep(period)
