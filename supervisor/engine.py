@@ -328,7 +328,7 @@ class Engine:
         observations = await self.observe()
         await self.judge(observations)
         if self.state == EngineState.HEALTHY:
-            await self._way_up(decide.between(self.situation(), decide.Schedule(
+            await self._way_up(decide.between(self.situation(tiers=False), decide.Schedule(
                 self.wall(), self.memory.probation_until, self.memory.next_promotion_at,
                 self.fallback.promote_after)))
 
@@ -452,12 +452,15 @@ class Engine:
 
     # ------------------------------------------------------------------ decisions
 
-    def situation(self) -> Situation:
-        """What the decision reads of this engine, as plain data."""
+    def situation(self, *, tiers: bool = True) -> Situation:
+        """What the decision reads of this engine, as plain data. ``tiers=False`` leaves out
+        the usable tiers (computed from the host view) where no decision needs them: a check
+        where nothing failed, the way back up (it probes afresh)."""
         h = self.health
         return Situation(
             state=self.state, tier=self.tier, chain=tuple(self.chain),
-            usable=tuple(self.actuator.usable(self)), pinned=self.memory.pinned,
+            usable=tuple(self.actuator.usable(self)) if tiers else (),
+            pinned=self.memory.pinned,
             promoted_from=self.memory.promoted_from if self._promoting() else None,
             in_grace=(self.state == EngineState.STARTING
                       and self.clock() - self.started_at < h.startup_grace),
@@ -470,7 +473,8 @@ class Engine:
 
     async def judge(self, observations: list[Observation]) -> None:
         """Decide (a pure function of the situation and the observations), then act."""
-        await self.act(decide.decide(self.situation(), observations))
+        failed = any(not o.ok for o in observations)
+        await self.act(decide.decide(self.situation(tiers=failed), observations))
 
     async def act(self, d: Decision) -> None:
         """Carry a decision out: the only place a check changes the engine."""
@@ -674,7 +678,7 @@ class Engine:
                         reason=f"{self.tier} held for {self.fallback.probation:.0f}s")
             self.memory.promoted_from = self.memory.probation_until = None
             self.memory.promote_wait = None
-            await self._way_up(decide.between(self.situation(), decide.Schedule(
+            await self._way_up(decide.between(self.situation(tiers=False), decide.Schedule(
                 self.wall(), None, self.memory.next_promotion_at,
                 self.fallback.promote_after)))
         elif d.do == Do.PROMOTE:

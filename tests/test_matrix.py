@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_engine import RUNNING, FakeActuator
+from test_engine import Clock, FakeActuator
 
 from supervisor import config
 from supervisor.causes import Cause, Finding, Observation
@@ -49,14 +49,6 @@ name = "main"
 model = "qwen2.5:7b-instruct"
 """
 RUNNER = 41234
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Ollama:
@@ -450,4 +442,3 @@ async def test_a_clean_liveness_never_clears_a_hung_load():
 def test_every_phase_and_fault_is_in_the_table():
     assert {p for _, p, _ in CELLS} == set(PHASES)
     assert {f for f, _, _ in CELLS} == set(FAULTS)
-    assert RUNNING.running
