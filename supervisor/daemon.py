@@ -1,7 +1,9 @@
 """``llm-supervisord``: startup, the main loop, reload and shutdown.
 
-Startup: load the config, probe the host's tiers, reconcile the engines' units (write,
-one daemon-reload, start what is not running), open the control socket, then READY=1.
+Startup: load the config, probe the host's tiers, reconcile the engines' units (written,
+stale ones removed, one daemon-reload), adopt the engines that run as their units say, open
+the control socket, then READY=1; then the others are (re)started at once, each showing as
+starting until it is placed, its checks beginning once it is.
 Signal handlers only set events; the main loop acts on them. SIGTERM persists state and
 exits 0: engines are separate units and keep serving.
 """
@@ -70,6 +72,7 @@ class Supervisor:
         self.reload_lock = asyncio.Lock()
         self.hup = asyncio.Event()
         self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
+        self.starting: asyncio.Task[None] | None = None  # placing engines after READY
 
     # ------------------------------------------------------------------ startup
 
@@ -109,7 +112,7 @@ class Supervisor:
                             self.actuator, self.http)
             self.engines[engine_cfg.name] = engine
             engine.expire_facts(boot)
-        await self.reconcile()
+        placing = await self.reconcile()
         self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
                                      may_read=group_reader(sup.socket_group))
         await self.control.start()
@@ -117,7 +120,13 @@ class Supervisor:
                            evidence={"config_files": list(self.config.files)})
         self.notify("READY=1")
         self.update_status()
-        log.info("ready", engines=list(self.engines), socket=str(sup.socket))
+        log.info("ready", engines=list(self.engines), socket=str(sup.socket),
+                 starting=sorted(placing))
+        for engine in self.engines.values():
+            self._follow(engine)
+            if engine.name not in placing:
+                self._run(engine)
+        self.starting = asyncio.create_task(self.place_engines(placing), name="place")
 
     # ------------------------------------------------------------------ the host view
 
@@ -137,8 +146,11 @@ class Supervisor:
     def place(self, engine: Engine) -> str | None:
         return self.hostview.place(self.config, engine)
 
-    async def reconcile(self) -> None:
-        """Bring units in line with the config: write, one daemon-reload, start what's down."""
+    async def reconcile(self) -> dict[str, tuple[str, str]]:
+        """Bring the units in line with the config (written, stale ones removed, one
+        daemon-reload), adopt every engine that runs as its units say, and mark the others
+        as starting. What is left to start, engine by engine (tier, why), for ``place``:
+        nothing here waits for a start, so READY does not grow with the engines."""
         unit_dir = self.config.supervisor.unit_dir
         placed = {engine.name: self.place(engine) for engine in self.engines.values()}
         rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host)
@@ -151,24 +163,24 @@ class Supervisor:
             await self.daemon_reload()
         changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
         changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
-        async def place(engine: Engine) -> None:
-            async with engine.lock:  # one start at a time per engine
-                await self._reconcile_engine(engine, placed[engine.name],
-                                             engine.name in changed_engines)
-
-        # every engine at once: READY does not wait for them one after the other
-        await asyncio.gather(*(place(engine) for engine in self.engines.values()))
+        surveyed = await asyncio.gather(*(
+            self._survey(engine, placed[engine.name], engine.name in changed_engines)
+            for engine in self.engines.values()))
         self.save()
+        return {engine.name: start for engine, start in
+                zip(self.engines.values(), surveyed, strict=True) if start is not None}
 
-    async def _reconcile_engine(self, engine: Engine, tier: str | None, changed: bool) -> None:
-        """Adopt an engine that runs as its units say, else (re)start it on ``tier``."""
+    async def _survey(self, engine: Engine, tier: str | None,
+                      changed: bool) -> tuple[str, str] | None:
+        """Adopt an engine that runs as its units say; else the tier to (re)start it on and
+        why, the engine showing as starting until ``place`` has done it."""
         if tier is None:
             engine.memory.tier = None
             with engine.batch():
                 await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: "
                                           + "; ".join(f"{c.tier}: {c.reason}"
                                                       for c in self.choices(engine))))
-            return
+            return None
         try:
             status = await self.systemd.status(engine.cfg.unit, fresh=True)
         except SupervisorError as exc:
@@ -190,16 +202,34 @@ class Supervisor:
             engine.adopt(running=status.running)
             log.info("adopted engine", engine=engine.name, tier=tier,
                      state=engine.state.value, pid=status.main_pid)
-            return
+            return None
         skipped = [f"{c.tier}: {c.reason}" for c in self.choices(engine)
                    if not c.usable and engine.chain.index(c.tier) < engine.chain.index(tier)]
         why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
-        try:
-            with engine.batch():
-                await engine.start_on(tier, Cause.START, why)
-        except SupervisorError as exc:  # one engine's trouble stops no other's supervision
-            log.error("could not start engine; its checks will retry", engine=engine.name,
-                      error=str(exc))
+        engine.placing = why
+        return tier, why
+
+    async def place_engines(self, plan: dict[str, tuple[str, str]]) -> None:
+        """After READY: (re)start the engines ``reconcile`` left, all at once (systemd runs
+        the starts as jobs of its own), each under its lock; each engine's checks begin once
+        it is placed, so none judges a unit a switch left half-done. A reload waits."""
+        async def one(engine: Engine, tier: str, why: str) -> None:
+            try:
+                async with engine.lock:
+                    with engine.batch():
+                        await engine.start_on(tier, Cause.START, why)
+            except Exception as exc:  # one engine's trouble stops no other's supervision
+                log.error("could not start engine; its checks will retry",
+                          engine=engine.name, error=str(exc))
+            finally:
+                engine.placing = None
+            self._run(engine)
+
+        async with self.reload_lock:
+            await asyncio.gather(*(one(self.engines[name], tier, why)
+                                   for name, (tier, why) in plan.items()
+                                   if name in self.engines))
+            self.save()
 
     async def _remove_engine_units(self, name: str) -> None:
         unit = f"llm-{name}.service"
@@ -282,8 +312,6 @@ class Supervisor:
             loop.add_signal_handler(signal.SIGINT, trigger.set)
             loop.add_signal_handler(signal.SIGHUP, self.hup.set)
         await self.startup()
-        for engine in self.engines.values():
-            self._supervise(engine)
         self._follow_kernel()
         helpers = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._on_hup())]
         if self.config.supervisor.watch_config:
@@ -298,9 +326,15 @@ class Supervisor:
 
     def _supervise(self, engine: Engine) -> None:
         """The engine's check loop, and its unit's lines routed to it by the journal reader."""
-        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
+        self._follow(engine)
+        self._run(engine)
+
+    def _follow(self, engine: Engine) -> None:
         self.journal.add_unit(engine.cfg.unit, self._engine_line(engine),
                               cursor=engine.memory.journal_cursor)
+
+    def _run(self, engine: Engine) -> None:
+        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
 
     def _unit_changed(self, unit: str) -> None:
         """systemd pushed a change of a unit's state: check its engine now."""
@@ -510,9 +544,10 @@ class Supervisor:
     async def shutdown(self) -> None:
         self.notify("STOPPING=1")
         log.info("stopping; engines keep serving")
-        for task in self.tasks.values():
+        tasks = [*([self.starting] if self.starting else []), *self.tasks.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if hasattr(self, "control"):
             await self.control.close()
         if hasattr(self, "state"):

@@ -106,6 +106,9 @@ class Engine:
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
         self._outbox: list[tuple[str, dict[str, Any]]] = []  # events of the check under way
         self._batching = 0
+        # why a daemon start is (re)starting this engine, until its switch is done: it shows
+        # as starting meanwhile, not as the state its record kept from before
+        self.placing: str | None = None
         self.configure(config, engine)
 
     def configure(self, config: Config, engine: EngineConfig) -> None:
@@ -126,7 +129,11 @@ class Engine:
 
     @property
     def state(self) -> EngineState:
-        return EngineState(self.memory.state)
+        return EngineState.STARTING if self.placing else EngineState(self.memory.state)
+
+    @property
+    def reason(self) -> str:
+        return self.placing or self.memory.reason
 
     @property
     def tier(self) -> str | None:
@@ -150,7 +157,7 @@ class Engine:
 
         The reason reads ``"<cause>: <detail>"`` (``"rocm: …"`` with ``tier_prefix``), or just
         the detail when it already says what happened (``plain``: "demoted from rocm: …")."""
-        before = self.state
+        before = EngineState(self.memory.state)
         reason = detail if plain else reason_of(cause, detail,
                                                 self.tier if tier_prefix else None)
         if before == to and self.memory.reason == reason:

@@ -58,6 +58,18 @@ class FakeSystemd(Systemd):
         yield {}
 
 
+class SlowStarts(FakeSystemd):
+    """A systemd whose start jobs take as long as the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def restart(self, unit: str) -> None:
+        await self.release.wait()
+        await super().restart(unit)
+
+
 class Notes:
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -108,8 +120,8 @@ async def test_startup_reload_and_shutdown_through_the_seams(tmp_path: Path) -> 
     serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
     try:
         await until(lambda: "READY=1" in notes.sent)
-        assert (tmp_path / "units" / "llm-main.service").is_file()
-        assert ("restart", "llm-main.service") in fake.calls
+        assert (tmp_path / "units" / "llm-main.service").is_file()  # before READY
+        await until(lambda: ("restart", "llm-main.service") in fake.calls)  # then started
         assert fake.calls.index(("daemon-reload",)) < fake.calls.index(
             ("restart", "llm-main.service"))  # files first, one daemon-reload, then start
         socket = str(tmp_path / "run" / "control.sock")
@@ -136,3 +148,39 @@ async def test_startup_reload_and_shutdown_through_the_seams(tmp_path: Path) -> 
     events = (tmp_path / "state" / "events" / "current.jsonl").read_text().splitlines()
     kinds = [json.loads(line)["type"] for line in events]
     assert kinds[0] in ("probe", "started") and "reload" in kinds and kinds[-1] == "stopped"
+
+
+async def test_ready_waits_for_no_start_and_the_engines_show_as_starting(tmp_path: Path) -> None:
+    """READY comes once the units are written and the socket answers: the starts are systemd's
+    jobs and run after it. Until an engine is placed it shows as starting, whatever its record
+    said before (here: healthy on another tier), and its checks do not run."""
+    config = write_config(tmp_path, ["one", "two"])
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"engines": {
+        "one": {"tier": "vulkan", "state": "healthy", "reason": "healthy: canary ok"}}}))
+    fake, notes = SlowStarts(), Notes()
+    sup = Supervisor(config, systemd=fake, notifier=notes)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
+    try:
+        await until(lambda: "READY=1" in notes.sent)
+        assert not [c for c in fake.calls if c[0] == "restart"]  # no start has run yet
+        socket = str(tmp_path / "run" / "control.sock")
+        status = await asyncio.to_thread(client.request, socket, "GET", "/v1/status")
+        engines = {e["name"]: e for e in json.loads(status.body)["engines"]}
+        assert engines["one"]["state"] == engines["two"]["state"] == "starting"
+        assert engines["one"]["reason"] == "starting on cpu", engines["one"]
+        assert not {"one", "two"} & set(sup.tasks)  # no check judges an unplaced engine
+        fake.release.set()
+        await until(lambda: {"one", "two"} <= set(sup.tasks))
+        assert fake.calls.count(("restart", "llm-one.service")) == 1
+        assert sup.engines["one"].tier == "cpu" and sup.engines["one"].placing is None
+        events = (state / "events" / "current.jsonl").read_text().splitlines()
+        tiers = [json.loads(e) for e in events if json.loads(e)["type"] == "tier"]
+        assert [(t["engine"], t["from"], t["to"]) for t in tiers if t["engine"] == "one"] == \
+            [("one", "vulkan", "cpu")]  # recorded once the switch was done
+    finally:
+        fake.release.set()
+        stop.set()
+        await asyncio.wait_for(serving, 30)

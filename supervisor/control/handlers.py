@@ -50,7 +50,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "pinned_tier": memory.pinned,
         "reboot_required": memory.reboot_required,
         "since": utc(memory.since) if memory.since else None,
-        "reason": memory.reason,
+        "reason": engine.reason,
         "last_check": engine.last_check,
         # a canary overdue while the engine works ("busy: canary queued 41s; 312 tokens…"),
         # or waiting for evidence either way; None while no canary is overdue
