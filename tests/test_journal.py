@@ -69,3 +69,16 @@ def test_a_source_added_while_running_rereads_a_little_without_repeating_the_oth
                  entry(11, "a11", _SYSTEMD_UNIT="llm-a.service")):
         reader.deliver(item)
     assert got == ["a10", "new8", "a11"]
+
+
+def test_journalctl_is_asked_only_for_the_fields_routing_and_the_sinks_read():
+    reader = JournalReader(Systemd())
+    reader.add_unit("llm-a.service", lambda message, cursor, realtime: None)
+    assert reader.fields() == ["MESSAGE", "_SYSTEMD_UNIT"]
+    reader.set_kernel("_TRANSPORT=kernel + SYSLOG_IDENTIFIER=amdgpu PRIORITY=3",
+                      lambda message, cursor, realtime: None)
+    assert reader.fields() == ["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "_SYSTEMD_UNIT",
+                               "_TRANSPORT"]
+    # what a kernel entry carries with those fields alone still routes to the kernel's sink
+    line = entry(1, "amdgpu: ring gfx timeout", _TRANSPORT="kernel")
+    assert reader._route(line)[0] != ""

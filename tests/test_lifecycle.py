@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from supervisor.control import client
@@ -53,7 +53,8 @@ class FakeSystemd(Systemd):
         return UnitStatus(unit, "inactive", "dead", 0, 0, 0)
 
     async def follow(self, *matches: str, cursor: str | None = None,
-                     since: float | None = None) -> AsyncIterator[dict[str, str]]:
+                     since: float | None = None,
+                     fields: Sequence[str] = ()) -> AsyncIterator[dict[str, str]]:
         await asyncio.Event().wait()  # the journal says nothing
         yield {}
 

@@ -256,14 +256,14 @@ class ControlServer:
         groups = peer_groups(writer.get_extra_info("socket"), pid) if uid != 0 else ()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         while True:
-            started = asyncio.Event()  # set by the first byte of a request
+            reading = _Reading()
             try:
-                request = await self._read_timed(conn, reader, started)
+                request = await self._read_timed(conn, reader, reading)
             except HTTPError as exc:
                 await self._send(conn, writer, error_response(exc.status, exc.error, exc.detail))
                 return
             except TimeoutError:
-                if started.is_set() and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                if reading.started and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(conn, writer, error_response(
                         408, f"request not received within {READ_TIMEOUT:g}s"))
                 return
@@ -282,28 +282,14 @@ class ControlServer:
                 return
 
     async def _read_timed(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                          started: asyncio.Event) -> Request | None:
-        """A request within IDLE_TIMEOUT of the last one and READ_TIMEOUT of its first byte."""
-        reading = asyncio.ensure_future(self._read_request(conn, reader, started))
-        try:
-            first = asyncio.ensure_future(started.wait())
-            try:
-                done, _ = await asyncio.wait({reading, first}, timeout=IDLE_TIMEOUT,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                first.cancel()
-            if reading in done:
-                return reading.result()
-            if not started.is_set():
-                raise TimeoutError
-            return await asyncio.wait_for(asyncio.shield(reading), READ_TIMEOUT)
-        finally:
-            if not reading.done():
-                reading.cancel()
-                await asyncio.gather(reading, return_exceptions=True)
+                          reading: _Reading) -> Request | None:
+        """A request within IDLE_TIMEOUT of the last one and READ_TIMEOUT of its first byte
+        (one timeout, moved when the first byte comes: no task of its own per request)."""
+        async with asyncio.timeout(IDLE_TIMEOUT) as reading.timeout:
+            return await self._read_request(conn, reader, reading)
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                            started: asyncio.Event) -> Request | None:
+                            reading: _Reading) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
         while True:
@@ -316,8 +302,8 @@ class ControlServer:
             if event is h11.NEED_DATA:
                 # small reads, so h11 sees an oversized head before it is complete
                 data = await reader.read(4096)
-                if data:
-                    started.set()
+                if data and not reading.started:
+                    reading.start()
                 conn.receive_data(data)
                 if not data and conn.their_state is h11.IDLE:
                     return None
@@ -366,7 +352,7 @@ class ControlServer:
             writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
             writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            await _drain(writer)
             return
         writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
         # A follower's client has nothing more to say: EOF (or anything) from it ends the stream
@@ -379,7 +365,7 @@ class ControlServer:
             if streaming in done:
                 streaming.result()
                 writer.write(conn.send(h11.EndOfMessage()))
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                await _drain(writer)
         finally:
             for task in (streaming, hangup):
                 if task is not None and not task.done():
@@ -393,7 +379,28 @@ class ControlServer:
                       stream: AsyncIterator[bytes]) -> None:
         async for chunk in stream:
             writer.write(conn.send(h11.Data(data=chunk)))
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)  # a stalled reader is dropped
+            await _drain(writer)  # a stalled reader is dropped
+
+
+class _Reading:
+    """One request being read: whether its first byte came, and the timeout that moves from
+    IDLE_TIMEOUT to READ_TIMEOUT when it does."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.timeout: asyncio.Timeout | None = None
+
+    def start(self) -> None:
+        self.started = True
+        if self.timeout is not None:
+            self.timeout.reschedule(asyncio.get_running_loop().time() + READ_TIMEOUT)
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """The client takes what was written within WRITE_TIMEOUT (a timeout, not ``wait_for``:
+    no task of its own per write)."""
+    async with asyncio.timeout(WRITE_TIMEOUT):
+        await writer.drain()
 
 
 def group_reader(group: str) -> MayRead:

@@ -147,6 +147,14 @@ class JournalReader:
                 terms += (["+"] if terms else []) + group
         return terms
 
+    def fields(self) -> list[str]:
+        """What routing and the sinks read of an entry (journalctl adds the cursor and the
+        timestamps itself): asking for these alone spares formatting the rest of each entry."""
+        keys = {"MESSAGE", "_SYSTEMD_UNIT"}
+        if self.kernel is not None:
+            keys |= {term.partition("=")[0] for group in self.kernel[0] for term in group}
+        return sorted(keys)
+
     # ------------------------------------------------------------------ reading
 
     async def run(self) -> None:
@@ -181,7 +189,8 @@ class JournalReader:
 
     async def _follow(self, matches: list[str], cursor: str | None, since: float | None
                       ) -> None:
-        async for entry in self.systemd.follow(*matches, cursor=cursor, since=since):
+        async for entry in self.systemd.follow(*matches, cursor=cursor, since=since,
+                                               fields=self.fields()):
             result = self.deliver(entry)
             if result is not None:
                 await result

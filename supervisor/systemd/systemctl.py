@@ -133,14 +133,18 @@ class Systemd:
         return done.stdout
 
     async def follow(self, *matches: str, cursor: str | None = None,
-                     since: float | None = None) -> AsyncIterator[dict[str, str]]:
+                     since: float | None = None,
+                     fields: Sequence[str] = ()) -> AsyncIterator[dict[str, str]]:
         """Follow the journal as JSON entries, resuming after ``cursor``, else from ``since``
-        (seconds since the epoch), else from now (never from the start).
+        (seconds since the epoch), else from now (never from the start); with ``fields``,
+        only those (and journalctl's own ``__CURSOR`` and timestamps).
 
         Each entry carries ``__CURSOR``, so the caller can persist where it stopped. An entry
         longer than ``LINE_CAP`` (a giant log line) is skipped, never held in memory.
         """
         argv = [self.journalctl, "-f", "-o", "json", "--no-pager"]
+        if fields:
+            argv.append(f"--output-fields={','.join(fields)}")
         if cursor:
             argv.append(f"--after-cursor={cursor}")
         elif since is not None:
