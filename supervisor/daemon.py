@@ -100,7 +100,11 @@ class Supervisor:
         self.host = units.HostFacts.read()
         self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
                                         lambda: self.config, self.host)
-        self.http = httpx.AsyncClient(trust_env=False)
+        # no pool caps: httpx's defaults (100 connections, 20 kept alive) would queue a
+        # canary behind other engines' checks past 100 engines' requests at once, and close
+        # and reopen most engines' connections at every check past 20 engines
+        self.http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=None))
         missing = self.host.missing_gpu_groups()
         if missing:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
