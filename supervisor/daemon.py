@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -100,11 +101,7 @@ class Supervisor:
         self.host = units.HostFacts.read()
         self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
                                         lambda: self.config, self.host)
-        # no pool caps: httpx's defaults (100 connections, 20 kept alive) would queue a
-        # canary behind other engines' checks past 100 engines' requests at once, and close
-        # and reopen most engines' connections at every check past 20 engines
-        self.http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=None))
+        self.tls = ssl.create_default_context()  # one, shared by every engine's client
         missing = self.host.missing_gpu_groups()
         if missing:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
@@ -113,7 +110,7 @@ class Supervisor:
         boot = self.actuator.boot_id()
         for engine_cfg in self.config.engines:
             engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name),
-                            self.actuator, self.http)
+                            self.actuator, self._http())
             self.engines[engine_cfg.name] = engine
             engine.expire_facts(boot)
         placing = await self.reconcile()
@@ -354,6 +351,16 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if engine is not None:
+            await engine.http.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """An engine's own HTTP client: one pool per engine. One pool for all of them costs a
+        scan of every engine's kept-alive connection at each request (httpcore), quadratic in
+        the engines: 64 engines at a 1 s interval took half a core."""
+        return httpx.AsyncClient(trust_env=False, transport=httpx.AsyncHTTPTransport(
+            verify=self.tls, limits=httpx.Limits(max_connections=None,
+                                                 max_keepalive_connections=None)))
 
     # ------------------------------------------------------------------ reload
 
@@ -465,7 +472,7 @@ class Supervisor:
             engine.configure(new, candidates[engine.name])
         for name in change.added:
             self.engines[name] = Engine(new, candidates[name], self.state.engine(name),
-                                        self.actuator, self.http)
+                                        self.actuator, self._http())
         for name, (_, tier) in plan.items():  # changed ones are held; added ones run nothing
             engine = self.engines[name]
             with engine.batch():
@@ -559,8 +566,8 @@ class Supervisor:
             self.event("stopped", reason="SIGTERM: state saved, engines left running")
         await self.disk.drain()
         self.disk.close()
-        if hasattr(self, "http"):
-            await self.http.aclose()
+        await asyncio.gather(*(engine.http.aclose() for engine in self.engines.values()),
+                             return_exceptions=True)
         await self.systemd.close()
 
 
