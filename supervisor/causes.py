@@ -36,6 +36,7 @@ class Cause(StrEnum):
     HANG = "hang"
     STALL = "stall"
     SLOW = "slow"
+    DEGENERATE = "degenerate"
     PLACEMENT = "placement"
     BACKEND_MISMATCH = "backend_mismatch"
     DISCOVERY = "discovery"
@@ -78,6 +79,7 @@ _ACTIONS: dict[Cause, Action] = {
     Cause.GPU_FAULT: Action.DEMOTE, Cause.PLACEMENT: Action.DEMOTE,
     Cause.BACKEND_MISMATCH: Action.DEMOTE, Cause.DISCOVERY: Action.DEMOTE,
     Cause.HANG: Action.COUNT, Cause.STALL: Action.COUNT, Cause.SLOW: Action.COUNT,
+    Cause.DEGENERATE: Action.COUNT,
     Cause.CRASH: Action.COUNT,
     Cause.UNRESPONSIVE: Action.COUNT, Cause.GENERATION: Action.COUNT, Cause.OOM: Action.COUNT,
     Cause.RESET: Action.RESTART, Cause.FATAL_RESET: Action.REBOOT,
@@ -91,6 +93,7 @@ _ACTIONS: dict[Cause, Action] = {
 _DESCRIPTIONS: dict[Cause, str] = {
     Cause.GPU_FAULT: "GPU fault", Cause.HANG: "generation hung",
     Cause.STALL: "generation stalled", Cause.SLOW: "too slow",
+    Cause.DEGENERATE: "garbage output",
     Cause.PLACEMENT: "running on the CPU", Cause.BACKEND_MISMATCH: "wrong backend",
     Cause.DISCOVERY: "GPU discovery failed", Cause.CRASH: "crashed",
     Cause.UNRESPONSIVE: "not answering", Cause.GENERATION: "generation failed",

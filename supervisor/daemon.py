@@ -515,6 +515,9 @@ class Supervisor:
             port = progress.runner_port(message)
             if port is not None:
                 engine.runner(port, realtime)
+            layers = classify.parse_offload(message)
+            if layers is not None:
+                engine.offloaded(*layers, realtime)
             device = classify.parse_device(message)
             if device is not None:
                 engine.device(device, realtime)

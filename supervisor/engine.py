@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -22,10 +23,11 @@ import structlog
 
 from supervisor import decide, intents, policy
 from supervisor.causes import Cause, Finding, Observation
-from supervisor.checks import health, observations, pull
+from supervisor.checks import health, observations, pull, speed
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
 from supervisor.checks.observations import DEVICES_SETTLE
+from supervisor.checks.speed import SpeedBook
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation
 from supervisor.errors import Refused
@@ -100,7 +102,7 @@ class Engine:
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.canary = Canary(http, self.wake, clock, ended=self._canary_ended,
-                             launched=self._canary_launched)
+                             launched=self._canary_launched, speed=self._judge_speed)
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
@@ -118,6 +120,8 @@ class Engine:
         self.cfg = engine
         self.health: HealthSection = config.health_for(engine)
         self.chain = config.chain_for(engine)
+        # what its speed was learned for: this model with these settings (checks.speed)
+        self.speed_key = hashlib.sha256(engine.model_dump_json().encode()).hexdigest()[:16]
         if previous is not None and previous != engine:
             self.memory.skipped = {}  # another build or flags: judge its backend afresh
 
@@ -401,6 +405,34 @@ class Engine:
     def busy(self) -> str | None:
         return self.canary.busy
 
+    @property
+    def speed(self) -> SpeedBook:
+        return SpeedBook(self.memory.speed, self.speed_key)
+
+    def _judge_speed(self, rate: float, shared: bool) -> Observation | None:
+        """A passed canary's rate against what this engine learned on its tier."""
+        tier = self.tier
+        if tier is None:
+            return None
+        verdict = self.speed.judge(tier, rate, busy=shared, gpu=tier in GPU_TIERS)
+        evidence = {"tokens_per_second": round(rate, 2), "reference": verdict.reference,
+                    "tier": tier, "rule": f"{speed.LOW_RUN} in a row below"
+                    f" {speed.SLOW_RATIO:g}x the reference"}
+        if verdict.kind == speed.Kind.SLOW:
+            return Observation.bad("speed", Cause.SLOW, verdict.detail, evidence=evidence,
+                                   tokens_per_second=rate)
+        if verdict.kind == speed.Kind.CPU and tier == "opencl":
+            # llama.cpp's OpenCL takes no AMD GPU: the opencl tier is the cpu tier renamed
+            return Observation.bad(
+                "speed", Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on"
+                f" the CPU: {verdict.detail}", evidence=evidence, tokens_per_second=rate,
+                fix="give [engine.tiers.opencl] a build whose OpenCL takes this GPU, or"
+                " leave opencl out of the chain", facts={"tier": tier, "backend": "cpu"})
+        if verdict.kind == speed.Kind.CPU:
+            return Observation.bad("speed", Cause.PLACEMENT, f"{verdict.detail}, whatever the"
+                                   " engine reports", evidence=evidence, tokens_per_second=rate)
+        return None
+
     async def _canary(self, alive: bool) -> list[Observation]:
         """The one generation check (``checks.canary``): its observations for this check."""
         every = self.health.canary_every
@@ -435,6 +467,19 @@ class Engine:
             return
         self.canary.completed()
 
+    def offloaded(self, layers: int, of: int, realtime_us: int = 0) -> None:
+        """The engine's log says how many of the model's layers went to its GPU: status shows
+        it; part of them on a GPU tier is reported (the rest computes on the CPU)."""
+        if realtime_us and realtime_us / 1e6 < self.started_wall:
+            return
+        self.memory.offload = f"{layers}/{of}"
+        if 0 < layers < of and self.tier in GPU_TIERS:
+            log.warning("partial offload: part of the model computes on the CPU",
+                        engine=self.name, tier=self.tier, layers=layers, of=of)
+            self.record("offload", to="partial", tier=self.tier, cause=Cause.PLACEMENT.value,
+                        reason=f"only {layers} of {of} layers on the GPU on {self.tier}: the"
+                        " rest computes on the CPU", evidence={"layers": layers, "of": of})
+
     def runner(self, port: int, realtime_us: int = 0) -> None:
         """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
         if realtime_us and realtime_us / 1e6 < self.started_wall:
@@ -445,6 +490,7 @@ class Engine:
         """A (re)start begins with a clean slate: no stale canary verdicts or devices."""
         self.canary.forget()
         self.memory.runner_port = None
+        self.memory.offload = None
         self.failures = 0
         self.nrestarts_seen = None
         self.inbox.clear()

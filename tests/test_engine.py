@@ -12,6 +12,7 @@ import pytest
 
 from supervisor import config
 from supervisor.causes import Action, Cause, Finding, Observation
+from supervisor.checks import health, output
 from supervisor.checks.classify import parse_device
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError
@@ -88,6 +89,7 @@ class FakeOllama:
         self.hang = False
         self.size_vram = 4_000_000_000
         self.eval_rate = 40.0
+        self.text = " five, six, seven, eight"  # what a healthy model answers
         self.present = True       # the model is on disk
         self.status = 200         # forced canary status (401...)
         self.pulls = 0
@@ -112,10 +114,13 @@ class FakeOllama:
                 return httpx.Response(404, json={"error": f"model '{body['model']}' not found"})
             if self.status != 200:
                 return httpx.Response(self.status, json={"error": "unauthorized"})
-            assert body["options"]["num_predict"] == 1 and body["stream"] is False
-            return httpx.Response(200, json={"model": body["model"], "response": "p",
-                                             "done": True, "eval_count": 1,
-                                             "eval_duration": int(1e9 / self.eval_rate)})
+            options = body["options"]
+            assert options["num_predict"] == health.CANARY_TOKENS and body["stream"] is False
+            assert options["temperature"] == 0 and options["seed"] == output.SEED
+            n = options["num_predict"]
+            return httpx.Response(200, json={"model": body["model"], "response": self.text,
+                                             "done": True, "eval_count": n,
+                                             "eval_duration": int(n * 1e9 / self.eval_rate)})
         if request.url.path == "/api/ps":
             return httpx.Response(200, json={"models": [
                 {"name": self.ps_name, "model": self.ps_name,

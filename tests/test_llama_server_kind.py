@@ -136,7 +136,7 @@ async def test_the_canary_generates_and_reads_its_rate_from_timings():
         assert done.ok and done.tokens_per_second == 29.0
         body = json.loads(api.requests[-1].content)
         assert api.requests[-1].url.path == "/completion"
-        assert body["n_predict"] == health.LLAMA_CANARY_TOKENS and body["ignore_eos"] is True
+        assert body["n_predict"] == health.CANARY_TOKENS and body["ignore_eos"] is True
         slow = await health.canary(http, engine, 1, min_tokens_per_second=100)
         assert slow.cause == Cause.SLOW and "29.0 tokens/s" in slow.reason
         api.hang = True

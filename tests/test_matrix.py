@@ -28,6 +28,8 @@ from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
 from supervisor.systemd.systemctl import UnitStatus
 
+ANSWER = " five, six, seven, eight"  # a healthy model's canary answer
+
 SETTINGS = """
 [health]
 interval = "1s"
@@ -91,9 +93,10 @@ class Ollama:
             while self.hung or self.user:  # queued behind the user, or stuck on the GPU
                 self.release.clear()
                 await self.release.wait()
-            return httpx.Response(200, json={"model": body["model"], "response": "p",
-                                             "done": True, "eval_count": 1,
-                                             "eval_duration": int(1e9 / self.rate)})
+            n = body["options"]["num_predict"]
+            return httpx.Response(200, json={"model": body["model"], "response": ANSWER,
+                                             "done": True, "eval_count": n,
+                                             "eval_duration": int(n * 1e9 / self.rate)})
         return httpx.Response(404)
 
     def wake(self) -> None:

@@ -8,8 +8,10 @@ engine's progress and judges the wait (``checks.progress.judge``): overdue while
 works is **busy** (no failure); overdue with nothing moving is a ``hang`` (or a ``stall`` with
 requests in flight), and that verdict stands as a failed check on every tick until a
 generation succeeds — during the model's load as later; a clean liveness answer never clears
-it. A canary that fails quickly (an HTTP error) counts once and the next check asks again; a
-slow one (``min_tokens_per_second``) stands until one succeeds.
+it. A canary that fails quickly (an HTTP error, garbage text) counts once and the next check
+asks again; a slow one (``min_tokens_per_second``, or far below the engine's own speed:
+``checks.speed``) stands until one succeeds. A passed canary's rate goes to ``speed``, the
+engine's judge of its own speed, with whether anything else ran on the engine meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from supervisor.causes import Cause, Observation
 from supervisor.checks import health, progress
 from supervisor.config import EngineConfig, HealthSection
 
+# (rate, shared) -> a finding about the engine's speed, or None: the engine's SpeedBook
+SpeedJudge = Callable[[float, bool], Observation | None]
+
 # verdicts that stand until a canary succeeds (they took the whole deadline to learn)
 STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
 
@@ -31,12 +36,15 @@ class Canary:
     def __init__(self, http: httpx.AsyncClient, wake: asyncio.Event,
                  clock: Callable[[], float], *,
                  ended: Callable[[Observation, str], None],
-                 launched: Callable[[str], None]) -> None:
+                 launched: Callable[[str], None],
+                 speed: SpeedJudge = lambda rate, shared: None) -> None:
         self.http = http
         self.wake = wake          # the engine's loop: woken when a canary ends with news
         self.clock = clock
         self.ended = ended        # (result, phase): the engine records the load, the timing
         self.launched = launched  # (phase): the engine says it is loading the model
+        self.speed = speed        # a passed canary's rate, judged against the engine's own
+        self.shared = False       # the running canary shared the engine with other requests
         self.task: asyncio.Task[Observation] | None = None
         self.failure: Observation | None = None  # a verdict that stands
         self.passed = False       # a generation worked since this start
@@ -93,10 +101,14 @@ class Canary:
             result = task.result()
             self.ended(result, phase)
             if result.ok:
-                self.failure = None
                 self.passed = True
-                self.tokens_per_second = result.tokens_per_second
-                if placement:  # Ollama on a GPU tier: where does the model run?
+                self.tokens_per_second = rate = result.tokens_per_second
+                judged = self.speed(rate, self.shared) if rate else None
+                self.failure = judged if judged is not None and judged.cause in STANDING \
+                    else None
+                if judged is not None and self.failure is None:
+                    found.append(judged)  # like the CPU's: demoted at once
+                elif judged is None and placement:  # Ollama on a GPU tier: where is it?
                     found.append(await health.placement(self.http, cfg, h.timeout))
             elif result.cause in STANDING:
                 self.failure = result
@@ -115,12 +127,14 @@ class Canary:
             self.launch(cfg, h)
             assert self.watch is not None
             self.watch.add(self.started, baseline)
+            self.shared = progress.working(baseline)
         if self.failure is not None:
             found.append(self.failure)
         return found
 
     def launch(self, cfg: EngineConfig, h: HealthSection) -> None:
         self.retry = False
+        self.shared = False
         self.started = self.clock()
         self.watch = progress.Watch(self.started, self.phase)
         self.verdict = None
@@ -142,6 +156,7 @@ class Canary:
         self.verdict = verdict
         if verdict.kind == progress.Kind.BUSY:
             self.failure = None  # the engine works: the wait is the queue's
+            self.shared = True
             if placement and self.passed:
                 # it serves: where the model runs is known without a canary's answer
                 return [await health.placement(self.http, cfg, h.timeout)]

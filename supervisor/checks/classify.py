@@ -150,12 +150,27 @@ class Device:
 # many of its layers went there ("offloaded 0/3 layers to GPU": none, it computes on the CPU)
 _LLAMA_DEVICE = re.compile(r"\busing device ((\w+?)\d+) \((.*)\)(?: - \d+ MiB free)?\s*$")
 _LLAMA_OFFLOAD = re.compile(r"\boffloaded (\d+)/(\d+) layers to GPU\b")
+# llama.cpp's OpenCL backend (ggml-opencl.cpp) takes Adreno, Qualcomm and Intel GPUs only:
+# any other is dropped ("ggml_opencl: unsupported GPU '…'") and the model runs on the CPU
+_OPENCL_UNSUPPORTED = re.compile(r"ggml_opencl: (?:unsupported GPU|device unsupported)"
+                                 r"\W*'?([^']*)'?")
+
+
+def parse_offload(line: str) -> tuple[int, int] | None:
+    """``offloaded N/M layers to GPU`` (llama.cpp, also through Ollama >= 0.30's log)."""
+    if "layers to GPU" not in line:
+        return None
+    match = _LLAMA_OFFLOAD.search(line)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def parse_device(line: str) -> Device | None:
     """Ollama's ``msg="inference compute" ... library=...`` and ``msg="dropping ROCm device
     ..." gfx_target=...`` lines (discover/types.go, discover/amd.go), and llama-server's
     ``using device Vulkan0 (...)`` and ``offloaded N/M layers to GPU``, as data."""
+    if "ggml_opencl:" in line and (match := _OPENCL_UNSUPPORTED.search(line)):
+        return Device(False, "OpenCL", "", match.group(1).strip(), reason="llama.cpp's OpenCL"
+                      " backend does not support this GPU", line=line.strip())
     if "using device" in line and (match := _LLAMA_DEVICE.search(line)):
         return Device(True, match.group(2), match.group(1), match.group(3), line=line.strip())
     if "layers to GPU" in line and (match := _LLAMA_OFFLOAD.search(line)):

@@ -11,8 +11,10 @@ returns an ``Observation`` whose finding names its cause (``supervisor.causes``)
   and the rate is taken between the first and the last token, so it measures generation,
   not the request's latency; llama-server's ``POST /completion`` reports
   its own rate (``timings.predicted_per_second``) over a few tokens (over one token it
-  measures only the sampling of the first). 404 means the model is missing, 401/403 a
-  wrong or missing API key: causes no tier change can fix;
+  measures only the sampling of the first). Every engine is asked the same few tokens
+  (``output.PROMPT``, a fixed seed, temperature 0) and the text is judged
+  (``output.degenerate``): garbage at full speed is ``degenerate``. 404 means the model is
+  missing, 401/403 a wrong or missing API key: causes no tier change can fix;
 - placement (ollama): the model loaded with ``size_vram == 0`` while on a GPU tier means the
   engine silently runs on the CPU. Model names are compared as Ollama normalises them.
 """
@@ -23,12 +25,14 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from supervisor.causes import Cause, Observation
+from supervisor.checks import output
 from supervisor.checks import progress as progress_rule
 from supervisor.checks.progress import Reading
 from supervisor.config import EngineConfig
@@ -37,8 +41,7 @@ from supervisor.names import normalise_model, same_model
 __all__ = ["canary", "liveness", "normalise_model", "placement", "progress",
            "same_model"]
 
-VLLM_CANARY_TOKENS = 4  # enough for a rate between the first and the last token
-LLAMA_CANARY_TOKENS = 4  # llama.cpp's predicted_per_second needs decode steps to measure
+CANARY_TOKENS = output.TOKENS  # a rate over several decode steps, and text to judge
 GENERATION_CAP = 3600.0  # s: a canary nothing else ends (the engine restarted...) ends here
 
 
@@ -143,7 +146,13 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
         return _http_finding(engine, done, elapsed_ms)
     if isinstance(done, str):
         return Observation.bad("canary", Cause.GENERATION, done, latency_ms=elapsed_ms)
-    rate = done
+    rate = done.rate
+    garbage = output.degenerate(done.text, done.tokens)
+    if garbage:
+        return Observation.bad("canary", Cause.DEGENERATE, garbage, latency_ms=elapsed_ms,
+                               tokens_per_second=rate, evidence={
+                                   "text": done.text[:500], "tokens": done.tokens,
+                                   "prompt": output.PROMPT})
     if min_tokens_per_second and rate is not None and rate < min_tokens_per_second:
         return Observation.bad("canary", Cause.SLOW,
                                f"{rate:.1f} tokens/s, below {min_tokens_per_second:g}",
@@ -209,46 +218,65 @@ async def _post_json(client: httpx.AsyncClient, url: str, body: dict[str, object
     return document if isinstance(document, dict) else "the answer is not a JSON object"
 
 
+@dataclass(frozen=True)
+class Generated:
+    """What a canary got back: the engine's rate (None when it cannot tell), the text and
+    the number of tokens it says it generated."""
+
+    rate: float | None
+    text: str
+    tokens: int | None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
 async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
                            headers: dict[str, str], timeout: httpx.Timeout
-                           ) -> httpx.Response | str | float | None:
-    """1 token; the rate Ollama measured itself (``eval_count / eval_duration``)."""
-    body = {"model": engine.model, "prompt": "ping", "stream": False,
-            "options": {"num_predict": 1}}
+                           ) -> httpx.Response | str | Generated:
+    """A few tokens, greedy and seeded; the rate Ollama measured (``eval_count /
+    eval_duration``)."""
+    body = {"model": engine.model, "prompt": output.PROMPT, "stream": False,
+            "options": {"num_predict": CANARY_TOKENS, "temperature": 0, "seed": output.SEED}}
     document = await _post_json(client, engine.endpoint + "/api/generate", body, headers,
                                 timeout)
     if not isinstance(document, dict):
         return document
-    count, duration = document.get("eval_count"), document.get("eval_duration")
-    if isinstance(count, int | float) and isinstance(duration, int | float) and duration:
-        return count / duration * 1e9
-    return None
+    count, duration = _number(document.get("eval_count")), _number(document.get("eval_duration"))
+    rate = count / duration * 1e9 if count and duration and duration > 0 else None
+    return Generated(rate, str(document.get("response") or ""),
+                     int(count) if count is not None else None)
 
 
 async def _llama_generate(client: httpx.AsyncClient, engine: EngineConfig,
                           headers: dict[str, str], timeout: httpx.Timeout
-                          ) -> httpx.Response | str | float | None:
+                          ) -> httpx.Response | str | Generated:
     """llama-server serves the one model it loaded: ``POST /completion``, its own rate."""
-    body = {"prompt": "ping", "n_predict": LLAMA_CANARY_TOKENS, "ignore_eos": True,
-            "stream": False}
+    body = {"prompt": output.PROMPT, "n_predict": CANARY_TOKENS, "ignore_eos": True,
+            "temperature": 0, "seed": output.SEED, "stream": False}
     document = await _post_json(client, engine.endpoint + "/completion", body, headers,
                                 timeout)
     if not isinstance(document, dict):
         return document
-    if not document.get("tokens_predicted"):
+    tokens = _number(document.get("tokens_predicted"))
+    if not tokens:
         return "no token generated"
     timings = document.get("timings")
-    rate = timings.get("predicted_per_second") if isinstance(timings, dict) else None
-    return float(rate) if isinstance(rate, int | float) and rate > 0 else None
+    rate = _number(timings.get("predicted_per_second")) if isinstance(timings, dict) else None
+    return Generated(rate if rate and rate > 0 else None, str(document.get("content") or ""),
+                     int(tokens))
 
 
 async def _vllm_generate(client: httpx.AsyncClient, engine: EngineConfig,
                          headers: dict[str, str], timeout: httpx.Timeout
-                         ) -> httpx.Response | str | float | None:
-    """A few streamed tokens; the rate between the first and the last token."""
-    body = {"model": engine.model, "prompt": "ping", "max_tokens": VLLM_CANARY_TOKENS,
-            "stream": True}
+                         ) -> httpx.Response | str | Generated:
+    """A few streamed tokens, greedy and seeded; the rate between the first and the last."""
+    body = {"model": engine.model, "prompt": output.PROMPT, "max_tokens": CANARY_TOKENS,
+            "temperature": 0, "seed": output.SEED, "stream": True}
     stamps: list[float] = []
+    pieces: list[str] = []
     async with client.stream("POST", engine.endpoint + "/v1/completions", json=body,
                              headers=headers, timeout=timeout) as response:
         if response.status_code != 200:
@@ -266,13 +294,16 @@ async def _vllm_generate(client: httpx.AsyncClient, engine: EngineConfig,
                 chunk = json.loads(data)
             except ValueError:
                 return "a streamed chunk is not JSON"
-            if any(c.get("text") for c in chunk.get("choices") or []):
+            texts = [str(c.get("text") or "") for c in chunk.get("choices") or []
+                     if isinstance(c, dict)]
+            if any(texts):
                 stamps.append(time.monotonic())
+                pieces.extend(texts)
     if not stamps:
         return "no token in the stream"
-    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
-        return None
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) \
+        if len(stamps) >= 2 and stamps[-1] > stamps[0] else None
+    return Generated(rate, "".join(pieces), len(stamps))
 
 
 async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: float

@@ -42,18 +42,28 @@ def backend_observations(tier: str | None, devices: Sequence[Device], settled: b
     """On a GPU tier, the backend the engine reports must be that tier's: all on the CPU is
     ``placement``, another GPU backend ``backend_mismatch`` (with the device it dropped)."""
     used = [d for d in devices if d.used]
-    if tier not in GPU_TIERS or not used or not settled:
+    if tier not in GPU_TIERS or not settled:
         return []
     wanted = TIER_LIBRARIES[tier]
+    dropped = [d for d in devices if not d.used and d.library.lower() in wanted]
+    if not used and not (tier == "opencl" and dropped):
+        return []
     if any(d.library.lower() in wanted for d in used):
         return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
+    if tier == "opencl" and all(d.library.lower() == "cpu" for d in used):
+        # llama.cpp's OpenCL dropped the GPU and computes on the CPU: the cpu tier renamed
+        why = dropped[0].reason if dropped else used[0].reason or "library=cpu"
+        return [Observation.bad(
+            "backend", Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on the"
+            f" CPU ({why})", fix="give [engine.tiers.opencl] a build whose OpenCL takes this"
+            " GPU, or leave opencl out of the chain",
+            evidence=[d.line for d in devices], facts={"tier": tier, "backend": "cpu"})]
     if all(d.library.lower() == "cpu" for d in used):
         said = used[0].reason or "library=cpu"
         return [Observation.bad("backend", Cause.PLACEMENT,
                                 f"the engine reports {said} on the {tier} tier",
                                 evidence=used[0].line)]
     detail = f"{tier} tier, but the engine computes on {backend}"
-    dropped = [d for d in devices if not d.used and d.library.lower() in wanted]
     if dropped:
         d = dropped[0]
         target = f" for {d.compute}" if d.compute else ""

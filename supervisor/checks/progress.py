@@ -60,6 +60,15 @@ class Reading:
         return self.tokens is not None or self.slots is not None
 
 
+def working(reading: Reading | None) -> bool:
+    """Does the engine say it is generating or queueing something (before a check's request
+    is sent: someone else's work)?"""
+    if reading is None:
+        return False
+    return bool(reading.in_flight or reading.waiting
+                or any(on for _, _, _, on in reading.slots or ()))
+
+
 def _samples(text: str) -> dict[str, float]:
     """Prometheus text -> sample name -> value, summed over labels."""
     out: dict[str, float] = {}

@@ -63,6 +63,9 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "cause": memory.cause,
         "fix": memory.fix or None,
         "backend": memory.backend,
+        "offload": memory.offload,  # "29/29": layers on the GPU, as the engine's log says
+        # its own speed on this tier: the learned reference, the last canary rates
+        "speed": engine.speed.summary(engine.tier),
         "pull": engine.pull,
         "derived_environment": sup.host.derived_environment(engine.cfg),
         "demoted_from": memory.demoted_from,

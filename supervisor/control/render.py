@@ -21,14 +21,17 @@ def _table(rows: list[list[str]]) -> str:
 
 def format_status(document: dict[str, Any]) -> str:
     now = time.time()
-    rows = [["ENGINE", "STATE", "TIER", "BACKEND", "SINCE", "USABLE", "REASON"]]
+    rows = [["ENGINE", "STATE", "TIER", "BACKEND", "SPEED", "SINCE", "USABLE", "REASON"]]
     notes = []
     for engine in document.get("engines", []):
         state = engine["state"] + (" (pinned)" if engine.get("pinned") else "")
         if engine.get("reboot_required"):
             state += " REBOOT REQUIRED"
-        rows.append([engine["name"], state, engine.get("tier") or "-",
-                     engine.get("backend") or "-", ago(engine.get("since"), now),
+        backend = engine.get("backend") or "-"
+        if engine.get("offload"):
+            backend += f" ({engine['offload']} layers)"
+        rows.append([engine["name"], state, engine.get("tier") or "-", backend,
+                     format_speed(engine.get("speed")), ago(engine.get("since"), now),
                      ",".join(engine.get("usable_tiers", [])), engine.get("reason") or ""])
         if engine.get("fix"):
             notes.append(f"{engine['name']}: fix: {engine['fix']}")
@@ -48,6 +51,18 @@ def format_status(document: dict[str, Any]) -> str:
         out += "\nconfig error (the running config stays in force):\n  " + \
             "\n  ".join(error if isinstance(error, list) else [str(error)])
     return out
+
+
+def format_speed(speed: dict[str, Any] | None) -> str:
+    """``41.8/45.0 t/s``: the last canary's rate against the one learned on this tier (or how
+    far the learning got)."""
+    if not speed:
+        return "-"
+    last = speed.get("last") or []
+    shown = f"{last[-1]:.1f}" if last else "-"
+    if speed.get("reference"):
+        return f"{shown}/{speed['reference']:.1f} t/s"
+    return f"{shown} t/s (learning {speed.get('learned', 0)}/{speed.get('of', 0)})"
 
 
 def format_tiers(document: dict[str, Any]) -> str:

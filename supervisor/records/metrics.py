@@ -69,16 +69,19 @@ class EngineView:
     tokens_per_second: float | None = None
     demoted: bool = False
     busy: bool = False
+    speed_reference: float | None = None
 
     @classmethod
     def of(cls, engine: Any) -> EngineView:
         """From a ``supervisor.engine.Engine`` (duck-typed: no import, no cycle)."""
         check = engine.last_check or {}
         demoted = bool(engine.memory.demoted_from) and engine.memory.demoted_from != engine.tier
+        learned = engine.speed.summary(engine.tier) or {}
         return cls(name=engine.name, state=str(engine.state), tier=engine.tier,
                    reboot_required=bool(engine.memory.reboot_required),
                    tokens_per_second=check.get("tokens_per_second"), demoted=demoted,
-                   busy=str(engine.busy or "").startswith("busy"))
+                   busy=str(engine.busy or "").startswith("busy"),
+                   speed_reference=learned.get("reference"))
 
 
 class _Snapshot(Collector):
@@ -107,6 +110,10 @@ class _Snapshot(Collector):
         rate = GaugeMetricFamily("llm_supervisor_canary_tokens_per_second",
                                  "The last successful canary's generation rate",
                                  labels=["engine"])
+        reference = GaugeMetricFamily("llm_supervisor_speed_reference_tokens_per_second",
+                                      "The generation rate this engine learned on its tier"
+                                      " (the median of its healthy canaries)",
+                                      labels=["engine", "tier"])
         for e in self.engines:
             up.add_metric([e.name], float(e.state == EngineState.HEALTHY))
             for s in EngineState:
@@ -118,6 +125,8 @@ class _Snapshot(Collector):
             busy.add_metric([e.name], float(e.busy))
             if e.tokens_per_second is not None:
                 rate.add_metric([e.name], e.tokens_per_second)
+            if e.speed_reference is not None and e.tier is not None:
+                reference.add_metric([e.name, e.tier], e.speed_reference)
         available = GaugeMetricFamily("llm_supervisor_tier_available",
                                       "1 when the host probe found the tier", labels=["tier"])
         for t in TIERS:
@@ -134,8 +143,8 @@ class _Snapshot(Collector):
         refused = CounterMetricFamily("llm_supervisor_connections_refused",
                                       "Control socket connections turned away by a cap")
         refused.add_metric([], self.health.connections_refused)
-        yield from (up, state, tier, reboot, demoted, busy, rate, available, degraded, dropped,
-                    refused)
+        yield from (up, state, tier, reboot, demoted, busy, rate, reference, available,
+                    degraded, dropped, refused)
 
 
 class Metrics:

@@ -116,6 +116,8 @@ class Engine:
         this build dropped the card's ROCm device (Ollama goes on with Vulkan, on by default)."""
         if self.faults.cpu_fallback:
             return "cpu"
+        if self.faults.opencl_unsupported and self.library == "opencl":
+            return "cpu"
         if self.faults.drops_rocm and self.library == "rocm":
             return "vulkan"
         return self.library
@@ -137,6 +139,8 @@ class Engine:
     def tokens_per_second(self) -> float:
         if self.faults.tokens_per_second:
             return self.faults.tokens_per_second
+        if self._due(self.faults.cpu_speed_after):
+            return CPU_TOKENS_PER_SECOND  # on the CPU, whatever /api/ps says
         if self.faults.drops_rocm and self.library == "rocm":
             return GPU_TOKENS_PER_SECOND / RADV_SLOWDOWN  # Vulkan on a card meant for ROCm
         return GPU_TOKENS_PER_SECOND if self.offloaded else CPU_TOKENS_PER_SECOND
@@ -195,7 +199,7 @@ class Engine:
                 for i in range(n):
                     if self.stop.wait(1 / rate):
                         raise ConnectionAbortedError("the engine stopped")
-                    piece = ANSWER[i % len(ANSWER)]
+                    piece = "G" if self.faults.degenerate else ANSWER[i % len(ANSWER)]
                     pieces.append(piece)
                     slot["n_decoded"] = i + 1
                     if on_token:

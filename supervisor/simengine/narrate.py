@@ -16,6 +16,8 @@ from supervisor.simengine.engine import Engine
 from supervisor.simengine.logs import CPU_MEMORY, GPU_DEVICES, GPU_MEMORY, error_lines
 from supervisor.simengine.placement import go_false, host_gpus
 
+LAYERS = 29  # a 7B model's layers plus the output layer, as llama.cpp counts them
+
 SERVER_CONFIG_VARS = ("GGML_VK_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION",
                       "OLLAMA_HOST", "OLLAMA_LLM_LIBRARY", "OLLAMA_VULKAN", "ROCR_VISIBLE_DEVICES")
 OVERRIDE_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES",
@@ -98,7 +100,32 @@ class Ollama:
                f" --offline -c {4096 * engine.parallel} -np {engine.parallel}"
                " --log-verbosity 4 --no-log-prefix --no-log-timestamps")
         self.log.slog("INFO", "llama_server.go:431", "starting llama-server", cmd=cmd)
+        self.log.slog("INFO", "llama_server.go:470", "loading model via llama-server")
+        self.log.lines(self._llama_lines())  # its stderr, passed through
         self.log.slog("INFO", "llama_server.go:520", "llama-server started in 0.03 seconds")
+
+    def _llama_lines(self) -> tuple[str, ...]:
+        """What the runner (llama.cpp) says about where the model went: the device, the
+        layers on it, the buffers (llama-model.cpp, llama-context.cpp, ggml-opencl.cpp)."""
+        engine, layers = self.engine, LAYERS
+        lines: list[str] = []
+        if engine.faults.opencl_unsupported and engine.library == "opencl":
+            name = GPU_DEVICES["opencl"]["description"]
+            lines += ["ggml_opencl: selected platform: 'rusticl'",
+                      f"ggml_opencl: device: '{name}'",
+                      f"ggml_opencl: unsupported GPU '{name}'",
+                      "ggml_opencl: drop unsupported device."]
+        if engine.offloaded:
+            device = GPU_DEVICES[engine.placement]
+            lines += [f"llama_model_load_from_file_impl: using device {device['name']}"
+                      f" ({device['description']}) - 16304 MiB free",
+                      f"load_tensors: offloaded {layers}/{layers} layers to GPU",
+                      f"load_tensors: {device['name']} model buffer size =  4168.09 MiB",
+                      f"llama_kv_cache: {device['name']} KV buffer size =   448.00 MiB"]
+        else:
+            lines += [f"load_tensors: offloaded 0/{layers} layers to GPU",
+                      "load_tensors:   CPU_Mapped model buffer size =  4437.80 MiB"]
+        return tuple(lines)
 
     def stopping(self, signame: str) -> None:
         self.log.slog("INFO", "simengine.py", f"received {signame}, shutting down")

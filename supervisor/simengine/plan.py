@@ -43,6 +43,11 @@ class Faults:
     no_offload: bool = False  # the GPU is found, but the model loads with no layer on it
     load_seconds: float | None = None  # how long loading the model takes (default 0.03 s)
     no_runner: bool = False  # an Ollama before 0.30: no llama-server runner, so no /slots
+    cpu_speed_after: float | None = None  # from N s on, generation runs at the CPU's speed
+    #                                       while /api/ps and the runner still say all on GPU
+    degenerate: bool = False  # answers garbage at full speed ("GGGG…"), as after a ROCm fault
+    opencl_unsupported: bool = False  # on opencl: llama.cpp's OpenCL drops the GPU
+    #                                   ("ggml_opencl: unsupported GPU"), computes on the CPU
 
 
 def _seconds(v: Any) -> bool:
@@ -73,6 +78,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "no_offload": (lambda v: isinstance(v, bool), "true or false"),
     "load_seconds": (_seconds, "a number of seconds >= 0"),
     "no_runner": (lambda v: isinstance(v, bool), "true or false"),
+    "cpu_speed_after": (_seconds, "a number of seconds >= 0"),
+    "degenerate": (lambda v: isinstance(v, bool), "true or false"),
+    "opencl_unsupported": (lambda v: isinstance(v, bool), "true or false"),
 }
 assert set(_CHECKS) == {f.name for f in fields(Faults)}
 

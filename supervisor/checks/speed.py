@@ -1,0 +1,125 @@
+"""The engine's own speed as its reference, and the rule that judges a drop (pure).
+
+Nobody knows a good ``min_tokens_per_second`` for their card in advance, and since Ollama
+0.30 ``size_vram`` no longer proves where a model runs (it is derived from log lines, and full
+offload is assumed when they do not parse). The engine's own speed is the witness left: each
+engine learns its tokens/s per tier from its healthy canaries, and judges a drop against that.
+
+The rule (README, "The engine's own speed"):
+
+- **Learning.** A canary's rate counts toward its tier's reference when the canary passed and
+  nothing else ran on the engine meanwhile (a busy engine shares its compute: its rate says
+  nothing). The reference is the median of the last ``WINDOW`` such rates, once there are
+  ``LEARN`` of them. A rate that is low (below) is never learned.
+- **Low.** A canary whose rate is below ``SLOW_RATIO`` × the reference is low. Busy canaries
+  are neither low nor learned.
+- **Verdict.** ``LOW_RUN`` low canaries in a row (a normal one ends the run, so one slow
+  outlier never decides) are ``slow``; on a GPU tier, when their median is below
+  ``CPU_RATIO`` × the reference, or within ``CPU_MARGIN`` × this engine's own learned CPU
+  speed, the speed looks like the CPU's: ``cpu`` (the engine computes on the CPU whatever it
+  reports).
+- **Reset.** Everything learned belongs to one model and one engine configuration (``key``):
+  another model or other flags start learning afresh.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+LEARN = 5          # healthy, unshared canary rates before a tier has a reference
+WINDOW = 20        # the reference: the median of the last WINDOW of them
+SLOW_RATIO = 0.5   # a canary below half the reference is low
+CPU_RATIO = 0.25   # on a GPU tier, a low run below a quarter of the reference looks like the CPU
+CPU_MARGIN = 1.5   # ... or one within 1.5x this engine's own learned CPU speed
+LOW_RUN = 3        # low canaries in a row that make a verdict
+SHOWN = 5          # the last rates kept for status
+
+
+class Kind(StrEnum):
+    LEARNING = "learning"  # no reference yet on this tier
+    OK = "ok"              # at or near the reference
+    BUSY = "busy"          # shared with other requests: not judged
+    LOW = "low"            # below, not yet LOW_RUN in a row
+    SLOW = "slow"          # LOW_RUN in a row below SLOW_RATIO x the reference
+    CPU = "cpu"            # ... and like the CPU's speed, on a GPU tier
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    rate: float
+    reference: float | None
+    detail: str = ""
+
+
+def _floats(value: Any, limit: int) -> list[float]:
+    if not isinstance(value, list):
+        return []
+    return [float(v) for v in value if isinstance(v, int | float) and not isinstance(v, bool)
+            and v > 0 and v < float("inf")][-limit:]
+
+
+class SpeedBook:
+    """What an engine learned of its speed, per tier, kept in its memory (``state.json``) as
+    plain data: ``{"key": …, "tiers": {"rocm": {"samples": […], "low": […], "last": […]}}}``."""
+
+    def __init__(self, data: dict[str, Any], key: str) -> None:
+        self.data = data
+        if data.get("key") != key or not isinstance(data.get("tiers"), dict):
+            data.clear()
+            data.update({"key": key, "tiers": {}})
+
+    def _tier(self, tier: str) -> dict[str, list[float]]:
+        tiers: dict[str, Any] = self.data["tiers"]
+        raw = tiers.get(tier)
+        raw = raw if isinstance(raw, dict) else {}
+        entry = {"samples": _floats(raw.get("samples"), WINDOW),
+                 "low": _floats(raw.get("low"), LOW_RUN),
+                 "last": _floats(raw.get("last"), SHOWN)}
+        tiers[tier] = entry
+        return entry
+
+    def reference(self, tier: str) -> float | None:
+        samples = self._tier(tier)["samples"]
+        return statistics.median(samples) if len(samples) >= LEARN else None
+
+    def summary(self, tier: str | None) -> dict[str, Any] | None:
+        """For status: the tier's reference (or how far learning got) and its last rates."""
+        if tier is None:
+            return None
+        entry = self._tier(tier)
+        reference = self.reference(tier)
+        return {"tier": tier, "reference": round(reference, 2) if reference else None,
+                "learned": min(len(entry["samples"]), LEARN), "of": LEARN,
+                "last": [round(r, 2) for r in entry["last"]], "low_in_a_row": len(entry["low"])}
+
+    def judge(self, tier: str, rate: float, *, busy: bool, gpu: bool) -> Verdict:
+        """One passed canary's rate on ``tier``: learned, or judged against the reference."""
+        entry = self._tier(tier)
+        entry["last"] = [*entry["last"], rate][-SHOWN:]
+        reference = self.reference(tier)
+        if busy:
+            return Verdict(Kind.BUSY, rate, reference, "shared with other requests")
+        if reference is None or rate >= reference * SLOW_RATIO:
+            entry["low"] = []
+            entry["samples"] = [*entry["samples"], rate][-WINDOW:]
+            if reference is None:
+                return Verdict(Kind.LEARNING, rate, None, f"learning {tier}'s speed"
+                               f" ({min(len(entry['samples']), LEARN)}/{LEARN})")
+            return Verdict(Kind.OK, rate, reference)
+        entry["low"] = [*entry["low"], rate][-LOW_RUN:]
+        if len(entry["low"]) < LOW_RUN:
+            return Verdict(Kind.LOW, rate, reference, f"{rate:.1f} tokens/s, below half of"
+                           f" {reference:.1f} ({len(entry['low'])} of {LOW_RUN} in a row)")
+        low = statistics.median(entry["low"])
+        said = (f"{low:.1f} tokens/s in {LOW_RUN} checks in a row, against the {reference:.1f}"
+                f" this engine learned on {tier}")
+        cpu = self.reference("cpu") if tier != "cpu" else None
+        if gpu and (low < reference * CPU_RATIO or (cpu is not None and low <= cpu * CPU_MARGIN)):
+            like = f"its own {cpu:.1f} on cpu" if cpu is not None else \
+                f"under {CPU_RATIO:.0%} of its {tier} speed"
+            return Verdict(Kind.CPU, rate, reference, f"{said}: like the CPU ({like})")
+        return Verdict(Kind.SLOW, rate, reference, said)
