@@ -26,7 +26,7 @@ from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import health, observations, pull, speed
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
-from supervisor.checks.observations import DEVICES_SETTLE
+from supervisor.checks.observations import DEVICES_SETTLE, opencl_on_cpu
 from supervisor.checks.speed import SpeedBook
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation
@@ -421,14 +421,7 @@ class Engine:
         if verdict.kind == speed.Kind.SLOW:
             return Observation.bad("speed", Cause.SLOW, verdict.detail, evidence=evidence,
                                    tokens_per_second=rate)
-        if verdict.kind == speed.Kind.CPU and tier == "opencl":
-            # llama.cpp's OpenCL takes no AMD GPU: the opencl tier is the cpu tier renamed
-            return Observation.bad(
-                "speed", Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on"
-                f" the CPU: {verdict.detail}", evidence=evidence, tokens_per_second=rate,
-                fix="give [engine.tiers.opencl] a build whose OpenCL takes this GPU, or"
-                " leave opencl out of the chain", facts={"tier": tier, "backend": "cpu"})
-        if verdict.kind == speed.Kind.CPU:
+        if verdict.kind == speed.Kind.CPU:  # on opencl: backend_mismatch (opencl_on_cpu)
             return Observation.bad("speed", Cause.PLACEMENT, f"{verdict.detail}, whatever the"
                                    " engine reports", evidence=evidence, tokens_per_second=rate)
         return None
@@ -526,8 +519,9 @@ class Engine:
 
     async def judge(self, observations: list[Observation]) -> None:
         """Decide (a pure function of the situation and the observations), then act."""
-        failed = any(not o.ok for o in observations)
-        await self.act(decide.decide(self.situation(tiers=failed), observations))
+        found = opencl_on_cpu(self.tier, observations)
+        failed = any(not o.ok for o in found)
+        await self.act(decide.decide(self.situation(tiers=failed), found))
 
     async def act(self, d: Decision) -> None:
         """Carry a decision out: the only place a check changes the engine."""

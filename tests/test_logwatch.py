@@ -13,7 +13,9 @@ from supervisor.checks.classify import (
     compile_rules,
     logfmt,
     parse_device,
+    parse_offload,
 )
+from supervisor.checks.observations import backend_observations
 
 FAULT, CHECK = Cause.GPU_FAULT, Cause.OOM
 RESET, FATAL_RESET = Cause.RESET, Cause.FATAL_RESET
@@ -140,3 +142,33 @@ def test_device_lines_are_read_as_data(line, used, library, label, compute):
 def test_other_lines_are_no_devices():
     assert parse_device('level=INFO msg="Listening on 127.0.0.1:11434 (version 0.33.0)"') is None
     assert parse_device("dropping the ball on the device") is None
+
+
+def test_the_runners_offload_line_is_read_as_data():
+    assert parse_offload("load_tensors: offloaded 29/29 layers to GPU") == (29, 29)
+    assert parse_offload("time=… level=INFO source=llama_server.go:602 msg=\"load_tensors:"
+                         " offloaded 17/29 layers to GPU\"") == (17, 29)
+    assert parse_offload("load_tensors: CPU_Mapped model buffer size = 4437.80 MiB") is None
+
+
+def test_opencl_dropping_an_amd_gpu_is_read_as_a_dropped_device():
+    device = parse_device("ggml_opencl: unsupported GPU 'AMD Instinct MI50 (rusticl)'")
+    assert device is not None and not device.used and device.library == "OpenCL"
+    assert device.description == "AMD Instinct MI50 (rusticl)"
+    assert "does not support this GPU" in device.reason
+
+
+def test_an_opencl_tier_computing_on_the_cpu_is_a_backend_mismatch_never_opencl():
+    lines = ["ggml_opencl: unsupported GPU 'AMD Instinct MI50 (rusticl)'",
+             "load_tensors: offloaded 0/29 layers to GPU"]
+    devices = [d for d in map(parse_device, lines) if d is not None]
+    found = backend_observations("opencl", devices, True, "cpu", "llama-server")
+    assert [o.cause for o in found] == [Cause.BACKEND_MISMATCH]
+    assert found[0].finding is not None and found[0].finding.facts["backend"] == "cpu"
+    assert "computes on the CPU" in found[0].reason
+    # the GPU dropped and nothing said about where the model went: still not opencl
+    alone = backend_observations("opencl", devices[:1], True, "", "llama-server")
+    assert [o.cause for o in alone] == [Cause.BACKEND_MISMATCH]
+    # on the rocm tier, all on the CPU stays what it was: placement
+    rocm = backend_observations("rocm", devices[1:], True, "cpu", "llama-server")
+    assert [o.cause for o in rocm] == [Cause.PLACEMENT]

@@ -8,10 +8,11 @@ engine's progress and judges the wait (``checks.progress.judge``): overdue while
 works is **busy** (no failure); overdue with nothing moving is a ``hang`` (or a ``stall`` with
 requests in flight), and that verdict stands as a failed check on every tick until a
 generation succeeds — during the model's load as later; a clean liveness answer never clears
-it. A canary that fails quickly (an HTTP error, garbage text) counts once and the next check
-asks again; a slow one (``min_tokens_per_second``, or far below the engine's own speed:
-``checks.speed``) stands until one succeeds. A passed canary's rate goes to ``speed``, the
-engine's judge of its own speed, with whether anything else ran on the engine meanwhile.
+it. A canary that fails quickly (an HTTP error) counts once and the next check asks again;
+garbage text (``checks.output``) and a slow one (``min_tokens_per_second``, or far below the
+engine's own speed: ``checks.speed``) stand until one succeeds. A passed canary's rate goes
+to ``speed``, the engine's judge of its own speed, with whether anything else ran on the
+engine meanwhile.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from supervisor.config import EngineConfig, HealthSection
 # (rate, shared) -> a finding about the engine's speed, or None: the engine's SpeedBook
 SpeedJudge = Callable[[float, bool], Observation | None]
 
-# verdicts that stand until a canary succeeds (they took the whole deadline to learn)
-STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW})
+# verdicts that stand until a canary succeeds: they took the whole deadline (or a run of
+# canaries) to learn, or, for garbage text, the engine is broken until it answers text again
+STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW, Cause.DEGENERATE})
 
 
 class Canary:

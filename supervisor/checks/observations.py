@@ -74,3 +74,18 @@ def backend_observations(tier: str | None, devices: Sequence[Device], settled: b
     return [Observation.bad("backend", Cause.BACKEND_MISMATCH, detail, fix=fix,
                             evidence=[d.line for d in devices],
                             facts={"tier": tier, "backend": backend})]
+
+
+def opencl_on_cpu(tier: str | None, found: list[Observation]) -> list[Observation]:
+    """On the opencl tier, computing on the CPU — whichever witness says so (``size_vram``,
+    the engine's log, its speed) — is the cpu tier under another name (llama.cpp's OpenCL
+    takes no AMD GPU): a ``backend_mismatch``, so the tier is skipped for this engine with the
+    reason, never reported as opencl."""
+    if tier != "opencl":
+        return found
+    return [Observation.bad(
+        o.source, Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on the CPU"
+        f" ({o.finding.detail})", fix="give [engine.tiers.opencl] a build whose OpenCL takes"
+        " this GPU, or leave opencl out of the chain", evidence=o.finding.evidence,
+        facts={"tier": tier, "backend": "cpu"}, tokens_per_second=o.tokens_per_second)
+        if o.finding is not None and o.cause == Cause.PLACEMENT else o for o in found]

@@ -68,18 +68,20 @@ class SpeedBook:
 
     def __init__(self, data: dict[str, Any], key: str) -> None:
         self.data = data
-        if data.get("key") != key or not isinstance(data.get("tiers"), dict):
+        tiers = data.get("tiers")
+        if data.get("key") != key or not isinstance(tiers, dict):
             data.clear()
             data.update({"key": key, "tiers": {}})
+            return
+        for tier, raw in list(tiers.items()):  # what state.json held, made sound
+            raw = raw if isinstance(raw, dict) else {}
+            tiers[tier] = {"samples": _floats(raw.get("samples"), WINDOW),
+                           "low": _floats(raw.get("low"), LOW_RUN),
+                           "last": _floats(raw.get("last"), SHOWN)}
 
     def _tier(self, tier: str) -> dict[str, list[float]]:
-        tiers: dict[str, Any] = self.data["tiers"]
-        raw = tiers.get(tier)
-        raw = raw if isinstance(raw, dict) else {}
-        entry = {"samples": _floats(raw.get("samples"), WINDOW),
-                 "low": _floats(raw.get("low"), LOW_RUN),
-                 "last": _floats(raw.get("last"), SHOWN)}
-        tiers[tier] = entry
+        entry: dict[str, list[float]] = self.data["tiers"].setdefault(
+            tier, {"samples": [], "low": [], "last": []})
         return entry
 
     def reference(self, tier: str) -> float | None:
