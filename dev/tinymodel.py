@@ -2,7 +2,10 @@
 
 Random weights in the llama architecture (2 layers, n_embd 64, 4 heads, n_ff 128, F32) and a
 SentencePiece vocabulary of ``<unk> <s> </s>`` plus the 256 byte tokens, so any text tokenizes.
-About 470 KB; llama-server loads it in milliseconds and generates real (meaningless) tokens.
+About 470 KB; llama-server loads it in milliseconds and generates real tokens. Its output layer
+only knows the letters and the space, each leading to the next one (``a`` → ``b`` … ``z`` →
+space → ``a``), so greedy decoding writes text such as ``"nopqrstu"``: a healthy answer to
+the canary's garbage check, where purely random weights write bytes that are no UTF-8 text.
 
     python dev/tinymodel.py PATH        # write it to PATH
 """
@@ -23,6 +26,7 @@ N_CTX = 512
 NAME = "tiny-llama"
 SPECIAL = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2: unknown, begin and end of sequence
 N_VOCAB = len(SPECIAL) + 256
+LETTERS = b"abcdefghijklmnopqrstuvwxyz "  # what it writes (fewer than N_EMBD: one axis each)
 
 
 def vocabulary() -> tuple[list[str], list[float], list[int]]:
@@ -44,7 +48,12 @@ def tensors(seed: int) -> dict[str, np.ndarray]:
         return np.ones(n, dtype=np.float32)
 
     out = {"token_embd.weight": w(N_VOCAB, N_EMBD), "output_norm.weight": ones(N_EMBD),
-           "output.weight": w(N_VOCAB, N_EMBD)}
+           "output.weight": np.zeros((N_VOCAB, N_EMBD), dtype=np.float32)}
+    for i, letter in enumerate(LETTERS):  # the embedding of a letter points at the next one
+        this, following = (len(SPECIAL) + letter,
+                           len(SPECIAL) + LETTERS[(i + 1) % len(LETTERS)])
+        out["token_embd.weight"][this, i] = 1.0
+        out["output.weight"][following, i] = 10.0
     for i in range(N_LAYER):
         b = f"blk.{i}"
         out.update({
