@@ -90,8 +90,63 @@ def test_context_parallel_and_kv_type_scale_the_cache():
 
 
 def test_nothing_fits():
-    a = advise.advise(QWEN32, Gpu(4 * GIB, "--vram"))
-    assert a.recommended is None and "nothing fits" in a.why
+    a = advise.advise(QWEN32, Gpu(4 * GIB, "--vram"))  # the weights alone are too big
+    assert a.recommended is None and "weights alone do not fit" in a.why
+    assert "context" not in a.why and "smaller model" in a.why
+    assert not any(r.fits for r in a.rows)
+    # weights that fit, a context that does not: then a shorter context is the advice
+    long = advise.advise(QWEN32, Gpu(24 * GIB, "--vram"), context=131072)
+    assert long.recommended is None and "shorter context" in long.why
+
+
+def test_the_kv_cache_is_counted_as_ollama_applies_it():
+    """OLLAMA_KV_CACHE_TYPE quantises the cache only with OLLAMA_FLASH_ATTENTION=1."""
+    assert advise.kv_cache_type({}) == ("f16", None)
+    kv, note = advise.kv_cache_type({"OLLAMA_KV_CACHE_TYPE": "q8_0"})
+    assert kv == "f16" and note is not None and "OLLAMA_FLASH_ATTENTION=1" in note
+    assert advise.kv_cache_type({"OLLAMA_KV_CACHE_TYPE": "q8_0",
+                                 "OLLAMA_FLASH_ATTENTION": "1"}) == ("q8_0", None)
+    f16 = advise.advise(QWEN7, Gpu(16 * GIB, "--vram"), kv_type="f16")
+    q8 = advise.advise(QWEN7, Gpu(16 * GIB, "--vram"), kv_type="q8_0")
+    assert q8.kv_cache is not None and f16.kv_cache is not None
+    assert abs(q8.kv_cache / f16.kv_cache - 34 / 64) < 0.01
+
+
+def test_sizes_read_for_people():
+    assert advise.human(512 * 1024**2) == "512 MiB"
+    assert advise.human(4.37 * GIB) == "4.37 GiB"
+    assert advise.human(3 * 1024**4) == "3.00 TiB"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--vram", "-1"], ["--vram", "nan"], ["--vram", "inf"], ["--vram", "1e309"],
+    ["--vram", "0"], ["--context", "-4096"], ["--context", "0"], ["--parallel", "-2"],
+    ["--layers", "0"], ["--bandwidth", "nan"], ["--overhead", "-1"], ["--params", "0"],
+    ["--params", "1e309"], ["--params", "nan"],
+])
+def test_nonsense_is_refused_with_a_clear_line(argv, capsys):
+    args = ["advise", "--params", "7.6B", "--vram", "16"]
+    for flag, value in zip(argv[::2], argv[1::2], strict=True):
+        at = args.index(flag) if flag in args else None
+        if at is None:
+            args += [flag, value]
+        else:
+            args[at + 1] = value
+    with pytest.raises(SystemExit) as exited:
+        code = cli.cli(args)
+        raise SystemExit(code)
+    assert exited.value.code in (1, 2)
+    err = capsys.readouterr().err
+    assert err.strip() and "Traceback" not in err
+    assert any(word in err for word in ("above 0", ">= 0", "not a number",
+                                        "not a parameter count")), err
+
+
+def test_context_is_never_dropped_silently(capsys):
+    assert cli.cli(["advise", "--params", "7.6B", "--vram", "16", "--context", "131072"]) == 0
+    out = capsys.readouterr().out
+    assert "note: KV cache not counted" in out and "131072 tokens" in out
+    assert "without the KV cache" in out
 
 
 SHOW = {
@@ -174,7 +229,7 @@ def test_cli_advise_offline_json(capsys):
 def test_cli_advise_text_and_errors(capsys):
     assert cli.cli(["advise", "--params", "7.6B", "--vram", "16"]) == 0
     out = capsys.readouterr().out
-    assert "KV cache: not counted" in out and "recommended: Q5_K_M" in out
+    assert "note: KV cache not counted" in out and "recommended: Q5_K_M" in out
     assert cli.cli(["advise", "--params", "seven", "--vram", "16"]) == 1
     assert "not a parameter count" in capsys.readouterr().err
 

@@ -7,9 +7,12 @@ the top; commands that need the config (``check-config``, ``render``) import it 
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from supervisor.control import client
@@ -240,6 +243,22 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return adopt.main(args)
 
 
+def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (or 0 itself with ``zero``), else a clear
+    error naming the value (never NaN, infinity, 1e309 or a negative size)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: must be a finite number {'>= 0' if zero else 'above 0'}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -306,15 +325,19 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("advise", help="which quantisation of a model fits the GPU's memory")
     s.add_argument("engine", nargs="?", help="an ollama engine to ask about its model")
     s.add_argument("--model", help="the model (default: the engine's)")
-    s.add_argument("--vram", type=float, metavar="GIB", help="GPU memory (default: detected)")
-    s.add_argument("--bandwidth", type=float, metavar="GB/S", help="GPU memory bandwidth")
+    s.add_argument("--vram", type=positive(float), metavar="GIB",
+                   help="GPU memory (default: detected)")
+    s.add_argument("--bandwidth", type=positive(float), metavar="GB/S",
+                   help="GPU memory bandwidth")
     s.add_argument("--params", help="parameter count (7.6B): no engine is asked")
-    s.add_argument("--layers", type=int)
-    s.add_argument("--kv-heads", type=int)
-    s.add_argument("--head-size", type=int)
-    s.add_argument("--context", type=int, help="context length (default: the engine's, 4096)")
-    s.add_argument("--parallel", type=int, help="parallel sequences (default: the engine's)")
-    s.add_argument("--overhead", type=float, default=1.0, metavar="GIB",
+    s.add_argument("--layers", type=positive(int))
+    s.add_argument("--kv-heads", type=positive(int))
+    s.add_argument("--head-size", type=positive(int))
+    s.add_argument("--context", type=positive(int),
+                   help="context length (default: the engine's, 4096)")
+    s.add_argument("--parallel", type=positive(int),
+                   help="parallel sequences (default: the engine's)")
+    s.add_argument("--overhead", type=positive(float, zero=True), default=1.0, metavar="GIB",
                    help="runtime and compute buffers (default %(default)s)")
     s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
     s.add_argument("--json", action="store_true")

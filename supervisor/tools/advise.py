@@ -111,6 +111,7 @@ class Advice:
     rows: tuple[Row, ...]
     recommended: str | None
     why: str
+    notes: tuple[str, ...] = ()  # what was not counted, or counted otherwise than asked
 
     def document(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,14 +119,39 @@ class Advice:
 
 # --------------------------------------------------------------------------- arithmetic
 
+def kv_cache_type(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The KV cache type Ollama really uses, and a note when it is not the one asked for:
+    ``OLLAMA_KV_CACHE_TYPE`` quantises the cache only with ``OLLAMA_FLASH_ATTENTION=1``;
+    without it Ollama keeps f16."""
+    asked = (env.get("OLLAMA_KV_CACHE_TYPE") or "f16").lower()
+    flash = (env.get("OLLAMA_FLASH_ATTENTION") or "").lower() in ("1", "true", "yes", "on")
+    if asked != "f16" and not flash:
+        return "f16", (f"OLLAMA_KV_CACHE_TYPE={asked} is ignored without"
+                       " OLLAMA_FLASH_ATTENTION=1: Ollama keeps an f16 cache, counted as such")
+    return asked, None
+
+
 def advise(model: ModelShape, gpu: Gpu, *, context: int = DEFAULT_CONTEXT, parallel: int = 1,
-           kv_type: str = "f16", overhead: int = DEFAULT_OVERHEAD) -> Advice:
+           kv_type: str = "f16", overhead: int = DEFAULT_OVERHEAD,
+           notes: tuple[str, ...] = ()) -> Advice:
     """Every quantisation's memory and speed ceiling on ``gpu``, and the one to use."""
     if kv_type not in KV_BYTES:
         raise AdviseError(f"unknown KV cache type {kv_type!r} (known: {', '.join(KV_BYTES)})")
-    if model.max_context:
-        context = min(context, model.max_context)
+    for what, value in (("parameters", model.parameters), ("GPU memory", gpu.vram),
+                        ("context", context), ("parallel", parallel)):
+        if not value > 0:
+            raise AdviseError(f"{what} must be above 0, got {value}")
+    if overhead < 0:
+        raise AdviseError(f"overhead must be at least 0, got {overhead}")
+    if model.max_context and context > model.max_context:
+        notes += (f"context {context} is beyond the model's {model.max_context}: counted as"
+                  f" {model.max_context}",)
+        context = model.max_context
     per_token = model.kv_bytes_per_token(kv_type)
+    if per_token is None:
+        notes += (f"KV cache not counted: the layer shape is unknown, so {context} tokens x"
+                  f" {max(1, parallel)} parallel of cache are missing from NEEDED (pass"
+                  " --layers, --kv-heads and --head-size, or name an engine to ask)",)
     kv = None if per_token is None else round(per_token * context * max(1, parallel))
     comfortable_limit = gpu.vram * (1 - COMFORT_SHARE)
     rows = []
@@ -135,12 +161,14 @@ def advise(model: ModelShape, gpu: Gpu, *, context: int = DEFAULT_CONTEXT, paral
         tps = gpu.bandwidth / weights if gpu.bandwidth else None
         rows.append(Row(q.name, q.bpw, weights, needed, needed <= gpu.vram,
                         needed <= comfortable_limit, tps))
-    recommended, why = _choose(rows)
+    recommended, why = _choose(rows, gpu.vram)
+    if per_token is None and recommended:
+        why += " (without the KV cache: see the note)"
     return Advice(model, gpu, context, max(1, parallel), kv_type, kv, overhead, tuple(rows),
-                  recommended, why)
+                  recommended, why, notes)
 
 
-def _choose(rows: list[Row]) -> tuple[str | None, str]:
+def _choose(rows: list[Row], vram: int) -> tuple[str | None, str]:
     by_name = {r.quant: r for r in rows}
     for name in PREFERRED:
         if by_name[name].comfortable:
@@ -154,14 +182,24 @@ def _choose(rows: list[Row]) -> tuple[str | None, str]:
         if row.fits:
             return row.quant, ("only a tight fit: less than a tenth of the memory stays free"
                                "; a shorter context or a smaller model is safer")
+    if rows[0].weights > vram:
+        return None, (f"the weights alone do not fit, even as {rows[0].quant}"
+                      f" ({human(rows[0].weights)} for {human(vram)}): use a smaller model")
     return None, ("nothing fits in the GPU's memory: layers would spill to the CPU; use a"
                   " smaller model or a shorter context")
 
 
 # --------------------------------------------------------------------------- formatting
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
+def human(n: float) -> str:
+    """A size for people: ``512 MiB``, ``4.37 GiB``, ``1.2 TiB``."""
+    for unit, scale in (("TiB", 1024**4), ("GiB", GIB)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}" if n / scale >= 100 else f"{n / scale:.2f} {unit}"
+    return f"{n / 1024**2:.0f} MiB"
+
+
+_gib = human
 
 
 def format_advice(a: Advice) -> str:
@@ -178,10 +216,7 @@ def format_advice(a: Advice) -> str:
                  f", {g.bandwidth / 1e9:.0f} GB/s ({g.bandwidth_source})" if g.bandwidth
                  else ", memory bandwidth unknown (pass --bandwidth GB/s for tokens/s)"),
              ""]
-    if a.kv_cache is None:
-        lines.append("KV cache: not counted (layer shape unknown: pass --layers, --kv-heads"
-                     " and --head-size, or ask the engine)")
-    else:
+    if a.kv_cache is not None:
         assert m.layers and m.kv_heads and m.head_size
         lines.append(f"KV cache = 2 x {m.layers} layers x {m.kv_heads} KV heads x {m.head_size}"
                      f" x {a.context} tokens x {a.parallel} parallel x"
@@ -202,6 +237,7 @@ def format_advice(a: Advice) -> str:
               for row in table]
     lines.append("")
     lines.append(f"recommended: {a.recommended or 'none'}: {a.why}")
+    lines += [f"note: {note}" for note in a.notes]
     bigger = [r.quant for r in a.rows if r.fits and a.recommended
               and r.bpw > next(x.bpw for x in a.rows if x.quant == a.recommended)]
     if bigger:
@@ -270,7 +306,13 @@ def parse_count(text: str) -> int:
     if not m:
         raise ValueError(f"not a parameter count: {text!r} (e.g. 7.6B, 500M)")
     scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+    try:
+        count = int(float(m.group(1)) * scale)
+    except ValueError:
+        raise ValueError(f"not a parameter count: {text!r} (e.g. 7.6B, 500M)") from None
+    if count <= 0 or count > 10**15:
+        raise ValueError(f"not a parameter count: {text!r} (above 0 and at most 1,000T)")
+    return count
 
 
 # --------------------------------------------------------------------------- GPU memory
@@ -422,6 +464,6 @@ def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
         env.update(HostFacts.read().derived_environment(engine))
     context = args.context or int(env.get("OLLAMA_CONTEXT_LENGTH") or DEFAULT_CONTEXT)
     parallel = args.parallel or int(env.get("OLLAMA_NUM_PARALLEL") or 1)
-    kv_type = (env.get("OLLAMA_KV_CACHE_TYPE") or "f16").lower()
+    kv_type, note = kv_cache_type(env)
     return advise(model, gpu, context=context, parallel=parallel, kv_type=kv_type,
-                  overhead=int(args.overhead * GIB))
+                  overhead=int(args.overhead * GIB), notes=(note,) if note else ())

@@ -85,6 +85,14 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
         assert "no engines configured" in text
     print(f"install took {install_seconds:.1f}s, package {debs['old'].stat().st_size} bytes")
 
+    # the installed commands' exit statuses are their main()'s: the unit's ExecStartPre check
+    ok = c.run(["/usr/bin/llm-supervisord", "--check"], check=False)
+    assert ok.returncode == 0 and "ok" in ok.stdout, (ok.stdout, ok.stderr)
+    c.write("/tmp/bad.toml", "[health]\ninterval = \"never\"\n")
+    bad = c.run(["/usr/bin/llm-supervisord", "--check", "--config", "/tmp/bad.toml"],
+                check=False)
+    assert bad.returncode == 1 and "interval" in bad.stderr, (bad.returncode, bad.stderr)
+
     # an engine in conf.d, then `systemctl reload`
     port = free_port()
     c.ensure_user("ollama")
