@@ -208,3 +208,141 @@ def test_engine_models_dir(tmp_path):
     a, b = cfg.engines
     assert modelbundle.engine_models_dir(a) == Path("/usr/share/ollama/.ollama/models")
     assert modelbundle.engine_models_dir(b) == Path("/srv/models")
+
+
+def test_reimporting_repairs_a_blob_corrupted_in_place(tmp_path, bundle):
+    """Same size, wrong bytes: re-importing is how an operator repairs a model offline."""
+    target = tmp_path / "b" / "models"
+    modelbundle.import_file(bundle, target, OWNER)
+    good = tree(target)
+    blob = max((target / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # corrupted in place: the size is unchanged
+    blob.write_bytes(bytes(data))
+    assert modelbundle.import_file(bundle, target, OWNER) == "qwen2.5:7b-instruct"
+    assert tree(target) == good
+    assert modelbundle.sha256_file(blob) == blob.name.removeprefix("sha256-")
+
+
+def test_a_failed_repair_puts_the_old_blob_back(tmp_path, bundle, monkeypatch):
+    target = tmp_path / "b" / "models"
+    modelbundle.import_file(bundle, target, OWNER)
+    blob = max((target / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    blob.write_bytes(b"\0" * blob.stat().st_size)
+    before = tree(target)
+
+    def full(*args, **kwargs):  # the disk fills at the last step
+        raise OSError(28, "No space left on device", str(target / "manifests"))
+
+    monkeypatch.setattr(modelbundle, "_fsync_dir", full)
+    with pytest.raises(OSError):
+        modelbundle.import_file(bundle, target, OWNER)
+    assert tree(target) == before  # nothing half-done, not even the repair
+    assert not list(target.glob(f"{modelbundle.STAGING_PREFIX}*"))
+
+
+def test_export_into_a_directory_and_errors_name_the_real_place(tmp_path, capsys):
+    source = tmp_path / "a"
+    make_model(source)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli.cli(["models", "export", "qwen2.5:7b-instruct", "--models-dir", str(source),
+                    "-o", str(out)]) == 0
+    assert (out / "qwen2.5-7b-instruct.ollama.tar.zst").is_file()
+    assert not list(tmp_path.glob("*.tar.zst")) and not list(tmp_path.glob(".*"))
+    capsys.readouterr()
+    staged = f"/srv/m/{modelbundle.STAGING_PREFIX}123-x/00003"
+    err = OSError(28, "No space left on device", staged)
+    assert modelbundle._os_error(err, None) == "/srv/m: No space left on device"
+
+
+def test_a_stale_staging_directory_of_a_killed_import_is_removed(tmp_path, bundle):
+    import subprocess
+    import sys
+
+    target = tmp_path / "b" / "models"
+    target.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = target / f"{modelbundle.STAGING_PREFIX}{dead}-abc"
+    stale.mkdir()
+    (stale / "00001").write_bytes(b"partial data")
+    live = target / f"{modelbundle.STAGING_PREFIX}{os.getpid()}-def"  # a live import's
+    live.mkdir()
+    modelbundle.import_file(bundle, target, OWNER)
+    assert not stale.exists() and live.exists()
+
+
+def test_sigterm_mid_import_leaves_nothing(tmp_path):
+    """A real process, killed with SIGTERM while it copies a blob: it says so and leaves the
+    models directory as it was (no staging directory, no blob)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "a"
+    make_model(source, weights=96 * 2**20)  # long enough to be caught mid-copy
+    out = tmp_path / "big.tar.zst"
+    modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+    target = tmp_path / "b"
+    make_model(target, "gemma3:4b", weights=100)
+    before = tree(target)
+    proc = subprocess.Popen([sys.executable, "-c", "from supervisor.control import cli;"
+                             " raise SystemExit(cli.cli())", "models", "import", str(out),
+                             "--models-dir", str(target), "--owner",
+                             f"{OWNER.uid}:{OWNER.gid}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list(target.glob(f"{modelbundle.STAGING_PREFIX}*/*")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert tree(target) == before
+
+
+HOSTILE = [
+    b"[]", b'"a string"', b"Infinity", b'{"format": 1, "files": [{"path": "x",'
+    b' "size": Infinity, "sha256": "0"}]}', b"[" * 100_000 + b"]" * 100_000,
+    b'{"format": 1, "files": [{"path": "x", "size": -1, "sha256": "0"}]}',
+    b'{"format": 1, "files": [{"path": "x", "size": 1e400, "sha256": "0"}]}',
+    b'{"format": 1, "files": "nope"}', b'{"format": 1, "files": [[]]}', b"\xff\xfe",
+]
+
+
+def _bundle_with_document(path: Path, source: Path, document: bytes) -> Path:
+    """A real bundle of ``source``'s model whose llm-supervisor-model.json is ``document``."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    with path.open("wb") as fh, zstandard.ZstdCompressor().stream_writer(fh) as z, \
+            tarfile.open(fileobj=z, mode="w|") as tar:
+        for file in sorted(source.rglob("*")):
+            if file.is_file():
+                tar.add(file, f"models/{file.relative_to(source).as_posix()}")
+        info = tarfile.TarInfo(modelbundle.BUNDLE_MANIFEST)
+        info.size = len(document)
+        tar.addfile(info, io.BytesIO(document))
+    return path
+
+
+@pytest.mark.parametrize("document", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_bundle_documents_are_refused_with_the_tree_unchanged(tmp_path, document):
+    source = tmp_path / "a"
+    make_model(source, weights=1000)
+    evil = _bundle_with_document(tmp_path / "evil.tar.zst", source, document)
+    target = tmp_path / "b"
+    make_model(target, "gemma3:4b", weights=100)
+    _refused(evil, target, "llm-supervisor-model.json|bundle")
+
+
+def test_a_user_id_past_the_maximum_is_refused_with_a_line(tmp_path, bundle, capsys):
+    code = cli.cli(["models", "import", str(bundle), "--models-dir", str(tmp_path / "b"),
+                    "--owner", "99999999999"])
+    assert code == 1 and "not a user or group id" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -251,3 +251,22 @@ def test_removal_touches_only_our_files(tmp_path):
                                                "llm-main.service"]
     assert own.exists() and (tmp_path / "llm-handmade.service").exists()
     assert units.remove_engine(tmp_path, "handmade") == []
+
+
+def test_ollamas_models_directory_is_writable_where_ollama_reads_it():
+    """OLLAMA_MODELS outside the engine's writable paths: the unit lets the engine write
+    there (a pull lands where Ollama reads); the stock one is under /usr/share/ollama."""
+    from supervisor.systemd.units import writable_paths
+
+    def engine(**environment: str) -> config.EngineConfig:
+        return config.EngineConfig(name="a", kind="ollama", listen="127.0.0.1:11434",
+                                   user="ollama", group="ollama", environment=environment)
+
+    stock = writable_paths(engine())
+    assert stock[0] == "/usr/share/ollama" and all(  # the ollama user's home, if not stock
+        p.endswith("/.ollama/models") for p in stock[1:])
+    assert writable_paths(engine(OLLAMA_MODELS="/srv/models")) == ["/usr/share/ollama",
+                                                                  "/srv/models"]
+    assert writable_paths(engine(OLLAMA_MODELS="/usr/share/ollama/m")) == ["/usr/share/ollama"]
+    # a value that would split the directive is left out, never written
+    assert writable_paths(engine(OLLAMA_MODELS="/srv/my models")) == ["/usr/share/ollama"]

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor import names
 from supervisor.config import Config, EngineConfig, split_listen
 from supervisor.errors import UnitFileError
 from supervisor.host.tiers import OPENCL_ENV, TIER_ENV, TIER_VARIABLE, tier_environment, tier_exec
@@ -196,10 +197,25 @@ def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
     # systemd restarts a crashed engine by itself, so engines keep serving while the
     # supervisor is down; the supervisor reads NRestarts to see crash loops.
     lines += ["Restart=on-failure", "RestartSec=2s", "TimeoutStopSec=30s"]
-    if engine.writable:
-        lines.append("ReadWritePaths=" + " ".join(f"-{p}" for p in engine.writable))
+    writable = writable_paths(engine)
+    if writable:
+        lines.append("ReadWritePaths=" + " ".join(f"-{p}" for p in writable))
     lines += [f"{key}={value}" for key, value in HARDENING]
     return "\n".join(lines) + "\n"
+
+
+def writable_paths(engine: EngineConfig) -> list[str]:
+    """The engine's ``writable`` paths, and for Ollama the models directory it reads and
+    pulls into (``names.models_dir``: OLLAMA_MODELS, else its user's ~/.ollama/models) when
+    none of them holds it: a pull writes where Ollama reads."""
+    writable = list(engine.writable or ())
+    if engine.kind == "ollama":
+        models = str(names.models_dir(engine.environment, names.user_home(engine.user)))
+        unsafe = not models.startswith("/") or re.search(r"[\x00-\x20\x7f]", models)
+        if not unsafe and not any(models == w.rstrip("/") or
+                                  models.startswith(w.rstrip("/") + "/") for w in writable):
+            writable.append(models.replace("%", "%%"))
+    return writable
 
 
 def tier_variables(engine: EngineConfig) -> frozenset[str]:

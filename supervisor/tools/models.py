@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -74,12 +75,12 @@ def model_name(parts: tuple[str, ...]) -> str:
 
 def blob_digests(manifest: bytes, where: str) -> list[str]:
     """The hex digests an Ollama manifest names (its config and its layers)."""
+    document = _json(manifest, where)
     try:
-        document = json.loads(manifest)
         entries = [document["config"], *document["layers"]]
         digests = [DIGEST_RE.match(entry["digest"]) for entry in entries]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{where}: not an Ollama manifest ({exc})") from None
+    except (KeyError, TypeError, IndexError) as exc:
+        raise BundleError(f"{where}: not an Ollama manifest (no {exc})") from None
     if not all(digests):
         raise BundleError(f"{where}: a layer digest is not sha256:<64 hex>")
     return list(dict.fromkeys(m.group(1) for m in digests if m))
@@ -295,9 +296,13 @@ def _verify(received: dict[str, tuple[Path, int, str]], bundle: dict[str, Any] |
     listed = {}
     for entry in bundle["files"]:
         try:
-            listed[str(entry["path"])] = (int(entry["size"]), str(entry["sha256"]))
+            size = entry["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError(size)
+            listed[str(entry["path"])] = (size, str(entry["sha256"]))
         except (KeyError, TypeError, ValueError):
-            raise BundleError(f"{BUNDLE_MANIFEST}: a bad file entry: {entry!r}") from None
+            raise BundleError(f"{BUNDLE_MANIFEST}: a bad file entry:"
+                              f" {str(entry)[:200]}") from None
     if set(listed) != set(received):
         missing = sorted(set(listed) - set(received))
         extra = sorted(set(received) - set(listed))
@@ -315,7 +320,7 @@ def _verify(received: dict[str, tuple[Path, int, str]], bundle: dict[str, Any] |
     manifest = manifests[0]
     parts = tuple(manifest.split("/")[2:])
     name = model_name(parts)
-    if bundle.get("model") and manifest_relpath(str(bundle["model"])) != \
+    if bundle.get("model") and manifest_relpath(str(bundle["model"])[:512]) != \
             manifest.removeprefix(f"{PREFIX}/"):
         raise BundleError(f"{BUNDLE_MANIFEST} names {bundle['model']!r} but carries {manifest}")
     needed = blob_digests(received[manifest][0].read_bytes(), manifest)
@@ -325,6 +330,34 @@ def _verify(received: dict[str, tuple[Path, int, str]], bundle: dict[str, Any] |
         raise BundleError(f"{name}: the manifest names blobs the bundle lacks:"
                           f" {', '.join(a[:12] for a in absent)}")
     return manifest.removeprefix(f"{PREFIX}/"), name, [f"sha256-{d}" for d in have]
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json(data: bytes, where: str) -> Any:
+    """Strict JSON: no NaN or Infinity, no nesting that would exhaust the stack."""
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise BundleError(f"{where}: not valid JSON ({why})") from None
+
+
+def _bundle_document(data: bytes) -> dict[str, Any]:
+    document = _json(data, BUNDLE_MANIFEST)
+    if not isinstance(document, dict):
+        raise BundleError(f"{BUNDLE_MANIFEST}: not a JSON object ({type(document).__name__})")
+    return document
+
+
+def sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -349,6 +382,26 @@ def _makedirs(path: Path, owner: Owner | None, created: list[Path]) -> None:
             os.chown(directory, owner.uid, owner.gid)
 
 
+def _install_blobs(sources: list[Path], blobs: list[str], blob_dir: Path, stage: Path,
+                   owner: Owner | None, added: list[Path],
+                   replaced: list[tuple[Path, Path]]) -> None:
+    """Each verified blob into ``blobs/``; one already there is kept only if its content
+    hashes to its name (a blob corrupted in place is replaced: import repairs a model)."""
+    for source, blob in zip(sources, blobs, strict=True):
+        dest = blob_dir / blob
+        if dest.is_file():
+            if sha256_file(dest) == blob.removeprefix("sha256-"):
+                continue  # content-addressed: the same blob is already there, intact
+            aside = stage / f"replaced-{blob}"  # corrupt in place: repaired, put back
+            os.rename(dest, aside)              # if the import fails after all
+            replaced.append((dest, aside))
+        os.chmod(source, 0o644)
+        if owner:
+            os.chown(source, owner.uid, owner.gid)
+        os.rename(source, dest)
+        added.append(dest)
+
+
 def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
                 progress: Progress = _quiet) -> str:
     """Verify ``bundle`` whole, then install its model into ``models_dir``; returns its name.
@@ -362,6 +415,7 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
         raise BundleError(f"{bundle}: {exc.strerror}") from None
     created: list[Path] = []
     added: list[Path] = []
+    replaced: list[tuple[Path, Path]] = []
     stage: Path | None = None
     done = 0
 
@@ -372,7 +426,8 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
 
     try:
         _makedirs(models_dir, owner, created)
-        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=models_dir))
+        remove_stale_staging(models_dir)
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=models_dir))
         received: dict[str, tuple[Path, int, str]] = {}
         document = None
         try:
@@ -389,10 +444,7 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
                             raise BundleError(f"{member.name}: its content hashes to"
                                               f" sha256:{digest[:12]}…: the bundle is corrupt")
                     if kind == "bundle":
-                        try:
-                            document = json.loads(path.read_bytes())
-                        except ValueError:
-                            raise BundleError(f"{BUNDLE_MANIFEST}: not JSON") from None
+                        document = _bundle_document(path.read_bytes())
                     else:
                         received[member.name] = (path, size, digest)
         except (zstandard.ZstdError, tarfile.TarError, EOFError, UnicodeError) as exc:
@@ -401,16 +453,8 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
         # Everything checked out: blobs first, the manifest last (Ollama sees a model whole).
         blob_dir = models_dir / "blobs"
         _makedirs(blob_dir, owner, created)
-        for blob in blobs:
-            source = received[f"{PREFIX}/blobs/{blob}"][0]
-            dest = blob_dir / blob
-            if dest.is_file() and dest.stat().st_size == source.stat().st_size:
-                continue  # content-addressed: the same blob is already there
-            os.chmod(source, 0o644)
-            if owner:
-                os.chown(source, owner.uid, owner.gid)
-            os.rename(source, dest)
-            added.append(dest)
+        _install_blobs([received[f"{PREFIX}/blobs/{blob}"][0] for blob in blobs], blobs,
+                       blob_dir, stage, owner, added, replaced)
         _fsync_dir(blob_dir)
         manifest_dest = models_dir / manifest_rel
         _makedirs(manifest_dest.parent, owner, created)
@@ -421,11 +465,16 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
         os.replace(source, manifest_dest)
         _fsync_dir(manifest_dest.parent)
         progress(total, total, f"{name} installed")
+        if replaced:
+            log_repaired(name, [dest.name for dest, _ in replaced])
         return name
     except BaseException:
         for path in added:
             with contextlib.suppress(OSError):
                 path.unlink()
+        for dest, aside in replaced:
+            with contextlib.suppress(OSError):
+                os.rename(aside, dest)
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
         for directory in reversed(created):
@@ -438,6 +487,34 @@ def import_file(bundle: Path, models_dir: Path, owner: Owner | None = None,
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def log_repaired(name: str, blobs: list[str]) -> None:
+    print(f"{name}: replaced {len(blobs)} corrupt blob(s): {', '.join(b[:19] for b in blobs)}",
+          file=sys.stderr)
+
+
+def remove_stale_staging(models_dir: Path) -> list[Path]:
+    """Staging directories of imports whose process is gone (killed with SIGKILL, a power
+    cut): partial data nobody will finish. Those of a live import are left alone."""
+    removed = []
+    for path in models_dir.glob(f"{STAGING_PREFIX}*"):
+        pid = path.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)) or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # --------------------------------------------------------------------------- the command
 
 def engine_models_dir(engine: Any) -> Path:
@@ -446,12 +523,27 @@ def engine_models_dir(engine: Any) -> Path:
     return Path(names.models_dir(engine.environment, names.user_home(engine.user)))
 
 
+def tree_owner(models_dir: Path) -> Owner:
+    """The owner of the models directory, or of its nearest existing parent."""
+    probe = models_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = probe.stat()
+    return Owner(st.st_uid, st.st_gid)
+
+
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
+
+
 def resolve_owner(spec: str) -> Owner:
     """``user[:group]`` (names or numbers) -> uid and gid; the user's group by default."""
     import grp
     import pwd
 
     user, _, group = spec.partition(":")
+    for part in (user, group):
+        if part.isdigit() and int(part) > MAX_ID:
+            raise BundleError(f"{part}: not a user or group id (at most {MAX_ID})")
     try:
         entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
         uid, gid = entry.pw_uid, entry.pw_gid
@@ -489,12 +581,38 @@ def _engine(args: Any) -> Any:
 
 
 def command(args: Any) -> int:
-    """``llm-supervisorctl models export|import``."""
+    """``llm-supervisorctl models export|import``. SIGTERM and SIGHUP (a dropped ssh session)
+    end it like Ctrl-C: what it had written is removed, and it says so."""
+    def stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return _command(args)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        what = str(exc) or "Ctrl-C"
+        raise BundleError(f"interrupted by {what}: nothing was {args.verb}ed, what it had"
+                          " written is removed") from None
     except OSError as exc:  # permissions, a full disk: already rolled back
-        where = f"{exc.filename}: " if exc.filename else ""
-        raise BundleError(f"{where}{exc.strerror or exc}") from None
+        raise BundleError(_os_error(exc, args)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Interrupted(Exception):
+    """A signal asked the command to stop."""
+
+
+def _os_error(exc: OSError, args: Any) -> str:
+    """The real place and cause: a staging or temporary path (gone by now) is named by the
+    directory it was in."""
+    where = str(exc.filename or "")
+    if STAGING_PREFIX in where or "/." in where and where.rsplit("/", 1)[-1].startswith("."):
+        where = where.split(f"/{STAGING_PREFIX}", 1)[0] if STAGING_PREFIX in where else \
+            where.rsplit("/", 1)[0]
+    cause = exc.strerror or str(exc)
+    return f"{where}: {cause}" if where else cause
 
 
 def _command(args: Any) -> int:
@@ -506,7 +624,10 @@ def _command(args: Any) -> int:
             export_stream(models_dir, args.model, sys.stdout.buffer, progress)
             return 0
         parts = manifest_parts(args.model)
-        output = Path(args.output or f"{parts[2]}-{parts[3]}.ollama.tar.zst")
+        default = f"{parts[2]}-{parts[3]}.ollama.tar.zst"
+        output = Path(args.output or default)
+        if output.is_dir():  # -o DIR: the bundle goes into DIR
+            output = output / default
         document = export_file(models_dir, args.model, output, progress)
         size = output.stat().st_size
         print(f"wrote {output}: {args.model}, {len(document['files'])} files,"
@@ -517,6 +638,8 @@ def _command(args: Any) -> int:
         owner = resolve_owner(args.owner)
     elif engine is not None:
         owner = resolve_owner(f"{engine.user}:{engine.group}")
+    else:  # --models-dir: whoever owns that tree (never silently root)
+        owner = tree_owner(models_dir)
     progress = _quiet if args.quiet else progress_printer("import")
     name = import_file(Path(args.file), models_dir, owner, progress)
     print(f"imported {name} into {models_dir}" + (
