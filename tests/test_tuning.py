@@ -3,6 +3,8 @@ OLLAMA_MAX_LOADED_MODELS per 64 GB of RAM), never overriding what the operator s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from supervisor import config
@@ -97,7 +99,8 @@ def test_render_shows_derived_values_with_where_they_come_from():
     assert '"OLLAMA_NUM_PARALLEL=6"' in _environment(text)
     assert '"OLLAMA_MAX_LOADED_MODELS=2"' in _environment(text)
     comment = next(line for line in text.splitlines() if line.startswith("# derived from the host"))
-    assert "24 CPUs" in comment and "one OLLAMA_NUM_PARALLEL per 4 CPUs" in comment
+    assert "24 CPUs" in comment and "OLLAMA_NUM_PARALLEL=6: one per 4 CPUs" in comment
+    assert "VRAM bound unknown" in comment
 
     explicit = render(ENGINES, engine("tuned"), "rocm", host)
     # the operator's value goes to the root-only environment file; nothing derived beside it
@@ -139,3 +142,89 @@ def test_render_command_shows_the_derived_values(tmp_path, capsys):
     assert "# derived from the host" in out
     assert f'"OLLAMA_NUM_PARALLEL={tuning.num_parallel(tuning.read_cpu_count())}"' in out
     assert '"OLLAMA_MAX_LOADED_MODELS=' in out
+
+
+def _ollama_model(models: Path, name: str, *, layers: int, kv_heads: int, head_size: int,
+                  weights: int) -> None:
+    """An Ollama models directory holding ``name``: a manifest and a GGUF blob whose header
+    says the shape (written with the ``gguf`` library, llama.cpp's own), padded to
+    ``weights`` bytes."""
+    import hashlib
+    import json
+
+    import gguf
+
+    gguf_path = models / "tmp.gguf"
+    models.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(gguf_path), "llama")
+    writer.add_block_count(layers)
+    writer.add_head_count(kv_heads * 4)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_embedding_length(kv_heads * 4 * head_size)
+    writer.add_context_length(32768)
+    writer.add_token_list([b"a"] * 1000)  # an array to skip, as a tokenizer is
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    digest = hashlib.sha256(gguf_path.read_bytes()).hexdigest()  # (the header's: no need
+    (models / "blobs").mkdir(exist_ok=True)                       # to hash gigabytes here)
+    blob = models / "blobs" / f"sha256-{digest}"
+    gguf_path.rename(blob)
+    with blob.open("r+b") as fh:
+        fh.truncate(weights)  # sparse: the weights' size without writing them
+    manifest = models / "manifests/registry.ollama.ai/library" / name.replace(":", "/")
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+         "size": weights}]}))
+
+
+@pytest.mark.parametrize(("vram_gib", "slots", "bound"), [
+    (12, 3, "the VRAM bound"),   # 3 slots of 4k context beside an 8 GiB model
+    (64, 16, "the CPU bound"),   # plenty of VRAM: the 64 CPUs decide
+])
+def test_slots_are_the_smaller_of_the_cpus_and_what_fits_in_vram(tmp_path, vram_gib, slots,
+                                                                 bound):
+    from supervisor.host import gpu
+
+    models = tmp_path / "models"
+    # an 8B-like model: 32 layers, 8 KV heads of 128 -> 128 KiB of f16 cache per token,
+    # 0.5 GiB per 4k-token slot; 8 GiB of weights
+    _ollama_model(models, "llama3:8b", layers=32, kv_heads=8, head_size=128,
+                  weights=8 * 2**30)
+    found = gpu.ollama_model_file(models, "llama3:8b")
+    assert found is not None and (found.layers, found.kv_heads, found.head_size) == (32, 8, 128)
+    assert found.kv_bytes_per_token() == 2 * 32 * 8 * 128 * 2
+    cfg = config.EngineConfig(name="m", kind="ollama", listen="127.0.0.1:11434",
+                              model="llama3:8b", environment={"OLLAMA_MODELS": str(models)})
+    host = HostFacts(frozenset(), cpu_count=64, mem_total=meminfo_total(128),
+                     vram=vram_gib * 2**30)
+    derived = host.derived_environment(cfg)
+    assert derived["OLLAMA_NUM_PARALLEL"] == str(slots), host.explain(cfg)
+    why = host.explain(cfg)
+    assert bound in why and "beside the model's 8.00 GiB" in why
+    # q8_0 only counts with flash attention on: then the cache halves and more slots fit
+    fast = cfg.model_copy(update={"environment": {
+        "OLLAMA_MODELS": str(models), "OLLAMA_KV_CACHE_TYPE": "q8_0",
+        "OLLAMA_FLASH_ATTENTION": "1"}})
+    assert int(host.derived_environment(fast)["OLLAMA_NUM_PARALLEL"]) >= slots
+
+
+def test_the_gguf_header_reader_agrees_with_llama_cpps_library_and_refuses_garbage(tmp_path):
+    import io
+    import struct
+
+    from supervisor.host import gpu
+
+    models = tmp_path / "models"
+    _ollama_model(models, "x:1b", layers=4, kv_heads=2, head_size=64, weights=10000)
+    blob = next((models / "blobs").iterdir())
+    with blob.open("rb") as fh:
+        header = gpu.gguf_header(fh)
+    assert header["llama.block_count"] == 4 and header["llama.attention.head_count_kv"] == 2
+    for bad in (b"", b"GGUF", b"NOPE" + b"\0" * 20,
+                b"GGUF" + struct.pack("<IQQ", 3, 0, 2**40),  # a key count past any file
+                b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**40)):
+        with pytest.raises(ValueError):
+            gpu.gguf_header(io.BytesIO(bad))
+    assert gpu.ollama_model_file(models, "absent:1b") is None

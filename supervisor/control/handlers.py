@@ -68,6 +68,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "speed": engine.speed.summary(engine.tier),
         "pull": engine.pull,
         "derived_environment": sup.host.derived_environment(engine.cfg),
+        "derived_why": sup.host.explain(engine.cfg),  # which bound won (CPUs or VRAM)
         "demoted_from": memory.demoted_from,
         "promoting_from": memory.promoted_from if memory.probation_until is None else None,
         "probation_until": utc(memory.probation_until) if memory.probation_until else None,

@@ -1,17 +1,22 @@
 """Ollama's concurrency sized from the host, by the deployment notes' rules.
 
-One ``OLLAMA_NUM_PARALLEL`` per 4 CPU cores and one ``OLLAMA_MAX_LOADED_MODELS`` per 64 GiB
-of RAM, each at least 1. A value the operator set (in the engine's ``environment`` or in a
+One ``OLLAMA_NUM_PARALLEL`` per 4 CPU cores — but no more slots than fit in the GPU's memory:
+each slot holds a whole context of KV cache in VRAM beside the model's weights (advise's
+arithmetic: ``(VRAM x 0.9 - weights - 1 GiB) / (KV bytes per token x context)``, the
+cache's element size as Ollama applies it). And one ``OLLAMA_MAX_LOADED_MODELS`` per 64 GiB
+of RAM. Each at least 1. A value the operator set (in the engine's ``environment`` or in a
 tier's) is never overridden. Pure functions of the engine's config and the host's facts,
-so ``render``, the daemon and status all derive the same values.
+so ``render``, the daemon and status all derive the same values, and say which bound won.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.config import EngineConfig
+from supervisor.host.gpu import ModelFile, kv_cache_type
 
 CORES_PER_PARALLEL = 4
 GIB = 1024**3
@@ -21,6 +26,42 @@ RAM_PER_LOADED_MODEL = 64 * GIB
 MEMTOTAL_SHARE = 0.95
 
 DERIVED_KEYS = ("OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS")
+DEFAULT_CONTEXT = 4096     # Ollama's default below 24 GiB of VRAM
+OVERHEAD = 1 * GIB         # runtime and compute buffers (advise's default)
+COMFORT = 0.9              # of the VRAM: a tenth stays free
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How many slots the GPU's memory holds for this engine's model."""
+
+    slots: int
+    vram: int
+    weights: int
+    per_slot: int          # bytes of KV cache for one slot's context
+    context: int
+    kv_type: str
+
+    def says(self) -> str:
+        return (f"{self.slots} slot(s) of {self.context} tokens ({self.kv_type} KV cache,"
+                f" {self.per_slot / GIB:.2f} GiB each) fit in {self.vram / GIB:.1f} GiB of VRAM"
+                f" beside the model's {self.weights / GIB:.2f} GiB")
+
+
+def fit(engine: EngineConfig, vram: int | None, model: ModelFile | None) -> Fit | None:
+    """The VRAM bound, when the card's memory and the model's shape are known."""
+    env = dict(engine.environment)
+    per_token = model.kv_bytes_per_token(kv_cache_type(env)[0]) if model else None
+    if not vram or model is None or not per_token:
+        return None
+    try:
+        context = int(env.get("OLLAMA_CONTEXT_LENGTH") or DEFAULT_CONTEXT)
+    except ValueError:
+        context = DEFAULT_CONTEXT
+    per_slot = round(per_token * max(1, context))
+    room = vram * COMFORT - model.weights - OVERHEAD
+    return Fit(max(1, int(room // per_slot)), vram, model.weights, per_slot, context,
+               kv_cache_type(env)[0])
 
 
 def num_parallel(cpu_count: int | None) -> int:
@@ -42,26 +83,40 @@ def explicit_keys(engine: EngineConfig) -> set[str]:
 
 
 def derived_environment(engine: EngineConfig, cpu_count: int | None,
-                        mem_total: int | None) -> dict[str, str]:
+                        mem_total: int | None, vram_fit: Fit | None = None) -> dict[str, str]:
     """What the host adds to an ollama engine's environment (empty for other kinds).
 
     For the status document's ``derived_environment`` field and for the rendered unit.
     """
     if engine.kind != "ollama":
         return {}
-    values = {"OLLAMA_NUM_PARALLEL": str(num_parallel(cpu_count)),
+    slots = num_parallel(cpu_count)
+    if vram_fit is not None:
+        slots = min(slots, vram_fit.slots)
+    values = {"OLLAMA_NUM_PARALLEL": str(slots),
               "OLLAMA_MAX_LOADED_MODELS": str(max_loaded_models(mem_total))}
     taken = explicit_keys(engine)
     return {k: v for k, v in values.items() if k not in taken}
 
 
-def explain(cpu_count: int | None, mem_total: int | None) -> str:
-    """One line saying where the derived values come from (a comment in the unit)."""
+def explain(cpu_count: int | None, mem_total: int | None, vram_fit: Fit | None = None) -> str:
+    """One line saying where the derived values come from and which bound won (a comment in
+    the unit, and status)."""
     cores = cpu_count if cpu_count else "unknown"
     ram = f"{mem_total / GIB:.1f} GiB" if mem_total else "unknown"
-    return (f"derived from the host ({cores} CPUs, MemTotal {ram}): one OLLAMA_NUM_PARALLEL per"
-            f" {CORES_PER_PARALLEL} CPUs, one OLLAMA_MAX_LOADED_MODELS per 64 GiB of RAM,"
-            " at least 1; set them in the engine's environment to override")
+    by_cores = num_parallel(cpu_count)
+    if vram_fit is None:
+        slots = (f"OLLAMA_NUM_PARALLEL={by_cores}: one per {CORES_PER_PARALLEL} CPUs (the"
+                 " VRAM bound unknown: no AMD card's memory or no model file to read)")
+    elif vram_fit.slots < by_cores:
+        slots = (f"OLLAMA_NUM_PARALLEL={vram_fit.slots}, the VRAM bound: {vram_fit.says()}"
+                 f" (the CPUs would allow {by_cores})")
+    else:
+        slots = (f"OLLAMA_NUM_PARALLEL={by_cores}, the CPU bound: one per {CORES_PER_PARALLEL}"
+                 f" CPUs ({vram_fit.says()})")
+    return (f"derived from the host ({cores} CPUs, MemTotal {ram}): {slots}; one"
+            " OLLAMA_MAX_LOADED_MODELS per 64 GiB of RAM; at least 1; set them in the"
+            " engine's environment to override")
 
 
 def read_mem_total(meminfo: Path = Path("/proc/meminfo")) -> int | None:

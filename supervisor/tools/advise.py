@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.errors import AdviseError
+from supervisor.host.gpu import KV_BYTES, Gpu, gpus_from_sysfs, kv_cache_type
+
+__all__ = ["GIB", "Gpu", "KV_BYTES", "ModelShape", "advise", "command", "format_advice",
+           "gpus_from_sysfs", "kv_cache_type"]
 
 GIB = 1024**3
 DEFAULT_CONTEXT = 4096
@@ -52,15 +56,6 @@ QUANTS = (
     Quant("F16", 16.0),
 )
 PREFERRED = ("Q5_K_M", "Q4_K_M")
-KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}   # OLLAMA_KV_CACHE_TYPE
-
-# Memory bandwidth by PCI device id (sysfs cardN/device/device), bytes per second.
-BANDWIDTH = {
-    **dict.fromkeys(("0x66a0", "0x66a1", "0x66a2", "0x66a3", "0x66a7", "0x66af"),
-                    (1024e9, "Vega 20 (MI50/MI60/Radeon VII), HBM2")),
-    **dict.fromkeys(("0x738c", "0x738e"), (1228.8e9, "MI100, HBM2")),
-    "0x740f": (1638.4e9, "MI210, HBM2e"),
-}
 
 
 @dataclass(frozen=True)
@@ -78,14 +73,6 @@ class ModelShape:
         if not (self.layers and self.kv_heads and self.head_size):
             return None
         return 2 * self.layers * self.kv_heads * self.head_size * KV_BYTES[kv_type]
-
-
-@dataclass(frozen=True)
-class Gpu:
-    vram: int                       # bytes
-    source: str                     # where the figure came from
-    bandwidth: float | None = None  # bytes per second
-    bandwidth_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,18 +105,6 @@ class Advice:
 
 
 # --------------------------------------------------------------------------- arithmetic
-
-def kv_cache_type(env: Mapping[str, str]) -> tuple[str, str | None]:
-    """The KV cache type Ollama really uses, and a note when it is not the one asked for:
-    ``OLLAMA_KV_CACHE_TYPE`` quantises the cache only with ``OLLAMA_FLASH_ATTENTION=1``;
-    without it Ollama keeps f16."""
-    asked = (env.get("OLLAMA_KV_CACHE_TYPE") or "f16").lower()
-    flash = (env.get("OLLAMA_FLASH_ATTENTION") or "").lower() in ("1", "true", "yes", "on")
-    if asked != "f16" and not flash:
-        return "f16", (f"OLLAMA_KV_CACHE_TYPE={asked} is ignored without"
-                       " OLLAMA_FLASH_ATTENTION=1: Ollama keeps an f16 cache, counted as such")
-    return asked, None
-
 
 def advise(model: ModelShape, gpu: Gpu, *, context: int = DEFAULT_CONTEXT, parallel: int = 1,
            kv_type: str = "f16", overhead: int = DEFAULT_OVERHEAD,
@@ -316,24 +291,6 @@ def parse_count(text: str) -> int:
 
 
 # --------------------------------------------------------------------------- GPU memory
-
-def gpus_from_sysfs(drm: Path = Path("/sys/class/drm")) -> list[Gpu]:
-    """One entry per amdgpu card: ``mem_info_vram_total``, bandwidth known by PCI id."""
-    found = []
-    for total in sorted(drm.glob("card*/device/mem_info_vram_total")):
-        try:
-            vram = int(total.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        try:
-            device = (total.parent / "device").read_text().strip().lower()
-        except OSError:
-            device = ""
-        bandwidth, what = BANDWIDTH.get(device, (None, ""))
-        found.append(Gpu(vram, f"sysfs {total.parent.parent.name} mem_info_vram_total",
-                         bandwidth, what))
-    return found
-
 
 def _numbers_named(document: Any, pattern: re.Pattern[str]) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
