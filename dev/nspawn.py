@@ -171,12 +171,14 @@ def _shutdown_all() -> None:
 class Container:
     """One booted systemd; ``with Container("x") as c`` boots it and always tears it down."""
 
-    def __init__(self, name: str, *, workdir: Path | None = None) -> None:
+    def __init__(self, name: str, *, workdir: Path | None = None,
+                 lower: Path = Path("/")) -> None:
         slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:32] or "c"
         self.machine = f"{PREFIX}-{slug}-{os.getpid()}-{next(_counter)}"
         self.base = Path(workdir) if workdir else DEFAULT_BASE
         self.dir = self.base / self.machine
         self.root = self.dir / "fs" / "merged"
+        self.lower = lower  # the image booted: the host's / by default, or another root
         self.log_path = self.dir / "nspawn.log"
         self.pid: int | None = None  # host pid of the container's PID 1
         self.boot_seconds: float | None = None
@@ -238,7 +240,7 @@ class Container:
         fs = self.dir / "fs"
         fs.mkdir(parents=True)
         self._save_state()
-        overlay = f"lowerdir=/,upperdir={fs / 'upper'},workdir={fs / 'work'}"
+        overlay = f"lowerdir={self.lower},upperdir={fs / 'upper'},workdir={fs / 'work'}"
         for argv in (["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(fs)],
                      ["mkdir", str(fs / "upper"), str(fs / "work"), str(self.root)],
                      ["mount", "-t", "overlay", "overlay", "-o", overlay, str(self.root)]):
