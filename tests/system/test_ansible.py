@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,9 +42,15 @@ def playbook(c, engines: list[dict], conf_d: dict[str, str] | None = None) -> No
     c.write(PLAYBOOK, json.dumps(play, indent=1))  # JSON is YAML
 
 
+INNER_ROLES = "/root/ansible-roles"  # a copy: a checkout under /tmp is out of the container's
+
+
 def ansible(c, *extra: str, check: bool = True):
+    inner = c.root / INNER_ROLES.lstrip("/")
+    if not inner.exists():
+        shutil.copytree(ROLES, inner)
     return c.run([ANSIBLE, "-i", "localhost,", PLAYBOOK, *extra], check=check, timeout=300,
-                 env={"ANSIBLE_ROLES_PATH": str(ROLES), "LC_ALL": "C.UTF-8",
+                 env={"ANSIBLE_ROLES_PATH": INNER_ROLES, "LC_ALL": "C.UTF-8",
                       "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"})
 
 

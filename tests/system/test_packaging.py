@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 import time
@@ -42,6 +43,13 @@ def apt(c, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
                  env={"DEBIAN_FRONTEND": "noninteractive"})
 
 
+def inside(c, deb: Path) -> str:
+    """The .deb copied into the container (a checkout under /tmp is out of its sight)."""
+    target = c.root / "root" / deb.name
+    shutil.copy2(deb, target)
+    return f"/root/{deb.name}"
+
+
 def sim_engine(name: str, port: int) -> str:
     """An engine running the simulated Ollama from the development venv: software of its
     own, as a real engine is (removing the package must not take its program away)."""
@@ -69,7 +77,7 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
     # exits 101, as in container images); a host where the package is installed has none.
     c.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
     started = time.monotonic()
-    apt(c, "install", str(debs["old"]))
+    apt(c, "install", inside(c, debs["old"]))
     install_seconds = time.monotonic() - started
     assert c.run(["systemctl", "is-active", "llm-supervisor"]).stdout.strip() == "active"
     assert c.run(["systemctl", "is-enabled", "llm-supervisor"]).stdout.strip() == "enabled"
@@ -128,7 +136,7 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
     engine_pid = main_pid(c, "llm-sim.service")
     daemon_pid = main_pid(c, "llm-supervisor.service")
     history = _events(c)
-    apt(c, "install", str(debs["new"]))
+    apt(c, "install", inside(c, debs["new"]))
     assert f"{VERSION}-2" in c.run(["dpkg-query", "-W", "-f=${Version}", "llm-supervisor"]).stdout
     assert c.read("/etc/llm-supervisor/supervisor.toml").endswith("# edited by the operator\n")
     assert c.run(["systemctl", "is-active", "llm-supervisor"]).stdout.strip() == "active"
