@@ -22,6 +22,7 @@ from test_engine import Clock, FakeActuator
 
 from supervisor import config
 from supervisor.causes import Cause, Finding, Observation
+from supervisor.checks import speed
 from supervisor.checks.classify import parse_device
 from supervisor.engine import DEVICES_SETTLE, Engine
 from supervisor.records.memory import EngineMemory
@@ -60,6 +61,7 @@ class Ollama:
         self.alive = True
         self.hung = False          # generations never answer; the slot's tokens stop
         self.rate = 40.0
+        self.text = ANSWER
         self.size_vram = 4_000_000_000
         self.present = True
         self.user = False          # a user's long answer holds the slot, tokens streaming
@@ -94,7 +96,7 @@ class Ollama:
                 self.release.clear()
                 await self.release.wait()
             n = body["options"]["num_predict"]
-            return httpx.Response(200, json={"model": body["model"], "response": ANSWER,
+            return httpx.Response(200, json={"model": body["model"], "response": self.text,
                                              "done": True, "eval_count": n,
                                              "eval_duration": int(n * 1e9 / self.rate)})
         return httpx.Response(404)
@@ -251,6 +253,19 @@ def slow(w: World) -> None:
     w.api.rate = 2.0
 
 
+def garbage(w: World) -> None:
+    w.api.text = "GGGGGGGG"  # full speed, no text: what a faulted ROCm path answers
+
+
+def cpu_speed(w: World) -> None:
+    """Generation falls to the CPU's speed while /api/ps still says all in VRAM; the engine
+    had learned its speed on this tier (kept in state.json, so after a daemon restart too)."""
+    e = w.engine
+    assert e.tier is not None
+    e.speed.data["tiers"][e.tier] = {"samples": [40.0] * speed.LEARN, "low": [], "last": []}
+    w.api.rate = 4.0
+
+
 def gpu_errors(w: World) -> None:
     w.engine.finding(Observation.bad("log", Cause.GPU_FAULT, "ROCm error: unspecified launch"
                                      " failure"))
@@ -297,6 +312,7 @@ def nothing(w: World) -> None:
 FAULTS = {"crash at start": crash, "crash later": crash, "hang from the first generation": hang,
           "hang after serving": hang, "slow tokens": slow, "GPU error lines": gpu_errors,
           "silent CPU": silent_cpu, "backend mismatch": backend_mismatch,
+          "garbage text": garbage, "speed like the CPU's": cpu_speed,
           "GPU reset": gpu_reset, "failed reset": failed_reset,
           "model missing": model_missing, "port held": port_held, "none (busy)": nothing}
 
@@ -314,8 +330,10 @@ def bound(fault: str, phase: str, h: config.HealthSection) -> float:
         # the next canary (canary_every), its deadline (a stall: stall_after with the slot
         # held), then `failures` checks
         return h.canary_every * i + max(h.canary_timeout, h.stall_after) + n * i
-    if fault == "slow tokens":
+    if fault in ("slow tokens", "garbage text"):
         return h.canary_every * i + n * i + i
+    if fault == "speed like the CPU's":  # a run of low canaries, then at once
+        return speed.LOW_RUN * h.canary_every * i + 2 * i
     if fault == "silent CPU":
         return h.canary_every * i + 2 * i
     if fault == "model missing":
@@ -331,8 +349,12 @@ def expected(fault: str, phase: str) -> str | None:
     promoting = phase.startswith("promotion")
     if fault == "none (busy)":
         return "nothing" if phase == "serving busy" else None
-    if fault == "slow tokens" and phase == "serving busy":
-        return "nothing"  # the canary waits behind the user: no rate to judge, tokens flow
+    if fault in ("slow tokens", "garbage text", "speed like the CPU's") and \
+            phase == "serving busy":
+        return "nothing"  # the canary waits behind the user: no answer to judge, tokens flow
+    if fault == "speed like the CPU's" and phase in ("first start", "model load",
+                                                      "promotion load"):
+        return None  # a tier's speed is learned while it serves: nothing to compare yet
     if fault == "crash at start" and phase not in ("first start", "promotion load"):
         return None
     if fault == "hang from the first generation" and phase not in (
@@ -349,7 +371,7 @@ def expected(fault: str, phase: str) -> str | None:
         return "restart"
     if promoting:
         return "rollback"
-    if fault in ("GPU error lines", "silent CPU", "backend mismatch"):
+    if fault in ("GPU error lines", "silent CPU", "backend mismatch", "speed like the CPU's"):
         return "demote"
     return "restart"  # counted faults: `failures` checks, then a restart on the tier first
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
 import zstandard
 
 from supervisor import names
@@ -498,21 +499,11 @@ def remove_stale_staging(models_dir: Path) -> list[Path]:
     removed = []
     for path in models_dir.glob(f"{STAGING_PREFIX}*"):
         pid = path.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)) or not path.is_dir():
+        if pid.isdigit() and psutil.pid_exists(int(pid)) or not path.is_dir():
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- the command
@@ -608,9 +599,10 @@ def _os_error(exc: OSError, args: Any) -> str:
     """The real place and cause: a staging or temporary path (gone by now) is named by the
     directory it was in."""
     where = str(exc.filename or "")
-    if STAGING_PREFIX in where or "/." in where and where.rsplit("/", 1)[-1].startswith("."):
-        where = where.split(f"/{STAGING_PREFIX}", 1)[0] if STAGING_PREFIX in where else \
-            where.rsplit("/", 1)[0]
+    if f"/{STAGING_PREFIX}" in where:  # a staging file: the models directory it was in
+        where = where.split(f"/{STAGING_PREFIX}", 1)[0]
+    elif where.rsplit("/", 1)[-1].startswith("."):  # export's temporary file: its directory
+        where = where.rsplit("/", 1)[0]
     cause = exc.strerror or str(exc)
     return f"{where}: {cause}" if where else cause
 
