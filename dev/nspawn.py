@@ -401,6 +401,14 @@ class Container:
         target.write_text(text)
         target.chmod(mode)
 
+    def copy_in(self, source: Path, directory: str = "/root") -> str:
+        """A host file copied into the container (a checkout under /tmp is out of its
+        sight): its path inside."""
+        target = self.host_path(f"{directory}/{source.name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        return f"{directory}/{source.name}"
+
     def read(self, path: str) -> str:
         try:
             return self.host_path(path).read_text()

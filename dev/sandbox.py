@@ -41,6 +41,12 @@ def install(c: Any) -> None:
     c.run(["systemctl", "daemon-reload"])
 
 
+def apt(c: Any, *args: str, timeout: float = 600) -> Any:
+    """apt-get in the container, without questions (a .deb path installs that file)."""
+    return c.run(["apt-get", "-y", "-q", "--no-install-recommends", *args], timeout=timeout,
+                 env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
 def engine_toml(name: str, port: int, *, faults: dict[str, Any] | None = None,
                 extra: str = "", c: Any = None) -> str:
     """An [[engine]] running the simulated Ollama; its fault plan is written next to the config."""
