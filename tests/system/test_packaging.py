@@ -98,7 +98,7 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
     finally:
         c.run(["mv", "/opt/llm-supervisor/lib/away", "/opt/llm-supervisor/lib/python3.11"])
     assert alien.returncode == 1 and alien.stderr.strip().count("\n") == 0, alien.stderr
-    assert "Python 3.11, 3.12, 3.13" in alien.stderr and "system's 3.11" in alien.stderr
+    assert "Python 3.11, 3.12, 3.13" in alien.stderr and "system's 3.11 " in alien.stderr
 
     # an engine in conf.d, then `systemctl reload`
     port = free_port()

@@ -94,12 +94,17 @@ def test_the_same_deb_installs_checks_reloads_upgrades_and_purges(booted, debs):
     wait_engine(c, "sim", state="healthy", timeout=90)
     assert main_pid(c, "llm-sim.service") == engine_pid  # adopted, not restarted
 
-    # the system's python3 changes (here: reinstalled): the trigger byte-compiles again
+    # the system's python3 changes (here: reinstalled): the trigger byte-compiles again and
+    # restarts the daemon on it; the engine goes on serving, adopted
     c.run("find /opt/llm-supervisor -name __pycache__ -prune -exec rm -rf {} +")
     assert compiled(c, "shared", release.python) == 0
+    daemon_pid = main_pid(c, "llm-supervisor.service")
     trig = apt(c, "install", "--reinstall", "python3-minimal")
-    assert "llm-supervisor" in trig.stdout, trig.stdout  # "Processing triggers for ..."
+    assert "Processing triggers for llm-supervisor" in trig.stdout, trig.stdout
     assert compiled(c, "shared", release.python) > 100
+    assert main_pid(c, "llm-supervisor.service") not in (0, daemon_pid)
+    wait_engine(c, "sim", state="healthy", timeout=90)
+    assert main_pid(c, "llm-sim.service") == engine_pid
 
     purged = apt(c, "purge", "llm-supervisor")
     assert "llm-sim.service" in purged.stdout
