@@ -21,6 +21,7 @@ from supervisor.checks import diagnosis
 from supervisor.config import Config
 from supervisor.errors import SupervisorError
 from supervisor.host import ports
+from supervisor.host.tuning import Tuning
 from supervisor.host.view import HostView
 from supervisor.records.recorder import Recorder
 from supervisor.systemd import units
@@ -46,17 +47,18 @@ class SystemdActuator:
         async with self.lock:
             await self.systemd.daemon_reload()
 
-    async def switch(self, engine: Engine, tier: str) -> None:
+    async def switch(self, engine: Engine, tier: str) -> Tuning:
         """A switch as a transaction: files written, systemd told (also when an earlier switch
-        wrote them and died before the daemon-reload), then the restart."""
+        wrote them and died before the daemon-reload), then the restart. A start derives the
+        host's values afresh: what it returns is what the engine now runs with."""
         try:
-            await self._write_and_restart(engine, tier)
+            return await self._write_and_restart(engine, tier)
         except Exception:
             if engine.tier is not None and engine.tier != tier:
                 await self._restore_files(engine, engine.tier)
             raise
 
-    async def _write_and_restart(self, engine: Engine, tier: str) -> None:
+    async def _write_and_restart(self, engine: Engine, tier: str) -> Tuning:
         config = self.config()
         rendered = units.render(config, engine.cfg, tier, self.facts)
         changed = units.write_files(config.supervisor.unit_dir, rendered.files())
@@ -68,13 +70,14 @@ class SystemdActuator:
             except SupervisorError:
                 pass  # not failed: nothing to reset
             await self.systemd.restart(engine.cfg.unit)
+        return rendered.tuning
 
     async def _restore_files(self, engine: Engine, tier: str) -> None:
         """A switch failed half-way: the unit's files go back to the tier it runs, so that
         the next start (systemd's own restart included) is on the tier we report."""
         try:
             config = self.config()
-            rendered = units.render(config, engine.cfg, tier, self.facts)
+            rendered = units.render(config, engine.cfg, tier, self.facts, engine.tuning())
             if units.write_files(config.supervisor.unit_dir, rendered.files()):
                 await self.daemon_reload()
         except Exception as exc:  # best effort: the switch's own error is what is reported

@@ -37,6 +37,7 @@ from supervisor.engine import Engine
 from supervisor.errors import ConfigError, SupervisorError, UnitFileError
 from supervisor.host import ports, tiers
 from supervisor.host.probes import ProbeResult
+from supervisor.host.tuning import Tuning
 from supervisor.host.view import HostView
 from supervisor.logsetup import configure
 from supervisor.records.disk import Disk
@@ -154,7 +155,10 @@ class Supervisor:
         nothing here waits for a start, so READY does not grow with the engines."""
         unit_dir = self.config.supervisor.unit_dir
         placed = {engine.name: self.place(engine) for engine in self.engines.values()}
-        rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host)
+        # an engine that runs keeps the derived values it was started with: a host fact
+        # learnt since (its model's first pull) is no reason to restart it
+        rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host,
+                                       self.engines[name].tuning())
                     for name, tier in placed.items() if tier is not None}
         changed = units.write_files(unit_dir, units.files_of(rendered.values()))
         stale = units.managed_engines(unit_dir) - set(self.engines)
@@ -165,14 +169,15 @@ class Supervisor:
         changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
         changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
         surveyed = await asyncio.gather(*(
-            self._survey(engine, placed[engine.name], engine.name in changed_engines)
+            self._survey(engine, placed[engine.name], engine.name in changed_engines,
+                         rendered[engine.name].tuning if engine.name in rendered else Tuning())
             for engine in self.engines.values()))
         self.save()
         return {engine.name: start for engine, start in
                 zip(self.engines.values(), surveyed, strict=True) if start is not None}
 
-    async def _survey(self, engine: Engine, tier: str | None,
-                      changed: bool) -> tuple[str, str] | None:
+    async def _survey(self, engine: Engine, tier: str | None, changed: bool,
+                      tuning: Tuning) -> tuple[str, str] | None:
         """Adopt an engine that runs as its units say; else the tier to (re)start it on and
         why, the engine showing as starting until ``place`` has done it."""
         if tier is None:
@@ -200,7 +205,7 @@ class Supervisor:
         if unchanged and (status.running or engine.state in (EngineState.FAILED,
                                                              EngineState.BLOCKED)):
             # running: carry on; failed or blocked: its retry schedule stands
-            engine.adopt(running=status.running)
+            engine.adopt(running=status.running, tuning=tuning)
             log.info("adopted engine", engine=engine.name, tier=tier,
                      state=engine.state.value, pid=status.main_pid)
             return None

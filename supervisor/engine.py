@@ -31,6 +31,7 @@ from supervisor.checks.speed import SpeedBook
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation
 from supervisor.errors import Refused
+from supervisor.host.tuning import Tuning
 from supervisor.intents import Intent
 from supervisor.records.history import utc
 from supervisor.records.memory import EngineMemory
@@ -44,8 +45,9 @@ WHILE_RUNNING = frozenset({Cause.MODEL_MISSING, Cause.AUTH})
 
 
 class Actuator(Protocol):
-    async def switch(self, engine: Engine, tier: str) -> None:
-        """Write the engine's units for ``tier`` and (re)start it there."""
+    async def switch(self, engine: Engine, tier: str) -> Tuning:
+        """Write the engine's units for ``tier`` and (re)start it there; the derived values
+        this start got (they stay the engine's while it runs)."""
 
     async def stop(self, engine: Engine) -> None:
         """Stop the engine's unit (a blocked engine is not restarted in a loop)."""
@@ -209,8 +211,14 @@ class Engine:
 
     # ------------------------------------------------------------------ start / adopt
 
-    def adopt(self, running: bool) -> None:
-        """After a daemon (re)start: carry on with the persisted tier without restarting."""
+    def tuning(self) -> Tuning | None:
+        """The derived values its unit runs with (kept since its start), if known."""
+        return Tuning.from_dict(self.memory.tuning) if self.memory.tuning else None
+
+    def adopt(self, running: bool, tuning: Tuning) -> None:
+        """After a daemon (re)start: carry on with the persisted tier without restarting,
+        with the derived values its unit holds."""
+        self.memory.tuning = tuning.to_dict()
         self.nrestarts_seen = None
         if running and self.state in (EngineState.HEALTHY, EngineState.DEGRADED):
             self.started_at = self.clock() - self.health.startup_grace  # no grace: it runs
@@ -250,7 +258,7 @@ class Engine:
         self.started_at = self.clock()
         self.started_wall = self.wall()
         try:
-            await self.actuator.switch(self, tier)
+            tuning = await self.actuator.switch(self, tier)
         except Exception as exc:
             what = f"switching to {tier}" if before != tier else f"restarting on {tier}"
             log.error("switch failed", engine=self.name, tier=before, to=tier,
@@ -264,6 +272,7 @@ class Engine:
             raise
         placed = self.memory.tier  # another start may have placed it while this one switched
         self.memory.tier = tier
+        self.memory.tuning = tuning.to_dict()
         if placed != tier:
             self.restarts_on_tier = 0
             self.record("tier", from_=before, to=tier, cause=cause.value,

@@ -28,7 +28,7 @@ def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes
                        '[[engine]]\nname = "main"\nexec = "/usr/local/bin/ollama serve"\n')
     fake, notes, disk, state = FakeSystemd(), Notes(), Disk(), State()
     engine = SimpleNamespace(name="main", cfg=cfg.engines[0], tier="rocm", state=EngineState.HEALTHY,
-                             memory=state.engine("main"), cause=None)
+                             memory=state.engine("main"), cause=None, tuning=lambda: None)
     recorder = Recorder(events=EventLog(tmp_path / "events"), disk=disk, state=state,
                         state_path=tmp_path / "state.json", engines={"main": engine},
                         notify=notes.notify, gauges=lambda: ({}, SupervisorView()))

@@ -16,6 +16,7 @@ from supervisor.checks import health, output
 from supervisor.checks.classify import parse_device
 from supervisor.engine import Engine
 from supervisor.errors import SupervisorError
+from supervisor.host.tuning import Tuning
 from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
 from supervisor.systemd.systemctl import UnitStatus
@@ -46,10 +47,11 @@ class FakeActuator:
         self.switch_error: Exception | None = None
         self.commits: list[list[str]] = []  # the event types of each commit
 
-    async def switch(self, engine: Engine, tier: str) -> None:
+    async def switch(self, engine: Engine, tier: str) -> Tuning:
         if self.switch_error is not None:
             raise self.switch_error
         self.switches.append(tier)
+        return Tuning({"OLLAMA_NUM_PARALLEL": str(len(self.switches))}, "test host")
 
     async def stop(self, engine: Engine) -> None:
         self.stops += 1
@@ -559,7 +561,7 @@ async def test_a_failed_engines_retry_schedule_survives_a_restart():
     # a new daemon: the same memory, a new Engine, the unit running (systemd restarts it)
     again = Engine(engine.config, engine.cfg, engine.memory, actuator, engine.http,
                    clock=clock, wall=wall)
-    again.adopt(running=True)
+    again.adopt(running=True, tuning=Tuning())
     await again.tick()
     assert actuator.switches == ["rocm"] and again.state == EngineState.FAILED
     wall.now = due
@@ -644,9 +646,9 @@ async def test_a_demotion_is_recorded_once_after_its_switch():
     order: list[str] = []
     switch, commit = actuator.switch, actuator.commit
 
-    async def switching(e: Engine, tier: str) -> None:
+    async def switching(e: Engine, tier: str) -> Tuning:
         order.append("switch")
-        await switch(e, tier)
+        return await switch(e, tier)
 
     def committing(e: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
         order.append("commit")

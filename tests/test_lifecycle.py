@@ -13,6 +13,7 @@ from pathlib import Path
 
 from supervisor.control import client
 from supervisor.daemon import Supervisor
+from supervisor.systemd import units
 from supervisor.systemd.systemctl import Systemd, UnitStatus
 
 
@@ -185,3 +186,57 @@ async def test_ready_waits_for_no_start_and_the_engines_show_as_starting(tmp_pat
         fake.release.set()
         stop.set()
         await asyncio.wait_for(serving, 30)
+
+
+async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
+        tmp_path: Path, monkeypatch) -> None:
+    """The host's facts change under a running engine (here its CPU count; on a real host its
+    model's first pull makes the VRAM bound known): a restarted daemon adopts the engine with
+    the values it was started with, does not restart it, and says what its next start will
+    get. An operator's restart applies them."""
+    config = write_config(tmp_path, ["main"])
+    socket = str(tmp_path / "run" / "control.sock")
+    unit = tmp_path / "units" / "llm-main.service"
+    fake = FakeSystemd()
+
+    async def run(cpus: int, body) -> None:
+        monkeypatch.setattr(units, "read_cpu_count", lambda: cpus)
+        notes, stop = Notes(), asyncio.Event()
+        sup = Supervisor(config, systemd=fake, notifier=notes)
+        serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
+        try:
+            await until(lambda: "READY=1" in notes.sent and "main" in sup.tasks)
+            await body(sup)
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 30)
+
+    def document() -> dict:
+        return json.loads(client.request(socket, "GET", "/v1/engines/main").body)
+
+    async def first(sup: Supervisor) -> None:
+        assert 'Environment="OLLAMA_NUM_PARALLEL=2"' in unit.read_text()
+        doc = await asyncio.to_thread(document)
+        assert doc["derived_environment"]["OLLAMA_NUM_PARALLEL"] == "2"
+        assert doc["derived_next"] is None
+
+    await run(8, first)
+    assert fake.calls.count(("restart", "llm-main.service")) == 1
+
+    async def second(sup: Supervisor) -> None:
+        assert 'Environment="OLLAMA_NUM_PARALLEL=2"' in unit.read_text()  # not rewritten
+        doc = await asyncio.to_thread(document)
+        assert doc["derived_environment"]["OLLAMA_NUM_PARALLEL"] == "2"  # what it runs with
+        assert doc["derived_next"]["environment"]["OLLAMA_NUM_PARALLEL"] == "16"
+        assert "64 CPUs" in doc["derived_next"]["why"]
+        assert fake.calls.count(("restart", "llm-main.service")) == 1  # adopted, not restarted
+        done = await asyncio.to_thread(client.request, socket, "POST",
+                                       "/v1/engines/main/restart", {})
+        assert done.status == 200, done.body
+        await until(lambda: fake.calls.count(("restart", "llm-main.service")) == 2)
+        assert 'Environment="OLLAMA_NUM_PARALLEL=16"' in unit.read_text()
+        doc = await asyncio.to_thread(document)
+        assert doc["derived_environment"]["OLLAMA_NUM_PARALLEL"] == "16"
+        assert doc["derived_next"] is None
+
+    await run(64, second)

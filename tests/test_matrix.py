@@ -25,6 +25,7 @@ from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import speed
 from supervisor.checks.classify import parse_device
 from supervisor.engine import DEVICES_SETTLE, Engine
+from supervisor.host.tuning import Tuning
 from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
 from supervisor.systemd.systemctl import UnitStatus
@@ -220,7 +221,7 @@ async def daemon_restart(w: World, inject: Any) -> None:
     old.canary_task and old.canary_task.cancel()
     w.engine = Engine(w.cfg, w.cfg.engines[0], old.memory, w.actuator, old.http,
                       clock=w.clock, wall=w.wall)  # a new daemon, the same state.json
-    w.engine.adopt(running=True)
+    w.engine.adopt(running=True, tuning=Tuning())
     inject(w)
 
 

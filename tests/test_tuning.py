@@ -78,15 +78,15 @@ def engine(name: str) -> config.EngineConfig:
 ])
 def test_derived_for_several_hosts(cpus, installed_gib, expected):
     host = HostFacts(frozenset({"video"}), cpu_count=cpus, mem_total=meminfo_total(installed_gib))
-    assert host.derived_environment(engine("plain")) == expected
+    assert host.tuning(engine("plain")).environment == expected
 
 
 def test_explicit_values_are_never_overridden():
     host = HostFacts(frozenset(), cpu_count=32, mem_total=meminfo_total(256))
-    assert host.derived_environment(engine("tuned")) == {"OLLAMA_MAX_LOADED_MODELS": "4"}
+    assert host.tuning(engine("tuned")).environment == {"OLLAMA_MAX_LOADED_MODELS": "4"}
     # set on one tier only: the drop-in carries it, so nothing is derived for it
-    assert host.derived_environment(engine("pertier")) == {"OLLAMA_NUM_PARALLEL": "8"}
-    assert host.derived_environment(engine("big")) == {}  # not an Ollama variable
+    assert host.tuning(engine("pertier")).environment == {"OLLAMA_NUM_PARALLEL": "8"}
+    assert host.tuning(engine("big")).environment == {}  # not an Ollama variable
 
 
 def _environment(text: str) -> list[str]:
@@ -199,15 +199,15 @@ def test_slots_are_the_smaller_of_the_cpus_and_what_fits_in_vram(tmp_path, vram_
                               model="llama3:8b", environment={"OLLAMA_MODELS": str(models)})
     host = HostFacts(frozenset(), cpu_count=64, mem_total=meminfo_total(128),
                      vram=vram_gib * 2**30)
-    derived = host.derived_environment(cfg)
-    assert derived["OLLAMA_NUM_PARALLEL"] == str(slots), host.explain(cfg)
-    why = host.explain(cfg)
+    derived = host.tuning(cfg).environment
+    assert derived["OLLAMA_NUM_PARALLEL"] == str(slots), host.tuning(cfg).why
+    why = host.tuning(cfg).why
     assert bound in why and "beside the model's 8.00 GiB" in why
     # q8_0 only counts with flash attention on: then the cache halves and more slots fit
     fast = cfg.model_copy(update={"environment": {
         "OLLAMA_MODELS": str(models), "OLLAMA_KV_CACHE_TYPE": "q8_0",
         "OLLAMA_FLASH_ATTENTION": "1"}})
-    assert int(host.derived_environment(fast)["OLLAMA_NUM_PARALLEL"]) >= slots
+    assert int(host.tuning(fast).environment["OLLAMA_NUM_PARALLEL"]) >= slots
 
 
 def test_the_gguf_header_reader_agrees_with_llama_cpps_library_and_refuses_garbage(tmp_path):
@@ -228,3 +228,52 @@ def test_the_gguf_header_reader_agrees_with_llama_cpps_library_and_refuses_garba
         with pytest.raises(ValueError):
             gpu.gguf_header(io.BytesIO(bad))
     assert gpu.ollama_model_file(models, "absent:1b") is None
+
+
+# ----------------------------------------------------------------- the values a start keeps
+
+KEPT = tuning.Tuning({"OLLAMA_NUM_PARALLEL": "2", "OLLAMA_MAX_LOADED_MODELS": "1"},
+                     "derived from the host (8 CPUs, MemTotal 23.5 GiB): as it was then")
+
+
+def test_a_kept_tuning_renders_instead_of_the_hosts_new_values():
+    host = HostFacts(frozenset({"video"}), cpu_count=64, mem_total=meminfo_total(128))
+    fresh = render(ENGINES, engine("plain"), "rocm", host)
+    kept = render(ENGINES, engine("plain"), "rocm", host, KEPT)
+    assert '"OLLAMA_NUM_PARALLEL=16"' in _environment(fresh.unit_text)
+    assert '"OLLAMA_NUM_PARALLEL=2"' in _environment(kept.unit_text)
+    assert "# " + KEPT.why in kept.unit_text.splitlines()
+    assert kept.tuning == KEPT and fresh.tuning == host.tuning(engine("plain"))
+
+
+def test_a_kept_tuning_drops_what_the_operator_has_set_since_and_other_kinds():
+    host = HostFacts(frozenset(), cpu_count=8, mem_total=meminfo_total(16))
+    rendered = render(ENGINES, engine("tuned"), "rocm", host, KEPT)
+    values = _environment(rendered.unit_text)
+    assert '"OLLAMA_NUM_PARALLEL=2"' not in values and '"OLLAMA_MAX_LOADED_MODELS=1"' in values
+    assert "OLLAMA_NUM_PARALLEL='3'" in rendered.env_text  # the operator's, in its own file
+    assert KEPT.for_engine(engine("big")) == tuning.Tuning()
+    assert "OLLAMA_" not in "".join(_environment(
+        render(ENGINES, engine("big"), "rocm", host, KEPT).unit_text))
+
+
+def test_a_kept_tuning_round_trips_through_the_state_file():
+    assert tuning.Tuning.from_dict(KEPT.to_dict()) == KEPT
+    assert tuning.Tuning.from_dict({"environment": {}, "why": ""}) == tuning.Tuning()
+
+
+@pytest.mark.parametrize("data", [
+    None, [], "x", {"environment": {}}, {"environment": {}, "why": "", "more": 1},
+    {"environment": [], "why": ""},
+    {"environment": {}, "why": "two\nlines"},                    # a second line in the unit
+    {"environment": {}, "why": "x" * 1001},
+    {"environment": {"OLLAMA_NUM_PARALLEL": 4}, "why": ""},      # not a string
+    {"environment": {"OLLAMA_NUM_PARALLEL": "0"}, "why": ""},
+    {"environment": {"OLLAMA_NUM_PARALLEL": "1234567"}, "why": ""},
+    {"environment": {"OLLAMA_NUM_PARALLEL": "4\nExecStartPre=/bin/sh"}, "why": ""},
+    {"environment": {"OLLAMA_NUM_PARALLEL": "4 "}, "why": ""},
+    {"environment": {"HF_TOKEN": "1"}, "why": ""},               # not a derived key
+    {"environment": {"OLLAMA_HOST": "0.0.0.0"}, "why": ""},
+])
+def test_a_hostile_kept_tuning_is_refused(data):
+    assert tuning.Tuning.from_dict(data) is None

@@ -32,6 +32,9 @@ API = 1
 def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
     memory = engine.memory
     choices = sup.choices(engine)
+    fresh = sup.host.tuning(engine.cfg)
+    kept = engine.tuning()
+    running = fresh if kept is None else kept.for_engine(engine.cfg)
     return {
         "name": engine.name,
         "kind": engine.cfg.kind,
@@ -67,8 +70,11 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         # its own speed on this tier: the learned reference, the last canary rates
         "speed": engine.speed.summary(engine.tier),
         "pull": engine.pull,
-        "derived_environment": sup.host.derived_environment(engine.cfg),
-        "derived_why": sup.host.explain(engine.cfg),  # which bound won (CPUs or VRAM)
+        # the derived values its unit runs with, which bound won (CPUs or VRAM), and what its
+        # next start would get when the host's facts have changed since (None: the same)
+        "derived_environment": running.environment,
+        "derived_why": running.why,
+        "derived_next": None if fresh == running else fresh.to_dict(),
         "demoted_from": memory.demoted_from,
         "promoting_from": memory.promoted_from if memory.probation_until is None else None,
         "probation_until": utc(memory.probation_until) if memory.probation_until else None,

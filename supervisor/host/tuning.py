@@ -7,13 +7,20 @@ cache's element size as Ollama applies it). And one ``OLLAMA_MAX_LOADED_MODELS``
 of RAM. Each at least 1. A value the operator set (in the engine's ``environment`` or in a
 tier's) is never overridden. Pure functions of the engine's config and the host's facts,
 so ``render``, the daemon and status all derive the same values, and say which bound won.
+
+The values an engine was started with (a ``Tuning``) stay its values while it runs: the host's
+facts can change under a running engine (its model's first pull makes the VRAM bound
+known), and a new value is no reason to restart an engine that serves. It applies at the
+engine's next start, whatever starts it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from supervisor.config import EngineConfig
 from supervisor.host.gpu import ModelFile, kv_cache_type
@@ -80,6 +87,43 @@ def explicit_keys(engine: EngineConfig) -> set[str]:
     for override in engine.tiers.values():
         keys.update(override.environment or {})
     return keys
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The derived variables one start of an engine used, and the line saying why."""
+
+    environment: dict[str, str] = field(default_factory=dict)
+    why: str = ""
+
+    def for_engine(self, engine: EngineConfig) -> Tuning:
+        """Only what still applies: an ollama engine's keys the operator has not set since."""
+        if engine.kind != "ollama":
+            return Tuning()
+        taken = explicit_keys(engine)
+        return Tuning({k: v for k, v in self.environment.items() if k not in taken}, self.why)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"environment": dict(self.environment), "why": self.why}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Tuning | None:
+        """A kept Tuning (``state.json``), or None when it is not one this daemon writes: its
+        values go into a unit file, so nothing but the derived keys with small integer values
+        and one line of printable text is taken."""
+        if not isinstance(data, dict) or set(data) != {"environment", "why"}:
+            return None
+        environment, why = data["environment"], data["why"]
+        if not (isinstance(environment, dict) and isinstance(why, str) and len(why) <= 1000
+                and why.isprintable()):
+            return None
+        if not all(k in DERIVED_KEYS and isinstance(v, str) and VALUE.fullmatch(v)
+                   for k, v in environment.items()):
+            return None
+        return cls(dict(environment), why)
+
+
+VALUE = re.compile(r"[1-9][0-9]{0,5}")
 
 
 def derived_environment(engine: EngineConfig, cpu_count: int | None,

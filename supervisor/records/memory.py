@@ -53,6 +53,7 @@ class EngineMemory:
     runner_port: int | None = None        # Ollama >= 0.30: its llama-server's port (/slots)
     offload: str | None = None            # "29/29": layers the engine put on its GPU (its log)
     speed: dict[str, Any] = field(default_factory=dict)  # checks.speed.SpeedBook's data
+    tuning: dict[str, Any] = field(default_factory=dict)  # host.tuning.Tuning the unit runs with
     journal_cursor: str | None = None     # where the engine's journal was last read
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -84,7 +85,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tier": (str,), "pinned": (str,), "reboot_required": (bool,), "reboot_evidence": (str,),
     "promote_wait": (int, float), "next_promotion_at": (int, float), "state": (str,),
     "since": (int, float), "reason": (str,), "journal_cursor": (str,), "history": (list,),
-    "offload": (str,), "speed": (dict,),
+    "offload": (str,), "speed": (dict,), "tuning": (dict,),
 }
 
 
@@ -96,7 +97,8 @@ def _memory(name: str, data: dict[str, Any], dropped: list[str]) -> EngineMemory
         value = data[f.name]
         types = _TYPES.get(f.name, (object,))
         ok = value is None and f.name not in ("reboot_required", "state", "reason",
-                                               "reboot_evidence", "history", "speed")
+                                               "reboot_evidence", "history", "speed",
+                                               "tuning")
         ok = ok or (isinstance(value, types)
                     and not (isinstance(value, bool) and bool not in types))
         if ok and isinstance(value, float) and not math.isfinite(value):

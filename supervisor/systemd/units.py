@@ -21,6 +21,7 @@ from supervisor.host.gpu import ModelFile, largest_vram, ollama_model_file
 from supervisor.host.tiers import OPENCL_ENV, TIER_ENV, TIER_VARIABLE, tier_environment, tier_exec
 from supervisor.host.tuning import (
     Fit,
+    Tuning,
     derived_environment,
     explain,
     fit,
@@ -101,12 +102,12 @@ class HostFacts:
         models = Path(names.models_dir(engine.environment, names.user_home(engine.user)))
         return fit(engine, self.vram, model_file(models, engine.model))
 
-    def derived_environment(self, engine: EngineConfig) -> dict[str, str]:
-        """Variables sized from this host that the operator left unset (supervisor.host.tuning)."""
-        return derived_environment(engine, self.cpu_count, self.mem_total, self.fit(engine))
-
-    def explain(self, engine: EngineConfig) -> str:
-        return explain(self.cpu_count, self.mem_total, self.fit(engine))
+    def tuning(self, engine: EngineConfig) -> Tuning:
+        """Variables sized from this host that the operator left unset, and which bound won
+        (supervisor.host.tuning): what the engine's next start gets."""
+        fitted = self.fit(engine)
+        return Tuning(derived_environment(engine, self.cpu_count, self.mem_total, fitted),
+                      explain(self.cpu_count, self.mem_total, fitted))
 
     def missing_gpu_groups(self) -> list[str]:
         return [g for g in GPU_GROUPS if g not in self.groups]
@@ -122,6 +123,7 @@ class EngineUnits:
     dropin_text: str
     env: str = ""     # "llm-main.service.d/environment.env", written 0600
     env_text: str = ""
+    tuning: Tuning = Tuning()  # the derived values in unit_text, kept while the engine runs
 
     def files(self) -> dict[str, str]:
         files = {self.unit: self.unit_text, self.dropin: self.dropin_text}
@@ -176,7 +178,7 @@ def llama_server_env(engine: EngineConfig) -> list[tuple[str, str]]:
             ("XDG_CACHE_HOME", f"/var/cache/{engine.unit.removesuffix('.service')}")]
 
 
-def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
+def render_unit(config: Config, engine: EngineConfig, host: HostFacts, tuning: Tuning) -> str:
     lines = [
         header(config, engine),
         "[Unit]",
@@ -210,10 +212,9 @@ def render_unit(config: Config, engine: EngineConfig, host: HostFacts) -> str:
     public, _ = split_environment(engine)
     for key, value in sorted(public.items()):
         lines.append(environment_line(key, value))
-    derived = host.derived_environment(engine)
-    if derived:
-        lines.append("# " + host.explain(engine))
-        lines += [environment_line(key, value) for key, value in sorted(derived.items())]
+    if tuning.environment:
+        lines.append("# " + tuning.why)
+        lines += [environment_line(k, v) for k, v in sorted(tuning.environment.items())]
     lines.append("EnvironmentFile=" + path_value(str(env_file_path(config, engine))))
     if engine.environment_file:  # the operator's own (validated: absolute, no spaces)
         lines.append("EnvironmentFile=" + path_value(engine.environment_file))
@@ -318,15 +319,19 @@ def render_dropin(config: Config, engine: EngineConfig, tier: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(config: Config, engine: EngineConfig, tier: str, host: HostFacts) -> EngineUnits:
-    """Everything one engine needs on ``tier``: a pure function of its inputs."""
+def render(config: Config, engine: EngineConfig, tier: str, host: HostFacts,
+           tuning: Tuning | None = None) -> EngineUnits:
+    """Everything one engine needs on ``tier``: a pure function of its inputs. ``tuning``:
+    the derived values it runs with (kept while it runs); None derives them afresh."""
+    tuning = host.tuning(engine) if tuning is None else tuning.for_engine(engine)
     return EngineUnits(
         unit=engine.unit,
-        unit_text=render_unit(config, engine, host),
+        unit_text=render_unit(config, engine, host, tuning),
         dropin=f"{engine.unit}.d/{DROPIN}",
         dropin_text=render_dropin(config, engine, tier),
         env=f"{engine.unit}.d/{ENV_FILE}",
         env_text=render_env_file(config, engine),
+        tuning=tuning,
     )
 
 

@@ -418,7 +418,7 @@ def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
     if engine is not None and "OLLAMA_NUM_PARALLEL" not in env:
         from supervisor.systemd.units import HostFacts
 
-        env.update(HostFacts.read().derived_environment(engine))
+        env.update(HostFacts.read().tuning(engine).environment)
     context = args.context or int(env.get("OLLAMA_CONTEXT_LENGTH") or DEFAULT_CONTEXT)
     parallel = args.parallel or int(env.get("OLLAMA_NUM_PARALLEL") or 1)
     kv_type, note = kv_cache_type(env)
