@@ -54,7 +54,7 @@ class SystemdActuator:
         try:
             return await self._write_and_restart(engine, tier)
         except Exception:
-            if engine.tier is not None and engine.tier != tier:
+            if engine.tier is not None:  # the same tier too: its kept values go back
                 await self._restore_files(engine, engine.tier)
             raise
 

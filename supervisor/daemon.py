@@ -158,7 +158,7 @@ class Supervisor:
         # an engine that runs keeps the derived values it was started with: a host fact
         # learnt since (its model's first pull) is no reason to restart it
         rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host,
-                                       self.engines[name].tuning())
+                                       self._running_tuning(self.engines[name]))
                     for name, tier in placed.items() if tier is not None}
         changed = units.write_files(unit_dir, units.files_of(rendered.values()))
         stale = units.managed_engines(unit_dir) - set(self.engines)
@@ -175,6 +175,14 @@ class Supervisor:
         self.save()
         return {engine.name: start for engine, start in
                 zip(self.engines.values(), surveyed, strict=True) if start is not None}
+
+    def _running_tuning(self, engine: Engine) -> Tuning | None:
+        """The derived values the engine's unit runs with: kept since its start, else as its
+        unit file says (a state without them); None: derive afresh."""
+        kept = engine.tuning()
+        if kept is None:
+            kept = units.unit_tuning(self.config.supervisor.unit_dir, engine.cfg)
+        return kept
 
     async def _survey(self, engine: Engine, tier: str | None, changed: bool,
                       tuning: Tuning) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ from test_lifecycle import FakeSystemd, Notes
 from supervisor import config
 from supervisor.actuator import SystemdActuator
 from supervisor.errors import SystemdError
+from supervisor.host.tuning import Tuning
 from supervisor.host.view import HostView
 from supervisor.records.disk import Disk
 from supervisor.records.history import EventLog
@@ -28,7 +29,8 @@ def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes
                        '[[engine]]\nname = "main"\nexec = "/usr/local/bin/ollama serve"\n')
     fake, notes, disk, state = FakeSystemd(), Notes(), Disk(), State()
     engine = SimpleNamespace(name="main", cfg=cfg.engines[0], tier="rocm", state=EngineState.HEALTHY,
-                             memory=state.engine("main"), cause=None, tuning=lambda: None)
+                             memory=state.engine("main"), cause=None)
+    engine.tuning = lambda: Tuning.from_dict(engine.memory.tuning)
     recorder = Recorder(events=EventLog(tmp_path / "events"), disk=disk, state=state,
                         state_path=tmp_path / "state.json", engines={"main": engine},
                         notify=notes.notify, gauges=lambda: ({}, SupervisorView()))
@@ -66,6 +68,28 @@ async def test_a_switch_that_fails_puts_the_units_files_back(tmp_path: Path) -> 
         with pytest.raises(SystemdError):
             await actuator.switch(engine, "vulkan")  # type: ignore[arg-type]
         assert tier_of(tmp_path) == "rocm"  # the files say what the unit runs
+    finally:
+        disk.close()
+
+
+async def test_a_restart_that_fails_puts_back_the_values_the_engine_runs_with(
+        tmp_path: Path) -> None:
+    """A restart on the same tier derives the host's values afresh; when it fails, the unit
+    goes back to the values the running process was started with (what status reports)."""
+    actuator, fake, *_ , disk, engine = setup(tmp_path)
+    unit = tmp_path / "units" / "llm-main.service"
+    try:
+        engine.memory.tuning = Tuning({"OLLAMA_NUM_PARALLEL": "7"}, "as at its start").to_dict()
+
+        async def broken(unit: str) -> None:
+            raise SystemdError(["systemctl", "restart", unit], "Job failed")
+
+        fake.restart = broken  # type: ignore[method-assign]
+        with pytest.raises(SystemdError):
+            await actuator.switch(engine, "rocm")  # type: ignore[arg-type]
+        assert 'Environment="OLLAMA_NUM_PARALLEL=7"' in unit.read_text()
+        assert "# as at its start" in unit.read_text()
+        assert tier_of(tmp_path) == "rocm"
     finally:
         disk.close()
 

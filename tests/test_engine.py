@@ -609,6 +609,8 @@ async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_u
     with pytest.raises(SupervisorError):  # the loop (run) logs it and checks again
         await engine.tick()  # the demotion's switch fails
     assert engine.tier == "rocm" and engine.memory.tier == "rocm"
+    # the values of the start that worked stay the ones it runs with (the fake numbers starts)
+    assert engine.tuning() == Tuning({"OLLAMA_NUM_PARALLEL": "1"}, "test host")
     failed = [e for e in actuator.events if e["type"] == "switch"]
     assert len(failed) == 1 and failed[0]["to"] == "failed" and failed[0]["cause"] == "gpu_fault"
     assert failed[0]["evidence"]["wanted"] == "vulkan"
@@ -621,6 +623,7 @@ async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_u
     await engine.tick()
     assert engine.tier == "vulkan" and actuator.switches[-1] == "vulkan"
     assert [e["to"] for e in actuator.events if e["type"] == "tier"][-1] == "vulkan"
+    assert engine.tuning() == Tuning({"OLLAMA_NUM_PARALLEL": "2"}, "test host")  # this start's
 
 
 @pytest.mark.parametrize(("pinned", "current", "usable", "tier"), [

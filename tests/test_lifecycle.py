@@ -222,9 +222,14 @@ async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
 
     await run(8, first)
     assert fake.calls.count(("restart", "llm-main.service")) == 1
+    state = tmp_path / "state" / "state.json"
+    assert json.loads(state.read_text())["engines"]["main"]["tuning"]["environment"] == {
+        "OLLAMA_NUM_PARALLEL": "2", "OLLAMA_MAX_LOADED_MODELS": "1"}
+    calls = len(fake.calls)
 
     async def second(sup: Supervisor) -> None:
-        assert 'Environment="OLLAMA_NUM_PARALLEL=2"' in unit.read_text()  # not rewritten
+        assert 'Environment="OLLAMA_NUM_PARALLEL=2"' in unit.read_text()
+        assert ("daemon-reload",) not in fake.calls[calls:]  # no file was rewritten
         doc = await asyncio.to_thread(document)
         assert doc["derived_environment"]["OLLAMA_NUM_PARALLEL"] == "2"  # what it runs with
         assert doc["derived_next"]["environment"]["OLLAMA_NUM_PARALLEL"] == "16"
@@ -240,3 +245,35 @@ async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
         assert doc["derived_next"] is None
 
     await run(64, second)
+
+
+async def test_an_engine_started_by_an_older_build_keeps_its_unit_files_values(
+        tmp_path: Path, monkeypatch) -> None:
+    """A state.json without kept values (an older build's, or a daemon that died between a
+    start and saving it): the values are read from the engine's own unit, so a daemon that
+    now derives others still adopts the engine instead of restarting it."""
+    config = write_config(tmp_path, ["main"])
+    fake = FakeSystemd()
+    state = tmp_path / "state" / "state.json"
+
+    async def run(cpus: int) -> None:
+        monkeypatch.setattr(units, "read_cpu_count", lambda: cpus)
+        notes, stop = Notes(), asyncio.Event()
+        sup = Supervisor(config, systemd=fake, notifier=notes)
+        serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
+        try:
+            await until(lambda: "READY=1" in notes.sent and "main" in sup.tasks)
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 30)
+
+    await run(8)
+    document = json.loads(state.read_text())
+    del document["engines"]["main"]["tuning"]
+    state.write_text(json.dumps(document))
+    calls = len(fake.calls)
+    await run(64)
+    assert ("restart", "llm-main.service") not in fake.calls[calls:]
+    assert ("daemon-reload",) not in fake.calls[calls:]
+    assert json.loads(state.read_text())["engines"]["main"]["tuning"]["environment"][
+        "OLLAMA_NUM_PARALLEL"] == "2"

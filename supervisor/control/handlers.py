@@ -34,7 +34,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
     choices = sup.choices(engine)
     fresh = sup.host.tuning(engine.cfg)
     kept = engine.tuning()
-    running = fresh if kept is None else kept.for_engine(engine.cfg)
+    running = fresh if kept is None else kept.kept_for(engine.cfg, fresh)
     return {
         "name": engine.name,
         "kind": engine.cfg.kind,
@@ -74,7 +74,8 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         # next start would get when the host's facts have changed since (None: the same)
         "derived_environment": running.environment,
         "derived_why": running.why,
-        "derived_next": None if fresh == running else fresh.to_dict(),
+        "derived_next": (None if fresh.environment == running.environment
+                         else fresh.to_dict()),
         "demoted_from": memory.demoted_from,
         "promoting_from": memory.promoted_from if memory.probation_until is None else None,
         "probation_until": utc(memory.probation_until) if memory.probation_until else None,

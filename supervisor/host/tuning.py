@@ -96,12 +96,15 @@ class Tuning:
     environment: dict[str, str] = field(default_factory=dict)
     why: str = ""
 
-    def for_engine(self, engine: EngineConfig) -> Tuning:
-        """Only what still applies: an ollama engine's keys the operator has not set since."""
+    def kept_for(self, engine: EngineConfig, fresh: Tuning) -> Tuning:
+        """These kept values where they still apply (an ollama engine's keys the operator has
+        not set since); a key that applies now and was not kept (the operator unset it) takes
+        its ``fresh`` value."""
         if engine.kind != "ollama":
-            return Tuning()
+            return fresh
         taken = explicit_keys(engine)
-        return Tuning({k: v for k, v in self.environment.items() if k not in taken}, self.why)
+        kept = {k: v for k, v in self.environment.items() if k not in taken}
+        return Tuning({**fresh.environment, **kept}, self.why if kept else fresh.why)
 
     def to_dict(self) -> dict[str, Any]:
         return {"environment": dict(self.environment), "why": self.why}

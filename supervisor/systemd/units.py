@@ -20,6 +20,7 @@ from supervisor.errors import UnitFileError
 from supervisor.host.gpu import ModelFile, largest_vram, ollama_model_file
 from supervisor.host.tiers import OPENCL_ENV, TIER_ENV, TIER_VARIABLE, tier_environment, tier_exec
 from supervisor.host.tuning import (
+    DERIVED_KEYS,
     Fit,
     Tuning,
     derived_environment,
@@ -323,7 +324,8 @@ def render(config: Config, engine: EngineConfig, tier: str, host: HostFacts,
            tuning: Tuning | None = None) -> EngineUnits:
     """Everything one engine needs on ``tier``: a pure function of its inputs. ``tuning``:
     the derived values it runs with (kept while it runs); None derives them afresh."""
-    tuning = host.tuning(engine) if tuning is None else tuning.for_engine(engine)
+    fresh = host.tuning(engine)
+    tuning = fresh if tuning is None else tuning.kept_for(engine, fresh)
     return EngineUnits(
         unit=engine.unit,
         unit_text=render_unit(config, engine, host, tuning),
@@ -336,6 +338,31 @@ def render(config: Config, engine: EngineConfig, tier: str, host: HostFacts,
 
 
 # --------------------------------------------------------------------------- writing
+
+DERIVED_LINE = re.compile(r'Environment="(?P<key>[A-Z_]+)=(?P<value>[0-9]+)"')
+
+
+def unit_tuning(unit_dir: Path, engine: EngineConfig) -> Tuning | None:
+    """The derived values in the engine's unit as written (ours only), for an engine whose
+    kept values are missing (a state from an older build, or a daemon that died between a
+    start and saving it): what its running process was started with. Validated as a kept
+    record is (``Tuning.from_dict``): the file may have been edited."""
+    path = unit_dir / engine.unit
+    if not is_ours(path):
+        return None
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    environment, why = {}, ""
+    for before, line in zip(["", *lines], lines, strict=False):
+        found = DERIVED_LINE.fullmatch(line)
+        if found and found["key"] in DERIVED_KEYS:
+            environment[found["key"]] = found["value"]
+            if not why and before.startswith("# "):
+                why = before[2:]
+    return Tuning.from_dict({"environment": environment, "why": why if environment else ""})
+
 
 def is_ours(path: Path) -> bool:
     try:
