@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from supervisor.control import client
@@ -188,6 +188,23 @@ async def test_ready_waits_for_no_start_and_the_engines_show_as_starting(tmp_pat
         await asyncio.wait_for(serving, 30)
 
 
+async def serve_once(config: Path, fake: FakeSystemd, monkeypatch, cpus: int,
+                     body: Callable[[Supervisor], Awaitable[None]] | None = None) -> None:
+    """One life of the daemon on a host with ``cpus`` CPUs: until its engine "main" is placed
+    and checked, then ``body``, then shutdown."""
+    monkeypatch.setattr(units, "read_cpu_count", lambda: cpus)
+    notes, stop = Notes(), asyncio.Event()
+    sup = Supervisor(config, systemd=fake, notifier=notes)
+    serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
+    try:
+        await until(lambda: "READY=1" in notes.sent and "main" in sup.tasks)
+        if body is not None:
+            await body(sup)
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+
+
 async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
         tmp_path: Path, monkeypatch) -> None:
     """The host's facts change under a running engine (here its CPU count; on a real host its
@@ -199,18 +216,6 @@ async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
     unit = tmp_path / "units" / "llm-main.service"
     fake = FakeSystemd()
 
-    async def run(cpus: int, body) -> None:
-        monkeypatch.setattr(units, "read_cpu_count", lambda: cpus)
-        notes, stop = Notes(), asyncio.Event()
-        sup = Supervisor(config, systemd=fake, notifier=notes)
-        serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
-        try:
-            await until(lambda: "READY=1" in notes.sent and "main" in sup.tasks)
-            await body(sup)
-        finally:
-            stop.set()
-            await asyncio.wait_for(serving, 30)
-
     def document() -> dict:
         return json.loads(client.request(socket, "GET", "/v1/engines/main").body)
 
@@ -220,7 +225,7 @@ async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
         assert doc["derived_environment"]["OLLAMA_NUM_PARALLEL"] == "2"
         assert doc["derived_next"] is None
 
-    await run(8, first)
+    await serve_once(config, fake, monkeypatch, 8, first)
     assert fake.calls.count(("restart", "llm-main.service")) == 1
     state = tmp_path / "state" / "state.json"
     assert json.loads(state.read_text())["engines"]["main"]["tuning"]["environment"] == {
@@ -244,7 +249,7 @@ async def test_an_engine_keeps_its_derived_values_across_a_daemon_restart(
         assert doc["derived_environment"]["OLLAMA_NUM_PARALLEL"] == "16"
         assert doc["derived_next"] is None
 
-    await run(64, second)
+    await serve_once(config, fake, monkeypatch, 64, second)
 
 
 async def test_an_engine_started_by_an_older_build_keeps_its_unit_files_values(
@@ -256,23 +261,12 @@ async def test_an_engine_started_by_an_older_build_keeps_its_unit_files_values(
     fake = FakeSystemd()
     state = tmp_path / "state" / "state.json"
 
-    async def run(cpus: int) -> None:
-        monkeypatch.setattr(units, "read_cpu_count", lambda: cpus)
-        notes, stop = Notes(), asyncio.Event()
-        sup = Supervisor(config, systemd=fake, notifier=notes)
-        serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
-        try:
-            await until(lambda: "READY=1" in notes.sent and "main" in sup.tasks)
-        finally:
-            stop.set()
-            await asyncio.wait_for(serving, 30)
-
-    await run(8)
+    await serve_once(config, fake, monkeypatch, 8)
     document = json.loads(state.read_text())
     del document["engines"]["main"]["tuning"]
     state.write_text(json.dumps(document))
     calls = len(fake.calls)
-    await run(64)
+    await serve_once(config, fake, monkeypatch, 64)
     assert ("restart", "llm-main.service") not in fake.calls[calls:]
     assert ("daemon-reload",) not in fake.calls[calls:]
     assert json.loads(state.read_text())["engines"]["main"]["tuning"]["environment"][

@@ -16,6 +16,10 @@ from supervisor import names
 
 GIB = 1024**3
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}   # OLLAMA_KV_CACHE_TYPE
+# the sizing rule advise and the derived tuning share
+DEFAULT_CONTEXT = 4096         # Ollama's default context below 24 GiB of VRAM
+OVERHEAD = 1 * GIB             # runtime and compute buffers beside the weights and the cache
+COMFORT_SHARE = 0.10           # of the GPU's memory kept free for a comfortable fit
 OLLAMA_MODEL_MEDIA = "application/vnd.ollama.image.model"
 
 # Memory bandwidth by PCI device id (sysfs cardN/device/device), bytes per second.
@@ -86,9 +90,16 @@ class ModelFile:
     max_context: int | None = None
 
     def kv_bytes_per_token(self, kv_type: str = "f16") -> float | None:
-        if not (self.layers and self.kv_heads and self.head_size):
-            return None
-        return 2 * self.layers * self.kv_heads * self.head_size * KV_BYTES[kv_type]
+        return kv_bytes_per_token(self.layers, self.kv_heads, self.head_size, kv_type)
+
+
+def kv_bytes_per_token(layers: int | None, kv_heads: int | None, head_size: int | None,
+                       kv_type: str = "f16") -> float | None:
+    """Bytes of KV cache one token of context takes (keys and values, every layer), or None
+    when the shape is not known."""
+    if not (layers and kv_heads and head_size):
+        return None
+    return 2 * layers * kv_heads * head_size * KV_BYTES[kv_type]
 
 
 def ollama_model_file(models_dir: Path, model: str) -> ModelFile | None:

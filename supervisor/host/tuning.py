@@ -23,19 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.config import EngineConfig
-from supervisor.host.gpu import ModelFile, kv_cache_type
+from supervisor.host.gpu import (
+    COMFORT_SHARE,
+    DEFAULT_CONTEXT,
+    GIB,
+    OVERHEAD,
+    ModelFile,
+    kv_cache_type,
+)
 
 CORES_PER_PARALLEL = 4
-GIB = 1024**3
 RAM_PER_LOADED_MODEL = 64 * GIB
 # MemTotal is the installed RAM less what firmware and the kernel keep (2-4 %): a 128 GiB
 # host shows about 125 GiB. Counting per 64 GiB of MemTotal / 0.95 gives 2 there, not 1.
 MEMTOTAL_SHARE = 0.95
 
 DERIVED_KEYS = ("OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS")
-DEFAULT_CONTEXT = 4096     # Ollama's default below 24 GiB of VRAM
-OVERHEAD = 1 * GIB         # runtime and compute buffers (advise's default)
-COMFORT = 0.9              # of the VRAM: a tenth stays free
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def fit(engine: EngineConfig, vram: int | None, model: ModelFile | None) -> Fit 
     except ValueError:
         context = DEFAULT_CONTEXT
     per_slot = round(per_token * max(1, context))
-    room = vram * COMFORT - model.weights - OVERHEAD
+    room = vram * (1 - COMFORT_SHARE) - model.weights - OVERHEAD
     return Fit(max(1, int(room // per_slot)), vram, model.weights, per_slot, context,
                kv_cache_type(env)[0])
 

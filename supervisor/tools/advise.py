@@ -25,15 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.errors import AdviseError
-from supervisor.host.gpu import KV_BYTES, Gpu, gpus_from_sysfs, kv_cache_type
+from supervisor.host.gpu import (
+    COMFORT_SHARE,
+    DEFAULT_CONTEXT,
+    GIB,
+    KV_BYTES,
+    OVERHEAD,
+    Gpu,
+    gpus_from_sysfs,
+    kv_bytes_per_token,
+    kv_cache_type,
+)
 
 __all__ = ["GIB", "Gpu", "KV_BYTES", "ModelShape", "advise", "command", "format_advice",
            "gpus_from_sysfs", "kv_cache_type"]
 
-GIB = 1024**3
-DEFAULT_CONTEXT = 4096
-DEFAULT_OVERHEAD = 1 * GIB
-COMFORT_SHARE = 0.10           # of the GPU's memory kept free for a comfortable fit
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,7 @@ class ModelShape:
     quantization: str | None = None   # what the engine has now, if it told
 
     def kv_bytes_per_token(self, kv_type: str = "f16") -> float | None:
-        if not (self.layers and self.kv_heads and self.head_size):
-            return None
-        return 2 * self.layers * self.kv_heads * self.head_size * KV_BYTES[kv_type]
+        return kv_bytes_per_token(self.layers, self.kv_heads, self.head_size, kv_type)
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class Advice:
 # --------------------------------------------------------------------------- arithmetic
 
 def advise(model: ModelShape, gpu: Gpu, *, context: int = DEFAULT_CONTEXT, parallel: int = 1,
-           kv_type: str = "f16", overhead: int = DEFAULT_OVERHEAD,
+           kv_type: str = "f16", overhead: int = OVERHEAD,
            notes: tuple[str, ...] = ()) -> Advice:
     """Every quantisation's memory and speed ceiling on ``gpu``, and the one to use."""
     if kv_type not in KV_BYTES:
