@@ -26,6 +26,7 @@ from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import health, observations, pull, speed
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
+from supervisor.checks.model import ModelFacts
 from supervisor.checks.observations import DEVICES_SETTLE, opencl_on_cpu
 from supervisor.checks.speed import SpeedBook
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
@@ -104,7 +105,8 @@ class Engine:
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.canary = Canary(http, self.wake, clock, ended=self._canary_ended,
-                             launched=self._canary_launched, speed=self._judge_speed)
+                             launched=self._canary_launched, speed=self._judge_speed,
+                             learned=self._model_learned)
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
@@ -454,6 +456,21 @@ class Engine:
                          reason=f"{self.cfg.model} loaded on {self.tier}: first generation"
                          f" in {seconds:.2f}s", evidence={"seconds": round(seconds, 3)})
 
+    def _model_learned(self, facts: ModelFacts) -> None:
+        """The engine said what its model is: a new digest or engine version starts the
+        speed reference afresh."""
+        if self.speed.identify(facts.identity):
+            log.info("speed reference reset: the model or the engine changed",
+                     engine=self.name, model=self.cfg.model, version=facts.version)
+            self.record("speed", to="reset", tier=self.tier, cause=Cause.START.value,
+                        reason=f"{self.cfg.model or 'the model'} or the engine changed"
+                        f" (now {facts.identity}): learning its speed afresh",
+                        evidence=facts.to_dict())
+
+    @property
+    def model_facts(self) -> ModelFacts | None:
+        return self.canary.facts
+
     def _canary_launched(self, phase: str) -> None:
         if phase == "load" and self.cfg.model and self.state == EngineState.STARTING:
             self.transition(self.state, self.cause or Cause.START,  # why it (re)started
@@ -782,6 +799,9 @@ class Engine:
         """Check every ``interval``, or at once when woken (log finding, operator action)."""
         try:
             while True:
+                # cleared before the check, never after it: a finding, an operator's intent
+                # or a canary's end that arrives while the check runs wakes the next at once
+                self.wake.clear()
                 try:
                     await self.tick()
                 except asyncio.CancelledError:
@@ -789,7 +809,6 @@ class Engine:
                 except Exception as exc:  # one bad check must not end supervision
                     log.exception("check cycle failed", engine=self.name, error=str(exc))
                 self.ticks += 1
-                self.wake.clear()
                 try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
                     async with asyncio.timeout(self.health.interval):  # that meets a wake
                         await self.wake.wait()

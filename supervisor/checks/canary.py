@@ -23,15 +23,20 @@ from collections.abc import Callable
 import httpx
 
 from supervisor.causes import Cause, Observation
-from supervisor.checks import health, progress
+from supervisor.checks import health, model, progress
+from supervisor.checks.model import Kind as ModelKind
+from supervisor.checks.model import ModelFacts
 from supervisor.config import EngineConfig, HealthSection
 
 # (rate, shared) -> a finding about the engine's speed, or None: the engine's SpeedBook
 SpeedJudge = Callable[[float, bool], Observation | None]
 
 # verdicts that stand until a canary succeeds: they took the whole deadline (or a run of
-# canaries) to learn, or, for garbage text, the engine is broken until it answers text again
-STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW, Cause.DEGENERATE})
+# canaries) to learn; garbage means the engine is broken until it answers text again; and a
+# generation that fails fast (an HTTP error, no token, an empty answer) fails again at the
+# next try — standing, it is a failed check on every tick, never alternating with clean ones
+STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW, Cause.DEGENERATE,
+                      Cause.GENERATION})
 
 
 class Canary:
@@ -39,13 +44,15 @@ class Canary:
                  clock: Callable[[], float], *,
                  ended: Callable[[Observation, str], None],
                  launched: Callable[[str], None],
-                 speed: SpeedJudge = lambda rate, shared: None) -> None:
+                 speed: SpeedJudge = lambda rate, shared: None,
+                 learned: Callable[[ModelFacts], None] = lambda facts: None) -> None:
         self.http = http
         self.wake = wake          # the engine's loop: woken when a canary ends with news
         self.clock = clock
         self.ended = ended        # (result, phase): the engine records the load, the timing
         self.launched = launched  # (phase): the engine says it is loading the model
         self.speed = speed        # a passed canary's rate, judged against the engine's own
+        self.learned = learned    # the model's facts were read (or corrected)
         self.shared = False       # the running canary shared the engine with other requests
         self.task: asyncio.Task[Observation] | None = None
         self.failure: Observation | None = None  # a verdict that stands
@@ -55,6 +62,7 @@ class Canary:
         self.tokens_per_second: float | None = None
         self.watch: progress.Watch | None = None      # the running canary's view of progress
         self.verdict: progress.Verdict | None = None  # the running canary, judged
+        self.facts: ModelFacts | None = None  # what the model can do, read at each start
 
     @property
     def phase(self) -> str:
@@ -83,6 +91,7 @@ class Canary:
         self.passed = False
         self.started = float("-inf")
         self.watch = self.verdict = None
+        self.facts = None  # another start may serve another model: ask again
 
     def completed(self) -> None:
         """The engine's log says a generation request finished: progress, while one waits."""
@@ -112,6 +121,12 @@ class Canary:
                     found.append(judged)  # like the CPU's: demoted at once
                 elif judged is None and placement:  # Ollama on a GPU tier: where is it?
                     found.append(await health.placement(self.http, cfg, h.timeout))
+            elif (refusal := _embedding_only(result)) and (
+                    self.facts is None or self.facts.kind != ModelKind.EMBEDDING):
+                # the engine says its model only embeds: ask it that, at once, uncounted
+                self.facts = (self.facts or ModelFacts()).as_embedding(refusal)
+                self.learned(self.facts)
+                self.retry = True
             elif result.cause in STANDING:
                 self.failure = result
             else:
@@ -123,7 +138,9 @@ class Canary:
         due = h.canary_every and (scheduled or self.failure is not None or not self.passed
                                   or self.retry)
         rested = self.clock() - self.started >= h.interval * 0.9
-        if alive and due and rested and self.task is None:
+        if alive and due and (rested or self.retry) and self.task is None:
+            if self.facts is None:
+                await self._read_facts(cfg, h)
             baseline = await health.progress(self.http, cfg, runner_port,
                                              h.timeout)  # read before it is sent
             self.launch(cfg, h)
@@ -134,6 +151,18 @@ class Canary:
             found.append(self.failure)
         return found
 
+    async def _read_facts(self, cfg: EngineConfig, h: HealthSection) -> None:
+        """What the model can do (``checks.model``), once per start; unread (the engine did
+        not answer) the canary generates, and asks again next time."""
+        try:
+            headers = health.auth_headers(cfg)
+        except OSError:
+            headers = {}
+        facts = await model.read(self.http, cfg, h.timeout, headers)
+        if facts is not None:
+            self.facts = facts
+            self.learned(facts)
+
     def launch(self, cfg: EngineConfig, h: HealthSection) -> None:
         self.retry = False
         self.shared = False
@@ -142,7 +171,8 @@ class Canary:
         self.verdict = None
         self.launched(self.phase)
         self.task = asyncio.create_task(health.canary(self.http, cfg, h.timeout,
-                                                      h.min_tokens_per_second))
+                                                      h.min_tokens_per_second,
+                                                      facts=self.facts))
         self.task.add_done_callback(self._done)
 
     async def _judge_wait(self, cfg: EngineConfig, h: HealthSection, runner_port: int | None,
@@ -179,3 +209,9 @@ class Canary:
             return
         if not task.result().ok or not self.passed or self.failure is not None:
             self.wake.set()
+
+
+def _embedding_only(result: Observation) -> str:
+    """Why a refused canary says the model only embeds ("" when it does not)."""
+    facts = result.finding.facts if result.finding is not None else {}
+    return str(facts.get("embedding_only") or "")

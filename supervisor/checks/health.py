@@ -34,6 +34,8 @@ import httpx
 from supervisor.causes import Cause, Observation
 from supervisor.checks import output
 from supervisor.checks import progress as progress_rule
+from supervisor.checks.model import Kind as ModelKind
+from supervisor.checks.model import ModelFacts, embedding_refusal
 from supervisor.checks.progress import Reading
 from supervisor.config import EngineConfig
 from supervisor.names import normalise_model, same_model
@@ -109,34 +111,52 @@ def _http_finding(engine: EngineConfig, response: httpx.Response, latency_ms: fl
                not engine.api_key_file else f"put the engine's key in {engine.api_key_file}")
         return Observation.bad("canary", Cause.AUTH, f"the engine answered HTTP {code}",
                                fix=fix, evidence=body, latency_ms=latency_ms)
+    refusal = embedding_refusal(engine, code, body)
+    if refusal is not None:  # the model only embeds: the canary asks for an embedding next
+        return Observation.bad("canary", Cause.GENERATION, f"HTTP {code}: {refusal}",
+                               evidence=body, latency_ms=latency_ms,
+                               facts={"embedding_only": refusal})
+    if "NaN" in body and "embed" in response.request.url.path:
+        # Ollama >= 0.14 refuses to encode a NaN embedding: the GPU's garbage, not an error
+        return Observation.bad("canary", Cause.DEGENERATE, f"embeddings: HTTP {code}, NaN in"
+                               " the vectors", evidence=body, latency_ms=latency_ms)
     return Observation.bad("canary", Cause.GENERATION, f"HTTP {code}", evidence=body,
                            latency_ms=latency_ms)
 
 
+def auth_headers(engine: EngineConfig) -> dict[str, str]:
+    """``Authorization: Bearer`` with the engine's key (``api_key_file``), when it has one;
+    raises OSError when the file cannot be read."""
+    key = read_api_key(engine)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeout: float,
-                 min_tokens_per_second: float = 0.0, cap: float = GENERATION_CAP
-                 ) -> Observation:
-    """One generation. It has no deadline of its own: it may wait in the engine's queue, and
-    whether waiting is a hang is judged from the engine's progress (``supervisor.checks.progress``)
-    while it runs. ``cap`` only bounds a request that nothing else ends."""
-    headers = {}
+                 min_tokens_per_second: float = 0.0, cap: float = GENERATION_CAP,
+                 facts: ModelFacts | None = None) -> Observation:
+    """One generation — or, for an embedding-only model (``facts``), one embedding. It has no
+    deadline of its own: it may wait in the engine's queue, and whether waiting is a hang is
+    judged from the engine's progress (``supervisor.checks.progress``) while it runs. ``cap``
+    only bounds a request that nothing else ends."""
     try:
-        key = read_api_key(engine)
+        headers = auth_headers(engine)
     except OSError as exc:
         return Observation.bad("canary", Cause.CONFIG, f"cannot read api_key_file: "
                                f"{exc.strerror or exc}", fix=f"check {engine.api_key_file}")
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+    facts = facts or ModelFacts()
     timeout = httpx.Timeout(connect_timeout, read=cap)
     started = time.monotonic()
+    done: httpx.Response | str | Generated | Embedded
     try:
         async with asyncio.timeout(cap):
-            if engine.kind == "vllm":
+            if facts.kind == ModelKind.EMBEDDING:
+                done = await _embed(client, engine, headers, timeout)
+            elif engine.kind == "vllm":
                 done = await _vllm_generate(client, engine, headers, timeout)
             elif engine.kind == "llama-server":
                 done = await _llama_generate(client, engine, headers, timeout)
             else:
-                done = await _ollama_generate(client, engine, headers, timeout)
+                done = await _ollama_generate(client, engine, headers, timeout, facts)
     except (TimeoutError, httpx.ReadTimeout, httpx.PoolTimeout):
         return Observation.bad("canary", Cause.HANG, f"no answer within {cap:g}s")
     except httpx.HTTPError as exc:
@@ -146,6 +166,15 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
         return _http_finding(engine, done, elapsed_ms)
     if isinstance(done, str):
         return Observation.bad("canary", Cause.GENERATION, done, latency_ms=elapsed_ms)
+    if isinstance(done, Embedded):
+        garbage = output.bad_embeddings(done.vectors)
+        if garbage:
+            return Observation.bad("canary", Cause.DEGENERATE, f"embeddings: {garbage}",
+                                   latency_ms=elapsed_ms, evidence={
+                                       "inputs": list(output.EMBED_INPUTS),
+                                       "head": [v[:4] if isinstance(v, list) else v
+                                                for v in (done.vectors or [])][:2]})
+        return Observation(True, "canary", latency_ms=elapsed_ms)
     rate = done.rate
     garbage = output.degenerate(done.text, done.tokens)
     if garbage:
@@ -164,13 +193,10 @@ async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port:
                    timeout: float) -> Reading | None:
     """What the engine is working on, in its own words (``supervisor.checks.progress``); None when
     it says nothing (no such endpoint, an error, an Ollama before 0.30)."""
-    headers = {}
     try:
-        key = read_api_key(engine)
+        headers = auth_headers(engine)
     except OSError:
-        key = None
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+        headers = {}
     urls: list[tuple[str, Callable[[Any], Reading | None], bool]]
     if engine.kind == "vllm":
         urls = [(engine.endpoint + "/metrics", progress_rule.parse_vllm_metrics, False)]
@@ -234,20 +260,58 @@ def _number(value: Any) -> float | None:
 
 
 async def _ollama_generate(client: httpx.AsyncClient, engine: EngineConfig,
-                           headers: dict[str, str], timeout: httpx.Timeout
+                           headers: dict[str, str], timeout: httpx.Timeout, facts: ModelFacts
                            ) -> httpx.Response | str | Generated:
-    """A few tokens, greedy and seeded; the rate Ollama measured (``eval_count /
-    eval_duration``)."""
-    body = {"model": engine.model, "prompt": output.PROMPT, "stream": False,
-            "options": {"num_predict": CANARY_TOKENS, "temperature": 0, "seed": output.SEED}}
+    """A few tokens, greedy and seeded, as a raw continuation (no chat template, on every
+    Ollama from 0.9); ``think: false`` only where the model can think (0.12.4 refuses it
+    elsewhere); ``thinking`` counts as text, since gpt-oss cannot stop thinking. The rate is
+    Ollama's own (``eval_count / eval_duration``)."""
+    body: dict[str, object] = {
+        "model": engine.model, "prompt": output.PROMPT, "raw": True, "stream": False,
+        "options": {"num_predict": CANARY_TOKENS, "temperature": 0, "seed": output.SEED}}
+    if facts.thinking:
+        body["think"] = False
     document = await _post_json(client, engine.endpoint + "/api/generate", body, headers,
                                 timeout)
     if not isinstance(document, dict):
         return document
     count, duration = _number(document.get("eval_count")), _number(document.get("eval_duration"))
     rate = count / duration * 1e9 if count and duration and duration > 0 else None
-    return Generated(rate, str(document.get("response") or ""),
-                     int(count) if count is not None else None)
+    text = str(document.get("thinking") or "") + str(document.get("response") or "")
+    return Generated(rate, text, int(count) if count is not None else None)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What an embedding canary got back: the vectors, as the engine wrote them."""
+
+    vectors: Any
+
+
+async def _embed(client: httpx.AsyncClient, engine: EngineConfig, headers: dict[str, str],
+                 timeout: httpx.Timeout) -> httpx.Response | str | Embedded:
+    """One small embedding of two different inputs: Ollama's ``/api/embed``, else the
+    OpenAI-compatible ``/v1/embeddings`` (vLLM's pooling models, llama-server's)."""
+    inputs = list(output.EMBED_INPUTS)
+    if engine.kind == "ollama":
+        document = await _post_json(client, engine.endpoint + "/api/embed",
+                                    {"model": engine.model, "input": inputs}, headers, timeout)
+        if not isinstance(document, dict):
+            return document
+        return Embedded(document.get("embeddings"))
+    body: dict[str, object] = {"input": inputs}
+    if engine.model:
+        body["model"] = engine.model
+    document = await _post_json(client, engine.endpoint + "/v1/embeddings", body, headers,
+                                timeout)
+    if not isinstance(document, dict):
+        return document
+    data = document.get("data")
+    if not isinstance(data, list):
+        return "the answer has no data"
+    ordered = sorted((d for d in data if isinstance(d, dict)),
+                     key=lambda d: int(d["index"]) if isinstance(d.get("index"), int) else 0)
+    return Embedded([d.get("embedding") for d in ordered])
 
 
 async def _llama_generate(client: httpx.AsyncClient, engine: EngineConfig,

@@ -18,8 +18,10 @@ The rule (README, "The engine's own speed"):
   ``CPU_RATIO`` × the reference, or within ``CPU_MARGIN`` × this engine's own learned CPU
   speed, the speed looks like the CPU's: ``cpu`` (the engine computes on the CPU whatever it
   reports).
-- **Reset.** Everything learned belongs to one model and one engine configuration (``key``):
-  another model or other flags start learning afresh.
+- **Reset.** Everything learned belongs to one model and one engine configuration (``key``)
+  and to what the engine says it serves (``identify``: the model's digest, the engine's
+  version): another model, other flags, a new pull of the model or an upgraded engine start
+  learning afresh.
 """
 
 from __future__ import annotations
@@ -71,13 +73,24 @@ class SpeedBook:
         tiers = data.get("tiers")
         if data.get("key") != key or not isinstance(tiers, dict):
             data.clear()
-            data.update({"key": key, "tiers": {}})
+            data.update({"key": key, "tiers": {}, "identity": ""})
             return
         for tier, raw in list(tiers.items()):  # what state.json held, made sound
             raw = raw if isinstance(raw, dict) else {}
             tiers[tier] = {"samples": _floats(raw.get("samples"), WINDOW),
                            "low": _floats(raw.get("low"), LOW_RUN),
                            "last": _floats(raw.get("last"), SHOWN)}
+
+    def identify(self, identity: str) -> bool:
+        """What the engine serves now (the model's digest, the engine's version): when it
+        differs from what the speeds were learned with, learning starts afresh. True when it
+        did. A first identity (a state from an older build) keeps what was learned."""
+        known = self.data.get("identity")
+        self.data["identity"] = identity
+        if isinstance(known, str) and known and known != identity:
+            self.data["tiers"] = {}
+            return True
+        return False
 
     def _tier(self, tier: str) -> dict[str, list[float]]:
         entry: dict[str, list[float]] = self.data["tiers"].setdefault(

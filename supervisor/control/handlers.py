@@ -44,6 +44,9 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "metrics_url": (engine.cfg.endpoint + "/metrics"
                         if engine.cfg.kind == "llama-server" else None),
         "model": engine.cfg.model,
+        # what the engine says its model is and can do (completion or embedding, thinking),
+        # read at each start; null until then
+        "model_facts": engine.model_facts.to_dict() if engine.model_facts else None,
         "state": engine.state.value,
         "tier": engine.tier,
         "chain": list(engine.chain),
