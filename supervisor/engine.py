@@ -74,6 +74,12 @@ class Actuator(Protocol):
         the metrics once (best effort, never raises)."""
 
 
+def _start_fact(observation: Observation) -> bool:
+    """A blocking cause read in the engine's log: it needs a failed start to act."""
+    cause = observation.cause
+    return observation.source == "log" and cause is not None and cause.blocking
+
+
 def reason_of(cause: Cause, detail: str = "", tier: str | None = None) -> str:
     """How a cause reads in status and the journal: ``"rocm: generation hung: no token…"``."""
     text = f"{cause.description}: {detail}" if detail else cause.description
@@ -94,6 +100,7 @@ class Engine:
         self.wake = asyncio.Event()
         self.ticks = 0  # checks done: a cached status document is rebuilt when it moves
         self.inbox: list[Observation] = []   # log-classifier findings, handled next tick
+        self.start_facts: list[Observation] = []  # blocking causes in the log, this start
         self.devices: list[Device] = []      # what the engine reported since this start
         self.devices_at = float("-inf")
         self.failures = 0                    # consecutive failed checks
@@ -358,7 +365,11 @@ class Engine:
         return self.memory.retry_at is not None and self.wall() >= self.memory.retry_at
 
     async def observe(self) -> list[Observation]:
-        found = list(self.inbox)
+        # a blocking cause in the log (a port, a permission, a flag) is a start-up fact: it
+        # says why a start failed, and acts only with a failed start (a line that merely
+        # mentions it, such as a user's prompt echoed by the engine, never blocks)
+        found = [o for o in self.inbox if not _start_fact(o)]
+        self.start_facts.extend(o for o in self.inbox if _start_fact(o))
         self.inbox.clear()
         unit = await self.actuator.unit_status(self)
         unit_found = self._unit_observations(unit)
@@ -366,6 +377,8 @@ class Engine:
             diagnosis = await self.actuator.diagnose(self, unit)
             if diagnosis is not None:
                 unit_found = [Observation(False, "unit", diagnosis)]
+            elif self.start_facts and self.state == EngineState.STARTING:
+                unit_found = self.start_facts[-1:]  # the engine's own words on why
         found.extend(unit_found)
         if not unit.running:
             return found
@@ -513,6 +526,7 @@ class Engine:
         self.failures = 0
         self.nrestarts_seen = None
         self.inbox.clear()
+        self.start_facts.clear()
         self.devices = []
         self.devices_at = float("-inf")
         self.memory.backend = None
@@ -585,6 +599,7 @@ class Engine:
             await self.block(finding)
 
     def _became_healthy(self) -> None:
+        self.start_facts.clear()  # the start worked: what its log said is no cause
         tier = self.tier
         cause, detail = Cause.START, f"serving on {tier}"
         if self.cause is not None and (self.cause == Cause.RETRY or self.cause.blocking):

@@ -393,8 +393,8 @@ async def test_each_cause_takes_its_action(cause):
     action = cause.action
     ticks = 3 if action == Action.COUNT else 1
     for _ in range(ticks):
-        engine.inbox.append(Observation.bad("unit" if cause == Cause.CRASH else "log", cause,
-                                            "detail", fix="do this"))
+        source = "unit" if cause == Cause.CRASH else "canary" if cause.blocking else "log"
+        engine.inbox.append(Observation.bad(source, cause, "detail", fix="do this"))
         await engine.tick()
     switches = actuator.switches[1:]
     if action == Action.DEMOTE:

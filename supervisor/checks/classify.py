@@ -90,11 +90,34 @@ def rules_for(logs: LogsSection) -> tuple[list[Rule], list[Rule]]:
             compile_rules(KERNEL_PATTERNS, logs.extra()))
 
 
+# Where engines echo what users sent: Ollama's debug lines carry the prompt and messages as
+# slog fields (routes.go ``slog.Debug("chat request", "prompt", prompt)``); vLLM's request
+# logging (``Received request cmpl-…: prompt: '…'``) and llama-server's verbose
+# ``request: {…}`` carry the body. None of it is the engine's own words.
+USER_FIELDS = frozenset({"prompt", "content", "messages", "input", "text", "system",
+                         "template", "suffix", "images", "raw", "body", "request"})
+_ECHOES = re.compile(r"Received request \S+: |\brequest: \{|\bprompt: '|"
+                     r"\b(?:prompt|input|messages) ?= ?\[")
+
+
+def engine_words(line: str) -> str:
+    """The part of a log line that is the engine's own words: a slog line without the fields
+    that hold user text; a request echo cut where the request begins."""
+    if "msg=" in line and "=" in line:
+        fields = logfmt(line)
+        if "msg" in fields:
+            return " ".join(f"{k}={v}" for k, v in fields.items() if k not in USER_FIELDS)
+    echo = _ECHOES.search(line)
+    return line[:echo.start()] if echo else line
+
+
 def classify(rules: list[Rule], line: str, *, tier: str | None, kernel: bool = False
              ) -> Observation | None:
-    """What one log line means for an engine on ``tier``, or None."""
+    """What one log line means for an engine on ``tier``, or None. Only the engine's own
+    words are matched (``engine_words``); the kernel's lines are the kernel's."""
+    words = line if kernel else engine_words(line)
     for rule in rules:
-        if not rule.pattern.search(line):
+        if not rule.pattern.search(words):
             continue
         cause = rule.cause
         on_gpu = tier in GPU_TIERS
