@@ -214,6 +214,9 @@ class FallbackSection(_Model):
     promote_after: Duration = 1800.0
     promote_backoff: Annotated[float, bounded(1, 100)] = 2.0
     probation: Duration = 600.0      # a promoted tier failing within this is a failed promotion
+    # healthy this long on a tier, the restarts used on it are forgotten: two transient hangs
+    # weeks apart each get their restart, never a demotion
+    restarts_refill_after: Duration = 3600.0
 
     _chain = field_validator("chain")(lambda cls, v: tuple(_check_chain(list(v))))
 

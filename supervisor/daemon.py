@@ -109,6 +109,7 @@ class Supervisor:
                         groups=missing)
         await self.reprobe()
         boot = self.actuator.boot_id()
+        self.journal.boot_id = (boot or "").replace("-", "")  # lines of an earlier boot
         for engine_cfg in self.config.engines:
             engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name),
                             self.actuator, self._http())
@@ -521,19 +522,19 @@ class Supervisor:
             self.tasks["journal"] = asyncio.create_task(self.journal.run(), name="journal")
 
     def _engine_line(self, engine: Engine) -> Sink:
-        def sink(message: str, cursor: str, realtime: int) -> None:
+        def sink(message: str, cursor: str, at: float | None) -> None:
             if progress.completed_request(message):
-                engine.completed(realtime)
+                engine.completed(at)
                 return
             port = progress.runner_port(message)
             if port is not None:
-                engine.runner(port, realtime)
+                engine.runner(port, at)
             layers = classify.parse_offload(message)
             if layers is not None:
-                engine.offloaded(*layers, realtime)
+                engine.offloaded(*layers, at)
             device = classify.parse_device(message)
             if device is not None:
-                engine.device(device, realtime)
+                engine.device(device, at)
                 return
             rules = classify.rules_for(self.config.logs)[0]
             found = classify.classify(rules, message, tier=engine.tier)
@@ -541,15 +542,15 @@ class Supervisor:
                 held = diagnosis.port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
                 found = Observation(False, "log", held) if held else found
             if found is not None:
-                engine.finding(found, realtime)
+                engine.finding(found, at)
         return sink
 
-    def _kernel_line(self, message: str, cursor: str, realtime: int) -> None:
+    def _kernel_line(self, message: str, cursor: str, at: float | None) -> None:
         rules = classify.rules_for(self.config.logs)[1]
         for engine in self.engines.values():
             found = classify.classify(rules, message, tier=engine.tier, kernel=True)
             if found is not None:
-                engine.finding(found, realtime)
+                engine.finding(found, at)
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 at half WATCHDOG_USEC from the main loop; STATUS= kept current."""

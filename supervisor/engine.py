@@ -106,8 +106,10 @@ class Engine:
         self.failures = 0                    # consecutive failed checks
         self.last_failure: Observation | None = None
         self.restarts_on_tier = 0
+        self.healthy_at = clock()            # healthy since (the restart budget refills)
+        # when this run of the engine began (monotonic): its log lines are the ones after
+        self.run_started = float("-inf")
         self.started_at = clock()
-        self.started_wall = wall()
         self.nrestarts_seen: int | None = None
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
@@ -264,8 +266,7 @@ class Engine:
         the caller (a reload reports it; the engine's loop tries again at its next check)."""
         before = self.tier
         self._forget_checks()
-        self.started_at = self.clock()
-        self.started_wall = self.wall()
+        self.started_at = self.run_started = self.clock()
         try:
             tuning = await self.actuator.switch(self, tier)
         except Exception as exc:
@@ -294,16 +295,23 @@ class Engine:
 
     # ------------------------------------------------------------------ the check cycle
 
-    def finding(self, observation: Observation, realtime_us: int = 0) -> None:
+    def this_run(self, at: float | None) -> bool:
+        """Was a log line (logged ``at``, monotonic seconds: ``journal.logged_at``) written
+        by this run of the engine? Judged against the start of its unit's main process, as
+        systemd has it, or our own start of it: no wall clock, so neither a clock step nor a
+        daemon restart loses a line; None (unstamped) counts as this run."""
+        return at is None or at >= self.run_started
+
+    def finding(self, observation: Observation, at: float | None = None) -> None:
         """A log line said something: handle it at once, unless it predates this start."""
-        if realtime_us and realtime_us / 1e6 < self.started_wall:
+        if not self.this_run(at):
             return  # the previous run's last words
         self.inbox.append(observation)
         self.wake.set()
 
-    def device(self, device: Device, realtime_us: int = 0) -> None:
+    def device(self, device: Device, at: float | None = None) -> None:
         """The engine reported a device it computes on, or one it dropped."""
-        if realtime_us and realtime_us / 1e6 < self.started_wall:
+        if not self.this_run(at):
             return
         if device.supersedes:  # llama-server: "offloaded 0/N layers to GPU"
             self.devices = [dataclasses.replace(d, used=False, reason="no layer offloaded to"
@@ -492,17 +500,17 @@ class Engine:
     def _launch_canary(self) -> None:
         self.canary.launch(self.cfg, self.health)
 
-    def completed(self, realtime_us: int = 0) -> None:
+    def completed(self, at: float | None = None) -> None:
         """The engine's log says a generation request finished: progress, for a waiting
         canary."""
-        if realtime_us and realtime_us / 1e6 < self.started_wall:
+        if not self.this_run(at):
             return
         self.canary.completed()
 
-    def offloaded(self, layers: int, of: int, realtime_us: int = 0) -> None:
+    def offloaded(self, layers: int, of: int, at: float | None = None) -> None:
         """The engine's log says how many of the model's layers went to its GPU: status shows
         it; part of them on a GPU tier is reported (the rest computes on the CPU)."""
-        if realtime_us and realtime_us / 1e6 < self.started_wall:
+        if not self.this_run(at):
             return
         self.memory.offload = f"{layers}/{of}"
         if 0 < layers < of and self.tier in GPU_TIERS:
@@ -512,9 +520,9 @@ class Engine:
                         reason=f"only {layers} of {of} layers on the GPU on {self.tier}: the"
                         " rest computes on the CPU", evidence={"layers": layers, "of": of})
 
-    def runner(self, port: int, realtime_us: int = 0) -> None:
+    def runner(self, port: int, at: float | None = None) -> None:
         """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
-        if realtime_us and realtime_us / 1e6 < self.started_wall:
+        if not self.this_run(at):
             return
         self.memory.runner_port = port  # kept in state.json: a restarted daemon needs it
 
@@ -532,6 +540,9 @@ class Engine:
         self.memory.backend = None
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
+        if unit.main_started > self.run_started or self.run_started == float("-inf"):
+            # systemd's word on when this run began (adopted, or restarted by systemd)
+            self.run_started = unit.main_started or self.run_started
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         return observations.unit_observations(unit, seen, self.clock() - self.started_at,
                                               self.health.startup_grace)
@@ -571,6 +582,8 @@ class Engine:
             self.failures = 0
             if d.do == Do.HEALTHY and self.state != EngineState.HEALTHY:
                 self._became_healthy()
+            elif self.state == EngineState.HEALTHY:
+                self._refill_restarts()
             return
         finding = d.finding
         assert finding is not None
@@ -598,7 +611,17 @@ class Engine:
         else:
             await self.block(finding)
 
+    def _refill_restarts(self) -> None:
+        """Healthy for ``restarts_refill_after`` on this tier: its restart budget is whole
+        again (one rule for the budget over time; the count itself is ``decide``'s)."""
+        if self.restarts_on_tier and \
+                self.clock() - self.healthy_at >= self.fallback.restarts_refill_after:
+            log.info("restart budget refilled", engine=self.name, tier=self.tier,
+                     restarts=self.restarts_on_tier)
+            self.restarts_on_tier = 0
+
     def _became_healthy(self) -> None:
+        self.healthy_at = self.clock()
         self.start_facts.clear()  # the start worked: what its log said is no cause
         tier = self.tier
         cause, detail = Cause.START, f"serving on {tier}"

@@ -49,7 +49,7 @@ MATCHES = (
 WAKE_STATES = frozenset({"auto-restart", "failed"})
 # which interface holds each property systemctl show reports (UNIT_PROPERTIES)
 _SERVICE_PROPERTIES = frozenset({"NRestarts", "ExecMainStatus", "ExecMainCode", "MainPID",
-                                 "Result"})
+                                 "Result", "ExecMainStartTimestampMonotonic"})
 
 
 def unit_path(unit: str) -> str:
@@ -104,7 +104,8 @@ def unit_status(unit: str, props: dict[str, Any]) -> UnitStatus:
                       n_restarts=number("NRestarts"), exec_main_status=number("ExecMainStatus"),
                       main_pid=number("MainPID"), result=str(props.get("Result", "")),
                       load_state=str(props.get("LoadState", "")),
-                      need_daemon_reload=props.get("NeedDaemonReload") is True, raw=raw)
+                      need_daemon_reload=props.get("NeedDaemonReload") is True,
+                      main_started=number("ExecMainStartTimestampMonotonic") / 1e6, raw=raw)
 
 
 class BusSystemd(Systemd):

@@ -25,7 +25,10 @@ from supervisor.systemd.systemctl import Systemd, journal_message
 
 log = structlog.get_logger("llm-supervisor")
 
-Sink = Callable[[str, str, int], Awaitable[None] | None]  # (message, cursor, realtime_us)
+# (message, cursor, at): ``at`` is when the entry was logged on the monotonic clock
+# (CLOCK_MONOTONIC, which journald stamps and ``time.monotonic`` reads), -inf for an entry of
+# an earlier boot, None when the entry does not say. A wall clock step changes neither.
+Sink = Callable[[str, str, float | None], Awaitable[None] | None]
 KERNEL = "kernel"
 ADDED_MARGIN = 10.0  # a new source is read from this many seconds before it was added
 DEBOUNCE = 0.2       # several changes in a row (one reload) restart journalctl once
@@ -89,8 +92,10 @@ class JournalReader:
     """Follows the journal for a changing set of sources; ``run()`` forever."""
 
     def __init__(self, systemd: Systemd, *, cursor: str | None = None,
-                 since: float | None = None, clock: Callable[[], float] = time.time) -> None:
+                 since: float | None = None, clock: Callable[[], float] = time.time,
+                 boot_id: str | None = None) -> None:
         self.systemd = systemd
+        self.boot_id = (boot_id or "").replace("-", "")  # journald's _BOOT_ID has no dashes
         self.cursor = cursor          # the last entry delivered (or skipped) by this reader
         self.since = since            # where to start without a cursor
         self.clock = clock
@@ -210,11 +215,7 @@ class JournalReader:
             if here is None or not here.after(done):
                 return None
             del self.skip[source]
-        try:
-            realtime = int(str(entry.get("__REALTIME_TIMESTAMP", "0")))
-        except ValueError:
-            realtime = 0
-        result = sink(journal_message(entry), cursor, realtime)
+        result = sink(journal_message(entry), cursor, logged_at(entry, self.boot_id))
         return result if asyncio.iscoroutine(result) else None
 
     def _route(self, entry: Mapping[str, object]) -> tuple[str, Sink | None]:
@@ -224,6 +225,18 @@ class JournalReader:
         if self.kernel is not None and matches_entry(self.kernel[0], entry):
             return KERNEL, self.kernel[1]
         return "", None
+
+
+def logged_at(entry: Mapping[str, object], boot_id: str) -> float | None:
+    """When an entry was logged, in seconds of this boot's monotonic clock (-inf for an
+    earlier boot; None when the entry has no such stamp)."""
+    boot = str(entry.get("_BOOT_ID", "") or "")
+    if boot and boot_id and boot != boot_id:
+        return float("-inf")
+    try:
+        return int(str(entry.get("__MONOTONIC_TIMESTAMP", ""))) / 1e6
+    except ValueError:
+        return None
 
 
 def oldest(cursors: list[str | None]) -> str | None:

@@ -17,7 +17,8 @@ from supervisor.host.process import LINE_CAP, bounded_lines, kill_session, run
 
 UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "ExecMainCode",
                    "NeedDaemonReload",
-                   "MainPID", "Result", "LoadState", "ActiveEnterTimestampMonotonic")
+                   "MainPID", "Result", "LoadState", "ActiveEnterTimestampMonotonic",
+                   "ExecMainStartTimestampMonotonic")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class UnitStatus:
     result: str = ""
     load_state: str = ""
     need_daemon_reload: bool = False  # unit files changed on disk since systemd read them
+    main_started: float = 0.0  # its main process started (monotonic s; 0: unknown)
     raw: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -47,7 +49,9 @@ class UnitStatus:
                    n_restarts=number("NRestarts"), exec_main_status=number("ExecMainStatus"),
                    main_pid=number("MainPID"), result=props.get("Result", ""),
                    load_state=props.get("LoadState", ""),
-                   need_daemon_reload=props.get("NeedDaemonReload") == "yes", raw=dict(props))
+                   need_daemon_reload=props.get("NeedDaemonReload") == "yes",
+                   main_started=number("ExecMainStartTimestampMonotonic") / 1e6,
+                   raw=dict(props))
 
     @property
     def running(self) -> bool:
