@@ -523,12 +523,18 @@ class Supervisor:
 
     def _engine_line(self, engine: Engine) -> Sink:
         def sink(message: str, cursor: str, at: float | None) -> None:
+            if not engine.this_run(at):
+                return  # the last words of a run before this one
             if progress.completed_request(message):
                 engine.completed(at)
                 return
-            port = progress.runner_port(message)
-            if port is not None:
-                engine.runner(port, at)
+            runner, own = engine.runners.line(message)  # which model the line is about
+            if runner is not None and not own:  # another model's runner: shown, not judged
+                engine.other_model(runner, classify.parse_offload(message),
+                                   classify.parse_device(message))
+                return
+            if runner is not None and runner.port is not None:
+                engine.runner(runner.port, at)
             layers = classify.parse_offload(message)
             if layers is not None:
                 engine.offloaded(*layers, at)

@@ -16,18 +16,20 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import structlog
 
-from supervisor import decide, intents, policy
+from supervisor import decide, intents, names, policy
 from supervisor.causes import Cause, Finding, Observation
 from supervisor.checks import health, observations, pull, speed
 from supervisor.checks.canary import Canary
 from supervisor.checks.classify import Device
 from supervisor.checks.model import ModelFacts
 from supervisor.checks.observations import DEVICES_SETTLE, opencl_on_cpu
+from supervisor.checks.runners import Runner, RunnerLog
 from supervisor.checks.speed import SpeedBook
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation
@@ -102,6 +104,8 @@ class Engine:
         self.inbox: list[Observation] = []   # log-classifier findings, handled next tick
         self.start_facts: list[Observation] = []  # blocking causes in the log, this start
         self.devices: list[Device] = []      # what the engine reported since this start
+        self.runners = RunnerLog(self._own_blob)  # which model a runner's log line is about
+        self.others: dict[str, dict[str, Any]] = {}  # other models' runners, for status
         self.devices_at = float("-inf")
         self.failures = 0                    # consecutive failed checks
         self.last_failure: Observation | None = None
@@ -520,6 +524,25 @@ class Engine:
                         reason=f"only {layers} of {of} layers on the GPU on {self.tier}: the"
                         " rest computes on the CPU", evidence={"layers": layers, "of": of})
 
+    def other_model(self, runner: Runner, layers: tuple[int, int] | None,
+                    device: Device | None) -> None:
+        """A line of another model's runner (``checks.runners``): where that model runs is
+        shown in status (``other_models``), never judged — only ``model`` is this engine's."""
+        shown = self.others.setdefault(runner.blob, {
+            "blob": runner.blob[:19], "embedding": runner.embedding, "offload": None,
+            "backend": None})
+        if layers is not None:
+            shown["offload"] = f"{layers[0]}/{layers[1]}"
+        if device is not None and device.used:
+            shown["backend"] = device.label()
+
+    def _own_blob(self) -> str | None:
+        """The blob of this engine's own model, as its manifest names it (Ollama)."""
+        if self.cfg.kind != "ollama" or not self.cfg.model:
+            return None
+        models = names.models_dir(self.cfg.environment, names.user_home(self.cfg.user))
+        return names.model_blob(Path(models), self.cfg.model)
+
     def runner(self, port: int, at: float | None = None) -> None:
         """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
         if not self.this_run(at):
@@ -535,6 +558,8 @@ class Engine:
         self.nrestarts_seen = None
         self.inbox.clear()
         self.start_facts.clear()
+        self.runners.forget()
+        self.others.clear()
         self.devices = []
         self.devices_at = float("-inf")
         self.memory.backend = None

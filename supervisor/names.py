@@ -13,9 +13,11 @@ Standard library only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
+MODEL_MEDIA = "application/vnd.ollama.image.model"  # the manifest layer of the weights
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -67,3 +69,19 @@ def user_home(user: str) -> str | None:
         return pwd.getpwnam(user).pw_dir
     except KeyError:
         return None
+
+
+def model_blob(models: Path, name: str) -> str | None:
+    """The blob file of a model's weights (``sha256-<hex>``), as its manifest in ``models``
+    names it in the layer of mediaType ``application/vnd.ollama.image.model``; None when
+    there is no such manifest or it is not one."""
+    try:
+        manifest = json.loads((models / manifest_relpath(name)).read_bytes())
+        digest = next(str(layer["digest"]) for layer in manifest["layers"]
+                      if layer.get("mediaType") == MODEL_MEDIA)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError,
+            RecursionError):
+        return None
+    if not digest.startswith("sha256:") or "/" in digest:
+        return None
+    return digest.replace(":", "-")

@@ -23,6 +23,7 @@ from supervisor.engine import Engine
 from supervisor.host import devicelist, tiers
 from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
+from supervisor.systemd.systemctl import UnitStatus
 from supervisor.systemd import units
 
 DATA = Path(__file__).parent / "data" / "llama-server"
@@ -285,8 +286,11 @@ async def test_a_missing_model_file_stops_the_unit_while_blocked():
                               tier="cpu")
     assert found is not None
     engine.finding(found)
+    # llama-server exits without its model: a failed start, which the line explains
+    actuator.unit = UnitStatus("llm-llama.service", "activating", "auto-restart", 1, 1, 0)
     await engine.tick()
     assert engine.state == EngineState.BLOCKED and actuator.stops == 1
+    assert engine.memory.cause == "model_missing"
     actuator.is_cleared = True  # the daemon: the -m file exists now
     await engine.tick()
     assert engine.state == EngineState.STARTING and actuator.switches == ["cpu", "cpu"]

@@ -14,8 +14,8 @@ from supervisor.checks.progress import (
     parse_llama_metrics,
     parse_slots,
     parse_vllm_metrics,
-    runner_port,
 )
+from supervisor.checks.runners import parse_start
 
 DEADLINE, STALL, BLIND = 30.0, 60.0, 300.0
 
@@ -86,15 +86,20 @@ def test_completed_requests_from_access_lines(line, done):
     assert completed_request(line) is done
 
 
+def port_of(line: str) -> int | None:
+    runner = parse_start(line)
+    return runner.port if runner else None
+
+
 def test_the_runner_port_from_ollamas_line():
     line = ('time=2026-12-03T08:00:00.000Z level=INFO source=llama_server.go:431 msg="starting'
             ' llama-server" cmd="/usr/lib/ollama/llama-server --model /var/lib/ollama/blobs/'
             'sha256-1 --port 41234 --host 127.0.0.1 --no-webui -c 8192 -np 1"')
-    assert runner_port(line) == 41234
-    assert runner_port(line.replace("--port 41234", "--port=41235")) == 41235
-    assert runner_port('msg="starting runner" cmd="/x/ollama runner --port 39001"') == 39001
-    assert runner_port('msg="starting llama-server" cmd="/x --port 99999"') is None
-    assert runner_port("starting llama-server, nothing else") is None
+    assert port_of(line) == 41234
+    assert port_of(line.replace("--port 41234", "--port=41235")) == 41235
+    assert port_of('msg="starting runner" cmd="/x/ollama runner --port 39001"') == 39001
+    assert port_of('msg="starting llama-server" cmd="/x --port 99999"') is None
+    assert port_of("starting llama-server, nothing else") is None
 
 
 def tokens(t: float) -> Reading:

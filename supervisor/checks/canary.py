@@ -63,15 +63,17 @@ class Canary:
         self.watch: progress.Watch | None = None      # the running canary's view of progress
         self.verdict: progress.Verdict | None = None  # the running canary, judged
         self.facts: ModelFacts | None = None  # what the model can do, read at each start
+        self.cold = False  # the running canary found its model unloaded: it pays a load
 
     @property
     def phase(self) -> str:
-        """``load`` until a generation worked since this start (it loads the model), then
-        ``generate``: the two deadlines of the one generation check."""
-        return "generate" if self.passed else "load"
+        """``load`` until a generation worked since this start (it loads the model), or when
+        the engine had unloaded the model before this canary (users' traffic evicted it:
+        it pays a load), then ``generate``: the two deadlines of the one generation check."""
+        return "generate" if self.passed and not self.cold else "load"
 
     def deadline(self, h: HealthSection) -> float:
-        return h.canary_timeout if self.passed else h.load_deadline
+        return h.canary_timeout if self.phase == "generate" else h.load_deadline
 
     @property
     def busy(self) -> str | None:
@@ -143,6 +145,7 @@ class Canary:
                 await self._read_facts(cfg, h)
             baseline = await health.progress(self.http, cfg, runner_port,
                                              h.timeout)  # read before it is sent
+            self.cold = self.passed and await health.loaded(self.http, cfg, h.timeout) is False
             self.launch(cfg, h)
             assert self.watch is not None
             self.watch.add(self.started, baseline)

@@ -370,6 +370,25 @@ async def _vllm_generate(client: httpx.AsyncClient, engine: EngineConfig,
     return Generated(rate, "".join(pieces), len(stamps))
 
 
+async def loaded(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
+                 ) -> bool | None:
+    """Ollama: is the model loaded now (``/api/ps`` lists it)? None when it cannot tell
+    (another kind, an error): a canary then gets the deadline it would anyway."""
+    if engine.kind != "ollama" or not engine.model:
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            response = await client.get(engine.endpoint + "/api/ps", timeout=timeout)
+        models = response.json().get("models")
+    except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if response.status_code != 200 or not isinstance(models, list):
+        return None
+    return any(isinstance(m, dict) and any(same_model(str(m.get(k) or ""), engine.model)
+                                           for k in ("name", "model") if m.get(k))
+               for m in models)
+
+
 async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
                     ) -> Observation:
     """Ollama only: is the model on the GPU? (``/api/ps``: ``size_vram == 0`` means CPU)."""

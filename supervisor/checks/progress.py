@@ -34,7 +34,6 @@ B ``blind_timeout``, for a check waiting E seconds:
 from __future__ import annotations
 
 import re
-import shlex
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -163,32 +162,6 @@ def completed_request(line: str) -> bool:
         return False
     return status == "200" and method == "POST" and \
         path.split("?", 1)[0] in GENERATION_PATHS
-
-
-_RUNNER = re.compile(r'\bcmd=("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def runner_port(line: str) -> int | None:
-    """Ollama ≥ 0.30: the port of the llama-server it started (``starting llama-server
-    cmd="… --port 41234 …"``), whose ``/slots`` shows the tokens it decodes."""
-    if "starting llama-server" not in line and "starting runner" not in line:
-        return None
-    match = _RUNNER.search(line)
-    if not match:
-        return None
-    command = match.group(1)
-    if command.startswith('"'):
-        command = re.sub(r"\\(.)", r"\1", command[1:-1])
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    for i, word in enumerate(words):
-        value = words[i + 1] if word == "--port" and i + 1 < len(words) else \
-            word.removeprefix("--port=") if word.startswith("--port=") else None
-        if value is not None and value.isdigit() and 0 < int(value) < 65536:
-            return int(value)
-    return None
 
 
 # --------------------------------------------------------------------------- one check

@@ -70,6 +70,9 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "fix": memory.fix or None,
         "backend": memory.backend,
         "offload": memory.offload,  # "29/29": layers on the GPU, as the engine's log says
+        # the other models this engine runs beside its own (their runners' lines): shown,
+        # never judged
+        "other_models": list(engine.others.values()),
         # its own speed on this tier: the learned reference, the last canary rates
         "speed": engine.speed.summary(engine.tier),
         "pull": engine.pull,

@@ -5,7 +5,6 @@ shape and weights read from Ollama's own files (its manifest, the GGUF header of
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}   # OLLAMA_KV_CACHE_TY
 DEFAULT_CONTEXT = 4096         # Ollama's default context below 24 GiB of VRAM
 OVERHEAD = 1 * GIB             # runtime and compute buffers beside the weights and the cache
 COMFORT_SHARE = 0.10           # of the GPU's memory kept free for a comfortable fit
-OLLAMA_MODEL_MEDIA = "application/vnd.ollama.image.model"
 
 # Memory bandwidth by PCI device id (sysfs cardN/device/device), bytes per second.
 BANDWIDTH = {
@@ -105,16 +103,11 @@ def kv_bytes_per_token(layers: int | None, kv_heads: int | None, head_size: int 
 def ollama_model_file(models_dir: Path, model: str) -> ModelFile | None:
     """The model's GGUF blob named by its manifest in ``models_dir``, and its header; None
     when it is not there (not pulled yet) or unreadable."""
+    name = names.model_blob(models_dir, model)
+    if name is None:
+        return None
     try:
-        host, namespace, name, tag = names.name_parts(model)
-        manifest = json.loads((models_dir / "manifests" / host / namespace / name / tag)
-                              .read_bytes())
-        layer = next(layer for layer in manifest["layers"]
-                     if layer.get("mediaType") == OLLAMA_MODEL_MEDIA)
-        digest = str(layer["digest"])
-        if not digest.startswith("sha256:") or "/" in digest:
-            return None
-        blob = models_dir / "blobs" / digest.replace(":", "-")
+        blob = models_dir / "blobs" / name
         size = blob.stat().st_size
         with blob.open("rb") as fh:
             header = gguf_header(fh)
