@@ -165,7 +165,7 @@ def test_without_a_token_signal_completions_keep_it_busy_then_the_blind_bound():
     verdict = judge(watch, 300.0, DEADLINE, STALL, BLIND)
     assert verdict.kind == Kind.HANG and "no request completed" in verdict.detail
     watch.completed(-5.0)  # before the canary began: not progress it can claim
-    assert watch.since(-10.0) == (0, 3)
+    assert watch.since(-10.0) == (0, 3, 0)
 
 
 def test_at_load_without_a_signal_the_load_deadline_decides():
@@ -214,3 +214,33 @@ def test_the_simulated_engines_access_lines_read_as_completions():
     stream = io.StringIO()
     Log("ollama", stream).gin(200, 75.3, "127.0.0.1", "POST", "/api/chat")
     assert "| " + "1m15s".rjust(13) + " |" in stream.getvalue()  # truncated past a minute
+
+
+def tcp(*sent: int) -> Reading:
+    """The kernel's view: one other client per byte count (what it was sent so far)."""
+    from supervisor.checks.progress import from_clients
+    from supervisor.host.clients import Clients, Connection
+    reading = from_clients(Clients(tuple(Connection(f"127.0.0.1:{5000 + i}", n, 10, 100 + i)
+                                         for i, n in enumerate(sent))))
+    assert reading is not None
+    return reading
+
+
+def test_without_tokens_nobody_else_connected_is_a_hang_at_the_deadline():
+    """An Ollama before 0.30: the kernel shows no other client, so nothing can be ahead of
+    the canary — a hang at its deadline, not at the blind bound."""
+    watch = Watch(0.0, "generate")
+    watch.add(0.0, tcp())
+    watch.add(DEADLINE + 1, tcp())
+    verdict = judge(watch, DEADLINE + 1, DEADLINE, STALL, BLIND)
+    assert verdict.kind == Kind.HANG and "nobody else connected" in verdict.detail
+
+
+def test_without_tokens_a_streamed_answer_to_another_client_is_busy():
+    watch = Watch(0.0, "generate")
+    watch.add(0.0, tcp(1000))
+    watch.add(DEADLINE + 1, tcp(9000))  # the user's answer flows
+    assert judge(watch, DEADLINE + 1, DEADLINE, STALL, BLIND).kind == Kind.BUSY
+    watch.add(DEADLINE + STALL + 2, tcp(9000))  # connected, nothing flows: only the blind
+    assert judge(watch, DEADLINE + STALL + 2, DEADLINE, STALL, BLIND).kind == Kind.WAITING
+    assert judge(watch, BLIND + 1, DEADLINE, STALL, BLIND).kind == Kind.HANG

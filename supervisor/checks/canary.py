@@ -64,6 +64,7 @@ class Canary:
         self.verdict: progress.Verdict | None = None  # the running canary, judged
         self.facts: ModelFacts | None = None  # what the model can do, read at each start
         self.cold = False  # the running canary found its model unloaded: it pays a load
+        self.view: health.KernelView = health.kernel_view  # the engine's clients (kernel)
 
     @property
     def phase(self) -> str:
@@ -143,8 +144,8 @@ class Canary:
         if alive and due and (rested or self.retry) and self.task is None:
             if self.facts is None:
                 await self._read_facts(cfg, h)
-            baseline = await health.progress(self.http, cfg, runner_port,
-                                             h.timeout)  # read before it is sent
+            baseline = await health.progress(self.http, cfg, runner_port, h.timeout,
+                                             self.view)  # read before it is sent
             self.cold = self.passed and await health.loaded(self.http, cfg, h.timeout) is False
             self.launch(cfg, h)
             assert self.watch is not None
@@ -185,7 +186,8 @@ class Canary:
         watch = self.watch
         if watch is None:
             return []
-        watch.add(self.clock(), await health.progress(self.http, cfg, runner_port, h.timeout))
+        watch.add(self.clock(), await health.progress(self.http, cfg, runner_port, h.timeout,
+                                                      self.view))
         deadline = self.deadline(h)
         verdict = progress.judge(watch, self.clock(), deadline, h.stall_after, h.blind_timeout)
         self.verdict = verdict

@@ -22,9 +22,10 @@ returns an ``Observation`` whose finding names its cause (``supervisor.causes``)
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from supervisor.checks import progress as progress_rule
 from supervisor.checks.model import Kind as ModelKind
 from supervisor.checks.model import ModelFacts, embedding_refusal
 from supervisor.checks.progress import Reading
-from supervisor.config import EngineConfig
+from supervisor.config import EngineConfig, split_listen
+from supervisor.host import clients
 from supervisor.names import normalise_model, same_model
 
 __all__ = ["canary", "liveness", "normalise_model", "placement", "progress",
@@ -189,8 +191,11 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
     return Observation(True, "canary", latency_ms=elapsed_ms, tokens_per_second=rate)
 
 
+KernelView = Callable[[EngineConfig], Awaitable[Reading | None]]
+
+
 async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port: int | None,
-                   timeout: float) -> Reading | None:
+                   timeout: float, view: KernelView | None = None) -> Reading | None:
     """What the engine is working on, in its own words (``supervisor.checks.progress``); None when
     it says nothing (no such endpoint, an error, an Ollama before 0.30)."""
     try:
@@ -206,7 +211,7 @@ async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port:
     elif runner_port is not None:
         urls = [(f"http://127.0.0.1:{runner_port}/slots", _runner_slots, True)]
     else:
-        return None
+        urls = []
     for url, parse, is_json in urls:
         try:
             async with asyncio.timeout(timeout):
@@ -218,7 +223,21 @@ async def progress(client: httpx.AsyncClient, engine: EngineConfig, runner_port:
             continue
         if reading is not None:
             return reading
-    return None
+    return await (view or kernel_view)(engine)  # no token signal, or it went silent
+
+
+async def kernel_view(engine: EngineConfig) -> Reading | None:
+    """The engine's other clients as the kernel sees them (``host.clients``, off the loop)."""
+    try:
+        host, port = split_listen(engine.listen)
+    except ValueError:
+        return None
+    try:
+        address: str | None = host if not ipaddress.ip_address(host).is_unspecified else None
+    except ValueError:  # a host name: every address on the port
+        address = None
+    seen = await asyncio.to_thread(clients.snapshot, port, host=address)
+    return progress_rule.from_clients(seen)
 
 
 def _llama_slots(document: Any) -> Reading | None:

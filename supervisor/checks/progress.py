@@ -25,10 +25,15 @@ B ``blind_timeout``, for a check waiting E seconds:
    **busy**, never a failure.
 3. The engine shows tokens (``/metrics`` or ``/slots``): with other requests in flight or
    queued, no token for S is a **stall**; with nothing else in flight, it is a **hang**.
-4. No token signal (an Ollama before 0.30, whose log names only completed requests): a hang
-   once E ≥ max(D, B) with nothing completed within S — B is generous, so a user's long
-   answer in front of the check is never taken for a hang before it; while the model loads
-   (no user answer can be running), at D.
+4. No token signal (an Ollama before 0.30, whose log names only completed requests; a
+   progress endpoint that stopped answering): the kernel's view of the engine's clients
+   (``host.clients``: established connections to its port other than the daemon's own, and
+   the bytes sent to them) stands in. Bytes streamed to another client within S are busy;
+   with nobody else connected nothing can be ahead of the check: a **hang** at D, as on an
+   engine with tokens. Only with another client connected and nothing streaming or
+   completing, a hang waits until E ≥ max(D, B) — B is generous, so a user's long
+   non-streamed answer in front of the check is never taken for a hang before it; while the
+   model loads (no user answer can be running), at D.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from enum import StrEnum
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from supervisor.host.clients import Clients, flowing
 
 Slot = tuple[int, int, int, bool]  # (slot id, task id, tokens processed, processing)
 
@@ -53,10 +60,20 @@ class Reading:
     in_flight: int | None = None           # requests being generated
     waiting: int | None = None             # requests queued
     source: str = ""
+    clients: Clients | None = None         # the kernel's view: other clients' connections
 
     @property
     def has_tokens(self) -> bool:
         return self.tokens is not None or self.slots is not None
+
+
+def from_clients(clients: Clients) -> Reading | None:
+    """The kernel's view of an engine's clients as a reading (``host.clients``): other
+    clients connected are requests in flight or queued; bytes sent to them, a streamed
+    answer flowing. None when the kernel could not be read."""
+    if clients.error is not None:
+        return None
+    return Reading(in_flight=clients.count, source="tcp", clients=clients)
 
 
 def working(reading: Reading | None) -> bool:
@@ -195,8 +212,10 @@ class Watch:
         self.started = started
         self.phase = phase                  # "load" or "generate"
         self.last: Reading | None = None    # the latest reading, the baseline of the next
-        self.events: deque[tuple[float, float, int]] = deque(maxlen=4096)  # (at, tokens, done)
+        # (at, tokens, requests done, bytes streamed to other clients)
+        self.events: deque[tuple[float, float, int, int]] = deque(maxlen=4096)
         self.has_tokens = False
+        self.sees_clients = False  # the kernel's view of the engine's clients is read
         self.sources: set[str] = set()
         self.earlier_tasks: set[int] | None = None  # tasks in the slots before the check
 
@@ -205,24 +224,25 @@ class Watch:
             return
         self.sources.add(reading.source)
         self.has_tokens = self.has_tokens or reading.has_tokens
+        self.sees_clients = self.sees_clients or reading.clients is not None
         previous, self.last = self.last, reading
         if previous is None:  # the baseline, read before the check's request was sent
             self.earlier_tasks = {t for _, t, _, on in reading.slots or () if on}
             return
-        tokens, done = _delta(previous, reading)
-        if tokens or done:
-            self.events.append((now, tokens, done))
+        tokens, done, sent = _delta(previous, reading)
+        if tokens or done or sent:
+            self.events.append((now, tokens, done, sent))
 
     def completed(self, at: float) -> None:
         """The engine's log says a generation request finished (at ``at``, our clock)."""
         if at >= self.started:
-            self.events.append((at, 0.0, 1))
+            self.events.append((at, 0.0, 1, 0))
             self.sources.add("log")
 
-    def since(self, start: float) -> tuple[float, int]:
-        tokens = sum(t for at, t, _ in self.events if at >= start)
-        done = sum(d for at, _, d in self.events if at >= start)
-        return tokens, done
+    def since(self, start: float) -> tuple[float, int, int]:
+        recent = [e for e in self.events if e[0] >= start]
+        return (sum(e[1] for e in recent), sum(e[2] for e in recent),
+                sum(e[3] for e in recent))
 
     @property
     def last_progress(self) -> float:
@@ -236,6 +256,8 @@ class Watch:
         last = self.last
         if last is None or last.in_flight is None:
             return 0
+        if last.clients is not None:  # the kernel's view leaves the daemon's own out
+            return last.in_flight
         if last.slots is not None:
             running = [t for _, t, _, on in last.slots if on]
             ours = any(t not in (self.earlier_tasks or set()) for t in running)
@@ -243,13 +265,15 @@ class Watch:
         return max(0, last.in_flight + (last.waiting or 0) - 1)
 
 
-def _delta(before: Reading, after: Reading) -> tuple[float, int]:
-    """(tokens, completed requests) between two readings of the same source."""
+def _delta(before: Reading, after: Reading) -> tuple[float, int, int]:
+    """(tokens, completed requests, bytes streamed) between two readings of one source."""
     if before.source != after.source:
-        return 0.0, 0
+        return 0.0, 0, 0
+    if before.clients is not None and after.clients is not None:
+        return 0.0, 0, flowing(before.clients, after.clients)
     if before.tokens is not None and after.tokens is not None:
         grown = after.tokens - before.tokens
-        return (grown if grown >= 0 else after.tokens), 0  # a counter reset: a new process
+        return (grown if grown >= 0 else after.tokens), 0, 0  # a reset: a new process
     if before.slots is not None and after.slots is not None:
         earlier = {ident: (task, n) for ident, task, n, _ in before.slots}
         tokens, done = 0.0, 0
@@ -262,8 +286,8 @@ def _delta(before: Reading, after: Reading) -> tuple[float, int]:
             else:  # the slot took another task: the earlier one finished
                 tokens += n
                 done += was[0] >= 0
-        return tokens, done
-    return 0.0, 0
+        return tokens, done, 0
+    return 0.0, 0, 0
 
 
 def judge(watch: Watch, now: float, deadline: float, stall_after: float,
@@ -273,11 +297,12 @@ def judge(watch: Watch, now: float, deadline: float, stall_after: float,
     if waited < deadline:
         return Verdict(Kind.PENDING)
     start = max(watch.started, now - stall_after)
-    tokens, done = watch.since(start)
+    tokens, done, sent = watch.since(start)
     window = now - start
-    if tokens or done:
+    if tokens or done or sent:
         what = [f"{tokens:.0f} tokens"] if tokens else []
         what += [f"{done} request(s) completed"] if done else []
+        what += [f"{sent} bytes streamed to other clients"] if sent else []
         return Verdict(Kind.BUSY, f"canary queued {waited:.0f}s; {' and '.join(what)} in the"
                        f" last {window:.0f}s", tokens, done, window)
     silent = now - watch.last_progress
@@ -290,6 +315,10 @@ def judge(watch: Watch, now: float, deadline: float, stall_after: float,
                            f" for {silent:.0f}s", window=window)
         return Verdict(Kind.WAITING, f"canary overdue {waited:.0f}s; {others} request(s) in"
                        f" flight, no token for {silent:.0f}s (a stall after {stall_after:g}s)",
+                       window=window)
+    if watch.sees_clients and not watch.others:
+        # the kernel shows nobody else connected: nothing can be ahead of the check
+        return Verdict(Kind.HANG, _no_token(watch, deadline) + "; nobody else connected",
                        window=window)
     if watch.phase == "load" or waited >= max(deadline, blind_timeout):
         return Verdict(Kind.HANG, _no_token(watch, deadline) if waited < blind_timeout else
