@@ -316,3 +316,40 @@ def test_facts_render_for_status():
     shown = facts.to_dict()
     assert shown["kind"] == "embedding" and shown["version"] == "0.33.0"
     assert len(shown["digest"]) == 19
+
+
+class SlowOllama(Ollama):
+    """Generations wait for ``release``: a canary still running when a user's request ends."""
+
+    def __init__(self) -> None:
+        super().__init__("completion", "0.12.3")
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/generate":
+            await self.release.wait()
+        return await super().__call__(request)
+
+
+async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
+    """Ollama before 0.30: a request completed while the canary ran — its rate is not the
+    engine's own: neither learned nor judged."""
+    api = SlowOllama()
+    engine, actuator, clock = engine_for(api)
+
+    async def nobody(cfg: Any) -> Any:
+        return None
+    engine.canary.view = nobody
+    await engine.start_on("rocm", Cause.START)
+    await run_ticks(engine, clock, 3)
+    learned = len(engine.speed.data["tiers"]["rocm"]["samples"])
+    assert learned >= 1  # unshared canaries are learned
+    api.release.clear()
+    await run_ticks(engine, clock, 1)  # a canary is under way, held
+    assert engine.canary_task is not None and not engine.canary_task.done()
+    engine.completed()  # a user's request ended meanwhile (its gin line)
+    api.release.set()
+    await run_ticks(engine, clock, 1)
+    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned
+    assert engine.speed.data["tiers"]["rocm"]["last"]  # its rate is shown, not learned

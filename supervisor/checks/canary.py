@@ -97,9 +97,12 @@ class Canary:
         self.facts = None  # another start may serve another model: ask again
 
     def completed(self) -> None:
-        """The engine's log says a generation request finished: progress, while one waits."""
+        """The engine's log says a generation request finished: progress, while one waits —
+        and the running canary shared the engine with it (its rate is not its own)."""
         if self.watch is not None:
             self.watch.completed(self.clock())
+            # the canary still waits: someone else's request (its own ends before its line)
+            self.shared = self.shared or (self.task is not None and not self.task.done())
 
     async def step(self, cfg: EngineConfig, h: HealthSection, *, alive: bool, scheduled: bool,
                    runner_port: int | None, placement: bool) -> list[Observation]:
@@ -122,7 +125,9 @@ class Canary:
                     else None
                 if judged is not None and self.failure is None:
                     found.append(judged)  # like the CPU's: demoted at once
-                elif judged is None and placement:  # Ollama on a GPU tier: where is it?
+                elif judged is None and placement and not self.shared:
+                    # Ollama on a GPU tier: where is it? (a shared canary's answer may have
+                    # come from a model the users' traffic loaded: not judged)
                     found.append(await health.placement(self.http, cfg, h.timeout))
             elif (refusal := _embedding_only(result)) and (
                     self.facts is None or self.facts.kind != ModelKind.EMBEDDING):
@@ -191,6 +196,7 @@ class Canary:
         deadline = self.deadline(h)
         verdict = progress.judge(watch, self.clock(), deadline, h.stall_after, h.blind_timeout)
         self.verdict = verdict
+        self.shared = self.shared or watch.others > 0  # others in flight meanwhile
         if verdict.kind == progress.Kind.BUSY:
             self.failure = None  # the engine works: the wait is the queue's
             self.shared = True
