@@ -34,6 +34,7 @@ from supervisor.checks.speed import SpeedBook
 from supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
 from supervisor.decide import Decision, Do, Situation
 from supervisor.errors import Refused
+from supervisor.host import process
 from supervisor.host.tuning import Tuning
 from supervisor.intents import Intent
 from supervisor.records.history import utc
@@ -115,11 +116,14 @@ class Engine:
         self.run_started = float("-inf")
         self.started_at = clock()
         self.nrestarts_seen: int | None = None
+        self.main_pid = 0                    # the engine's main process, as systemd says
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.canary = Canary(http, self.wake, clock, ended=self._canary_ended,
                              launched=self._canary_launched, speed=self._judge_speed,
-                             learned=self._model_learned)
+                             learned=self._model_learned,
+                             load_deadline=self._load_deadline,
+                             memory=lambda: process.tree_rss(self.main_pid))
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
@@ -334,14 +338,22 @@ class Engine:
         return done
 
     async def _apply_intents(self) -> None:
+        answers: list[tuple[asyncio.Future[str], str | BaseException]] = []
         while self.intents:
             intent, done = self.intents.pop(0)
             if done.done():  # the asker gave up before it was taken: not applied
                 continue
             try:
-                outcome = await intents.apply(self, intent)
+                answers.append((done, await intents.apply(self, intent)))
             except Exception as exc:  # refused, or the switch failed: the asker hears why
-                done.set_exception(exc)
+                answers.append((done, exc))
+        if answers:
+            self._flush()  # recorded before the asker hears it is done
+        for done, outcome in answers:
+            if done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                done.set_exception(outcome)
             else:
                 done.set_result(outcome)
 
@@ -475,6 +487,8 @@ class Engine:
         if result.latency_ms is not None:
             self.actuator.observe_check(self, "canary" if phase == "generate" else "load",
                                         result.latency_ms / 1000)
+        if result.ok and phase == "load" and self.tier is not None:
+            self.speed.learn_load(self.tier, (result.latency_ms or 0) / 1000)
         if result.ok and phase == "load" and self.cfg.model:
             seconds = (result.latency_ms or 0) / 1000
             self.record("load", to=self.tier, cause=Cause.START.value,
@@ -491,6 +505,10 @@ class Engine:
                         reason=f"{self.cfg.model or 'the model'} or the engine changed"
                         f" (now {facts.identity}): learning its speed afresh",
                         evidence=facts.to_dict())
+
+    def _load_deadline(self, h: HealthSection) -> float:
+        """A load's deadline on this tier, learned from this engine's own loads."""
+        return self.speed.load_deadline(self.tier, h.load_deadline)
 
     @property
     def model_facts(self) -> ModelFacts | None:
@@ -565,6 +583,7 @@ class Engine:
         self.memory.backend = None
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
+        self.main_pid = unit.main_pid
         if unit.main_started > self.run_started or self.run_started == float("-inf"):
             # systemd's word on when this run began (adopted, or restarted by systemd)
             self.run_started = unit.main_started or self.run_started
@@ -574,7 +593,7 @@ class Engine:
 
     # ------------------------------------------------------------------ decisions
 
-    def situation(self, *, tiers: bool = True) -> Situation:
+    def situation(self, *, tiers: bool = True, loading: bool = False) -> Situation:
         """What the decision reads of this engine, as plain data. ``tiers=False`` leaves out
         the usable tiers (computed from the host view) where no decision needs them: a check
         where nothing failed, the way back up (it probes afresh)."""
@@ -584,8 +603,10 @@ class Engine:
             usable=tuple(self.actuator.usable(self)) if tiers else (),
             pinned=self.memory.pinned,
             promoted_from=self.memory.promoted_from if self._promoting() else None,
-            in_grace=(self.state == EngineState.STARTING
-                      and self.clock() - self.started_at < h.startup_grace),
+            # the start-up grace; an engine that says it loads its model has the load's
+            # deadline (learned from its own loads) instead, when that is longer
+            in_grace=(self.state == EngineState.STARTING and self.clock() - self.started_at
+                      < max(h.startup_grace, self._load_deadline(h) if loading else 0)),
             failures=self.failures, failures_needed=h.failures,
             restarts_on_tier=self.restarts_on_tier,
             restarts_per_tier=self.fallback.restarts_per_tier,
@@ -597,7 +618,8 @@ class Engine:
         """Decide (a pure function of the situation and the observations), then act."""
         found = opencl_on_cpu(self.tier, observations)
         failed = any(not o.ok for o in found)
-        await self.act(decide.decide(self.situation(tiers=failed), found))
+        loading = any(o.finding is not None and o.finding.facts.get("loading") for o in found)
+        await self.act(decide.decide(self.situation(tiers=failed, loading=loading), found))
 
     async def act(self, d: Decision) -> None:
         """Carry a decision out: the only place a check changes the engine."""

@@ -21,7 +21,7 @@ from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
 from supervisor.systemd.systemctl import UnitStatus
 
-RUNNING = UnitStatus("llm-main.service", "active", "running", 0, 0, 100)
+RUNNING = UnitStatus("llm-main.service", "active", "running", 0, 0, 0)  # no real process
 
 
 class Clock:

@@ -218,7 +218,7 @@ def test_slots_show_progress_and_the_simulated_runner_speaks_the_same(tiny_model
         thread.join()
     assert done == [200]
     assert any(r.in_flight == 1 for r in readings), readings
-    tokens, _, _ = watch.since(0.0)
+    tokens, _, _, _ = watch.since(0.0)
     assert tokens > 0, readings
     real = server.get("/slots").json()[0]
     sim = SimEngine(kind="ollama", model="m", library="rocm", faults=Faults(),

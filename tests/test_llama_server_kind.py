@@ -23,8 +23,8 @@ from supervisor.engine import Engine
 from supervisor.host import devicelist, tiers
 from supervisor.records.memory import EngineMemory
 from supervisor.states import EngineState
-from supervisor.systemd.systemctl import UnitStatus
 from supervisor.systemd import units
+from supervisor.systemd.systemctl import UnitStatus
 
 DATA = Path(__file__).parent / "data" / "llama-server"
 HOST = units.HostFacts(frozenset({"render", "video"}), cpu_count=8, mem_total=64 << 30)
@@ -161,13 +161,14 @@ async def test_the_canary_sends_the_key_and_maps_401_and_404(tmp_path):
     assert missing.cause == Cause.MODEL_MISSING and "-m in `exec`" in missing.finding.fix
 
 
-def make(usable=("vulkan", "cpu"), grace="10s"):
+def make(usable=("vulkan", "cpu"), grace="10s", load=""):
     cfg = engine_config(settings=f"""
 [health]
 interval = "1s"
 timeout = "1s"
 failures = 3
 startup_grace = "{grace}"
+{f'load_timeout = "{load}"' if load else ""}
 canary_every = 1
 canary_timeout = "200ms"
 [fallback]
@@ -199,6 +200,20 @@ async def test_503_while_loading_is_no_failure_within_the_grace_but_is_after_it(
     assert actuator.switches == ["vulkan", "vulkan", "vulkan"]
     assert engine.cause == Cause.UNRESPONSIVE
     assert "GET /health: HTTP 503 (Loading model) (3 checks in a row)" in engine.memory.reason
+
+
+async def test_a_long_load_that_says_so_has_the_loads_deadline_not_the_grace():
+    """A 40 GB model from a slow disk: llama-server answers 503 "Loading model" past the
+    start-up grace. Within load_timeout that is a load, no failure; past it, a failure."""
+    engine, actuator, api, clock = make(load="60s")
+    await engine.start_on("vulkan", Cause.START)
+    api.loading = True
+    clock.now += 40  # far past the 10 s grace, within the 60 s load
+    await settle(engine, 5)
+    assert engine.failures == 0 and actuator.switches == ["vulkan"]
+    clock.now += 20
+    await settle(engine, 3)
+    assert actuator.switches == ["vulkan", "vulkan"] and engine.cause == Cause.UNRESPONSIVE
 
 
 # --------------------------------------------------------------------------- its devices

@@ -165,7 +165,7 @@ def test_without_a_token_signal_completions_keep_it_busy_then_the_blind_bound():
     verdict = judge(watch, 300.0, DEADLINE, STALL, BLIND)
     assert verdict.kind == Kind.HANG and "no request completed" in verdict.detail
     watch.completed(-5.0)  # before the canary began: not progress it can claim
-    assert watch.since(-10.0) == (0, 3, 0)
+    assert watch.since(-10.0) == (0, 3, 0, 0)
 
 
 def test_at_load_without_a_signal_the_load_deadline_decides():

@@ -94,3 +94,31 @@ def test_what_is_learned_survives_a_daemon_restart_and_a_hostile_record() -> Non
     assert book.reference("rocm") is None and book.reference("vulkan") is None
     summary = book.summary("rocm")
     assert summary is not None and summary["learned"] == 1 and summary["reference"] is None
+
+
+def test_a_load_is_judged_against_the_engines_own_loads():
+    """Between a floor and load_timeout: 3 x the learned load time once one was seen."""
+    from supervisor.checks.speed import LOAD_FLOOR, SpeedBook
+    book = SpeedBook({}, "k")
+    assert book.load_deadline("rocm", 120.0) == 120.0  # nothing learned: load_timeout
+    book.learn_load("rocm", 4.0)
+    assert book.load_deadline("rocm", 120.0) == LOAD_FLOOR  # 12 s is below the floor
+    book.learn_load("rocm", 30.0)
+    book.learn_load("rocm", 30.0)
+    assert book.load_deadline("rocm", 120.0) == 90.0
+    for _ in range(3):
+        book.learn_load("rocm", 100.0)
+    assert book.load_deadline("rocm", 120.0) == 120.0  # never past load_timeout
+    assert book.load_deadline("vulkan", 120.0) == 120.0  # per tier
+    assert book.load_deadline("rocm", 6.0) == 6.0  # a floor above the ceiling: the ceiling
+
+
+def test_a_growing_memory_is_a_load_in_progress():
+    from supervisor.checks.progress import LOAD_STEP, Kind, Watch, judge
+    watch = Watch(0.0, "load")
+    watch.grew(0.0, 100 * 2**20)
+    watch.grew(50.0, 100 * 2**20 + LOAD_STEP)
+    verdict = judge(watch, 50.0, 40.0, 20.0, 300.0)
+    assert verdict.kind == Kind.BUSY and "memory grew" in verdict.detail
+    watch.grew(80.0, 100 * 2**20 + LOAD_STEP + 1000)  # stopped growing: the load hangs
+    assert judge(watch, 80.0, 40.0, 20.0, 300.0).kind == Kind.HANG

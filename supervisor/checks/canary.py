@@ -45,7 +45,9 @@ class Canary:
                  ended: Callable[[Observation, str], None],
                  launched: Callable[[str], None],
                  speed: SpeedJudge = lambda rate, shared: None,
-                 learned: Callable[[ModelFacts], None] = lambda facts: None) -> None:
+                 learned: Callable[[ModelFacts], None] = lambda facts: None,
+                 load_deadline: Callable[[HealthSection], float] = lambda h: h.load_deadline,
+                 memory: Callable[[], int | None] = lambda: None) -> None:
         self.http = http
         self.wake = wake          # the engine's loop: woken when a canary ends with news
         self.clock = clock
@@ -53,6 +55,8 @@ class Canary:
         self.launched = launched  # (phase): the engine says it is loading the model
         self.speed = speed        # a passed canary's rate, judged against the engine's own
         self.learned = learned    # the model's facts were read (or corrected)
+        self.load_deadline = load_deadline  # learned from the engine's own loads
+        self.memory = memory      # the engine's resident memory: a load's progress
         self.shared = False       # the running canary shared the engine with other requests
         self.task: asyncio.Task[Observation] | None = None
         self.failure: Observation | None = None  # a verdict that stands
@@ -74,7 +78,7 @@ class Canary:
         return "generate" if self.passed and not self.cold else "load"
 
     def deadline(self, h: HealthSection) -> float:
-        return h.canary_timeout if self.phase == "generate" else h.load_deadline
+        return h.canary_timeout if self.phase == "generate" else self.load_deadline(h)
 
     @property
     def busy(self) -> str | None:
@@ -155,6 +159,8 @@ class Canary:
             self.launch(cfg, h)
             assert self.watch is not None
             self.watch.add(self.started, baseline)
+            if self.phase == "load":
+                self.watch.grew(self.started, self.memory())
             self.shared = progress.working(baseline)
         if self.failure is not None:
             found.append(self.failure)
@@ -193,6 +199,8 @@ class Canary:
             return []
         watch.add(self.clock(), await health.progress(self.http, cfg, runner_port, h.timeout,
                                                       self.view))
+        if watch.phase == "load":
+            watch.grew(self.clock(), self.memory())
         deadline = self.deadline(h)
         verdict = progress.judge(watch, self.clock(), deadline, h.stall_after, h.blind_timeout)
         self.verdict = verdict

@@ -79,10 +79,15 @@ async def liveness(client: httpx.AsyncClient, engine: EngineConfig, timeout: flo
     latency = (time.monotonic() - started) * 1000
     if response.status_code != 200:
         detail = f"GET {path}: HTTP {response.status_code}"
+        said = _error_message(response) if engine.kind == "llama-server" else ""
         if engine.kind == "llama-server" and response.status_code == 503:
-            detail += f" ({_error_message(response) or 'not ready'})"  # "Loading model"
+            detail += f" ({said or 'not ready'})"  # "Loading model"
+        # llama-server loading its model says so: the load's deadline judges it, not the
+        # start-up grace (a 40 GB model from a slow disk takes minutes)
+        loading = response.status_code == 503 and "loading" in said.lower()
         return Observation.bad("liveness", Cause.UNRESPONSIVE, detail,
-                               evidence=response.text[:500], latency_ms=latency)
+                               evidence=response.text[:500], latency_ms=latency,
+                               facts={"loading": True} if loading else {})
     return Observation(True, "liveness", latency_ms=latency)
 
 

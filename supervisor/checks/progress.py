@@ -49,6 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from supervisor.host.clients import Clients, flowing
 
 Slot = tuple[int, int, int, bool]  # (slot id, task id, tokens processed, processing)
+LOAD_STEP = 8 * 2**20  # memory growth between two looks that shows a load progressing
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,9 @@ class Watch:
         self.started = started
         self.phase = phase                  # "load" or "generate"
         self.last: Reading | None = None    # the latest reading, the baseline of the next
-        # (at, tokens, requests done, bytes streamed to other clients)
-        self.events: deque[tuple[float, float, int, int]] = deque(maxlen=4096)
+        # (at, tokens, requests done, bytes streamed to other clients, bytes loaded)
+        self.events: deque[tuple[float, float, int, int, int]] = deque(maxlen=4096)
+        self.memory: int | None = None  # the engine's memory at the last look (a load)
         self.has_tokens = False
         self.sees_clients = False  # the kernel's view of the engine's clients is read
         self.sources: set[str] = set()
@@ -231,18 +233,28 @@ class Watch:
             return
         tokens, done, sent = _delta(previous, reading)
         if tokens or done or sent:
-            self.events.append((now, tokens, done, sent))
+            self.events.append((now, tokens, done, sent, 0))
 
     def completed(self, at: float) -> None:
         """The engine's log says a generation request finished (at ``at``, our clock)."""
         if at >= self.started:
-            self.events.append((at, 0.0, 1, 0))
+            self.events.append((at, 0.0, 1, 0, 0))
             self.sources.add("log")
 
-    def since(self, start: float) -> tuple[float, int, int]:
+    def grew(self, now: float, memory: int | None) -> None:
+        """The engine's memory now: while a model loads, growth is the load's progress
+        (``LOAD_STEP`` at least, so the allocator's noise is none)."""
+        if memory is None:
+            return
+        before, self.memory = self.memory, memory
+        if before is not None and memory - before >= LOAD_STEP:
+            self.events.append((now, 0.0, 0, 0, memory - before))
+            self.sources.add("memory")
+
+    def since(self, start: float) -> tuple[float, int, int, int]:
         recent = [e for e in self.events if e[0] >= start]
         return (sum(e[1] for e in recent), sum(e[2] for e in recent),
-                sum(e[3] for e in recent))
+                sum(e[3] for e in recent), sum(e[4] for e in recent))
 
     @property
     def last_progress(self) -> float:
@@ -297,12 +309,14 @@ def judge(watch: Watch, now: float, deadline: float, stall_after: float,
     if waited < deadline:
         return Verdict(Kind.PENDING)
     start = max(watch.started, now - stall_after)
-    tokens, done, sent = watch.since(start)
+    tokens, done, sent, loaded = watch.since(start)
     window = now - start
-    if tokens or done or sent:
+    if tokens or done or sent or loaded:
         what = [f"{tokens:.0f} tokens"] if tokens else []
         what += [f"{done} request(s) completed"] if done else []
         what += [f"{sent} bytes streamed to other clients"] if sent else []
+        what += [f"the engine's memory grew {loaded / 2**20:.0f} MiB (loading)"] \
+            if loaded else []
         return Verdict(Kind.BUSY, f"canary queued {waited:.0f}s; {' and '.join(what)} in the"
                        f" last {window:.0f}s", tokens, done, window)
     silent = now - watch.last_progress

@@ -38,6 +38,9 @@ CPU_RATIO = 0.25   # on a GPU tier, a low run below a quarter of the reference l
 CPU_MARGIN = 1.5   # ... or one within 1.5x this engine's own learned CPU speed
 LOW_RUN = 3        # low canaries in a row that make a verdict
 SHOWN = 5          # the last rates kept for status
+LOADS = 5          # the last load times kept per tier (the load's own reference)
+LOAD_FACTOR = 3.0  # a load may take this many times its learned time ...
+LOAD_FLOOR = 30.0  # ... but never less than this (s), nor more than ``load_timeout``
 
 
 class Kind(StrEnum):
@@ -79,7 +82,8 @@ class SpeedBook:
             raw = raw if isinstance(raw, dict) else {}
             tiers[tier] = {"samples": _floats(raw.get("samples"), WINDOW),
                            "low": _floats(raw.get("low"), LOW_RUN),
-                           "last": _floats(raw.get("last"), SHOWN)}
+                           "last": _floats(raw.get("last"), SHOWN),
+                           "loads": _floats(raw.get("loads"), LOADS)}
 
     def identify(self, identity: str) -> bool:
         """What the engine serves now (the model's digest, the engine's version): when it
@@ -94,8 +98,24 @@ class SpeedBook:
 
     def _tier(self, tier: str) -> dict[str, list[float]]:
         entry: dict[str, list[float]] = self.data["tiers"].setdefault(
-            tier, {"samples": [], "low": [], "last": []})
+            tier, {"samples": [], "low": [], "last": [], "loads": []})
+        entry.setdefault("loads", [])
         return entry
+
+    def learn_load(self, tier: str, seconds: float) -> None:
+        """A load that worked (the first generation after a start): the tier's load time."""
+        if 0 < seconds < float("inf"):
+            entry = self._tier(tier)
+            entry["loads"] = [*entry["loads"], seconds][-LOADS:]
+
+    def load_deadline(self, tier: str | None, ceiling: float) -> float:
+        """How long a load on ``tier`` may take: ``LOAD_FACTOR`` × the median of the loads
+        this engine did there, within [``LOAD_FLOOR``, ``ceiling``] (``load_timeout``);
+        ``ceiling`` until one load was seen."""
+        loads = self._tier(tier)["loads"] if tier else []
+        if not loads:
+            return ceiling
+        return min(ceiling, max(min(LOAD_FLOOR, ceiling), LOAD_FACTOR * statistics.median(loads)))
 
     def reference(self, tier: str) -> float | None:
         samples = self._tier(tier)["samples"]
@@ -109,7 +129,8 @@ class SpeedBook:
         reference = self.reference(tier)
         return {"tier": tier, "reference": round(reference, 2) if reference else None,
                 "learned": min(len(entry["samples"]), LEARN), "of": LEARN,
-                "last": [round(r, 2) for r in entry["last"]], "low_in_a_row": len(entry["low"])}
+                "last": [round(r, 2) for r in entry["last"]], "low_in_a_row": len(entry["low"]),
+                "loads": [round(r, 2) for r in entry["loads"]]}
 
     def judge(self, tier: str, rate: float, *, busy: bool, gpu: bool) -> Verdict:
         """One passed canary's rate on ``tier``: learned, or judged against the reference."""

@@ -187,3 +187,25 @@ def _kill_group(pid: int) -> None:
 
 def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
+
+
+def tree_rss(pid: int) -> int | None:
+    """Resident memory of a process and all its descendants (an engine and its runners), in
+    bytes; None when the process is gone or unreadable. A model being loaded grows it (its
+    weights are read through the page cache into the process: mmap or copies)."""
+    import psutil
+
+    if pid <= 0:
+        return None
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except (psutil.Error, OSError):
+        return None
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except (psutil.Error, OSError):
+            continue
+    return total
