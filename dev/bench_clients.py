@@ -6,9 +6,9 @@ own, which ``snapshot`` must leave out; optionally as many connections again to 
 on the host, which neither must show. Then, per call, the median and p95 of the wall time and
 of the CPU time (user + system, this process's for ``snapshot``, the child's for ``ss``) of:
 
-- ``snapshot(port)`` -- sock_diag dumps filtered by port in the kernel, /proc/self/fd;
-- ``full dump`` -- what filtering in userspace would cost instead: the unfiltered dumps of both
-  families, every established TCP socket of the host with its tcp_info, parsed;
+- ``snapshot(port)`` -- two sock_diag dumps filtered by port in the kernel, /proc/self/fd;
+- ``full dump`` -- what filtering in userspace would cost instead: ``clients.dump()``, the
+  unfiltered dumps of both families, every established TCP socket of the host, parsed;
 - ``ss -tinH state established '( sport = :PORT )'`` (iproute2), run as a command.
 
     "$(dev/venv)/bin/python" dev/bench_clients.py [CALLS] [--elsewhere]
@@ -33,6 +33,7 @@ from supervisor.host import clients  # noqa: E402
 SIZES = (0, 10, 100, 1000)
 CALLS = int(next((a for a in sys.argv[1:] if a.isdigit()), "300"))
 ELSEWHERE = "--elsewhere" in sys.argv
+SS_EVERY = 5  # ss runs every 5th round: a command costs far more to start than to run
 
 # argv: port count; opens `count` connections, prints "ready", holds them until stdin ends
 HOLDER = r"""
@@ -50,12 +51,11 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_N
 server = socket.create_server(("127.0.0.1", 0), backlog=4096)
 print(server.getsockname()[1], flush=True)
 accepted = []
-threading.Thread(target=lambda: sys.stdin.read() or server.close(), daemon=True).start()
-while True:
-    try:
+def accept():
+    while True:
         accepted.append(server.accept()[0])
-    except OSError:
-        break
+threading.Thread(target=accept, daemon=True).start()
+sys.stdin.read()
 """
 
 
@@ -71,17 +71,13 @@ def end(proc: subprocess.Popen[str]) -> None:
     proc.stdout.close()
 
 
-def measure(call: Callable[[], object], calls: int, children: bool = False
-            ) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of each call (CPU of the children when ``children``)."""
-    walls, cpus = [], []
-    for _ in range(calls):
-        cpu = _children_cpu() if children else time.process_time()
-        started = time.perf_counter()
-        call()
-        walls.append(time.perf_counter() - started)
-        cpus.append((_children_cpu() if children else time.process_time()) - cpu)
-    return walls, cpus
+def once(call: Callable[[], object], children: bool) -> tuple[float, float]:
+    """Wall and CPU seconds of one call (CPU of the reaped children when ``children``)."""
+    cpu = _children_cpu() if children else time.process_time()
+    started = time.perf_counter()
+    call()
+    wall = time.perf_counter() - started
+    return wall, (_children_cpu() if children else time.process_time()) - cpu
 
 
 def _children_cpu() -> float:
@@ -99,8 +95,7 @@ def ss(port: int) -> str:
 
 
 def full_dump() -> int:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, clients.NETLINK_SOCK_DIAG) as nl:
-        return len(clients._dump_both(nl))
+    return len(clients.dump())
 
 
 def main() -> None:
@@ -127,13 +122,18 @@ def main() -> None:
         assert seen.error is None and seen.count == size, (seen.count, seen.error)
         assert len(lines) == size + 1, len(lines)  # ss shows ours too
         total = full_dump()
-        for name, call, n, kids in (
-                ("snapshot()", functools.partial(clients.snapshot, port), CALLS, False),
-                ("full dump", full_dump, CALLS, False),
-                ("ss -ti", functools.partial(ss, port), max(CALLS // 10, 20), True)):
-            walls, cpus = measure(call, n, kids)
+        ways = (("snapshot()", functools.partial(clients.snapshot, port), 1, False),
+                ("full dump", full_dump, 1, False),
+                ("ss -ti", functools.partial(ss, port), SS_EVERY, True))
+        took: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in ways}
+        for i in range(CALLS):  # interleaved, so that the host's load weighs on each alike
+            for name, call, every, kids in ways:
+                if i % every == 0:
+                    took[name].append(once(call, kids))
+        for name, *_ in ways:
+            walls, cpus = [w for w, _ in took[name]], [c for _, c in took[name]]
             rows.append((size, name, total, statistics.median(walls), p95(walls),
-                         statistics.median(cpus), p95(cpus), n))
+                         statistics.median(cpus), p95(cpus), len(walls)))
         ours.close()
         for proc in (holder, engine, *others):
             end(proc)

@@ -202,6 +202,24 @@ def test_v4_clients_of_a_dual_stack_engine_read_as_ipv4(children: list[Child]) -
                 s.close()
 
 
+def test_dump_gives_both_ends_on_the_port_and_nothing_else(children: list[Child]) -> None:
+    with listener(socket.AF_INET, "127.0.0.1") as server, \
+            listener(socket.AF_INET, "127.0.0.1") as elsewhere:
+        port, other = server.getsockname()[1], elsewhere.getsockname()[1]
+        child, stranger = Child(socket.AF_INET, "127.0.0.1", port), Child(
+            socket.AF_INET, "127.0.0.1", other)
+        children += [child, stranger]
+        with server.accept()[0] as engine_end, elsewhere.accept()[0]:
+            rows = clients.dump(port)
+            assert sorted((r.local, r.remote) for r in rows) == sorted([
+                (("127.0.0.1", port), ("127.0.0.1", child.port)),
+                (("127.0.0.1", child.port), ("127.0.0.1", port))])
+            assert os.fstat(engine_end.fileno()).st_ino in {r.inode for r in rows}
+            assert set(clients.dump(port, by_family=True)) == set(rows)  # the kernel's newer way
+            assert {(r.local[1], r.remote[1]) for r in clients.dump()} >= {
+                (port, child.port), (other, stranger.port)}  # unfiltered: both
+
+
 def test_a_port_nobody_listens_on_has_no_clients() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -331,14 +349,56 @@ def test_bytes_that_do_not_parse_raise_dump_error(bad: Callable[[bytes], bytes])
         parse(bad(good), 7)
 
 
-def test_the_request_is_laid_out_as_inet_diag_req_v2() -> None:
-    raw = clients.request(socket.AF_INET6, 9, sport=11434)
+def test_the_request_is_laid_out_as_inet_diag_req_v2_and_its_bytecode() -> None:
+    raw = clients.request(socket.AF_INET6, 9, 11434)
+    program = clients.bytecode(11434)
     length, kind, flags, seq, _ = struct.unpack_from("=IHHII", raw)
-    assert (length, kind, flags, seq) == (len(raw), 20, 0x301, 9) and length == 16 + 56
+    assert (length, kind, flags, seq) == (len(raw), 20, 0x301, 9)
+    assert length == 16 + 56 + 4 + len(program)
     family, protocol, ext, _, states = struct.unpack_from("=BBBBI", raw, 16)
     assert (family, protocol, ext, states) == (socket.AF_INET6, 6, 1 << 1, 1 << 1)
-    assert struct.unpack_from(">HH", raw, 24) == (11434, 0)
-    assert struct.unpack_from(">HH", clients.request(socket.AF_INET, 1, dport=80), 24) == (0, 80)
+    assert raw[24:72] == bytes(48)  # the socket id: any
+    assert struct.unpack_from("=HH", raw, 72) == (4 + len(program), 1)  # INET_DIAG_REQ_BYTECODE
+    assert raw[76:] == program
+    assert len(clients.request(socket.AF_INET, 1)) == 16 + 56  # no port: no filter
+    first = clients.request(None, 3, 80)  # TCPDIAG_GETSOCK, struct inet_diag_req: both families
+    assert struct.unpack_from("=IHHI", first) == (len(first), 18, 0x301, 3)
+    assert struct.unpack_from("=BBBB", first, 16)[3] == 1 << 1 and first[20:68] == bytes(48)
+    assert struct.unpack_from("=IIHH", first, 68) == (1 << 1, 0, 4 + len(program), 1)
+    assert len(first) == 16 + 60 + 4 + len(program) and first[80:] == clients.bytecode(80)
+
+
+def run_bytecode(program: bytes, sport: int, dport: int) -> bool:
+    """The kernel's inet_diag_bc_audit (jumps) and inet_diag_bc_run, for port tests."""
+    def op(at: int) -> tuple[int, int, int, int]:
+        code, yes, no = struct.unpack_from("=BBH", program, at)
+        return code, yes, no, (struct.unpack_from("=BBH", program, at + 4)[2]
+                               if code in (2, 3, 4, 5) else 0)
+    starts, at = [], 0
+    while at < len(program):  # the audit: ops are what the "yes" chain meets ...
+        starts.append(at)
+        at += op(at)[1]
+    assert at == len(program)
+    for at in starts:  # ... and every jump lands on one of them, at the end, or 4 past it
+        code, yes, no, _ = op(at)
+        assert yes >= (8 if code in (2, 3, 4, 5) else 4) and yes % 4 == 0
+        assert at + no in (*starts, len(program), len(program) + 4)
+    at = 0
+    while at < len(program):
+        code, yes, no, arg = op(at)
+        ok = {1: False, 2: sport >= arg, 3: sport <= arg, 4: dport >= arg, 5: dport <= arg}[code]
+        at += yes if ok else no
+    return at == len(program)
+
+
+def test_the_bytecode_keeps_the_port_at_either_end() -> None:
+    program = clients.bytecode(11434)
+    assert run_bytecode(program, 11434, 50000)        # the engine's end
+    assert run_bytecode(program, 50000, 11434)        # a client end on this host
+    assert not run_bytecode(program, 11433, 50000)
+    assert not run_bytecode(program, 11435, 11433)
+    assert not run_bytecode(program, 22, 50000)
+    assert not run_bytecode(clients.bytecode(22), 11434, 50000)
 
 
 # --- the rule and the flow, over plain data -------------------------------------------------
@@ -350,18 +410,18 @@ def row(local: tuple[str, int], remote: tuple[str, int], inode: int, sent: int |
 
 
 def test_select_leaves_out_own_connections_by_both_endpoints() -> None:
-    servers = [row(("127.0.0.1", 80), ("127.0.0.1", 5000), 1),
-               row(("127.0.0.1", 80), ("127.0.0.1", 5001), 2),
-               row(("127.0.0.2", 80), ("127.0.0.1", 5000), 3),  # same client port, other address
-               row(("::1", 80), ("::1", 5000), 4),
-               row(("127.0.0.1", 8080), ("127.0.0.1", 5002), 5),  # another port
-               row(("127.0.0.1", 80), ("127.0.0.1", 5003), 6, state=8)]  # closing
-    ours = [row(("127.0.0.1", 5000), ("127.0.0.1", 80), 10),
-            row(("127.0.0.1", 5001), ("127.0.0.1", 80), 11)]  # not ours: inode 11 is not held
-    kept = select(servers, ours, {10, 99}, 80)
+    engine_ends = [row(("127.0.0.1", 80), ("127.0.0.1", 5000), 1),
+                   row(("127.0.0.1", 80), ("127.0.0.1", 5001), 2),
+                   row(("127.0.0.2", 80), ("127.0.0.1", 5000), 3),  # same client end, other address
+                   row(("::1", 80), ("::1", 5000), 4),
+                   row(("127.0.0.1", 8080), ("127.0.0.1", 5002), 5),  # another port
+                   row(("127.0.0.1", 80), ("127.0.0.1", 5003), 6, state=8)]  # closing
+    client_ends = [row(("127.0.0.1", 5000), ("127.0.0.1", 80), 10),
+                   row(("127.0.0.1", 5001), ("127.0.0.1", 80), 11)]  # not ours: 11 is not held
+    kept = select(engine_ends + client_ends, {10, 99, 2}, 80)  # 2: an engine end, not a client
     assert [(c.peer, c.inode) for c in kept] == [
         ("127.0.0.1:5000", 3), ("127.0.0.1:5001", 2), ("[::1]:5000", 4)]
-    assert [c.inode for c in select(servers, ours, set(), 80)] == [1, 3, 2, 4]
+    assert [c.inode for c in select(engine_ends + client_ends, set(), 80)] == [1, 3, 2, 4]
 
 
 @pytest.mark.parametrize(("host", "inodes"), [
@@ -373,7 +433,7 @@ def test_select_keeps_the_connections_to_host(host: str | None, inodes: list[int
     servers = [row(("127.0.0.1", 80), ("127.0.0.1", 5000), 1),
                row(("10.0.0.5", 80), ("10.0.0.7", 5000), 2),
                row(("::1", 80), ("::1", 5001), 3)]
-    assert sorted(c.inode for c in select(servers, [], set(), 80, host)) == inodes
+    assert sorted(c.inode for c in select(servers, set(), 80, host)) == inodes
 
 
 def test_flowing_counts_what_the_engine_sent_between_two_snapshots() -> None:

@@ -154,3 +154,86 @@ def test_the_openai_client_drives_the_simulated_vllm(start, openai_client) -> No
         client.post("/completions", cast_to=object, body=["not", "an", "object"])
     # the connection pool survived every error: one more request on it
     assert client.completions.create(model=VLLM_MODEL, prompt="hi", max_tokens=1).choices
+
+
+KINDS = ("--model", MODEL, "--model", "qwen3:8b=reasoning", "--model",
+         "gpt-oss:20b=reasoning-always", "--model", "nomic-embed-text=embedding")
+
+
+def test_the_ollama_client_with_reasoning_and_embedding_models(start, ollama_client) -> None:
+    client = ollama_client(start(*KINDS).ready())
+    off = client.generate(model="qwen3:8b", prompt="Say hi", think=False)
+    assert off.response.startswith("Hello") and not off.thinking
+    on = client.generate(model="qwen3:8b", prompt="Say hi", options={"num_predict": 8})
+    assert on.response == "" and on.thinking and on.eval_count == 8
+    always = client.generate(model="gpt-oss:20b", prompt="Say hi", think=False,
+                             options={"num_predict": 8})
+    assert always.thinking and always.response == ""  # gpt-oss cannot stop thinking
+    chat = client.chat(model="gpt-oss:20b", messages=[{"role": "user", "content": "hi"}])
+    assert chat.message.thinking and chat.message.content
+    parts = list(client.chat(model="qwen3:8b", stream=True, options={"num_predict": 30},
+                             messages=[{"role": "user", "content": "hi"}]))
+    assert parts[0].message.thinking and parts[-2].message.content and parts[-1].done
+
+    shown = client.show("nomic-embed-text")
+    assert shown.capabilities == ["embedding"]
+    vectors = client.embed(model="nomic-embed-text", input=["hello", "world"]).embeddings
+    assert len(vectors) == 2 and len(vectors[0]) == 768 and vectors[0] != vectors[1]
+    assert math.isclose(math.fsum(x * x for x in vectors[0]), 1, rel_tol=1e-3)
+    for call in (lambda: client.generate(model="nomic-embed-text", prompt="hi"),
+                 lambda: client.chat(model="nomic-embed-text",
+                                     messages=[{"role": "user", "content": "hi"}])):
+        with pytest.raises(ollama.ResponseError) as e:
+            call()
+        assert e.value.status_code == 400 and "does not support" in e.value.error
+    with pytest.raises(ollama.ResponseError) as e:
+        client.generate(model=MODEL, prompt="hi", think=True)
+    assert e.value.status_code == 400 and e.value.error == f'"{MODEL}" does not support thinking'
+    assert {m.model for m in client.ps().models} == {"qwen3:8b", "gpt-oss:20b",
+                                                     "nomic-embed-text"}
+
+
+def test_the_ollama_client_sees_a_failing_runner(start, ollama_client) -> None:
+    client = ollama_client(start(*KINDS, plan={"*": {"generation_errors_after": 0}}).ready())
+    for call in (lambda: client.generate(model=MODEL, prompt="hi"),
+                 lambda: client.embed(model="nomic-embed-text", input="hi")):
+        with pytest.raises(ollama.ResponseError) as e:
+            call()
+        assert e.value.status_code == 500 and "exit status 2" in e.value.error
+    assert client.list().models  # the server itself answers
+
+
+def test_the_openai_client_on_ollama_reasoning_and_embeddings(start, openai_client) -> None:
+    client = openai_client(start(*KINDS).ready())
+    thought = client.chat.completions.create(model="qwen3:8b", max_tokens=8,
+                                             messages=[{"role": "user", "content": "hi"}])
+    (choice,) = thought.choices
+    assert choice.message.content == "" and choice.finish_reason == "length"
+    assert (choice.message.model_extra or {}).get("reasoning", "").startswith("Okay")
+    answered = client.chat.completions.create(model="qwen3:8b", max_tokens=4,
+                                              reasoning_effort="none",
+                                              messages=[{"role": "user", "content": "hi"}])
+    assert answered.choices[0].message.content == "Hello! I am"
+
+    hello = {}
+    for model in ("nomic-embed-text", MODEL):  # Ollama embeds with any model it can load
+        out = client.embeddings.create(model=model, input=["hello", "world"])  # base64
+        hello[model], world = (d.embedding for d in out.data)
+        assert hello[model] != world
+        assert math.isclose(math.fsum(x * x for x in hello[model]), 1, rel_tol=1e-3)
+    assert (len(hello["nomic-embed-text"]), len(hello[MODEL])) == (768, 3584)
+    floats = client.embeddings.create(model="nomic-embed-text", input="hello",
+                                      encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(hello["nomic-embed-text"], abs=1e-6)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="nomic-embed-text",
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert "does not support chat" in str(e.value)
+
+
+def test_the_openai_client_on_a_vllm_pooling_model(start, openai_client) -> None:
+    client = openai_client(start("--model", "BAAI/bge-m3=embedding", kind="vllm").ready())
+    out = client.embeddings.create(model="BAAI/bge-m3", input="hello")
+    assert len(out.data[0].embedding) == 768 and out.usage.prompt_tokens == 1
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="BAAI/bge-m3", prompt="hi", max_tokens=1)

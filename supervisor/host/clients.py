@@ -7,18 +7,24 @@ own, is a request in flight or queued, and the byte counters of the engine's end
 grow while a streamed answer flows -- what ``ss -ti`` shows. With nobody else connected, nothing
 can be ahead of the supervisor's own generation check.
 
-The sockets come from NETLINK_SOCK_DIAG (sock_diag(7)): per address family, one dump of the
-established sockets whose local port is the engine's, each with its ``struct tcp_info``
-(INET_DIAG_INFO). The kernel filters the dump by the port given in the request's socket id; the
-rows are checked again here, for a kernel that would not. Only when the engine has connections
-at all is a second dump made, of the sockets whose *remote* port is the engine's (the client
-ends), to learn the endpoints of the supervisor's own client sockets, named by their inodes in
-``/proc/PID/fd``.
+The sockets come from NETLINK_SOCK_DIAG (sock_diag(7)): one dump of the ESTABLISHED TCP sockets
+of both families (IPv6 holds the v4-mapped ends of a dual-stack listener), each with its
+``struct tcp_info`` (INET_DIAG_INFO). A bytecode filter in the request has the kernel keep only
+the sockets whose local port is the engine's (its ends of the connections) or whose remote port
+is (the client ends on this host, the supervisor's among them), so the cost does not grow with
+the host's other connections; the rows are checked again here. The kernel still walks its whole
+established-socket hash table for a dump: that walk, not the engine's connection count, sets the
+cost of an idle snapshot (dev/bench_clients.py), hence the first interface's request
+(TCPDIAG_GETSOCK), which covers both families in one walk where SOCK_DIAG_BY_FAMILY takes one
+per family; a kernel that refused it would get those two. The supervisor's
+own client ends are named by the socket inodes in ``/proc/PID/fd``, read only when the engine
+has a connection from this host.
 
 Pure parts apart from I/O: ``request`` builds a dump request and ``parse`` reads one datagram of
 the answer (bytes in, rows out); ``select`` is the rule of who counts; ``flowing`` compares two
-snapshots. ``snapshot`` does the I/O and never raises: a host without netlink (a sandbox), or a
-process whose sockets cannot be read, gives no connections and a one-line ``error``.
+snapshots. ``dump`` and ``socket_inodes`` read the kernel; ``snapshot`` puts it together and never
+raises: a host without netlink (a sandbox), or a process whose sockets cannot be read, gives no
+connections and a one-line ``error``.
 """
 
 from __future__ import annotations
@@ -32,28 +38,40 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 __all__ = ["Connection", "Clients", "Row", "DumpError", "snapshot", "flowing", "select",
-           "request", "parse", "socket_inodes"]
+           "request", "parse", "dump", "socket_inodes"]
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
+TCPDIAG_GETSOCK = 18  # the first interface (Linux 2.6), answered for both families at once
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP = 0x1, 0x2, 0x300
 TCP_ESTABLISHED = 1
 INET_DIAG_INFO = 2
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_JMP, INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE, INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE = (
+    1, 2, 3, 4, 5)
 TIMEOUT = 1.0          # seconds the kernel gets to answer one dump (it answers in microseconds)
 BUFSIZE = 1 << 16      # the kernel's dump datagrams are at most 32 KiB
 
 NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
-REQ_HEAD = struct.Struct("=BBBBI")      # family, protocol, ext, pad, states
+REQ_HEAD = struct.Struct("=BBBBI")      # inet_diag_req_v2: family, protocol, ext, pad, states
+REQ_V1_HEAD = struct.Struct("=BBBB")    # inet_diag_req: family, src_len, dst_len, ext; id; ...
+REQ_V1_TAIL = struct.Struct("=II")      # ... states, dbs
 SOCKID_PORTS = struct.Struct(">HH")     # sport, dport, network order
-DIAG_MSG_HEAD = struct.Struct("=BB")    # family, state (then timer, retrans)
-DIAG_MSG_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode (at 52)
-DIAG_MSG_SIZE = 72                      # struct inet_diag_msg
-RTATTR = struct.Struct("=HH")           # len, type
+# struct inet_diag_msg (72 bytes): family, state, timer, retrans; at 4 the socket id (sport,
+# dport, src[16], dst[16], if, cookie); expires, rqueue, wqueue, uid; at 68 the inode
+DIAG_MSG_ID = struct.Struct(">HH16s16s")
+DIAG_MSG_INODE = 68
+DIAG_MSG_SIZE = 72
+U32 = struct.Struct("=I")
+RTATTR = struct.Struct("=HH")           # len, type (also struct nlattr)
+BC_OP = struct.Struct("=BBH")           # struct inet_diag_bc_op: code, yes, no
 U64 = struct.Struct("=Q")
+COUNTERS = struct.Struct("=QQ")         # tcpi_bytes_acked, tcpi_bytes_received
 TCPI_BYTES_ACKED = 120                  # offsetof(struct tcp_info, tcpi_bytes_acked), Linux 4.1
 TCPI_BYTES_RECEIVED = 128               # offsetof(struct tcp_info, tcpi_bytes_received)
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+_UNSUPPORTED = (errno.EINVAL, errno.ENOENT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP)
 
 
 class DumpError(Exception):
@@ -123,35 +141,66 @@ def flowing(before: Clients, after: Clients) -> int:
     return total
 
 
-def select(servers: Iterable[Row], clients: Iterable[Row], own: Collection[int], port: int,
-           host: str | None = None) -> tuple[Connection, ...]:
-    """The engine's clients: the established sockets whose local port is ``port`` (and whose
-    local address is ``host``, when it names one address), less the supervisor's own.
+def select(rows: Iterable[Row], own: Collection[int], port: int, host: str | None = None
+           ) -> tuple[Connection, ...]:
+    """The engine's clients: of the established sockets ``rows``, those whose local port is
+    ``port`` (the engine's ends; and whose local address is ``host``, when it names one
+    address), less the supervisor's own.
 
-    A server-side socket is the supervisor's own when its two endpoints are, swapped, those of
-    a client socket (remote port ``port``) whose inode is in ``own``: only that connection, by
-    both full endpoints, never by address or port alone. ``host``: None, a wildcard
-    (``0.0.0.0``, ``::``) or a name other than ``localhost`` keeps every local address (no name
-    is looked up); ``localhost`` keeps the loopback addresses; an IP address keeps that one.
+    A connection is the supervisor's own when a socket of ``own`` (inodes) is its client end:
+    a row whose remote port is ``port`` and whose two endpoints are, swapped, those of the
+    engine's end. Only that connection, by both full endpoints, never by address or port
+    alone. ``host``: None, a wildcard (``0.0.0.0``, ``::``) or a name other than ``localhost``
+    keeps every local address (no name is looked up); ``localhost`` keeps the loopback
+    addresses; an IP address keeps that one.
     """
     at = _address_filter(host)
-    mine = {(c.remote, c.local) for c in clients
-            if c.inode in own and c.remote[1] == port and c.state == TCP_ESTABLISHED}
+    established = [r for r in rows if r.state == TCP_ESTABLISHED]
+    mine = {(r.remote, r.local) for r in established if r.remote[1] == port and r.inode in own}
     kept = [Connection(_endpoint(*s.remote), s.bytes_acked, s.bytes_received, s.inode)
-            for s in servers
-            if s.local[1] == port and s.state == TCP_ESTABLISHED and at(s.local[0])
-            and (s.local, s.remote) not in mine]
+            for s in established
+            if s.local[1] == port and at(s.local[0]) and (s.local, s.remote) not in mine]
     return tuple(sorted(kept, key=lambda c: (c.peer, c.inode)))
 
 
-def request(family: int, seq: int, *, sport: int = 0, dport: int = 0) -> bytes:
-    """A sock_diag dump request for the ESTABLISHED TCP sockets of ``family``, with tcp_info;
-    a non-zero ``sport`` / ``dport`` asks the kernel for that local / remote port only."""
-    body = (REQ_HEAD.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), 0,
-                          1 << TCP_ESTABLISHED)
-            + SOCKID_PORTS.pack(sport, dport) + bytes(32 + 4 + 8))  # addresses, if, cookie
-    return NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
-                         NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+def request(family: int | None, seq: int, port: int | None = None) -> bytes:
+    """A dump request for the ESTABLISHED TCP sockets, with their tcp_info; with ``port``,
+    only those whose local or remote port it is (``bytecode``).
+
+    ``family`` None: the first interface's request (TCPDIAG_GETSOCK, ``struct inet_diag_req``),
+    which the kernel answers for IPv4 and IPv6 in one walk of its table; a family:
+    SOCK_DIAG_BY_FAMILY's ``struct inet_diag_req_v2``, for that family only.
+    """
+    ext, states = 1 << (INET_DIAG_INFO - 1), 1 << TCP_ESTABLISHED
+    any_socket = bytes(SOCKID_PORTS.size + 32 + 4 + 8)  # ports, addresses, if, cookie: any
+    if family is None:
+        kind = TCPDIAG_GETSOCK
+        body = REQ_V1_HEAD.pack(socket.AF_INET, 0, 0, ext) + any_socket + REQ_V1_TAIL.pack(
+            states, 0)  # the family is not read: the kernel dumps both
+    else:
+        kind = SOCK_DIAG_BY_FAMILY
+        body = REQ_HEAD.pack(family, socket.IPPROTO_TCP, ext, 0, states) + any_socket
+    if port is not None:
+        program = bytecode(port)
+        body += RTATTR.pack(RTATTR.size + len(program), INET_DIAG_REQ_BYTECODE) + program
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq,
+                         0) + body
+
+
+def bytecode(port: int) -> bytes:
+    """inet_diag's filter ``sport == port || dport == port``, as ss(8) compiles it.
+
+    The kernel runs it as jumps: each op moves ``yes`` or ``no`` bytes on; landing exactly at
+    the end keeps the socket, past it drops it. A port test is an op and, in the ``no`` of a
+    second op, the port. ``a || b`` is ``a``, a JMP over ``b`` (to the end), then ``b``; ``a``
+    failing jumps past its own end plus the 4-byte JMP, onto ``b``.
+    """
+    def equal(low: int, high: int) -> bytes:   # 16 bytes: >= port, then <= port
+        return (BC_OP.pack(low, 8, 20) + BC_OP.pack(0, 0, port)
+                + BC_OP.pack(high, 8, 12) + BC_OP.pack(0, 0, port))
+    dport = equal(INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE)
+    return (equal(INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE)
+            + BC_OP.pack(INET_DIAG_BC_JMP, 4, len(dport) + 4) + dport)
 
 
 def parse(datagram: bytes, seq: int) -> tuple[list[Row], bool]:
@@ -163,6 +212,7 @@ def parse(datagram: bytes, seq: int) -> tuple[list[Row], bool]:
     parse raise DumpError. A tcp_info too short for a counter gives None for it.
     """
     rows: list[Row] = []
+    names: dict[tuple[int, bytes], str] = {}  # addresses as text, each converted once
     offset = 0
     while offset < len(datagram):
         if len(datagram) - offset < NLMSGHDR.size:
@@ -185,8 +235,8 @@ def parse(datagram: bytes, seq: int) -> tuple[list[Row], bool]:
             continue
         if kind == NLMSG_OVERRUN:
             raise DumpError("sock_diag overran (data lost)")
-        if kind == SOCK_DIAG_BY_FAMILY:
-            rows.append(_row(datagram, start, end))
+        if kind in (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK):
+            rows.append(_row(datagram, start, end, names))
             if not flags & NLM_F_MULTI:
                 return rows, True
     return rows, False
@@ -216,20 +266,17 @@ def socket_inodes(pid: int) -> frozenset[int]:
 
 def snapshot(port: int, *, own_pid: int | None = None, host: str | None = None) -> Clients:
     """The established connections to the engine listening on ``port`` (at ``host``), but
-    those of process ``own_pid`` (default: this one), as ``select`` rules. Synchronous, a few
-    system calls and two netlink dumps (four when the engine has connections); never raises.
+    those of process ``own_pid`` (default: this one), as ``select`` rules. Synchronous: one
+    netlink dump, and ``/proc/PID/fd`` when the engine has a client on this host. Never raises.
     """
     if not 0 < port < 65536:
         return Clients((), error=f"port {port} is not a TCP port")
     pid = os.getpid() if own_pid is None else own_pid
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
-            nl.settimeout(TIMEOUT)
-            servers = _dump_both(nl, sport=port)
-            if not servers:
-                return Clients(())
-            clients = _dump_both(nl, dport=port)
-        own = socket_inodes(pid) if clients else frozenset()
+        rows = dump(port)
+        engine_ends = any(r.local[1] == port for r in rows)
+        local_clients = any(r.remote[1] == port for r in rows)
+        own = socket_inodes(pid) if engine_ends and local_clients else frozenset()
     except DumpError as exc:
         return Clients((), error=str(exc))
     except TimeoutError:
@@ -239,22 +286,40 @@ def snapshot(port: int, *, own_pid: int | None = None, host: str | None = None) 
         return Clients((), error=f"not permitted to read sockets{where}: run as root")
     except OSError as exc:
         return Clients((), error=f"no sock_diag netlink here: {exc.strerror or exc}")
-    return Clients(select(servers, clients, own, port, host))
+    return Clients(select(rows, own, port, host))
 
 
-def _dump_both(nl: socket.socket, *, sport: int = 0, dport: int = 0) -> list[Row]:
-    rows = _dump(nl, socket.AF_INET, sport=sport, dport=dport)
-    try:
-        rows += _dump(nl, socket.AF_INET6, sport=sport, dport=dport)
-    except DumpError as exc:
-        if exc.code not in (errno.ENOENT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP):
-            raise  # a kernel without IPv6 has no IPv6 sockets; anything else is an error
-    return rows
+def dump(port: int | None = None, *, by_family: bool = False) -> list[Row]:
+    """The established TCP sockets of this network namespace whose local or remote port is
+    ``port`` (all of them without it). Raises DumpError or OSError.
+
+    One dump of both families (``request(None, ...)``), the cost of one walk of the kernel's
+    table; a kernel that refuses it, or ``by_family``, gets one dump per family (two walks).
+    """
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(TIMEOUT)
+        rows = None
+        if not by_family:
+            try:
+                rows = _dump(nl, None, port)
+            except DumpError as exc:
+                if exc.code not in _UNSUPPORTED:
+                    raise
+        if rows is None:
+            rows = _dump(nl, socket.AF_INET, port)
+            try:
+                rows += _dump(nl, socket.AF_INET6, port)
+            except DumpError as exc:
+                if exc.code not in _UNSUPPORTED:
+                    raise  # a kernel without IPv6 has no IPv6 sockets; else it is an error
+    if port is None:
+        return rows
+    return [r for r in rows if port in (r.local[1], r.remote[1])]
 
 
-def _dump(nl: socket.socket, family: int, *, sport: int, dport: int) -> list[Row]:
-    seq = family << 1 | bool(dport)  # each dump its own sequence on a socket of its own
-    nl.send(request(family, seq, sport=sport, dport=dport))
+def _dump(nl: socket.socket, family: int | None, port: int | None) -> list[Row]:
+    seq = family or 1  # one dump at a time, each its own sequence, on a socket of its own
+    nl.send(request(family, seq, port))
     rows: list[Row] = []
     while True:
         datagram, _, flags, _ = nl.recvmsg(BUFSIZE)
@@ -268,14 +333,16 @@ def _dump(nl: socket.socket, family: int, *, sport: int, dport: int) -> list[Row
             return rows
 
 
-def _row(data: bytes, start: int, end: int) -> Row:
+def _row(data: bytes, start: int, end: int, names: dict[tuple[int, bytes], str]) -> Row:
     if end - start < DIAG_MSG_SIZE:
         raise DumpError(f"an inet_diag_msg of {end - start} bytes (needs {DIAG_MSG_SIZE})")
-    family, state = DIAG_MSG_HEAD.unpack_from(data, start)
-    sport, dport = SOCKID_PORTS.unpack_from(data, start + 4)
-    src = _address(family, data[start + 8:start + 24])
-    dst = _address(family, data[start + 24:start + 40])
-    inode = DIAG_MSG_TAIL.unpack_from(data, start + 52)[4]
+    family, state = data[start], data[start + 1]
+    sport, dport, raw_src, raw_dst = DIAG_MSG_ID.unpack_from(data, start + 4)
+    src = names.get((family, raw_src)) or names.setdefault(
+        (family, raw_src), _address(family, raw_src))
+    dst = names.get((family, raw_dst)) or names.setdefault(
+        (family, raw_dst), _address(family, raw_dst))
+    (inode,) = U32.unpack_from(data, start + DIAG_MSG_INODE)
     acked = received = None
     at = start + DIAG_MSG_SIZE
     while at + RTATTR.size <= end:
@@ -283,9 +350,11 @@ def _row(data: bytes, start: int, end: int) -> Row:
         if size < RTATTR.size or at + size > end:
             raise DumpError(f"an attribute of {size} bytes in {end - at} left")
         if kind == INET_DIAG_INFO:
-            info = data[at + RTATTR.size:at + size]
-            acked = _u64(info, TCPI_BYTES_ACKED)
-            received = _u64(info, TCPI_BYTES_RECEIVED)
+            info = at + RTATTR.size
+            if size - RTATTR.size >= TCPI_BYTES_RECEIVED + U64.size:
+                acked, received = COUNTERS.unpack_from(data, info + TCPI_BYTES_ACKED)
+            elif size - RTATTR.size >= TCPI_BYTES_ACKED + U64.size:
+                (acked,) = U64.unpack_from(data, info + TCPI_BYTES_ACKED)
         at += (size + 3) & ~3
     return Row((src, sport), (dst, dport), inode, acked, received, state)
 
@@ -318,10 +387,6 @@ def _address_filter(host: str | None) -> Callable[[str], bool]:
     if wanted.is_unspecified:
         return lambda _: True
     return lambda a: ipaddress.ip_address(a) == wanted
-
-
-def _u64(info: bytes, offset: int) -> int | None:
-    return U64.unpack_from(info, offset)[0] if len(info) >= offset + U64.size else None
 
 
 def _int(data: bytes, start: int) -> int:

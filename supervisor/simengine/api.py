@@ -1,17 +1,22 @@
 """The HTTP side: Ollama's API (server/routes.go) or vLLM's OpenAI server, with real shapes.
 
-Every generation passes one gate that applies the faults in a fixed order: unknown model (404),
-blip (500), dead engine (500), hang (never answers), GPU errors (error lines, then 500).
-Liveness (``/``, ``/health``) only blips, or answers 503 on a dead vLLM engine.
+Every generation and embedding passes one gate that applies the checks and faults in a fixed
+order: unknown model (404), what the model cannot do (400: thinking, generate or chat, as
+Ollama checks them before scheduling), blip (500), dead engine (500), hang (never answers), GPU
+errors (error lines, then 500), a failing runner (500 at once, no line). Liveness (``/``,
+``/health``) only blips, or answers 503 on a dead vLLM engine. A model's runner (Ollama) has an
+HTTP server of its own: ``RunnerServer``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -21,25 +26,35 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from supervisor.names import normalise_model
 from supervisor.simengine.engine import (
     CONTEXT_LENGTH,
-    KV_CACHE,
-    MODEL_SIZE,
+    OLLAMA_VERSION,
+    THINKING_BY_DEFAULT,
     Engine,
     Generation,
     count_tokens,
 )
 from supervisor.simengine.logs import error_lines, rfc3339, utc_now
+from supervisor.simengine.models import Model, remove_manifest, think_wanted, write_manifest
 
-OLLAMA_VERSION = "0.33.0"
+__all__ = ["OLLAMA_VERSION", "VLLM_VERSION", "RunnerServer", "SimServer"]
+
 VLLM_VERSION = "0.11.0"
 VLLM_MAX_MODEL_LEN = 32768
 TEMPLATE_TOKENS = 10  # what a chat template adds around the prompt
-DETAILS = {"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"],
-           "parameter_size": "7.6B", "quantization_level": "Q4_K_M"}
-EMBEDDING_LENGTH = 3584  # Qwen2.5-7B's
 DEAD = "EngineCore encountered an issue. See stack trace (above) for the root cause."
+RUNNER_EXITED = "llama runner process has terminated: exit status 2"
+NAN_ERROR = "failed to encode response: json: unsupported value: NaN"  # the runner's (< 0.30)
+THINK_ONLY_CHECK = (0, 12, 4)  # this release alone refuses any ``think`` on a model without it
+LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+# Ollama's api.Options (api/types.go) and Runner fields: any other key in ``options`` is
+# ignored with a WARN "invalid option provided" (``think`` there is a common mistake)
+OPTIONS = frozenset((
+    "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p",
+    "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
+    "frequency_penalty", "stop", "numa", "num_ctx", "num_batch", "num_gpu", "main_gpu",
+    "use_mmap", "num_thread", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock",
+    "penalize_newline", "mirostat", "mirostat_tau", "mirostat_eta", "tfs_z"))
 
 
 class SimServer(ThreadingHTTPServer):
@@ -57,26 +72,57 @@ class SimServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)  # a client hanging up is no error
 
 
+def wait_for_hangup(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
+    """Never answer: wait until the client gives up (or the engine stops), then hang up."""
+    handler.close_connection = True
+    connection = handler.connection
+    while not stop.is_set():
+        readable, _, _ = select.select([connection], [], [], 0.2)
+        if readable:
+            try:
+                if not connection.recv(1, socket.MSG_PEEK):
+                    return  # the client closed the connection
+            except OSError:
+                return
+            stop.wait(0.2)
+
+
 class RunnerHandler(BaseHTTPRequestHandler):
-    """Ollama >= 0.30's runner: an upstream llama-server on a loopback port of its own, whose
-    ``/health`` and ``/slots`` answer like llama-server's."""
+    """One model's runner. From Ollama 0.30 on an upstream llama-server on a loopback port of
+    its own: ``/health`` answers from its HTTP threads, ``/slots`` from its main loop — both 503
+    "Loading model" while it loads, and on a GPU hang ``/slots`` never answers while
+    ``/health`` still does (llama.cpp#27388). Before 0.30, Ollama's own runner: ``/health``
+    only, no ``/slots``."""
 
     protocol_version = "HTTP/1.1"
     server: RunnerServer
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/slots":
-            document: Any = self.server.engine.slots_document()
-            code = 200
-        elif path == "/health":
-            document, code = {"status": "ok"}, 200
+        path, server = urlsplit(self.path).path, self.server
+        if not server.llama:
+            if path == "/health":
+                self.send(200, {"status": "loading model" if server.loading else "ok",
+                                "progress": 0.5 if server.loading else 1})
+            else:
+                self.send(404, None, b"404 page not found")
+        elif server.loading:
+            self.send(503, LOADING)
+        elif path in ("/health", "/v1/health"):
+            self.send(200, {"status": "ok"})
+        elif path == "/slots":
+            if server.engine.hanging():  # stuck in a GPU kernel: its main loop never gets here
+                wait_for_hangup(self, server.engine.stop)
+            else:
+                self.send(200, server.engine.slots_document(server.model))
         else:
-            document, code = {"error": {"code": 404, "message": "File Not Found",
-                                        "type": "not_found_error"}}, 404
-        body = json.dumps(document).encode()
+            self.send(404, {"error": {"code": 404, "message": "File Not Found",
+                                      "type": "not_found_error"}})
+
+    def send(self, code: int, document: Any, text: bytes | None = None) -> None:
+        body = json.dumps(document).encode() if text is None else text
         self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "application/json; charset=utf-8" if text is None
+                         else "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -88,13 +134,10 @@ class RunnerHandler(BaseHTTPRequestHandler):
 class RunnerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, model: Model | None = None, llama: bool = True) -> None:
+        self.engine, self.model, self.llama = engine, model or engine.default, llama
+        self.loading = True  # until the model is loaded
         super().__init__(("127.0.0.1", 0), RunnerHandler)
-
-
-def _ollama_name(name: str) -> str:
-    return normalise_model(name)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -216,52 +259,94 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
     def hang(self, stop: threading.Event) -> None:
-        """Never answer: wait until the client gives up (or the engine stops), then hang up."""
-        self.close_connection = True
-        while not stop.is_set():
-            readable, _, _ = select.select([self.connection], [], [], 0.2)
-            if readable:
-                try:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        return  # the client closed the connection
-                except OSError:
-                    return
-                stop.wait(0.2)
+        wait_for_hangup(self, stop)
 
 
-def gate(h: Handler, engine: Engine, model: Any) -> bool:
-    """Apply the unknown-model check and the generation faults; False: already answered."""
-    if model is None and engine.kind == "ollama":
-        h.fail(400, "model is required", "BadRequestError")
-        return False
-    wanted = engine.model if model is None else str(model)
-    same = _ollama_name(wanted) == _ollama_name(engine.model) if engine.kind == "ollama" \
-        else wanted == engine.model
-    if not same or not engine.present:
+Refusal = Callable[[Model, str], "str | None"]
+
+
+def gate(h: Handler, engine: Engine, name: Any, refuse: Refusal | None = None) -> Model | None:
+    """Find the model and apply the checks and generation faults; None: already answered."""
+    if name is None and engine.kind == "ollama":
+        h.fail(400, "model is required", bad_request(engine))
+        return None
+    wanted = engine.model if name is None else str(name)
+    model = engine.find(wanted)
+    if model is None or not model.present:
         h.fail(404, f"The model `{wanted}` does not exist." if engine.kind == "vllm"
                else f"model '{wanted}' not found", "NotFoundError")
-        return False
-    if engine.blip("generations"):
+        return None
+    refusal = refuse(model, wanted) if refuse is not None else None
+    if refusal is not None:
+        h.fail(400, refusal, bad_request(engine))
+    elif engine.blip("generations"):
         h.fail(500, f"simulated transient error (blip_every={engine.faults.blip_every})")
     elif engine.dead:
         h.fail(500, DEAD, "EngineDeadError")
     elif engine.hanging():
-        with engine.slot():  # a hung generation holds its slot: the ones behind it wait
+        with engine.slot(model=model):  # a hung generation holds its slot: the ones behind wait
             h.hang(engine.stop)
     elif engine.gpu_failing():
-        lines = error_lines(engine.kind, engine.placement, engine.faults.error_lines)
-        if engine.kind == "vllm":
-            engine.dead = True
-            engine.log.vllm("ERROR", "core.py:710", "EngineCore encountered a fatal error.",
-                            proc="EngineCore_DP0")
-            engine.log.lines(lines, prefix=engine.log.engine_core)
-            h.fail(500, DEAD, "EngineDeadError")
-        else:
-            engine.log.lines(lines)
-            h.fail(500, engine.error_message(lines))
+        gpu_errors(h, engine)
+    elif engine.runner_failing():  # the runner exits on every request: no GPU line, at once
+        h.fail(500, RUNNER_EXITED if engine.kind == "ollama" else "Internal server error")
     else:
-        return True
-    return False
+        return model
+    return None
+
+
+def gpu_errors(h: Handler, engine: Engine) -> None:
+    lines = error_lines(engine.kind, engine.placement, engine.faults.error_lines)
+    if engine.kind == "vllm":
+        engine.dead = True
+        engine.log.vllm("ERROR", "core.py:710", "EngineCore encountered a fatal error.",
+                        proc="EngineCore_DP0")
+        engine.log.lines(lines, prefix=engine.log.engine_core)
+        h.fail(500, DEAD, "EngineDeadError")
+    else:
+        engine.log.lines(lines)
+        h.fail(500, engine.error_message(lines))
+
+
+def bad_request(engine: Engine) -> str:
+    """The error type of a 400 on /v1: Ollama's OpenAI layer's or vLLM's."""
+    return "invalid_request_error" if engine.kind == "ollama" else "BadRequestError"
+
+
+def quoted(name: str) -> str:
+    """Go's ``%q`` of a model name, as Ollama's capability errors write it."""
+    return json.dumps(name, ensure_ascii=False)
+
+
+def ollama_refusal(engine: Engine, think: Any, verb: str, options: Any) -> Refusal:
+    """What Ollama refuses before scheduling (server/routes.go): ``think`` on a model without
+    "thinking" (0.12.4 alone: any ``think``), a generation on an embedding-only model; then
+    it warns of options it does not know (``think`` among them) and goes on."""
+    def refuse(model: Model, wanted: str) -> str | None:
+        if engine.kind != "ollama":
+            return None
+        if think is not None and not model.thinks and (
+                think_wanted(think) or engine.release == THINK_ONLY_CHECK):
+            return f"{quoted(wanted)} does not support thinking"
+        if model.embeds_only and verb:
+            return f"{quoted(wanted)} does not support {verb}"
+        for key in options if isinstance(options, dict) else ():
+            if key not in OPTIONS:
+                engine.log.slog("WARN", "types.go:654", "invalid option provided", option=key)
+        return None
+    return refuse
+
+
+def thought(engine: Engine, model: Model, think: Any) -> str:
+    """Where a reasoning model's thinking goes: "field" (``thinking``), "inline" (``<think>``
+    in the answer: Ollama before 0.12.4 when ``think`` is not given), or "" (none)."""
+    if engine.kind != "ollama" or not model.thinks:
+        return ""
+    if model.kind == "reasoning-always":
+        return "field"  # gpt-oss: think false is accepted and ignored
+    if think is None:
+        return "field" if engine.release >= THINKING_BY_DEFAULT else "inline"
+    return "field" if think_wanted(think) else ""
 
 
 def authorised(h: Handler, engine: Engine) -> bool:
@@ -287,31 +372,54 @@ def liveness(h: Handler, engine: Engine) -> None:
 
 
 # Ollama
-def _model_entry(engine: Engine) -> dict[str, Any]:
-    return {"name": engine.model, "model": engine.model,
+def _details(model: Model) -> dict[str, Any]:
+    p = model.profile
+    return {"parent_model": "", "format": "gguf", "family": p.family, "families": [p.family],
+            "parameter_size": p.parameter_size, "quantization_level": p.quantization}
+
+
+def _model_entry(engine: Engine, model: Model) -> dict[str, Any]:
+    return {"name": model.name, "model": model.name,
             "modified_at": rfc3339(engine.started_at),
-            "size": MODEL_SIZE, "digest": engine.digest, "details": DETAILS}
+            "size": model.profile.size, "digest": model.digest, "details": _details(model)}
 
 
 def ollama_ps(h: Handler, engine: Engine) -> None:
-    if engine.used_at is None:
-        h.send_json(200, {"models": []})
-        return
-    size = MODEL_SIZE + KV_CACHE
-    entry = {**_model_entry(engine), "size": size, "expires_at": rfc3339(engine.used_at + 300),
-             "size_vram": size if engine.offloaded else 0, "context_length": CONTEXT_LENGTH}
-    del entry["modified_at"]
-    h.send_json(200, {"models": [entry]})
+    """Every loaded model, the most recently used first (the longest left to live)."""
+    loaded = sorted((m for m in engine.models if m.used_at is not None),
+                    key=lambda m: m.used_at or 0.0, reverse=True)
+    entries = []
+    for model in loaded:
+        size = model.profile.size + model.profile.kv_cache
+        entry = {**_model_entry(engine, model), "size": size,
+                 "expires_at": rfc3339((model.used_at or 0.0) + 300),
+                 "size_vram": size if engine.model_offloaded(model) else 0,
+                 "context_length": min(CONTEXT_LENGTH, model.profile.context_length)}
+        del entry["modified_at"]
+        entries.append(entry)
+    h.send_json(200, {"models": entries})
 
 
-def _ollama_done(model: str, chat: bool, text: str, g: Generation) -> dict[str, Any]:
+def _message(content: str, thinking: str = "") -> dict[str, Any]:
+    message = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking  # omitempty
+    return message
+
+
+def _ollama_done(model: str, chat: bool, g: Generation, streamed: bool,
+                 raw: bool = False) -> dict[str, Any]:
+    """The last answer of a generation (a streamed one carries no text: the chunks did)."""
+    text, thinking = ("", "") if streamed else (g.text, g.thinking)
     out: dict[str, Any] = {"model": model, "created_at": utc_now()}
     if chat:
-        out["message"] = {"role": "assistant", "content": text}
+        out["message"] = _message(text, thinking)
     else:
         out["response"] = text
+        if thinking:
+            out["thinking"] = thinking
     out.update(done=True, done_reason=g.done_reason)
-    if not chat:
+    if not chat and not raw:  # raw skips the template, and the context with it
         out["context"] = list(range(151644, 151644 + g.prompt_tokens + g.eval_count))
     out.update(total_duration=g.total_ns, load_duration=g.load_ns,
                prompt_eval_count=g.prompt_tokens, prompt_eval_duration=g.prompt_ns,
@@ -321,74 +429,97 @@ def _ollama_done(model: str, chat: bool, text: str, g: Generation) -> dict[str, 
 
 def ollama_generate(h: Handler, engine: Engine, chat: bool = False) -> None:
     body = h.read_json()
-    if body is None or not gate(h, engine, body.get("model")):
+    if body is None:
         return
-    model = body["model"]
+    think, options = body.get("think"), body.get("options")
+    model = gate(h, engine, body.get("model"), ollama_refusal(
+        engine, think, "chat" if chat else "generate", options))
+    if model is None:
+        return
+    name = body["model"]
+    raw = not chat and body.get("raw") is True
     if chat:
         prompt = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
     else:
         prompt = str(body.get("prompt") or "")
     if not prompt:  # an empty prompt only loads the model
-        engine.load()
-        done: dict[str, Any] = {"model": model, "created_at": utc_now()}
+        engine.load(model)
+        done: dict[str, Any] = {"model": name, "created_at": utc_now()}
         if chat:
             done["message"] = {"role": "assistant", "content": ""}
         h.send_json(200, {**done, "done": True, "done_reason": "load"})
         return
-    limit = (body.get("options") or {}).get("num_predict")
+    limit = (options if isinstance(options, dict) else {}).get("num_predict")
     limit = int(limit) if isinstance(limit, int | float) else None
-    tokens = count_tokens(prompt) + TEMPLATE_TOKENS
+    tokens = count_tokens(prompt) + (0 if raw else TEMPLATE_TOKENS)
+    mode = thought(engine, model, think)
     if body.get("stream", True) is False:
-        g = engine.generate(tokens, limit)
-        h.send_json(200, _ollama_done(model, chat, g.text, g))
+        g = engine.generate(tokens, limit, model=model, thought=mode)
+        h.send_json(200, _ollama_done(name, chat, g, streamed=False, raw=raw))
         return
 
-    def partial(piece: str) -> None:
-        part: dict[str, Any] = {"model": model, "created_at": utc_now()}
-        part.update({"message": {"role": "assistant", "content": piece}} if chat
-                    else {"response": piece})
+    def partial(piece: str, thinking: bool) -> None:
+        text, thought_ = ("", piece) if thinking else (piece, "")
+        part: dict[str, Any] = {"model": name, "created_at": utc_now()}
+        if chat:
+            part["message"] = _message(text, thought_)
+        else:
+            part["response"] = text
+            if thought_:
+                part["thinking"] = thought_
         h.chunk({**part, "done": False})
 
     h.start_stream("application/x-ndjson")
-    g = engine.generate(tokens, limit, on_token=partial)
-    h.chunk(_ollama_done(model, chat, "", g))
+    g = engine.generate(tokens, limit, on_token=partial, model=model, thought=mode)
+    h.chunk(_ollama_done(name, chat, g, streamed=True, raw=raw))
     h.end_stream()
 
 
 def ollama_tags(h: Handler, engine: Engine) -> None:
-    h.send_json(200, {"models": [_model_entry(engine)] if engine.present else []})
+    h.send_json(200, {"models": [_model_entry(engine, m) for m in engine.models if m.present]})
 
 
 PULL_STEPS = 4
 
 
 def ollama_pull(h: Handler, engine: Engine) -> None:
-    """Downloads take ``pull_seconds``, in steps of streamed progress; then the model is there."""
+    """Downloads take ``pull_seconds``, in steps of streamed progress; then the model is there
+    (and its manifest, in ``OLLAMA_MODELS``)."""
     body = h.read_json()
     if body is None:
         return
-    name = str(body.get("model") or body.get("name") or "")
-    if _ollama_name(name) != _ollama_name(engine.model):
+    model = engine.find(str(body.get("model") or body.get("name") or ""))
+    if model is None:
         h.fail(500, "pull model manifest: file does not exist")
         return
-    step = engine.faults.pull_seconds / PULL_STEPS if not engine.present else 0.0
-    digest = {"status": f"pulling {engine.digest[:12]}", "digest": f"sha256:{engine.digest}",
-              "total": MODEL_SIZE}
+    step = engine.faults.pull_seconds / PULL_STEPS if not model.present else 0.0
+    digest = {"status": f"pulling {model.blob[:12]}", "digest": f"sha256:{model.blob}",
+              "total": model.profile.size}
     if body.get("stream", True) is False:
         time.sleep(step * PULL_STEPS)
-        engine.present = True
+        _pulled(engine, model)
         h.send_json(200, {"status": "success"})
         return
     h.start_stream("application/x-ndjson")
     h.chunk({"status": "pulling manifest"})
     for i in range(1, PULL_STEPS + 1):
         time.sleep(step)
-        h.chunk({**digest, "completed": MODEL_SIZE * i // PULL_STEPS})
+        h.chunk({**digest, "completed": model.profile.size * i // PULL_STEPS})
     for status in ("verifying sha256 digest", "writing manifest"):
         h.chunk({"status": status})
-    engine.present = True
+    _pulled(engine, model)
     h.chunk({"status": "success"})
     h.end_stream()
+
+
+def _pulled(engine: Engine, model: Model) -> None:
+    model.present = True
+    if engine.models_dir is not None:
+        try:
+            write_manifest(engine.models_dir, model)
+        except OSError as e:
+            engine.log.slog("WARN", "simengine.py", "cannot write the manifest",
+                            model=model.name, error=str(e.strerror or e))
 
 
 # What Ollama's /api/show reports of Qwen2.5-7B-Instruct (model_info keys from its GGUF).
@@ -399,59 +530,109 @@ MODEL_INFO = {"general.architecture": "qwen2", "general.parameter_count": 761561
               "qwen2.rope.freq_base": 1000000}
 
 
-def _served(h: Handler, engine: Engine, body: dict[str, Any]) -> str | None:
-    """The model a management request names, if it is the one served; else a 404 answer."""
+def _model_info(model: Model) -> dict[str, Any]:
+    p = model.profile
+    if p.family == "qwen2":
+        return MODEL_INFO
+    return {"general.architecture": p.family, f"{p.family}.block_count": p.layers - 1,
+            f"{p.family}.context_length": p.context_length,
+            f"{p.family}.embedding_length": p.embedding_length}
+
+
+def _served(h: Handler, engine: Engine, body: dict[str, Any]) -> Model | None:
+    """The model a management request names, if it is served; else a 404 answer."""
     name = str(body.get("model") or body.get("name") or "")
-    if _ollama_name(name) != _ollama_name(engine.model):
+    model = engine.find(name)
+    if model is None:
         h.fail(404, f"model '{name}' not found")
-        return None
-    return name
+    return model
 
 
 def ollama_show(h: Handler, engine: Engine) -> None:
     body = h.read_json()
-    if body is None or _served(h, engine, body) is None:
+    model = None if body is None else _served(h, engine, body)
+    if model is None:
         return
     h.send_json(200, {
         "license": "Apache License 2.0",
-        "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {engine.model}\n",
+        "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {model.name}\n",
         "parameters": 'stop                           "<|im_start|>"\n'
                       'stop                           "<|im_end|>"',
         "template": "{{ .Prompt }}",
-        "details": DETAILS,
-        "model_info": MODEL_INFO,
-        "capabilities": ["completion", "tools"],
+        "details": _details(model),
+        "model_info": _model_info(model),
+        "capabilities": model.capabilities,
         "modified_at": rfc3339(engine.started_at)})
 
 
-def _embedding(text: str) -> list[float]:
+def _embedding(text: str, length: int) -> list[float]:
     """A unit vector that depends on the text only, as /api/embed's are normalized."""
     seed = hashlib.sha256(text.encode()).digest()
-    raw = [((seed[i % 32] + i) % 97) / 97 - 0.5 for i in range(EMBEDDING_LENGTH)]
+    raw = [((seed[i % 32] + i) % 97) / 97 - 0.5 for i in range(length)]
     norm = math.sqrt(sum(x * x for x in raw)) or 1.0
     return [round(x / norm, 6) for x in raw]
 
 
+def embed_texts(h: Handler, engine: Engine, model: Model,
+                texts: list[str]) -> list[list[float]] | None:
+    """The texts' vectors, with an embedding model's faults; None: answered with an error
+    (NaN cannot be written in JSON: Ollama's runner before 0.30 fails to encode it; from 0.30
+    llama-server writes null, read back as 0)."""
+    faults, length = engine.faults, model.profile.embedding_length
+    bad = model.embeds_only
+    if bad and faults.embed_nan and engine.kind == "vllm":
+        h.send_body(500, b"Internal Server Error", "text/plain; charset=utf-8")
+        return None
+    if bad and faults.embed_nan and not engine.llama_server_runners:
+        engine.log.slog("INFO", "server.go:939", f"llm embedding error: {NAN_ERROR}")
+        h.fail(500, NAN_ERROR)
+        return None
+    tokens = sum(count_tokens(t) for t in texts)
+    with engine.slot(tokens, model) as slot:  # the runner decodes them in one of its slots
+        slot["n_prompt_tokens_processed"] = tokens
+    if bad and (faults.embed_nan or faults.embed_zeros):
+        return [[0.0] * length for _ in texts]
+    if bad and faults.embed_constant:
+        return [_embedding("", length) for _ in texts]
+    return [_embedding(t, length) for t in texts]
+
+
+def _inputs(given: Any) -> list[str]:
+    if isinstance(given, str):
+        return [given] if given else []
+    return [str(t) for t in given] if isinstance(given, list) else []
+
+
 def ollama_embed(h: Handler, engine: Engine) -> None:
     body = h.read_json()
-    if body is None or not gate(h, engine, body.get("model")):
+    if body is None:
         return
-    given = body.get("input") or []
-    texts = [given] if isinstance(given, str) else [str(t) for t in given]
+    model = gate(h, engine, body.get("model"), ollama_refusal(engine, None, "",
+                                                               body.get("options")))
+    if model is None:
+        return
+    texts = _inputs(body.get("input"))
     started = time.perf_counter()
-    load_ns = engine.load()
-    h.send_json(200, {"model": body["model"], "embeddings": [_embedding(t) for t in texts],
+    load_ns = engine.load(model)
+    vectors = embed_texts(h, engine, model, texts)
+    if vectors is None:
+        return
+    h.send_json(200, {"model": body["model"], "embeddings": vectors,
                       "total_duration": round((time.perf_counter() - started) * 1e9),
                       "load_duration": load_ns,
                       "prompt_eval_count": sum(count_tokens(t) for t in texts)})
 
 
 def ollama_delete(h: Handler, engine: Engine) -> None:
-    """200 with an empty body, like Ollama; then the model is missing until pulled again."""
+    """200 with an empty body, like Ollama; then the model is missing until pulled again (its
+    manifest gone from ``OLLAMA_MODELS``)."""
     body = h.read_json()
-    if body is None or _served(h, engine, body) is None:
+    model = None if body is None else _served(h, engine, body)
+    if model is None:
         return
-    engine.present = False
+    model.present = False
+    if engine.models_dir is not None:
+        remove_manifest(engine.models_dir, model)
     h.send_response(200)
     h.send_header("Content-Length", "0")
     h.end_headers()
@@ -459,20 +640,26 @@ def ollama_delete(h: Handler, engine: Engine) -> None:
 
 # OpenAI-compatible (vLLM's server; Ollama has the same under /v1)
 def openai_models(h: Handler, engine: Engine) -> None:
-    entry: dict[str, Any] = {"id": engine.model, "object": "model",
-                             "created": int(engine.started_at)}
-    if engine.kind == "ollama":
-        entry["owned_by"] = "library"
-    else:
-        entry.update(owned_by="vllm", root=engine.model, parent=None,
-                     max_model_len=VLLM_MAX_MODEL_LEN, permission=[])
-    h.send_json(200, {"object": "list", "data": [entry]})
+    entries = []
+    for model in engine.models if engine.kind == "ollama" else [engine.default]:
+        entry: dict[str, Any] = {"id": model.name, "object": "model",
+                                 "created": int(engine.started_at)}
+        if engine.kind == "ollama":
+            if not model.present:
+                continue
+            entry["owned_by"] = "library"
+        else:
+            entry.update(owned_by="vllm", root=model.name, parent=None,
+                         max_model_len=VLLM_MAX_MODEL_LEN, permission=[])
+        entries.append(entry)
+    h.send_json(200, {"object": "list", "data": entries})
 
 
 def openai_model(h: Handler, engine: Engine) -> None:
     """Ollama's ``GET /v1/models/{id}`` (vLLM has no such route: 404 there)."""
     name = unquote(urlsplit(h.path).path.removeprefix("/v1/models/"))
-    if _ollama_name(name) != _ollama_name(engine.model):
+    model = engine.find(name)
+    if model is None or not model.present:
         h.fail(404, f"model '{name}' not found", "not_found_error")
         return
     h.send_json(200, {"id": name, "object": "model", "created": int(engine.started_at),
@@ -494,12 +681,29 @@ def _openai_request_ok(h: Handler, engine: Engine, body: dict[str, Any], chat: b
     return True
 
 
+def _reasoning_effort(body: dict[str, Any]) -> Any:
+    """Ollama's OpenAI layer: ``reasoning_effort`` becomes ``think`` ("none": off)."""
+    effort = body.get("reasoning_effort")
+    if effort is None and isinstance(body.get("reasoning"), dict):
+        effort = body["reasoning"].get("effort")
+    return False if effort == "none" else effort
+
+
 def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
     if not authorised(h, engine):
         return
     body = h.read_json()
-    if body is None or not _openai_request_ok(h, engine, body, chat) or \
-            not gate(h, engine, body.get("model")):
+    if body is None:
+        return
+    if engine.kind == "vllm" and engine.default.embeds_only:
+        h.not_found()  # a pooling model: vLLM registers no generation routes
+        return
+    think = _reasoning_effort(body) if chat else None
+    if not _openai_request_ok(h, engine, body, chat):
+        return
+    model = gate(h, engine, body.get("model"), ollama_refusal(
+        engine, think, "chat" if chat else "generate", None))
+    if model is None:
         return
     if chat:
         prompt = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
@@ -510,13 +714,16 @@ def openai_completion(h: Handler, engine: Engine, chat: bool = False) -> None:
         limit = body.get("max_tokens", 16)
     prompt_tokens = count_tokens(prompt) + (TEMPLATE_TOKENS if chat else 0)
     limit = int(limit) if isinstance(limit, int | float) else None
+    mode = thought(engine, model, think)
     if body.get("stream") is True:
-        _openai_stream(h, engine, body, chat, prompt_tokens, limit)
+        _openai_stream(h, engine, body, chat, prompt_tokens, limit, model, mode)
         return
-    g = engine.generate(prompt_tokens, limit)
+    g = engine.generate(prompt_tokens, limit, model=model, thought=mode)
     choice: dict[str, Any] = {"index": 0}
     if chat:
         choice["message"] = {"role": "assistant", "content": g.text, "tool_calls": []}
+        if g.thinking and engine.kind == "ollama":
+            choice["message"]["reasoning"] = g.thinking
     else:
         choice["text"] = g.text
     choice.update(logprobs=None, finish_reason=g.done_reason, stop_reason=None)
@@ -538,33 +745,34 @@ def choices_wanted(engine: Engine, body: dict[str, Any]) -> int:
 
 
 def _openai_stream(h: Handler, engine: Engine, body: dict[str, Any], chat: bool,
-                   prompt_tokens: int, limit: int | None) -> None:
+                   prompt_tokens: int, limit: int | None, model: Model, mode: str) -> None:
     """``stream: true``: server-sent events, one chunk per token, then ``data: [DONE]``
-    (vLLM's serving_completion.py / serving_chat.py shapes)."""
+    (vLLM's serving_completion.py / serving_chat.py shapes; Ollama's thinking tokens come as
+    ``delta.reasoning``, and as empty text on completions)."""
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-    created, model = int(time.time()), body.get("model") or engine.model
+    created, name = int(time.time()), body.get("model") or engine.model
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     def send(choice: dict[str, Any], usage: dict[str, int] | None = None) -> None:
         chunk: dict[str, Any] = {"id": ident, "object": kind, "created": created,
-                                 "model": model, "choices": [choice] if choice else []}
+                                 "model": name, "choices": [choice] if choice else []}
         if usage is not None:
             chunk["usage"] = usage
         h.event(json.dumps(chunk))
 
-    def token(piece: str) -> None:
+    def token(piece: str, thinking: bool) -> None:
         if chat:
-            send({"index": 0, "delta": {"content": piece}, "logprobs": None,
-                  "finish_reason": None})
+            delta = {"content": "", "reasoning": piece} if thinking else {"content": piece}
+            send({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None})
         else:
-            send({"index": 0, "text": piece, "logprobs": None, "finish_reason": None,
-                  "stop_reason": None})
+            send({"index": 0, "text": "" if thinking else piece, "logprobs": None,
+                  "finish_reason": None, "stop_reason": None})
 
     h.start_stream("text/event-stream; charset=utf-8")
     if chat:
         send({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
               "finish_reason": None})
-    g = engine.generate(prompt_tokens, limit, on_token=token)
+    g = engine.generate(prompt_tokens, limit, on_token=token, model=model, thought=mode)
     last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": g.done_reason}
     last.update({"delta": {}} if chat else {"text": "", "stop_reason": None})  # type: ignore[dict-item]
     send(last)
@@ -573,6 +781,42 @@ def _openai_stream(h: Handler, engine: Engine, body: dict[str, Any], chat: bool,
                   g.eval_count, "completion_tokens": g.eval_count})
     h.event("[DONE]")
     h.end_stream()
+
+
+def _vector(values: list[float], encoding: Any) -> list[float] | str:
+    """``encoding_format`` "base64" (the openai client's default): little-endian float32."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    return values
+
+
+def openai_embeddings(h: Handler, engine: Engine) -> None:
+    """``POST /v1/embeddings``: Ollama's for any model it can load (EmbedHandler asks no
+    capability); vLLM's only for a pooling model (the route is absent otherwise)."""
+    if not authorised(h, engine):
+        return
+    body = h.read_json()
+    if body is None:
+        return
+    if engine.kind == "vllm" and not engine.default.embeds_only:
+        h.not_found()
+        return
+    model = gate(h, engine, body.get("model"))
+    if model is None:
+        return
+    texts = _inputs(body.get("input"))
+    engine.load(model)
+    vectors = embed_texts(h, engine, model, texts)
+    if vectors is None:
+        return
+    tokens = sum(count_tokens(t) for t in texts)
+    data = [{"object": "embedding", "embedding": _vector(v, body.get("encoding_format")),
+             "index": i} for i, v in enumerate(vectors)]
+    out: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model"),
+                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    if engine.kind == "vllm":
+        out = {"id": f"embd-{uuid.uuid4().hex}", "created": int(time.time()), **out}
+    h.send_json(200, out)
 
 
 def vllm_metrics(h: Handler, engine: Engine) -> None:
@@ -610,7 +854,7 @@ Route = Callable[[Handler, Engine], None]
 ROUTES: dict[str, dict[tuple[str, str], Route]] = {
     "ollama": {
         ("GET", "/"): liveness,
-        ("GET", "/api/version"): lambda h, e: h.send_json(200, {"version": OLLAMA_VERSION}),
+        ("GET", "/api/version"): lambda h, e: h.send_json(200, {"version": e.version}),
         ("GET", "/api/tags"): ollama_tags,
         ("GET", "/api/ps"): ollama_ps,
         ("POST", "/api/generate"): ollama_generate,
@@ -631,7 +875,8 @@ ROUTES: dict[str, dict[tuple[str, str], Route]] = {
 for _routes in ROUTES.values():
     _routes.update({("GET", "/v1/models"): openai_models,
                     ("POST", "/v1/completions"): openai_completion,
-                    ("POST", "/v1/chat/completions"): lambda h, e: openai_completion(h, e, True)})
+                    ("POST", "/v1/chat/completions"): lambda h, e: openai_completion(h, e, True),
+                    ("POST", "/v1/embeddings"): openai_embeddings})
 PREFIX_ROUTES: dict[str, dict[tuple[str, str], Route]] = {  # routes with a path parameter
     "ollama": {("GET", "/v1/models/"): openai_model},
     "vllm": {},

@@ -4,6 +4,13 @@ Like the real engines, the socket is bound first and HTTP answered only after di
 model load (``start_delay``): a client connects, then waits. Exit codes: 0 after SIGTERM or
 SIGINT, 1 when it crashes on start (or cannot bind), 2 for a bad plan or arguments and when it
 crashes after ``crash_after`` seconds.
+
+Ollama serves every ``--model NAME[=KIND]`` given (the first is the default), each loaded on
+its first use by a runner of its own, and behaves as the ``--ollama-version`` given: from 0.30
+one upstream llama-server per model (with ``/slots``), before that Ollama's own runner (no
+``/slots``); before 0.12.4 a reasoning model does not think unless asked. With
+``OLLAMA_MODELS`` set, each model's manifest is written there (one already there is used as
+it is). vLLM serves one model, a generating or an embedding (pooling) one.
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from supervisor.simengine.api import RunnerServer, SimServer
-from supervisor.simengine.engine import Engine
+from supervisor.simengine.api import SimServer
+from supervisor.simengine.engine import OLLAMA_VERSION, Engine, parse_version
 from supervisor.simengine.logs import Log
+from supervisor.simengine.models import KINDS, Model, adopt_manifest, parse_model, write_manifest
 from supervisor.simengine.narrate import Ollama, gpu_error_lines, narrator
 from supervisor.simengine.placement import LIBRARIES, choose_library, parse_listen
-from supervisor.simengine.plan import PlanError, load_plan
+from supervisor.simengine.plan import Plan, PlanError, load_plan
 
 DEFAULTS = {  # kind -> (model, port)
     "ollama": ("qwen2.5:7b-instruct", 11434),
@@ -36,7 +45,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help="default: $OLLAMA_HOST or 127.0.0.1:11434 (ollama), "
                              "127.0.0.1:8000 (vllm)")
-    parser.add_argument("--model", help="the one model it serves")
+    parser.add_argument("--model", action="append", metavar="NAME[=KIND]",
+                        help="a model it serves, again for more (ollama); KIND one of "
+                             f"{', '.join(KINDS)} (default completion); the first is the "
+                             "default model")
+    parser.add_argument("--ollama-version", metavar="X.Y.Z", default=OLLAMA_VERSION,
+                        help=f"the Ollama it behaves as (default {OLLAMA_VERSION})")
     parser.add_argument("--library", choices=LIBRARIES,
                         help="force the library (default: chosen from the environment like "
                              "Ollama does; rocm for vllm)")
@@ -55,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = load_plan(args.faults or env.get("SIMENGINE_FAULTS"))
         listen = args.listen or (env.get("OLLAMA_HOST", "") if args.kind == "ollama" else "")
         host, port = parse_listen(listen, port)
+        parse_version(args.ollama_version)
+        specs = served(args.kind, args.model or [model], plan)
     except (PlanError, ValueError) as e:
         print(f"llm-supervisor-simengine: {e}", file=sys.stderr, flush=True)
         return 2
@@ -64,12 +80,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         library, reason = choose_library(env)
     else:
         library, reason = "rocm", "vLLM default"
-    engine = Engine(kind=args.kind, model=args.model or model, library=library,
-                    faults=plan.faults_for(library), log=Log(args.kind),
-                    parallel=parallel(args.kind, env))
+    slots = parallel(args.kind, env)
+    engine = Engine(kind=args.kind, model=specs[0][0], library=library,
+                    faults=plan.faults_for(library), log=Log(args.kind), parallel=slots,
+                    version=args.ollama_version,
+                    models=[Model(name, kind, parallel=slots) for name, kind in specs])
     if args.kind == "vllm":
         engine.api_key = args.api_key or env.get("VLLM_API_KEY") or None
+    elif env.get("OLLAMA_MODELS"):
+        engine.models_dir = Path(env["OLLAMA_MODELS"])
+        manifests(engine)
     return run(engine, host, port, env, reason)
+
+
+def served(kind: str, values: Sequence[str], plan: Plan) -> list[tuple[str, str]]:
+    """The models from ``--model`` (name, kind); ValueError when they do not fit the engine or
+    the plan names a model not served."""
+    specs = [parse_model(v) for v in values]
+    if kind == "vllm" and len(specs) > 1:
+        raise ValueError("--model: vllm serves one model")
+    if kind == "vllm" and specs[0][1] not in ("completion", "embedding"):
+        raise ValueError(f"--model {values[0]!r}: vllm simulates completion and embedding "
+                         "models only")
+    probe = Engine(kind=kind, model=specs[0][0], library="cpu", faults=plan.faults_for("cpu"),
+                   log=Log(kind), models=[Model(name, k) for name, k in specs])
+    unknown = sorted(n for n in plan.models() if probe.find(n) is None)
+    if unknown:
+        raise PlanError(f"fault plan: cpu_models names {', '.join(map(repr, unknown))}, not "
+                        "served (--model)")
+    return specs
+
+
+def manifests(engine: Engine) -> None:
+    """Each model's manifest in OLLAMA_MODELS: one already there is the model's; a missing
+    one is written (for a model on disk) as ``ollama pull`` would."""
+    assert engine.models_dir is not None
+    for model in engine.models:
+        adopt_manifest(engine.models_dir, model)
+        if not model.present:
+            continue
+        try:
+            write_manifest(engine.models_dir, model)
+        except OSError as e:
+            engine.log.slog("WARN", "simengine.py", "cannot write the manifest",
+                            model=model.name, error=str(e.strerror or e))
 
 
 def parallel(kind: str, env: Mapping[str, str]) -> int:
@@ -107,8 +161,7 @@ def run(engine: Engine, host: str, port: int, env: Mapping[str, str], reason: st
             return 0
         story.ready()
         if isinstance(story, Ollama) and not faults.no_runner:
-            ollama = story
-            engine.on_load = lambda: ollama.runner(RunnerServer(engine))
+            engine.on_load = story.runner
         engine.ready_at = engine.clock()
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                          name="http", daemon=True).start()

@@ -1,22 +1,29 @@
-"""The engines' life stories on stderr: start-up, discovery, crash, ready, shutdown.
+"""The engines' life stories on stderr: start-up, discovery, crash, ready, model loads, shutdown.
 
 Each kind tells the same events with its own real lines (Ollama: server/routes.go,
-discover/runner.go, discover/types.go LogDetails; vLLM: api_server.py, gpu_model_runner.py,
-uvicorn). Source line numbers are plausible, not pinned to a release.
+discover/runner.go, discover/types.go LogDetails, llm/llama_server.go or, before 0.30,
+llm/server.go; vLLM: api_server.py, gpu_model_runner.py, uvicorn). Source line numbers are
+plausible, not pinned to a release. A model's load is told by its runner: the command it is
+started with, then llama.cpp's own lines unprefixed (the device, ``load_tensors:`` as the load
+goes on), then how long it took.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Mapping
 from datetime import datetime
 
-from supervisor.simengine.api import OLLAMA_VERSION, VLLM_VERSION, RunnerServer
-from supervisor.simengine.engine import Engine
+from supervisor.simengine.api import VLLM_VERSION, RunnerServer
+from supervisor.simengine.engine import LLAMA_SERVER_RUNNER, RUNNER_LINE, Engine
 from supervisor.simengine.logs import CPU_MEMORY, GPU_DEVICES, GPU_MEMORY, error_lines
+from supervisor.simengine.models import Model
 from supervisor.simengine.placement import go_false, host_gpus
 
-LAYERS = 29  # a 7B model's layers plus the output layer, as llama.cpp counts them
+LIBDIR = "/usr/local/lib/ollama"
+STOCK_MODELS = "/usr/share/ollama/.ollama/models"
+EMBEDDING_BATCH = 2048  # llm/llama_server.go DefaultEmbeddingNumBatch
 
 SERVER_CONFIG_VARS = ("GGML_VK_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "HSA_OVERRIDE_GFX_VERSION",
                       "OLLAMA_HOST", "OLLAMA_LLM_LIBRARY", "OLLAMA_VULKAN", "ROCR_VISIBLE_DEVICES")
@@ -40,11 +47,16 @@ class Ollama:
 
     def listening(self, address: str) -> None:
         self.log.slog("INFO", "routes.go:1833",
-                      f"Listening on {address} (version {OLLAMA_VERSION})")
+                      f"Listening on {address} (version {self.engine.version})")
         self.log.slog("INFO", "simengine.py", "simulated host", gpus=",".join(
             host_gpus(self.env)), library=self.engine.library, reason=self.reason,
                       OLLAMA_GPU_DRIVER=self.env.get("OLLAMA_GPU_DRIVER", ""))
         self.log.slog("INFO", "runner.go:67", "discovering available GPUs...")
+        if RUNNER_LINE <= self.engine.release < LLAMA_SERVER_RUNNER:
+            # 0.12-0.29 discover GPUs with short-lived runners: no --model, gone at once
+            port = random.randint(32768, 60999)
+            self.log.slog("INFO", "server.go:399", "starting runner",
+                          cmd=f"/usr/local/bin/ollama runner --ollama-engine --port {port}")
         faults = self.engine.faults
         if faults.drops_igpu and self.engine.library == "rocm":
             self._dropping("1", "gfx1103")  # an APU's iGPU beside the card
@@ -89,25 +101,54 @@ class Ollama:
         self.log.slog("INFO", "routes.go:1768", "vram-based default context", total_vram=total,
                       default_num_ctx=4096)
 
-    def runner(self, server: RunnerServer) -> None:
-        """Ollama >= 0.30 loads a model by starting an upstream llama-server on a loopback
-        port (llm/llama_server.go), its own lines passed through."""
-        engine, port = self.engine, server.server_address[1]
+    def runner(self, model: Model) -> RunnerStart:
+        """A model starts loading: its runner is started on a loopback port of its own and
+        says so (Ollama >= 0.30: an upstream llama-server, llm/llama_server.go; 0.12-0.29
+        "starting runner", 0.9-0.11 "starting llama server": ``ollama runner``)."""
+        engine = self.engine
+        server = RunnerServer(engine, model, llama=engine.llama_server_runners)
+        model.runner = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                         name="runner", daemon=True).start()
-        cmd = (f"/usr/local/lib/ollama/llama-server --model /usr/share/ollama/.ollama/models/"
-               f"blobs/sha256-{engine.digest} --port {port} --host 127.0.0.1 --no-webui"
-               f" --offline -c {4096 * engine.parallel} -np {engine.parallel}"
-               " --log-verbosity 4 --no-log-prefix --no-log-timestamps")
-        self.log.slog("INFO", "llama_server.go:431", "starting llama-server", cmd=cmd)
-        self.log.slog("INFO", "llama_server.go:470", "loading model via llama-server")
-        self.log.lines(self._llama_lines())  # its stderr, passed through
-        self.log.slog("INFO", "llama_server.go:520", "llama-server started in 0.03 seconds")
+                         name=f"runner {model.name}", daemon=True).start()
+        port = int(server.server_address[1])
+        models = str(engine.models_dir) if engine.models_dir else STOCK_MODELS
+        blob = f"{models}/blobs/sha256-{model.blob}"
+        if engine.llama_server_runners:
+            self.log.slog("INFO", "llama_server.go:431", "starting llama-server",
+                          cmd=self._llama_server_cmd(model, blob, port))
+            self.log.slog("INFO", "llama_server.go:470", "loading model via llama-server",
+                          model=blob)
+            self.log.slog("INFO", "llama_server.go:583",
+                          "waiting for llama-server to start responding")
+        else:
+            if engine.release >= RUNNER_LINE:
+                self.log.slog("INFO", "server.go:399", "starting runner",
+                              cmd=f"/usr/local/bin/ollama runner --model {blob} --port {port}")
+            else:
+                layers = model.profile.layers if engine.model_offloaded(model) else 0
+                self.log.slog("INFO", "server.go:438", "starting llama server",
+                              cmd=f"/usr/local/bin/ollama runner --model {blob} --ctx-size "
+                                  f"{4096 * engine.parallel} --batch-size 512 --n-gpu-layers "
+                                  f"{layers} --threads 8 --parallel {engine.parallel}"
+                                  f" --port {port}")
+            self.log.slog("INFO", "server.go:1250",
+                          "waiting for llama runner to start responding")
+        return RunnerStart(self, server, self._llama_lines(model))
 
-    def _llama_lines(self) -> tuple[str, ...]:
+    def _llama_server_cmd(self, model: Model, blob: str, port: int) -> str:
+        parallel = self.engine.parallel
+        cmd = (f"{LIBDIR}/llama-server --model {blob} --port {port} --host 127.0.0.1"
+               f" --no-webui --offline -c {4096 * parallel} -np {parallel}"
+               " --log-verbosity 4 --no-log-prefix --no-log-timestamps --flash-attn auto")
+        if model.embeds_only:  # appendBatchArgs
+            cmd += f" --embedding -b {EMBEDDING_BATCH} -ub {EMBEDDING_BATCH}"
+        return cmd
+
+    def _llama_lines(self, model: Model) -> tuple[str, ...]:
         """What the runner (llama.cpp) says about where the model went: the device, the
         layers on it, the buffers (llama-model.cpp, llama-context.cpp, ggml-opencl.cpp)."""
-        engine, layers = self.engine, LAYERS
+        engine, p = self.engine, model.profile
+        layers = p.layers
         lines: list[str] = []
         if engine.faults.opencl_unsupported and engine.library == "opencl":
             name = GPU_DEVICES["opencl"]["description"]
@@ -115,16 +156,25 @@ class Ollama:
                       f"ggml_opencl: device: '{name}'",
                       f"ggml_opencl: unsupported GPU '{name}'",
                       "ggml_opencl: drop unsupported device."]
-        if engine.offloaded:
+        loading = "load_tensors: loading model tensors, this can take a while... (mmap = true)"
+        if engine.model_offloaded(model):
             device = GPU_DEVICES[engine.placement]
             lines += [f"llama_model_load_from_file_impl: using device {device['name']}"
-                      f" ({device['description']}) - 16304 MiB free",
+                      f" ({device['description']}) - 16304 MiB free", loading,
+                      f"load_tensors: offloading {layers - 1} repeating layers to GPU",
+                      "load_tensors: offloading output layer to GPU",
                       f"load_tensors: offloaded {layers}/{layers} layers to GPU",
-                      f"load_tensors: {device['name']} model buffer size =  4168.09 MiB",
-                      f"llama_kv_cache: {device['name']} KV buffer size =   448.00 MiB"]
+                      f"load_tensors: {device['name']} model buffer size = {p.buffer_mib:8.2f}"
+                      " MiB"]
+            if p.kv_mib:
+                lines.append(f"llama_kv_cache: {device['name']} KV buffer size ="
+                             f" {p.kv_mib:8.2f} MiB")
         else:
-            lines += [f"load_tensors: offloaded 0/{layers} layers to GPU",
-                      "load_tensors:   CPU_Mapped model buffer size =  4437.80 MiB"]
+            lines += [loading, f"load_tensors: offloaded 0/{layers} layers to GPU",
+                      f"load_tensors:   CPU_Mapped model buffer size = "
+                      f"{p.size / 2**20:8.2f} MiB"]
+            if p.kv_mib:
+                lines.append(f"llama_kv_cache:        CPU KV buffer size = {p.kv_mib:8.2f} MiB")
         return tuple(lines)
 
     def stopping(self, signame: str) -> None:
@@ -183,6 +233,34 @@ class Vllm:
     def stopping(self, signame: str) -> None:
         self.log.uvicorn("Shutting down")
         self.log.uvicorn(f"Finished server process [{self.log.pid}]")
+
+
+class RunnerStart:
+    """One model's load as its runner tells it: llama.cpp's lines before ``load_tensors:`` at
+    once, the rest spread across the load's steps, then "started in N seconds"."""
+
+    def __init__(self, story: Ollama, server: RunnerServer, lines: tuple[str, ...]) -> None:
+        self.log, self.server, self.llama = story.log, server, server.llama
+        first = next((i for i, line in enumerate(lines) if line.startswith("load_tensors:")),
+                     len(lines))
+        self.log.lines(lines[:first])
+        self.lines, self.shown = lines[first:], 0
+
+    def step(self, done: int, steps: int) -> None:
+        upto = round(len(self.lines) * done / steps)
+        self.log.lines(self.lines[self.shown:upto])
+        self.shown = max(self.shown, upto)
+
+    def finished(self, seconds: float) -> None:
+        self.log.lines(self.lines[self.shown:])
+        self.shown = len(self.lines)
+        self.server.loading = False
+        if self.llama:
+            self.log.slog("INFO", "llama_server.go:640",
+                          f"llama-server started in {seconds:0.2f} seconds")
+        else:
+            self.log.slog("INFO", "server.go:1288", f"llama runner started in {seconds:0.2f}"
+                          " seconds")
 
 
 def narrator(engine: Engine, env: Mapping[str, str], reason: str) -> Ollama | Vllm:

@@ -6,6 +6,14 @@
 Keys are libraries (``rocm``, ``vulkan``, ``opencl``, ``cpu``) or ``*`` for all of them; the
 library's own entry overrides ``*`` key by key. Times count from the moment the engine starts
 answering HTTP (after ``start_delay``). No plan, or an empty one, is a healthy engine.
+
+Each key is one field of ``Faults`` below, with what it does. Besides the GPU faults there are
+the ones a supervisor must tell apart from them: a runner that fails every generation at once
+(``generation_errors_after``: 500 ``llama runner process has terminated: exit status 2``, no
+GPU line), embedding models answering bad vectors (``embed_nan``, ``embed_zeros``,
+``embed_constant``), a long prompt processed batch by batch (``prefill_tokens_per_second``),
+a slow load whose memory grows step by step (``load_seconds``, ``load_memory_mb``) and models
+the scheduler put on the CPU beside others on the GPU (``cpu_models``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 LIBRARIES = ("rocm", "vulkan", "opencl", "cpu")
+MAX_LOAD_MEMORY_MB = 65536
+TUPLES = ("error_lines", "cpu_models")  # lists in JSON, tuples in Faults (it is frozen)
 
 
 class PlanError(Exception):
@@ -48,6 +58,20 @@ class Faults:
     degenerate: bool = False  # answers garbage at full speed ("GGGG…"), as after a ROCm fault
     opencl_unsupported: bool = False  # on opencl: llama.cpp's OpenCL drops the GPU
     #                                   ("ggml_opencl: unsupported GPU"), computes on the CPU
+    generation_errors_after: float | None = None  # from N s on, every generation and
+    #     embedding answers 500 "llama runner process has terminated: exit status 2" at once;
+    #     liveness stays 200 and no GPU error line is printed (a runner failing every request)
+    embed_nan: bool = False  # an embedding model computes NaN: Ollama < 0.30 answers 500
+    #     "failed to encode response: json: unsupported value: NaN"; >= 0.30 (llama-server's
+    #     JSON null, read as 0) all zeros with 200; vLLM 500
+    embed_zeros: bool = False  # an embedding model answers all-zero vectors, HTTP 200
+    embed_constant: bool = False  # an embedding model answers one vector whatever the input
+    prefill_tokens_per_second: float | None = None  # prompt processing speed (default 10x
+    #     the generation speed), in batches of 512 tokens that /slots shows one by one
+    load_memory_mb: int = 0  # loading a model allocates (and touches) this many MB in ten
+    #     steps across load_seconds, held while it stays loaded
+    cpu_models: tuple[str, ...] = ()  # these models' runners are on the CPU ("offloaded 0/N
+    #     layers", size_vram 0, CPU speed) while the others stay on the GPU
 
 
 def _seconds(v: Any) -> bool:
@@ -81,6 +105,17 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "cpu_speed_after": (_seconds, "a number of seconds >= 0"),
     "degenerate": (lambda v: isinstance(v, bool), "true or false"),
     "opencl_unsupported": (lambda v: isinstance(v, bool), "true or false"),
+    "generation_errors_after": (_seconds, "a number of seconds >= 0"),
+    "embed_nan": (lambda v: isinstance(v, bool), "true or false"),
+    "embed_zeros": (lambda v: isinstance(v, bool), "true or false"),
+    "embed_constant": (lambda v: isinstance(v, bool), "true or false"),
+    "prefill_tokens_per_second": (_positive, "a number > 0"),
+    "load_memory_mb": (lambda v: isinstance(v, int) and not isinstance(v, bool)
+                       and 0 <= v <= MAX_LOAD_MEMORY_MB,
+                       f"an integer of megabytes from 0 to {MAX_LOAD_MEMORY_MB}"),
+    "cpu_models": (lambda v: isinstance(v, list) and all(isinstance(s, str) and s.strip()
+                                                         for s in v),
+                   "a list of model names"),
 }
 assert set(_CHECKS) == {f.name for f in fields(Faults)}
 
@@ -93,9 +128,15 @@ class Plan:
 
     def faults_for(self, library: str) -> Faults:
         merged = {**self.entries.get("*", {}), **self.entries.get(library, {})}
-        if "error_lines" in merged:
-            merged["error_lines"] = tuple(merged["error_lines"])
+        for key in TUPLES:
+            if key in merged:
+                merged[key] = tuple(merged[key])
         return Faults(**merged)
+
+    def models(self) -> set[str]:
+        """Every model name the plan refers to (``cpu_models``), to check against those
+        served."""
+        return {name for entry in self.entries.values() for name in entry.get("cpu_models", ())}
 
 
 def load_plan(path: str | None) -> Plan:
