@@ -466,6 +466,12 @@ class Engine:
         evidence = {"tokens_per_second": round(rate, 2), "reference": verdict.reference,
                     "tier": tier, "rule": f"{speed.LOW_RUN} in a row below"
                     f" {speed.SLOW_RATIO:g}x the reference"}
+        if verdict.kind == speed.Kind.ADOPTED:
+            log.info("speed reference adopted", engine=self.name, tier=tier,
+                     rate=round(rate, 2))
+            self.record("speed", to="adopted", tier=tier, cause=Cause.SLOW.value,
+                        reason=verdict.detail, evidence=evidence)
+            return None
         if verdict.kind == speed.Kind.SLOW:
             return Observation.bad("speed", Cause.SLOW, verdict.detail, evidence=evidence,
                                    tokens_per_second=rate)
@@ -698,6 +704,8 @@ class Engine:
 
     async def _restart(self, finding: Finding) -> None:
         self.restarts_on_tier += 1
+        if finding.cause == Cause.SLOW and self.tier is not None:
+            self.speed.restarted(self.tier)  # did the restart change it? (checks.speed)
         self.transition(EngineState.DEGRADED, finding.cause, finding.detail,
                         evidence=finding.evidence, tier_prefix=True)
         assert self.tier is not None

@@ -122,3 +122,26 @@ def test_a_growing_memory_is_a_load_in_progress():
     assert verdict.kind == Kind.BUSY and "memory grew" in verdict.detail
     watch.grew(80.0, 100 * 2**20 + LOAD_STEP + 1000)  # stopped growing: the load hangs
     assert judge(watch, 80.0, 40.0, 20.0, 300.0).kind == Kind.HANG
+
+
+async def test_a_slow_rate_a_restart_did_not_change_is_adopted():
+    """The speed fell by 60 % (a new driver, a larger context): the slow run restarts the
+    engine on its tier; the same rate after the restart is the engine's speed now — adopted,
+    never a demotion. A rate like the CPU's on a GPU tier is never adopted."""
+    from test_engine import settle, started
+
+    engine, actuator, api, clock, _ = await started()
+    engine.speed.data["tiers"]["rocm"]["samples"] = [40.0] * 5
+    api.eval_rate = 16.0  # below half, above a quarter: slow, not the CPU's
+    for _ in range(20):
+        await settle(engine)
+        clock.now += 11
+        if len(actuator.switches) > 1:
+            break
+    assert actuator.switches == ["rocm", "rocm"], engine.memory.reason  # restarted
+    for _ in range(12):
+        await settle(engine)
+    assert actuator.switches == ["rocm", "rocm"], engine.memory.reason  # not demoted
+    assert any(e["type"] == "speed" and e["to"] == "adopted" for e in actuator.events)
+    assert engine.state.value == "healthy"
+    assert engine.speed.data["tiers"]["rocm"]["samples"][:3] == [16.0] * 3

@@ -18,6 +18,10 @@ The rule (README, "The engine's own speed"):
   ``CPU_RATIO`` × the reference, or within ``CPU_MARGIN`` × this engine's own learned CPU
   speed, the speed looks like the CPU's: ``cpu`` (the engine computes on the CPU whatever it
   reports).
+- **A new normal.** A slow run restarts the engine on its tier; when the next run of low
+  canaries is within ``STABLE`` of the one the restart was for, the restart changed nothing:
+  that rate is the engine's now (a new driver, a larger context) and learning starts from it
+  (``adopted``). A rate like the CPU's on a GPU tier is never adopted.
 - **Reset.** Everything learned belongs to one model and one engine configuration (``key``)
   and to what the engine says it serves (``identify``: the model's digest, the engine's
   version): another model, other flags, a new pull of the model or an upgraded engine start
@@ -37,6 +41,7 @@ SLOW_RATIO = 0.5   # a canary below half the reference is low
 CPU_RATIO = 0.25   # on a GPU tier, a low run below a quarter of the reference looks like the CPU
 CPU_MARGIN = 1.5   # ... or one within 1.5x this engine's own learned CPU speed
 LOW_RUN = 3        # low canaries in a row that make a verdict
+STABLE = 0.25      # a low run within this share of the one a restart was for: unchanged
 SHOWN = 5          # the last rates kept for status
 LOADS = 5          # the last load times kept per tier (the load's own reference)
 LOAD_FACTOR = 3.0  # a load may take this many times its learned time ...
@@ -49,6 +54,7 @@ class Kind(StrEnum):
     BUSY = "busy"          # shared with other requests: not judged
     LOW = "low"            # below, not yet LOW_RUN in a row
     SLOW = "slow"          # LOW_RUN in a row below SLOW_RATIO x the reference
+    ADOPTED = "adopted"    # ... the same after a restart for it: the engine's speed now
     CPU = "cpu"            # ... and like the CPU's speed, on a GPU tier
 
 
@@ -82,6 +88,7 @@ class SpeedBook:
             raw = raw if isinstance(raw, dict) else {}
             tiers[tier] = {"samples": _floats(raw.get("samples"), WINDOW),
                            "low": _floats(raw.get("low"), LOW_RUN),
+                           "restarted_low": _floats(raw.get("restarted_low"), 1),
                            "last": _floats(raw.get("last"), SHOWN),
                            "loads": _floats(raw.get("loads"), LOADS)}
 
@@ -100,6 +107,7 @@ class SpeedBook:
         entry: dict[str, list[float]] = self.data["tiers"].setdefault(
             tier, {"samples": [], "low": [], "last": [], "loads": []})
         entry.setdefault("loads", [])
+        entry.setdefault("restarted_low", [])
         return entry
 
     def learn_load(self, tier: str, seconds: float) -> None:
@@ -158,4 +166,19 @@ class SpeedBook:
             like = f"its own {cpu:.1f} on cpu" if cpu is not None else \
                 f"under {CPU_RATIO:.0%} of its {tier} speed"
             return Verdict(Kind.CPU, rate, reference, f"{said}: like the CPU ({like})")
+        before = entry.get("restarted_low") or []
+        if before and abs(low - before[0]) <= STABLE * before[0]:
+            # a restart did not change it: the engine's speed now (a new driver, a bigger
+            # context), not a fault — learned afresh from these rates
+            entry["samples"], entry["low"], entry["restarted_low"] = list(entry["low"]), [], []
+            return Verdict(Kind.ADOPTED, rate, reference, f"{said}; a restart did not change"
+                           f" it ({before[0]:.1f} before): adopted as {tier}'s speed")
         return Verdict(Kind.SLOW, rate, reference, said)
+
+    def restarted(self, tier: str) -> None:
+        """The engine restarts on ``tier`` because it was slow: remember how slow, and start
+        the run of low canaries afresh (``judge`` adopts the rate if the restart left it)."""
+        entry = self._tier(tier)
+        if entry["low"]:
+            entry["restarted_low"] = [statistics.median(entry["low"])]
+            entry["low"] = []
