@@ -244,3 +244,23 @@ def test_without_tokens_a_streamed_answer_to_another_client_is_busy():
     watch.add(DEADLINE + STALL + 2, tcp(9000))  # connected, nothing flows: only the blind
     assert judge(watch, DEADLINE + STALL + 2, DEADLINE, STALL, BLIND).kind == Kind.WAITING
     assert judge(watch, BLIND + 1, DEADLINE, STALL, BLIND).kind == Kind.HANG
+
+
+def slot(task: int, processed: int, decoded: int, busy: bool = True) -> dict:
+    return {"id": 0, "id_task": task, "is_processing": busy, "n_prompt_tokens": 30000,
+            "n_prompt_tokens_processed": processed,
+            "next_token": [{"n_decoded": decoded}]}
+
+
+def test_a_long_prompts_prefill_on_the_only_slot_is_busy_not_a_stall():
+    """A user's 30,000-token prompt on llama-server's only slot: no token is decoded for a
+    long while, but the prompt is processed batch by batch — progress, never a stall."""
+    from supervisor.checks.progress import parse_slots
+    watch = Watch(0.0, "generate")
+    watch.add(0.0, parse_slots([slot(7, 0, 0)]))
+    for t, done in ((STALL, 2048), (2 * STALL, 4096), (3 * STALL, 6144)):
+        watch.add(t, parse_slots([slot(7, done, 0)]))
+        verdict = judge(watch, t, DEADLINE, STALL, BLIND)
+        assert verdict.kind == Kind.BUSY, verdict
+    watch.add(5 * STALL, parse_slots([slot(7, 6144, 0)]))  # then nothing for 2 x S: a stall
+    assert judge(watch, 5 * STALL, DEADLINE, STALL, BLIND).kind == Kind.STALL

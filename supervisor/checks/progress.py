@@ -108,6 +108,8 @@ def parse_vllm_metrics(text: str) -> Reading | None:
     tokens = s.get("vllm:generation_tokens_total")
     if tokens is None:
         return None
+    # a long prompt is computed chunk by chunk, each step counted as prompt tokens: busy
+    tokens += s.get("vllm:prompt_tokens_total", 0.0)
     return Reading(tokens=tokens, in_flight=_int(s.get("vllm:num_requests_running")),
                    waiting=_int(s.get("vllm:num_requests_waiting")), source="/metrics")
 
