@@ -6,9 +6,12 @@ own, which ``snapshot`` must leave out; optionally as many connections again to 
 on the host, which neither must show. Then, per call, the median and p95 of the wall time and
 of the CPU time (user + system, this process's for ``snapshot``, the child's for ``ss``) of:
 
-- ``snapshot(port)`` -- two sock_diag dumps filtered by port in the kernel, /proc/self/fd;
-- ``full dump`` -- what filtering in userspace would cost instead: ``clients.dump()``, the
-  unfiltered dumps of both families, every established TCP socket of the host, parsed;
+- ``snapshot(port)`` -- one sock_diag dump of both families (TCPDIAG_GETSOCK), filtered by
+  port in the kernel, and /proc/self/fd;
+- ``by family`` -- ``clients.dump(port, by_family=True)``: SOCK_DIAG_BY_FAMILY, one dump per
+  family, what a kernel that refused the first gets;
+- ``full dump`` -- what filtering in userspace would cost instead: ``clients.dump()``, every
+  established TCP socket of the host, both families, parsed;
 - ``ss -tinH state established '( sport = :PORT )'`` (iproute2), run as a command.
 
     "$(dev/venv)/bin/python" dev/bench_clients.py [CALLS] [--elsewhere]
@@ -123,6 +126,7 @@ def main() -> None:
         assert len(lines) == size + 1, len(lines)  # ss shows ours too
         total = full_dump()
         ways = (("snapshot()", functools.partial(clients.snapshot, port), 1, False),
+                ("by family", functools.partial(clients.dump, port, by_family=True), 1, False),
                 ("full dump", full_dump, 1, False),
                 ("ss -ti", functools.partial(ss, port), SS_EVERY, True))
         took: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in ways}

@@ -16,9 +16,9 @@ the host's other connections; the rows are checked again here. The kernel still 
 established-socket hash table for a dump: that walk, not the engine's connection count, sets the
 cost of an idle snapshot (dev/bench_clients.py), hence the first interface's request
 (TCPDIAG_GETSOCK), which covers both families in one walk where SOCK_DIAG_BY_FAMILY takes one
-per family; a kernel that refused it would get those two. The supervisor's
-own client ends are named by the socket inodes in ``/proc/PID/fd``, read only when the engine
-has a connection from this host.
+per family; a kernel that refused it would get those two. The supervisor's own client ends are
+named by the socket inodes in ``/proc/PID/fd``, read only when the engine has a connection from
+this host.
 
 Pure parts apart from I/O: ``request`` builds a dump request and ``parse`` reads one datagram of
 the answer (bytes in, rows out); ``select`` is the rule of who counts; ``flowing`` compares two
@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 __all__ = ["Connection", "Clients", "Row", "DumpError", "snapshot", "flowing", "select",
-           "request", "parse", "dump", "socket_inodes"]
+           "request", "bytecode", "parse", "dump", "socket_inodes"]
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -50,7 +50,7 @@ INET_DIAG_INFO = 2
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_JMP, INET_DIAG_BC_S_GE, INET_DIAG_BC_S_LE, INET_DIAG_BC_D_GE, INET_DIAG_BC_D_LE = (
     1, 2, 3, 4, 5)
-TIMEOUT = 1.0          # seconds the kernel gets to answer one dump (it answers in microseconds)
+TIMEOUT = 1.0          # seconds the kernel gets to answer a dump (it takes a few milliseconds)
 BUFSIZE = 1 << 16      # the kernel's dump datagrams are at most 32 KiB
 
 NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
