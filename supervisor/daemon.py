@@ -529,16 +529,18 @@ class Supervisor:
                 engine.completed(at)
                 return
             runner, own = engine.runners.line(message)  # which model the line is about
-            if runner is not None and not own:  # another model's runner: shown, not judged
-                engine.other_model(runner, classify.parse_offload(message),
-                                   classify.parse_device(message))
-                return
-            if runner is not None and runner.port is not None:
-                engine.runner(runner.port, at)
             layers = classify.parse_offload(message)
-            if layers is not None:
-                engine.offloaded(*layers, at)
             device = classify.parse_device(message)
+            if runner is not None and not own:
+                # another model's placement: shown, never judged (a GPU error is the GPU's,
+                # whichever runner printed it: classified below)
+                if layers is not None or device is not None:
+                    engine.other_model(runner, layers, device)
+                    return
+            elif runner is not None and runner.port is not None:
+                engine.runner(runner.port, at)
+            if layers is not None and own:
+                engine.offloaded(*layers, at)
             if device is not None:
                 engine.device(device, at)
                 return

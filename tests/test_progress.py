@@ -183,12 +183,15 @@ def test_slots_the_canary_holds_are_not_someone_elses_work():
     watch.add(0.0, before)
     watch.add(31.0, ours)
     assert watch.others == 0
+    # an idle slot took the canary's task: nothing finished (task 3 was done before the
+    # canary was sent), and the one token it decoded before it stuck is no one's work
     verdict = judge(watch, 31.0, DEADLINE, STALL, BLIND)
-    assert verdict.kind == Kind.BUSY  # a new task decoded a token
-    watch.add(45.0, ours)
-    assert judge(watch, 45.0, DEADLINE, STALL, BLIND).kind == Kind.BUSY  # within STALL
-    watch.add(95.0, ours)
-    assert judge(watch, 95.0, DEADLINE, STALL, BLIND).kind == Kind.HANG
+    assert verdict.kind == Kind.HANG, verdict
+    moving = Reading(slots=((0, 4, 6, True), (1, -1, 0, False)), in_flight=1, source="/slots")
+    watch.add(45.0, moving)  # the same task decodes on: busy (a slow tier), within STALL
+    assert judge(watch, 45.0, DEADLINE, STALL, BLIND).kind == Kind.BUSY
+    watch.add(106.0, moving)  # then nothing for longer than STALL
+    assert judge(watch, 106.0, DEADLINE, STALL, BLIND).kind == Kind.HANG
     # a user's request held the only slot before the canary: it is someone else's
     user = Reading(slots=((0, 9, 500, True),), in_flight=1, source="/slots")
     watch = Watch(0.0, "generate")

@@ -289,7 +289,7 @@ def _delta(before: Reading, after: Reading) -> tuple[float, int, int]:
         grown = after.tokens - before.tokens
         return (grown if grown >= 0 else after.tokens), 0, 0  # a reset: a new process
     if before.slots is not None and after.slots is not None:
-        earlier = {ident: (task, n) for ident, task, n, _ in before.slots}
+        earlier = {ident: (task, n, on) for ident, task, n, on in before.slots}
         tokens, done = 0.0, 0
         for ident, task, n, _ in after.slots:
             was = earlier.get(ident)
@@ -297,9 +297,11 @@ def _delta(before: Reading, after: Reading) -> tuple[float, int, int]:
                 continue
             if task == was[0]:
                 tokens += max(0, n - was[1])
-            else:  # the slot took another task: the earlier one finished
+            elif was[2]:  # the slot took another task: the one it was working on finished
                 tokens += n
                 done += was[0] >= 0
+            # an idle slot that took a task (the check's own, or a user's that just began):
+            # nothing finished, and its progress counts from the next look on
         return tokens, done, 0
     return 0.0, 0, 0
 
