@@ -654,9 +654,11 @@ def bound(fault: str, phase: str, axes: Axes, h: config.HealthSection) -> float:
     if fault in ("crash at start", "crash later"):
         return n * i + i
     if fault in ("hang from the first generation", "hang after serving"):
-        if phase in LOADS or (axes.models == "evicted" and phase != "serving busy"):
-            # the load's deadline (an evicted model's canary loads it), then `failures`
+        if phase in LOADS:  # the load's deadline, then `failures` checks
             return i + h.load_deadline + n * i
+        if axes.models == "evicted" and phase != "serving busy":
+            # the next canary (canary_every) loads the model: the load's deadline
+            return k * i + h.load_deadline + n * i
         if phase == "serving busy" and axes.tokens:
             return h.stall_after + n * i  # after the last token
         if phase == "serving busy":  # no token signal, another client connected
