@@ -431,12 +431,14 @@ def daemon(w: World) -> Supervisor:
 
 
 def world(tmp: Path, axes: Axes = DEFAULT, extra: str = "",
-          memory: EngineMemory | None = None) -> World:
+          memory: EngineMemory | None = None, settings: str = SETTINGS) -> World:
+    """An engine behind the mock, on the matrix's settings (``settings``: another
+    ``[health]``, e.g. the defaults, for dev/detection.py)."""
     models = tmp / "models"
     if not models.exists():
         manifest(models, MODEL, OWN_BLOB)
         manifest(models, OTHER, OTHER_BLOB)
-    cfg = config.loads(SETTINGS.format(extra=extra, tmp=tmp))
+    cfg = config.loads(settings.format(extra=extra, tmp=tmp))
     api = Ollama(axes)
     actuator = Units(api)
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
