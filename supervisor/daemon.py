@@ -109,7 +109,6 @@ class Supervisor:
                         groups=missing)
         await self.reprobe()
         boot = self.actuator.boot_id()
-        self.journal.boot_id = (boot or "").replace("-", "")  # lines of an earlier boot
         for engine_cfg in self.config.engines:
             engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name),
                             self.actuator, self._http())

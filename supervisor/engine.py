@@ -895,6 +895,7 @@ class Engine:
                 # cleared before the check, never after it: a finding, an operator's intent
                 # or a canary's end that arrives while the check runs wakes the next at once
                 self.wake.clear()
+                began = self.clock()
                 try:
                     await self.tick()
                 except asyncio.CancelledError:
@@ -902,8 +903,11 @@ class Engine:
                 except Exception as exc:  # one bad check must not end supervision
                     log.exception("check cycle failed", engine=self.name, error=str(exc))
                 self.ticks += 1
+                # a check every `interval` from start to start: one that waited on a silent
+                # endpoint (a wedged GPU's /slots) does not push the next ones back
+                rest = max(0.0, self.health.interval - (self.clock() - began))
                 try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-                    async with asyncio.timeout(self.health.interval):  # that meets a wake
+                    async with asyncio.timeout(rest):  # that meets a wake
                         await self.wake.wait()
                 except TimeoutError:
                     pass

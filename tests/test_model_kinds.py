@@ -348,8 +348,16 @@ async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
     api.release.clear()
     await run_ticks(engine, clock, 1)  # a canary is under way, held
     assert engine.canary_task is not None and not engine.canary_task.done()
-    engine.completed()  # a user's request ended meanwhile (its gin line)
+    engine.completed()  # its own request's line, read before its answer: still its own
     api.release.set()
     await run_ticks(engine, clock, 1)
-    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned
-    assert engine.speed.data["tiers"]["rocm"]["last"]  # its rate is shown, not learned
+    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1
+    api.release.clear()
+    await run_ticks(engine, clock, 1)
+    assert engine.canary_task is not None and not engine.canary_task.done()
+    engine.completed()  # a user's request ended meanwhile (its gin line) ...
+    engine.completed()  # ... and the canary's own
+    api.release.set()
+    await run_ticks(engine, clock, 1)
+    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1  # not learned
+    assert len(engine.speed.data["tiers"]["rocm"]["last"]) == min(learned + 2, 5)  # shown

@@ -72,3 +72,19 @@ async def test_lines_belong_to_the_run_systemd_started_not_to_the_daemons_clock(
     engine.finding(Observation.bad("log", Cause.GPU_FAULT, "ROCm error: this run"), at=1200.0)
     await engine.tick()
     assert actuator.switches == ["vulkan"] and engine.memory.cause == "gpu_fault"
+
+
+def test_the_journal_stamps_entries_of_this_kernel_boot_not_the_configured_one():
+    """The configurable boot_id_path belongs to reboot_required; journald stamps the
+    kernel's boot, and the reader compares with that one."""
+    from supervisor.systemd.journal import JournalReader, kernel_boot_id
+    from supervisor.systemd.systemctl import Systemd
+    got: list[float | None] = []
+    reader = JournalReader(Systemd())
+    assert reader.boot_id == kernel_boot_id().replace("-", "") != ""
+    reader.add_unit("llm-a.service", lambda m, c, at: got.append(at))
+    for boot in (reader.boot_id, "0" * 32):
+        reader.deliver({"__CURSOR": f"s=x;i={len(got) + 1:x};b=b;m=1;t=1;x=0",
+                        "_SYSTEMD_UNIT": "llm-a.service", "MESSAGE": "ROCm error",
+                        "__MONOTONIC_TIMESTAMP": "7000000", "_BOOT_ID": boot})
+    assert got == [7.0, float("-inf")]

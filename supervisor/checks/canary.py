@@ -68,6 +68,7 @@ class Canary:
         self.verdict: progress.Verdict | None = None  # the running canary, judged
         self.facts: ModelFacts | None = None  # what the model can do, read at each start
         self.cold = False  # the running canary found its model unloaded: it pays a load
+        self.completions = 0  # requests the engine's log says completed while it ran
         self.view: health.KernelView = health.kernel_view  # the engine's clients (kernel)
 
     @property
@@ -105,8 +106,10 @@ class Canary:
         and the running canary shared the engine with it (its rate is not its own)."""
         if self.watch is not None:
             self.watch.completed(self.clock())
-            # the canary still waits: someone else's request (its own ends before its line)
-            self.shared = self.shared or (self.task is not None and not self.task.done())
+            # one line may be the canary's own (it can arrive before its answer is read);
+            # a second is someone else's request, served beside it
+            self.completions += 1
+            self.shared = self.shared or self.completions >= 2
 
     async def step(self, cfg: EngineConfig, h: HealthSection, *, alive: bool, scheduled: bool,
                    runner_port: int | None, placement: bool) -> list[Observation]:
@@ -181,6 +184,7 @@ class Canary:
     def launch(self, cfg: EngineConfig, h: HealthSection) -> None:
         self.retry = False
         self.shared = False
+        self.completions = 0
         self.started = self.clock()
         self.watch = progress.Watch(self.started, self.phase)
         self.verdict = None

@@ -95,7 +95,9 @@ class JournalReader:
                  since: float | None = None, clock: Callable[[], float] = time.time,
                  boot_id: str | None = None) -> None:
         self.systemd = systemd
-        self.boot_id = (boot_id or "").replace("-", "")  # journald's _BOOT_ID has no dashes
+        # the kernel's boot (journald's _BOOT_ID, without dashes): entries of an earlier one
+        # have monotonic stamps of another clock
+        self.boot_id = (boot_id if boot_id is not None else kernel_boot_id()).replace("-", "")
         self.cursor = cursor          # the last entry delivered (or skipped) by this reader
         self.since = since            # where to start without a cursor
         self.clock = clock
@@ -225,6 +227,15 @@ class JournalReader:
         if self.kernel is not None and matches_entry(self.kernel[0], entry):
             return KERNEL, self.kernel[1]
         return "", None
+
+
+def kernel_boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> str:
+    """This boot's id as the kernel has it (what journald stamps), "" when unreadable."""
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def logged_at(entry: Mapping[str, object], boot_id: str) -> float | None:
