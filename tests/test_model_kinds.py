@@ -361,3 +361,21 @@ async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
     await run_ticks(engine, clock, 1)
     assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1  # not learned
     assert len(engine.speed.data["tiers"]["rocm"]["last"]) == min(learned + 2, 5)  # shown
+
+
+async def test_a_model_pulled_anew_while_the_engine_runs_starts_its_speed_afresh():
+    """`ollama pull` brings a new digest under the same name; Ollama loads it at the next
+    use. The canary that finds the model unloaded reads the facts again: a new identity, a
+    speed learned afresh (a `speed` event `reset`)."""
+    api = Ollama("completion")  # its /api/ps lists nothing: every canary loads the model
+    engine, actuator, clock = engine_for(api)
+    await engine.start_on("rocm", Cause.START)
+    await run_ticks(engine, clock, 4)
+    assert engine.speed.data["tiers"]["rocm"]["samples"]
+    assert not [e for e in actuator.events if e["type"] == "speed"]
+    api.digest = "b" * 64
+    await run_ticks(engine, clock, 2)
+    resets = [e for e in actuator.events if e["type"] == "speed" and e["to"] == "reset"]
+    assert len(resets) == 1 and engine.model_facts is not None
+    assert engine.model_facts.digest == "b" * 64
+    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) <= 2  # learning afresh

@@ -154,11 +154,11 @@ class Canary:
                                   or self.retry)
         rested = self.clock() - self.started >= h.interval * 0.9
         if alive and due and (rested or self.retry) and self.task is None:
-            if self.facts is None:
-                await self._read_facts(cfg, h)
+            self.cold = self.passed and await health.loaded(self.http, cfg, h.timeout) is False
+            if self.facts is None or self.cold:  # a start, or a model loaded anew (after
+                await self._read_facts(cfg, h)  # `ollama pull` too): what is it now?
             baseline = await health.progress(self.http, cfg, runner_port, h.timeout,
                                              self.view)  # read before it is sent
-            self.cold = self.passed and await health.loaded(self.http, cfg, h.timeout) is False
             self.launch(cfg, h)
             assert self.watch is not None
             self.watch.add(self.started, baseline)
@@ -177,9 +177,13 @@ class Canary:
         except OSError:
             headers = {}
         facts = await model.read(self.http, cfg, h.timeout, headers)
-        if facts is not None:
-            self.facts = facts
-            self.learned(facts)
+        if facts is None:
+            return
+        known = self.facts
+        if not facts.source and known is not None and known.kind == ModelKind.EMBEDDING:
+            facts = facts.as_embedding(known.source)  # the engine said so by refusing
+        self.facts = facts
+        self.learned(facts)
 
     def launch(self, cfg: EngineConfig, h: HealthSection) -> None:
         self.retry = False

@@ -93,7 +93,7 @@ def parse_show(document: Any) -> tuple[Kind | None, bool]:
     if not isinstance(document, dict):
         return None, False
     capabilities = document.get("capabilities")
-    if not isinstance(capabilities, list):
+    if not isinstance(capabilities, list) or not capabilities:  # older: it does not say
         return None, False
     caps = {str(c) for c in capabilities}
     if "embedding" in caps and "completion" not in caps:
