@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,23 +237,29 @@ def test_errors_are_answers_not_exceptions() -> None:
 
 
 def test_sockets_of_a_process_that_cannot_be_read_give_an_error(children: list[Child]) -> None:
-    """Not root: another user's /proc/PID/fd is closed, and the answer says so."""
-    with listener(socket.AF_INET, "127.0.0.1") as server:
-        port = server.getsockname()[1]
-        child = Child(socket.AF_INET, "127.0.0.1", port)
-        children.append(child)
-        with server.accept()[0]:
-            probe = (f"from supervisor.host import clients; "
-                     f"print(clients.snapshot({port}, own_pid=1).error)")
-            as_root = os.geteuid() == 0
-            done = subprocess.run(
-                [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30,
-                user=65534 if as_root else None, group=65534 if as_root else None)
-            if as_root and "Permission denied" in done.stderr:
-                pytest.skip("this checkout is not readable by nobody")
-            assert done.returncode == 0, done.stderr
-            assert done.stdout == "not permitted to read sockets (/proc/1/fd): run as root\n"
+    """Not root: another user's /proc/PID/fd is closed, and the answer says so. The module
+    (standard library only) runs from a copy anyone can read, wherever the checkout is."""
+    where = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        shutil.copy(REPO / "supervisor/host/clients.py", where / "clients.py")
+        where.chmod(0o755)
+        (where / "clients.py").chmod(0o644)
+        with listener(socket.AF_INET, "127.0.0.1") as server:
+            port = server.getsockname()[1]
+            child = Child(socket.AF_INET, "127.0.0.1", port)
+            children.append(child)
+            with server.accept()[0]:
+                probe = (f"import sys; sys.path.insert(0, {str(where)!r}); import clients; "
+                         f"print(clients.snapshot({port}, own_pid=1).error)")
+                as_root = os.geteuid() == 0
+                done = subprocess.run(
+                    [sys.executable, "-I", "-c", probe], capture_output=True, text=True,
+                    cwd="/", timeout=30,
+                    user=65534 if as_root else None, group=65534 if as_root else None)
+    finally:
+        shutil.rmtree(where)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "not permitted to read sockets (/proc/1/fd): run as root\n"
 
 
 def test_socket_inodes_are_those_the_process_holds() -> None:
