@@ -660,10 +660,9 @@ def timeline(record: Record, hang_at: float, stopping: float) -> None:
         took = text(before[-1]).split("|")[2].strip()
         print(f"   last canary before the hang answered {before[-1]['t'] - hang_at:+.2f}s"
               f" (in {took})")
-    restart = next((e for e in record.events if e["type"] == "state"
-                    and "restarting on" in (e.get("reason") or "")
-                    and stamp(e["ts"]) >= hang_at - 1), None)
-    evidence = (restart or {}).get("evidence") or {}
+    verdict = next((e for e in record.events if e["type"] == "state"
+                    and e.get("from") == "healthy" and stamp(e["ts"]) >= hang_at - 1), None)
+    evidence = (verdict or {}).get("evidence") or {}
     if isinstance(evidence, dict) and "waited_s" in evidence:
         print(f"   the hung canary was sent about {stopping - evidence['waited_s'] - hang_at:+.1f}s"
               f" (it had waited {evidence['waited_s']}s, deadline {evidence.get('deadline_s')}s,"
