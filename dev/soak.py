@@ -22,7 +22,7 @@ Then the users stop, the engine idles, and its GPU hangs (the fault plan's `hang
 counted from the engine's start and placed after the soak, so nothing restarts it first):
 generations never return, `/` answers 200. Measured: the hang's start to the daemon's first
 action (systemd told to restart the unit, on the same tier), beside the README's bound for
-"serving idle, generation hangs": k*i + max(C, S') + n*i (S' = 0 with two slots). Nothing
+"serving idle, generation hangs": k*i + t + max(C, S') + n*i (S' = 0 with two slots). Nothing
 is read from the container while the hang is being caught (the journals of a long soak are big,
 and reading them would take the CPU from the daemon): the record is read once, after.
 
@@ -111,9 +111,10 @@ class Settings:
         return "\n".join(lines)
 
     def idle_bound(self, slots: int) -> float:
-        """README, serving idle, generation hangs: k*i + max(C, S') + n*i."""
+        """README, serving idle, generation hangs: k*i + t + max(C, S') + n*i (t: the
+        progress read before a canary is sent, which a wedged GPU's silence makes wait)."""
         s_prime = self.stall_after if slots == 1 else 0.0
-        return self.canary_period + max(self.canary_timeout, s_prime) + \
+        return self.canary_period + self.timeout + max(self.canary_timeout, s_prime) + \
             self.failures * self.interval
 
     def blind_bound(self) -> float:
@@ -626,8 +627,9 @@ def report_hang(c: Container, record: Record, settings: Settings, hang_at: float
         print(f"\n== no hang to measure: the engine runs on {tier}, the plan hangs rocm only")
         return True
     print(f"\n== GPU hang while idle at {time.strftime('%H:%M:%S', time.localtime(hang_at))}"
-          f" (bound: k*i + max(C, S') + n*i = {settings.canary_period:g} +"
-          f" {settings.canary_timeout:g} + {settings.failures * settings.interval:g} ="
+          f" (bound: k*i + t + max(C, S') + n*i = {settings.canary_period:g} +"
+          f" {settings.timeout:g} + {settings.canary_timeout:g} +"
+          f" {settings.failures * settings.interval:g} ="
           f" {bound:g}s; S' = 0 with 2 slots)")
     if version and tuple(map(int, version.split("."))) < (0, 30, 0):
         print(f"   (the README's row without a token signal, for a busy engine: k*i + max(C,"

@@ -667,7 +667,8 @@ def bound(fault: str, phase: str, axes: Axes, h: config.HealthSection) -> float:
             return k * i + max(deadline, h.blind_timeout) + n * i
         # the next canary (canary_every), its deadline (S′ = stall_after: the canary holds
         # the only slot), then `failures` checks — with or without a token signal
-        return k * i + max(h.canary_timeout, h.stall_after) + n * i
+        # (+ t: the progress read before the canary is sent waits on a silent endpoint)
+        return k * i + h.timeout + max(h.canary_timeout, h.stall_after) + n * i
     if fault in ("slow tokens", "garbage text"):
         return k * i + n * i + i
     if fault == "speed like the CPU's":  # a run of low canaries, then at once
