@@ -407,10 +407,9 @@ def _message(content: str, thinking: str = "") -> dict[str, Any]:
     return message
 
 
-def _ollama_done(model: str, chat: bool, g: Generation, streamed: bool,
-                 raw: bool = False) -> dict[str, Any]:
-    """The last answer of a generation (a streamed one carries no text: the chunks did)."""
-    text, thinking = ("", "") if streamed else (g.text, g.thinking)
+def _piece(model: str, chat: bool, text: str, thinking: str) -> dict[str, Any]:
+    """One answer object of /api/chat (``message``) or /api/generate (``response``, and
+    ``thinking`` when the model thought)."""
     out: dict[str, Any] = {"model": model, "created_at": utc_now()}
     if chat:
         out["message"] = _message(text, thinking)
@@ -418,6 +417,14 @@ def _ollama_done(model: str, chat: bool, g: Generation, streamed: bool,
         out["response"] = text
         if thinking:
             out["thinking"] = thinking
+    return out
+
+
+def _ollama_done(model: str, chat: bool, g: Generation, streamed: bool,
+                 raw: bool = False) -> dict[str, Any]:
+    """The last answer of a generation (a streamed one carries no text: the chunks did)."""
+    text, thinking = ("", "") if streamed else (g.text, g.thinking)
+    out = _piece(model, chat, text, thinking)
     out.update(done=True, done_reason=g.done_reason)
     if not chat and not raw:  # raw skips the template, and the context with it
         out["context"] = list(range(151644, 151644 + g.prompt_tokens + g.eval_count))
@@ -459,15 +466,8 @@ def ollama_generate(h: Handler, engine: Engine, chat: bool = False) -> None:
         return
 
     def partial(piece: str, thinking: bool) -> None:
-        text, thought_ = ("", piece) if thinking else (piece, "")
-        part: dict[str, Any] = {"model": name, "created_at": utc_now()}
-        if chat:
-            part["message"] = _message(text, thought_)
-        else:
-            part["response"] = text
-            if thought_:
-                part["thinking"] = thought_
-        h.chunk({**part, "done": False})
+        text, thought = ("", piece) if thinking else (piece, "")
+        h.chunk({**_piece(name, chat, text, thought), "done": False})
 
     h.start_stream("application/x-ndjson")
     g = engine.generate(tokens, limit, on_token=partial, model=model, thought=mode)
