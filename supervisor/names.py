@@ -26,7 +26,7 @@ STOCK_HOME = "/usr/share/ollama"  # the ollama user's home in Ollama's install s
 
 def name_parts(name: str) -> tuple[str, str, str, str]:
     """``qwen2.5:7b`` -> (registry.ollama.ai, library, qwen2.5, 7b), case kept (unchecked:
-    ``supervisor.tools.models`` validates names it writes)."""
+    ``supervisor.tools.bundle`` validates names it writes)."""
     name = name.strip().split("@", 1)[0]
     path, tag = name, DEFAULT_TAG
     if ":" in name.rsplit("/", 1)[-1]:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supervisor.errors import BundleError
-from supervisor.tools import models
+from supervisor.tools import bundle as models
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -50,9 +50,9 @@ def test_a_bundle_document_of_any_json_is_checked_or_refused(document: object) -
         data = json.dumps(document).encode()
     except ValueError:
         return
+    received = models.Received(("registry.ollama.ai", "library", "m", "t"), b"{}", {})
     try:
-        parsed = models._bundle_document(data)
-        models._verify({}, parsed)
+        models._check_listing(json.loads(data), received, "0" * 64)
     except BundleError:
         pass
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from supervisor.control import cli
-from supervisor.tools import models as modelbundle
-from supervisor.tools.models import BundleError, Owner
+from supervisor.errors import BundleError
+from supervisor.tools import bundle as modelbundle
+from supervisor.tools import models, store
+from supervisor.tools.beneath import Owner
+from supervisor.tools.store import NotImported
 
 # root (CI, ./dev/test) can give files away; anyone else can still give them to themselves
 OWNER = Owner(4242, 4343) if os.geteuid() == 0 else Owner(os.geteuid(), os.getegid())
@@ -58,7 +62,7 @@ def bundle(tmp_path: Path) -> Path:
     make_model(source)
     make_model(source, "library/gemma3:4b", weights=1000)  # a second model, not exported
     out = tmp_path / "qwen.tar.zst"
-    document = modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+    _, document = store.export_file(source, "qwen2.5:7b-instruct", out)
     assert len(document["files"]) == 5  # manifest + config + 3 layers
     return out
 
@@ -81,8 +85,8 @@ def test_round_trip_between_two_models_dirs(tmp_path, bundle):
     source = tmp_path / "a" / "models"
     target = tmp_path / "b" / "models"   # does not exist yet: created with the owner
     progress = []
-    name = modelbundle.import_file(bundle, target, OWNER,
-                                   lambda done, total, label: progress.append((done, total)))
+    name = store.import_file(bundle, target, OWNER,
+                             lambda done, total, label: progress.append((done, total))).name
     assert name == "qwen2.5:7b-instruct"
     assert progress and progress[-1][0] == progress[-1][1] == bundle.stat().st_size
 
@@ -101,18 +105,21 @@ def test_round_trip_between_two_models_dirs(tmp_path, bundle):
     assert all((uid, gid) == (OWNER.uid, OWNER.gid) for _, uid, gid in got.values())
     assert (target.stat().st_uid, target.stat().st_gid) == (OWNER.uid, OWNER.gid)
     assert oct((target / manifest_rel).stat().st_mode & 0o777) == "0o644"
-    assert not list(target.glob(".llm-supervisor-import-*"))  # staging removed
+    assert not list(target.rglob(".llm-supervisor-import-*"))  # staging removed
 
     # importing again changes nothing and succeeds (content-addressed blobs are kept)
     before = tree(target)
-    assert modelbundle.import_file(bundle, target, OWNER) == name
+    assert store.import_file(bundle, target, OWNER).name == name
     assert tree(target) == before
 
 
 def _refused(bundle: Path, target: Path, match: str) -> None:
     before = tree(target)
-    with pytest.raises(BundleError, match=match):
-        modelbundle.import_file(bundle, target, OWNER)
+    with pytest.raises(NotImported) as failed:
+        store.import_file(bundle, target, OWNER)
+    assert isinstance(failed.value.cause, BundleError)
+    assert re.search(match, str(failed.value.cause)), failed.value.cause
+    assert failed.value.state == f"{target} is as it was"
     assert tree(target) == before, "the import left something behind"
 
 
@@ -141,8 +148,8 @@ def test_a_fresh_models_dir_is_not_left_behind(tmp_path, bundle):
     target = tmp_path / "fresh" / "models"
     cut = tmp_path / "cut.tar.zst"
     cut.write_bytes(bundle.read_bytes()[:5000])
-    with pytest.raises(BundleError):
-        modelbundle.import_file(cut, target, OWNER)
+    with pytest.raises(NotImported):
+        store.import_file(cut, target, OWNER)
     assert not target.exists()
 
 
@@ -155,13 +162,13 @@ def test_export_refuses_a_corrupt_or_incomplete_source(tmp_path):
     blob.write_bytes(bytes(data))
     out = tmp_path / "x.tar.zst"
     with pytest.raises(BundleError, match="corrupt"):
-        modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+        store.export_file(source, "qwen2.5:7b-instruct", out)
     assert not out.exists() and not list(tmp_path.glob(".x.tar.zst.*"))
     blob.unlink()
     with pytest.raises(BundleError, match="blobs missing"):
-        modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+        store.export_file(source, "qwen2.5:7b-instruct", out)
     with pytest.raises(BundleError, match="no model"):
-        modelbundle.export_file(source, "nothere:1b", out)
+        store.export_file(source, "nothere:1b", out)
 
 
 def test_a_bundle_that_smuggles_a_path_is_refused(tmp_path):
@@ -206,39 +213,23 @@ def test_engine_models_dir(tmp_path):
                        '[[engine]]\nname = "b"\nexec = "/bin/true"\nlisten = "127.0.0.1:11435"\n'
                        'environment = { OLLAMA_MODELS = "/srv/models" }\n', "/x.toml")
     a, b = cfg.engines
-    assert modelbundle.engine_models_dir(a) == Path("/usr/share/ollama/.ollama/models")
-    assert modelbundle.engine_models_dir(b) == Path("/srv/models")
+    assert models.engine_models_dir(a) == Path("/usr/share/ollama/.ollama/models")
+    assert models.engine_models_dir(b) == Path("/srv/models")
 
 
 def test_reimporting_repairs_a_blob_corrupted_in_place(tmp_path, bundle):
     """Same size, wrong bytes: re-importing is how an operator repairs a model offline."""
     target = tmp_path / "b" / "models"
-    modelbundle.import_file(bundle, target, OWNER)
+    store.import_file(bundle, target, OWNER)
     good = tree(target)
     blob = max((target / "blobs").iterdir(), key=lambda p: p.stat().st_size)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF  # corrupted in place: the size is unchanged
     blob.write_bytes(bytes(data))
-    assert modelbundle.import_file(bundle, target, OWNER) == "qwen2.5:7b-instruct"
+    imported = store.import_file(bundle, target, OWNER)
+    assert imported.repaired == [blob.name] and imported.replaced is None
     assert tree(target) == good
-    assert modelbundle.sha256_file(blob) == blob.name.removeprefix("sha256-")
-
-
-def test_a_failed_repair_puts_the_old_blob_back(tmp_path, bundle, monkeypatch):
-    target = tmp_path / "b" / "models"
-    modelbundle.import_file(bundle, target, OWNER)
-    blob = max((target / "blobs").iterdir(), key=lambda p: p.stat().st_size)
-    blob.write_bytes(b"\0" * blob.stat().st_size)
-    before = tree(target)
-
-    def full(*args, **kwargs):  # the disk fills at the last step
-        raise OSError(28, "No space left on device", str(target / "manifests"))
-
-    monkeypatch.setattr(modelbundle, "_fsync_dir", full)
-    with pytest.raises(OSError):
-        modelbundle.import_file(bundle, target, OWNER)
-    assert tree(target) == before  # nothing half-done, not even the repair
-    assert not list(target.glob(f"{modelbundle.STAGING_PREFIX}*"))
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name.removeprefix("sha256-")
 
 
 def test_export_into_a_directory_and_errors_name_the_real_place(tmp_path, capsys):
@@ -250,10 +241,6 @@ def test_export_into_a_directory_and_errors_name_the_real_place(tmp_path, capsys
                     "-o", str(out)]) == 0
     assert (out / "qwen2.5-7b-instruct.ollama.tar.zst").is_file()
     assert not list(tmp_path.glob("*.tar.zst")) and not list(tmp_path.glob(".*"))
-    capsys.readouterr()
-    staged = f"/srv/m/{modelbundle.STAGING_PREFIX}123-x/00003"
-    err = OSError(28, "No space left on device", staged)
-    assert modelbundle._os_error(err, None) == "/srv/m: No space left on device"
 
 
 def test_a_stale_staging_directory_of_a_killed_import_is_removed(tmp_path, bundle):
@@ -264,13 +251,18 @@ def test_a_stale_staging_directory_of_a_killed_import_is_removed(tmp_path, bundl
     target.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    stale = target / f"{modelbundle.STAGING_PREFIX}{dead}-abc"
+    (target / "blobs").mkdir()
+    stale = target / "blobs" / f"{modelbundle.STAGING_PREFIX}{dead}-abc"
     stale.mkdir()
     (stale / "00001").write_bytes(b"partial data")
-    live = target / f"{modelbundle.STAGING_PREFIX}{os.getpid()}-def"  # a live import's
+    (stale / "link").symlink_to("/etc")  # removed, never followed
+    older = target / f"{modelbundle.STAGING_PREFIX}{dead}-0a"  # where older versions staged
+    older.mkdir()
+    live = target / "blobs" / f"{modelbundle.STAGING_PREFIX}{os.getpid()}-def"  # a live one
     live.mkdir()
-    modelbundle.import_file(bundle, target, OWNER)
-    assert not stale.exists() and live.exists()
+    store.import_file(bundle, target, OWNER)
+    assert not stale.exists() and not older.exists() and live.exists()
+    assert Path("/etc/passwd").exists()
 
 
 def test_sigterm_mid_import_leaves_nothing(tmp_path):
@@ -284,7 +276,7 @@ def test_sigterm_mid_import_leaves_nothing(tmp_path):
     source = tmp_path / "a"
     make_model(source, weights=96 * 2**20)  # long enough to be caught mid-copy
     out = tmp_path / "big.tar.zst"
-    modelbundle.export_file(source, "qwen2.5:7b-instruct", out)
+    store.export_file(source, "qwen2.5:7b-instruct", out)
     target = tmp_path / "b"
     make_model(target, "gemma3:4b", weights=100)
     before = tree(target)
@@ -294,13 +286,14 @@ def test_sigterm_mid_import_leaves_nothing(tmp_path):
                              f"{OWNER.uid}:{OWNER.gid}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not list(target.glob(f"{modelbundle.STAGING_PREFIX}*/*")):
+    while not list(target.glob(f"blobs/{modelbundle.STAGING_PREFIX}*/*")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1, err
-    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"interrupted by SIGTERM: nothing was imported, {target} is as it was" in err
+    assert "Traceback" not in err
     assert tree(target) == before
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from supervisor import names
 from supervisor.tools import doctor
-from supervisor.tools import models as modelbundle
+from supervisor.tools import bundle as modelbundle
 
 
 @pytest.mark.parametrize(("name", "path"), [

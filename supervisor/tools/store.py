@@ -1,0 +1,439 @@
+"""The models directory: export reads a model from it, import installs one into it — as
+root, on a tree the engine user owns.
+
+Every path is opened beneath a descriptor of the models root, never through a symlink
+(``supervisor.tools.beneath``). Import is all or nothing:
+
+1. The bundle is streamed into a staging directory inside ``blobs/`` (root's, 0700; the same
+   filesystem as the blobs' destination, whatever is mounted where) and checked whole
+   (``supervisor.tools.bundle``).
+2. Each blob is renamed into ``blobs/`` (an intact one already there, owned and moded right,
+   is kept; any other is replaced by the verified copy), the directory fsynced, and last the
+   manifest goes in by one atomic rename. That rename is the import: before it the previous
+   version is whole on disk, after it the new one.
+3. A failure before that rename removes the blobs this import added, except any that a
+   manifest on disk names; a failure after it (the last fsync, a signal) undoes nothing.
+   What is on disk is read back, not assumed, and the result says it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import secrets
+import signal
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from supervisor.errors import BundleError
+from supervisor.tools import beneath
+from supervisor.tools.beneath import Dir, Owner
+from supervisor.tools.bundle import (
+    MAX_JSON,
+    PREFIX,
+    STAGING_PREFIX,
+    Progress,
+    Received,
+    default_output,
+    hash_fd,
+    manifest_blobs,
+    manifest_parts,
+    manifest_relpath,
+    quiet,
+    receive,
+    sniff,
+    write_bundle,
+)
+
+
+class Interrupted(Exception):
+    """A signal asked the command to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class NotImported(Exception):
+    """An import that failed before its manifest went in: why, and what is on disk."""
+
+    cause: BaseException
+    state: str
+
+
+# --------------------------------------------------------------------------- export
+
+def _manifest_dir(root: Dir, name: str, make: Owner | None = None,
+                  made: list[tuple[Dir, str]] | None = None) -> tuple[Dir, str]:
+    """The directory holding ``name``'s manifest (never through a symlink), and its tag."""
+    host, namespace, model, tag = manifest_parts(name)
+    opened = [root]
+    try:
+        for part in ("manifests", host, namespace, model):
+            opened.append(opened[-1].subdir(part, make, made))
+    except BundleError as exc:
+        if make is None and str(exc).endswith("no such directory"):
+            raise BundleError(f"no model {name!r} in {root.path}") from None
+        raise
+    finally:
+        for directory in opened[1:-1]:
+            directory.close()
+    return opened[-1], tag
+
+
+def export_stream(models_dir: Path | str, name: str, out: IO[bytes],
+                  progress: Progress = quiet) -> dict[str, Any]:
+    """Write the bundle of ``name`` to ``out``; returns the bundle's list of files. Only
+    regular files beneath the models directory are read; one with other hard links (it
+    could be anybody's file) is hashed before a byte of it is written out."""
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(beneath.open_root(models_dir))
+        folder, tag = _manifest_dir(root, name)
+        stack.enter_context(folder)
+        if folder.lstat(tag) is None:
+            raise BundleError(f"no model {name!r} in {models_dir}"
+                              f" (no {folder.path}/{tag})")
+        data = folder.read(tag, MAX_JSON)
+        where = f"{folder.path}/{tag}"
+        blobs = manifest_blobs(data, where)
+        blob_dir = stack.enter_context(root.subdir("blobs"))
+        missing = [f"sha256-{h}" for h in blobs if blob_dir.lstat(f"sha256-{h}") is None]
+        if missing:
+            raise BundleError(f"{name}: blobs missing from {blob_dir.path}: {', '.join(missing)}")
+        files: list[tuple[str, IO[bytes], int, str | None]] = [
+            (f"{PREFIX}/{manifest_relpath(name)}", io.BytesIO(data), len(data), None)]
+        for hex_, size in blobs.items():
+            fd, st = blob_dir.open(f"sha256-{hex_}")
+            raw = stack.enter_context(open(fd, "rb"))  # noqa: SIM115 (closed by the stack)
+            shown = f"{blob_dir.path}/sha256-{hex_}"
+            if st.st_size != size:
+                raise BundleError(f"{shown} is corrupt: {st.st_size} bytes, its manifest"
+                                  f" says {size}")
+            if st.st_nlink > 1 and hash_fd(fd) != hex_:
+                raise BundleError(f"{shown} is corrupt: its content does not hash to its name")
+            files.append((f"{PREFIX}/blobs/sha256-{hex_}", raw, size, hex_))
+        return write_bundle(name, files, out, progress)
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def export_file(models_dir: Path | str, name: str, output: Path | str,
+                progress: Progress = quiet) -> tuple[str, dict[str, Any]]:
+    """The bundle written to a regular file, created anew or replacing a regular file
+    atomically (a temporary file beside it, then one rename); ``output`` naming a directory
+    (or ending in ``/``) writes the default name into it. A device, a FIFO, a symlink, a
+    socket or a missing directory is refused before anything is read. Returns the path
+    written and the bundle's list of files."""
+    spec = os.fspath(output)
+    if spec.endswith("/") or os.path.isdir(spec):
+        folder, leaf = spec, default_output(name)
+    else:
+        folder, leaf = os.path.dirname(spec) or ".", os.path.basename(spec)
+    path = os.path.join(folder, leaf)
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "no such directory" if exc.errno in (2, 20) else exc.strerror
+        raise BundleError(f"{folder}: {why}: nothing was written") from None
+    with Dir(fd, folder) as parent:
+        st = parent.lstat(leaf)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{path}: {beneath._kind(st.st_mode)}: export writes only a"
+                              " regular file (or stdout with -o -): nothing was written")
+        temp = f".{leaf}.{secrets.token_hex(4)}"
+        out = parent.create(temp)
+        try:
+            with open(out, "wb", closefd=False) as fh:
+                document = export_stream(models_dir, name, fh, progress)
+            beneath.sync_file(out, folder)
+            beneath.give(out, None, 0o644, folder)
+            parent.rename(temp, parent, leaf)
+            parent.sync()
+        except BaseException:
+            with contextlib.suppress(BundleError):
+                parent.unlink(temp)
+            raise
+        finally:
+            os.close(out)
+    return path, document
+
+
+# --------------------------------------------------------------------------- import: installing
+
+@dataclass
+class Imported:
+    """What an import installed. ``trouble`` is what went wrong after the manifest went in
+    (the model is installed all the same)."""
+
+    name: str
+    models_dir: str
+    replaced: str | None = None             # the manifest digest of the version replaced
+    repaired: list[str] = field(default_factory=list)  # blobs replaced by the verified copy
+    trouble: BaseException | None = None
+
+
+class _Install:
+    """The one import: what it created, so that a failure before its manifest went in
+    takes exactly that away."""
+
+    def __init__(self, root: Dir, blob_dir: Dir, stage: Dir, owner: Owner | None,
+                 made: list[tuple[Dir, str]]) -> None:
+        self.root, self.blob_dir, self.stage, self.owner = root, blob_dir, stage, owner
+        self.made = made
+        self.added: list[str] = []
+        self.folder: Dir | None = None
+        self.tag = self.temp = self.name = ""
+        self.manifest = b""
+        self.previous: str | None = None
+        self.repaired: list[str] = []
+
+    def commit(self, received: Received) -> Imported:
+        self.name = received.name
+        self.folder, self.tag = _manifest_dir(self.root, received.name, self.owner, self.made)
+        self.previous = self._previous()
+        names_ = [f"sha256-{h}" for h in received.blobs]
+        keep = {name for name in names_ if self._intact(name)}
+        for hex_ in received.blobs:
+            name = f"sha256-{hex_}"
+            if name in keep:
+                continue
+            if self.blob_dir.lstat(name) is None:
+                self.added.append(name)
+            else:
+                self.repaired.append(name)
+            self.stage.rename(hex_, self.blob_dir, name)
+        self.blob_dir.sync()
+        self._sweep(self.folder)
+        self.temp = f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        fd = self.folder.create(self.temp)
+        try:
+            beneath.write_all(fd, received.manifest, self.folder.path)
+            beneath.sync_file(fd, self.folder.path)
+            beneath.give(fd, self.owner, 0o644, self.folder.path)
+        finally:
+            os.close(fd)
+        self.manifest = received.manifest
+        self.folder.rename(self.temp, self.folder, self.tag)  # the import, in one step
+        try:
+            self.folder.sync()
+        except BaseException as exc:  # noqa: BLE001 (installed all the same: said, not undone)
+            return self.result(trouble=exc)
+        return self.result()
+
+    def result(self, trouble: BaseException | None = None) -> Imported:
+        new = hashlib.sha256(self.manifest).hexdigest()
+        replaced = self.previous if self.previous not in (None, new) else None
+        return Imported(self.name, self.root.path, replaced, list(self.repaired), trouble)
+
+    def _previous(self) -> str | None:
+        """The digest of the version this replaces; a symlink or a directory where the
+        manifest goes is refused before anything moves."""
+        assert self.folder is not None
+        st = self.folder.lstat(self.tag)
+        if st is None:
+            return None
+        fd, _ = self.folder.open(self.tag)  # refuses what is not a regular file
+        try:
+            return hash_fd(fd)
+        finally:
+            os.close(fd)
+
+    def _intact(self, name: str) -> bool:
+        """A blob already there is kept only if it is a regular file of its own (no other
+        links), owned and moded as an import leaves it, and hashes to its name; anything
+        else (corrupt, root's, 0600) is replaced by the verified copy. A symlink, a
+        directory or a FIFO there is refused."""
+        st = self.blob_dir.lstat(name)
+        if st is None:
+            return False
+        fd, st = self.blob_dir.open(name)
+        try:
+            owner = self.owner or Owner(st.st_uid, st.st_gid)
+            return st.st_nlink == 1 and (st.st_uid, st.st_gid) == (owner.uid, owner.gid) \
+                and stat.S_IMODE(st.st_mode) == 0o644 \
+                and hash_fd(fd) == name.removeprefix("sha256-")
+        finally:
+            os.close(fd)
+
+    def _sweep(self, folder: Dir) -> None:
+        """A manifest's temporary file left by a killed import (SIGKILL between its create
+        and its rename): Ollama would read it as a tag."""
+        for name in folder.names():
+            if name.startswith(STAGING_PREFIX) and not _alive(name):
+                folder.unlink(name)
+
+    def installed(self) -> bool:
+        """Is this import's manifest what is on disk now? (Read back, not assumed: a signal
+        can land between the rename and the next line.)"""
+        if self.folder is None or not self.manifest:
+            return False
+        try:
+            return self.folder.read(self.tag, MAX_JSON) == self.manifest
+        except BundleError:
+            return False
+
+    def undo(self) -> str:
+        """Take back what this import added; returns what is on disk afterwards."""
+        if self.folder is not None and self.temp:
+            with contextlib.suppress(BundleError):
+                self.folder.unlink(self.temp)
+        kept: list[str] = []
+        if self.added:
+            try:
+                named = _named_blobs(self.root)
+            except BundleError:
+                named = None  # the manifests could not be read: keep every blob
+            for name in self.added:
+                if named is None or name in named:
+                    kept.append(name)
+                else:
+                    with contextlib.suppress(BundleError):
+                        self.blob_dir.unlink(name)
+        for parent, name in reversed(self.made):
+            parent.rmdir(name)
+        where = self.root.path
+        if kept:
+            return (f"{where} is as it was but for {len(kept)} new blob(s) in blobs/ that"
+                    " no manifest there names (Ollama removes such blobs when it starts)")
+        return f"{where} is as it was"
+
+
+def _named_blobs(root: Dir) -> set[str]:
+    """Every blob a manifest on disk names (``sha256-<hex>``); unreadable JSON names none
+    (Ollama skips it too), an unreadable directory raises."""
+    named: set[str] = set()
+
+    def walk(folder: Dir, depth: int) -> None:
+        for name in folder.names():
+            st = folder.lstat(name)
+            if st is None or stat.S_ISLNK(st.st_mode):
+                continue
+            if stat.S_ISDIR(st.st_mode) and depth < 5:
+                with folder.subdir(name) as sub:
+                    walk(sub, depth + 1)
+            elif stat.S_ISREG(st.st_mode):
+                with contextlib.suppress(BundleError):
+                    named.update(f"sha256-{h}" for h in
+                                 manifest_blobs(folder.read(name, MAX_JSON), name))
+
+    if root.lstat("manifests") is not None:
+        with root.subdir("manifests") as manifests:
+            walk(manifests, 0)
+    return named
+
+
+def _alive(name: str) -> bool:
+    pid = name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+    return pid.isdigit() and psutil.pid_exists(int(pid))
+
+
+def remove_stale_staging(folder: Dir) -> list[str]:
+    """Staging directories of imports whose process is gone (killed with SIGKILL, a power
+    cut): partial data nobody will finish. Those of a live import are left alone."""
+    removed = []
+    for name in folder.names():
+        if name.startswith(STAGING_PREFIX) and not _alive(name):
+            folder.remove_tree(name)
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def _staging(blob_dir: Dir) -> Iterator[Dir]:
+    """A staging directory inside ``blobs/`` (root's, 0700), removed whatever happens."""
+    name = f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.mkdir(name, 0o700, dir_fd=blob_dir.fd)
+    except OSError as exc:
+        raise beneath.failed(exc, blob_dir.path) from None
+    try:
+        with blob_dir.subdir(name) as stage:
+            stage.shown = blob_dir.path  # errors name blobs/, not a directory about to go
+            yield stage
+    finally:
+        with _signals_held():
+            blob_dir.remove_tree(name)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait while a rollback runs; one that came meanwhile is
+    dropped (the command is failing already)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Interrupted, KeyboardInterrupt):
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path | str,
+                  owner: Owner | None = None, progress: Progress = quiet) -> Imported:
+    """Verify the bundle read from ``raw`` whole, then install its model into
+    ``models_dir``. Raises NotImported (why, and what is on disk) if the model did not go in;
+    trouble after it went in is in the result."""
+    head = sniff(raw, label)
+    made: list[tuple[Dir, str]] = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(_close_all, made)
+        try:
+            root = stack.enter_context(beneath.open_root(models_dir, owner, made))
+            root.path = os.fspath(models_dir)
+            blob_dir = stack.enter_context(root.subdir("blobs", owner, made))
+        except BaseException as exc:
+            with _signals_held():
+                for parent, name in reversed(made):
+                    parent.rmdir(name)
+            raise NotImported(exc, f"{models_dir} is as it was") from None
+        install = _Install(root, blob_dir, Dir(-1, ""), owner, made)
+        try:
+            remove_stale_staging(blob_dir)
+            remove_stale_staging(root)  # where imports before this version staged
+            with _staging(blob_dir) as stage:
+                install.stage = stage
+                received = receive(raw, head, size, label, blob_dir, stage, owner, progress)
+                imported = install.commit(received)
+            if install.folder is not None:
+                install.folder.close()
+            return imported
+        except BaseException as exc:
+            with _signals_held():
+                if install.installed():
+                    return install.result(trouble=exc)
+                state = install.undo()
+            raise NotImported(exc, state) from None
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+
+
+def _close_all(made: list[tuple[Dir, str]]) -> None:
+    for parent, _ in made:
+        parent.close()
+
+
+def import_file(bundle: Path | str, models_dir: Path | str, owner: Owner | None = None,
+                progress: Progress = quiet) -> Imported:
+    """``import_stream`` of a file (or of stdin for ``-``)."""
+    if os.fspath(bundle) == "-":
+        if sys.stdin.isatty():
+            raise BundleError("stdin is a terminal: pipe a bundle in (… | llm-supervisorctl"
+                              " models import -)")
+        return import_stream(sys.stdin.buffer, None, "stdin", models_dir, owner, progress)
+    try:
+        raw = open(bundle, "rb")  # noqa: SIM115 (closed below); a FIFO (<(ssh …)) works too
+    except OSError as exc:
+        raise BundleError(f"{bundle}: {exc.strerror}") from None
+    with raw:
+        st = os.fstat(raw.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise BundleError(f"{bundle}: a directory, not a bundle")
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        return import_stream(raw, size, os.fspath(bundle), models_dir, owner, progress)
