@@ -8,8 +8,8 @@ from pathlib import PurePosixPath
 import pytest
 
 from supervisor import names
-from supervisor.tools import doctor
 from supervisor.tools import bundle as modelbundle
+from supervisor.tools import doctor
 
 
 @pytest.mark.parametrize(("name", "path"), [

@@ -102,12 +102,14 @@ class Dir:
         if st is None:
             if make is None:
                 raise BundleError(f"{where}: no such directory")
+            if made is not None:  # recorded first: a signal right after the mkdir
+                made.append((Dir(os.dup(self.fd), self.path), name))  # must not lose it
             try:
                 os.mkdir(name, 0o755, dir_fd=self.fd)
             except OSError as exc:
+                if made is not None:
+                    made.pop()[0].close()
                 raise failed(exc, where) from None
-            if made is not None:
-                made.append((Dir(os.dup(self.fd), self.path), name))
         elif not stat.S_ISDIR(st.st_mode):
             raise _refused(where, st.st_mode)
         try:

@@ -71,7 +71,7 @@ def manifest_parts(name: str) -> tuple[str, str, str, str]:
     """``qwen2.5:7b`` -> (registry.ollama.ai, library, qwen2.5, 7b) (``supervisor.names``),
     checked whole: the parts become directories."""
     host, namespace, model, tag = parts = names.name_parts(name)
-    if "@" in name or name.count("/") > 2 or not HOST_RE.fullmatch(host) \
+    if name != name.strip() or "@" in name or name.count("/") > 2 or not HOST_RE.fullmatch(host) \
             or not all(PART_RE.fullmatch(p) for p in (namespace, model, tag)):
         raise BundleError(f"not an Ollama model name: {name!r} (e.g. qwen2.5:7b-instruct)")
     return parts

@@ -201,7 +201,7 @@ def _export(args: Any, models_dir: Path, progress: Progress) -> int:
 
 
 def _import(args: Any, engine: Any, models_dir: Path, progress: Progress) -> int:
-    if args.owner:
+    if args.owner is not None:
         owner = resolve_owner(args.owner)
     elif engine is not None:
         owner = resolve_owner(f"{engine.user}:{engine.group}")
@@ -224,8 +224,7 @@ def _import(args: Any, engine: Any, models_dir: Path, progress: Progress) -> int
                      f" copy: {', '.join(b[:19] for b in imported.repaired)}")
     installed = f"{imported.name} is installed in {imported.models_dir}"
     if imported.trouble is not None:
-        raise Failure(f"{installed}, but then {cause(imported.trouble)} before its last"
-                      " fsync (a power cut now could lose the new manifest)",
+        raise Failure(f"{installed}, but then: {cause(imported.trouble)}",
                       exit_code(imported.trouble))
     _say("\n".join(lines), installed)
     return 0

@@ -224,8 +224,10 @@ class _Install:
         self.folder.rename(self.temp, self.folder, self.tag)  # the import, in one step
         try:
             self.folder.sync()
-        except BaseException as exc:  # noqa: BLE001 (installed all the same: said, not undone)
-            return self.result(trouble=exc)
+        except BundleError as exc:  # installed all the same: said, not undone
+            return self.result(trouble=BundleError(
+                f"{exc} (the directory was not fsynced: a power cut now could lose the new"
+                " manifest)"))
         return self.result()
 
     def result(self, trouble: BaseException | None = None) -> Imported:
@@ -346,21 +348,54 @@ def remove_stale_staging(folder: Dir) -> list[str]:
     return removed
 
 
-@contextlib.contextmanager
-def _staging(blob_dir: Dir) -> Iterator[Dir]:
-    """A staging directory inside ``blobs/`` (root's, 0700), removed whatever happens."""
-    name = f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        os.mkdir(name, 0o700, dir_fd=blob_dir.fd)
-    except OSError as exc:
-        raise beneath.failed(exc, blob_dir.path) from None
-    try:
-        with blob_dir.subdir(name) as stage:
-            stage.shown = blob_dir.path  # errors name blobs/, not a directory about to go
-            yield stage
-    finally:
-        with _signals_held():
-            blob_dir.remove_tree(name)
+class _Stage:
+    """The staging directory inside ``blobs/`` (root's, 0700: nobody else reaches what is
+    in it), emptied through its descriptor when the import ends. If the engine user moved it
+    away meanwhile, what now has its name is not ours and stays; ours is emptied wherever it
+    went."""
+
+    def __init__(self, blob_dir: Dir) -> None:
+        self.blob_dir = blob_dir
+        self.name = f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.made = False
+        self.dir = Dir(-1, blob_dir.path, shown=blob_dir.path)
+
+    def make(self) -> Dir:
+        self.made = True  # first: a signal right after the mkdir must not lose it
+        try:
+            os.mkdir(self.name, 0o700, dir_fd=self.blob_dir.fd)
+        except OSError as exc:
+            self.made = False
+            raise beneath.failed(exc, self.blob_dir.path) from None
+        self.dir = self.blob_dir.subdir(self.name)
+        self.dir.shown = self.blob_dir.path  # errors name blobs/, not a directory about to go
+        return self.dir
+
+    def remove(self) -> str | None:
+        """Empties and removes it; what could not be removed, said, or None."""
+        try:
+            if self.dir.fd < 0:  # made, never opened (a signal in between): still empty
+                if self.made:
+                    self.blob_dir.rmdir(self.name)
+                return None
+            ours = os.fstat(self.dir.fd)
+            for staged in self.dir.names():
+                self.dir.unlink(staged)
+            there = self.blob_dir.lstat(self.name)
+            if there is not None and (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino):
+                os.rmdir(self.name, dir_fd=self.blob_dir.fd)
+            return None
+        except (BundleError, OSError) as exc:
+            return (f"the staging directory {self.blob_dir.path}/{self.name} is left"
+                    f" ({cause_text(exc)}); the next import removes it")
+        finally:
+            self.dir.close()
+
+
+def cause_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 @contextlib.contextmanager
@@ -381,7 +416,11 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
     """Verify the bundle read from ``raw`` whole, then install its model into
     ``models_dir``. Raises NotImported (why, and what is on disk) if the model did not go in;
     trouble after it went in is in the result."""
-    head = sniff(raw, label)
+    try:
+        head = sniff(raw, label)  # before the models directory is touched
+    except BundleError as exc:
+        raise NotImported(exc, f"{models_dir} is as it was") from None
+    owner = owner or Owner(os.geteuid(), os.getegid())
     made: list[tuple[Dir, str]] = []
     with contextlib.ExitStack() as stack:
         stack.callback(_close_all, made)
@@ -394,23 +433,29 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
                 for parent, name in reversed(made):
                     parent.rmdir(name)
             raise NotImported(exc, f"{models_dir} is as it was") from None
-        install = _Install(root, blob_dir, Dir(-1, ""), owner, made)
+        stage = _Stage(blob_dir)
+        install = _Install(root, blob_dir, stage.dir, owner, made)
         try:
             remove_stale_staging(blob_dir)
             remove_stale_staging(root)  # where imports before this version staged
-            with _staging(blob_dir) as stage:
-                install.stage = stage
-                received = receive(raw, head, size, label, blob_dir, stage, owner, progress)
-                imported = install.commit(received)
-            if install.folder is not None:
-                install.folder.close()
-            return imported
+            install.stage = stage.make()
+            received = receive(raw, head, size, label, blob_dir, install.stage, owner, progress)
+            imported = install.commit(received)
         except BaseException as exc:
             with _signals_held():
+                left = stage.remove()
                 if install.installed():
                     return install.result(trouble=exc)
                 state = install.undo()
-            raise NotImported(exc, state) from None
+            raise NotImported(exc, f"{state}; {left}" if left else state) from None
+        finally:
+            if install.folder is not None:
+                install.folder.close()
+        with _signals_held():
+            left = stage.remove()
+        if left and imported.trouble is None:
+            imported.trouble = BundleError(left)
+        return imported
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
 
