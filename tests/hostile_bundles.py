@@ -8,10 +8,13 @@ thing changed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
+import signal
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -289,3 +292,49 @@ def tree(root: Path) -> dict[str, tuple[str, bytes, int, int, int]]:
             out[str(path.relative_to(root))] = (kind, content, st.st_uid, st.st_gid,
                                                 st.st_mode & 0o7777)
     return out
+
+
+class Faults:
+    """``os`` as the bundle code sees it: every call that changes the disk is counted, and
+    the one numbered ``at`` fails (``errno``) or is followed by a signal."""
+
+    STEPS = ("open", "write", "fsync", "rename", "mkdir", "fchown", "fchmod", "unlink", "rmdir")
+
+    def __init__(self, at: int = -1, how: str = "") -> None:
+        self.at, self.how, self.calls = at, how, []  # type: list[str]
+        self.count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(os, name)
+        if name not in self.STEPS:
+            return real
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            index = self.count
+            self.count += 1
+            self.calls.append(name)
+            if index == self.at and self.how in ("EIO", "ENOSPC"):
+                code = getattr(errno, self.how)
+                raise OSError(code, os.strerror(code))
+            result = real(*args, **kwargs)
+            if index == self.at and self.how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)
+            return result
+
+        return step
+
+
+def restore(models: Path, state: dict[str, tuple[str, bytes, int, int, int]],
+            owner: Any) -> None:
+    """Put ``models`` back to a tree recorded by ``hostile_bundles.tree``."""
+    shutil.rmtree(models)
+    models.mkdir()
+    for rel, (kind, content, uid, gid, mode) in sorted(state.items()):
+        path = models / rel
+        if kind == "dir":
+            path.mkdir()
+        else:
+            path.write_bytes(content)
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    os.chown(models, owner.uid, owner.gid)

@@ -439,37 +439,7 @@ def test_export_to_a_closed_pipe_exits_141(host):
 
 # --------------------------------------------------------------------------- failure points
 
-class Faults:
-    """``os`` as the bundle code sees it: every call that changes the disk is counted, and
-    the one numbered ``at`` fails (``errno``) or is followed by a signal."""
-
-    STEPS = ("open", "write", "fsync", "rename", "mkdir", "fchown", "fchmod", "unlink", "rmdir")
-
-    def __init__(self, at: int = -1, how: str = "") -> None:
-        self.at, self.how, self.calls = at, how, []  # type: list[str]
-        self.count = 0
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(os, name)
-        if name not in self.STEPS:
-            return real
-
-        def step(*args: Any, **kwargs: Any) -> Any:
-            index = self.count
-            self.count += 1
-            self.calls.append(name)
-            if index == self.at and self.how in ("EIO", "ENOSPC"):
-                code = getattr(errno, self.how)
-                raise OSError(code, os.strerror(code))
-            result = real(*args, **kwargs)
-            if index == self.at and self.how == "SIGTERM":
-                os.kill(os.getpid(), signal.SIGTERM)
-            return result
-
-        return step
-
-
-def _attempt(host: dict[str, Path], bundle: Path, faults: Faults, monkeypatch: Any,
+def _attempt(host: dict[str, Path], bundle: Path, faults: hb.Faults, monkeypatch: Any,
              capsys: Any) -> tuple[int, str, str]:
     from supervisor.tools import bundle as format_
     for module in (beneath, store, format_):
@@ -491,15 +461,15 @@ def test_every_failure_point_leaves_the_old_version_or_the_new_one(host, monkeyp
     models = host["models"]
     bundle = write(host["tmp"], hb.forge(NEW.honest()))
     old = hb.tree(models)
-    clean = Faults()
+    clean = hb.Faults()
     assert _attempt(host, bundle, clean, monkeypatch, capsys)[0] == 0
     new = hb.tree(models)
     assert new != old
     outcomes: dict[tuple[str, str], int] = {}
     for at in range(clean.count):
         for how in ("EIO", "ENOSPC", "SIGTERM"):
-            restore(models, old)
-            faults = Faults(at, how)
+            hb.restore(models, old, ENGINE)
+            faults = hb.Faults(at, how)
             code, out, err = _attempt(host, bundle, faults, monkeypatch, capsys)
             after = hb.tree(models)
             step = f"{at}:{faults.calls[at] if at < len(faults.calls) else '?'}"
@@ -519,22 +489,6 @@ def test_every_failure_point_leaves_the_old_version_or_the_new_one(host, monkeyp
                 outcomes[(how, "new")] = outcomes.get((how, "new"), 0) + 1
     assert outcomes[("EIO", "old")] > 10 and outcomes[("SIGTERM", "new")] >= 1
     print(outcomes)
-
-
-def restore(models: Path, state: dict[str, tuple[str, bytes, int, int, int]]) -> None:
-    """Put ``models`` back to a tree recorded by ``hostile_bundles.tree``."""
-    import shutil
-    shutil.rmtree(models)
-    models.mkdir()
-    for rel, (kind, content, uid, gid, mode) in sorted(state.items()):
-        path = models / rel
-        if kind == "dir":
-            path.mkdir()
-        else:
-            path.write_bytes(content)
-        os.chown(path, uid, gid)
-        os.chmod(path, mode)
-    os.chown(models, ENGINE.uid, ENGINE.gid)
 
 
 # --------------------------------------------------------------------------- generated archives

@@ -399,15 +399,18 @@ def cause_text(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait while a rollback runs; one that came meanwhile is
-    dropped (the command is failing already)."""
+def _signals_held(drop: bool = True) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait while a rollback or a cleanup runs, then arrive; when
+    the command is failing already (``drop``), one that came meanwhile is dropped."""
     held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:
-        with contextlib.suppress(Interrupted, KeyboardInterrupt):
+        if drop:
+            with contextlib.suppress(Interrupted, KeyboardInterrupt):
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        else:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
@@ -451,10 +454,14 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
         finally:
             if install.folder is not None:
                 install.folder.close()
-        with _signals_held():
-            left = stage.remove()
-        if left and imported.trouble is None:
-            imported.trouble = BundleError(left)
+        try:
+            with _signals_held(drop=False):
+                left = stage.remove()
+        except (Interrupted, KeyboardInterrupt) as exc:  # it came while the stage went
+            imported.trouble = imported.trouble or exc
+        else:
+            if left and imported.trouble is None:
+                imported.trouble = BundleError(left)
         return imported
     raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
 
