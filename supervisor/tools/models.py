@@ -14,7 +14,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -145,40 +144,25 @@ def exit_code(exc: BaseException) -> int:
     return 1
 
 
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP raise ``Interrupted`` where the command is; what it had
-    begun is then taken back (or, past the point of no return, said)."""
-    def stop(signum: int, _frame: object) -> None:
-        raise Interrupted(signum)
-
-    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, stop) for sig in caught}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def command(args: Any) -> int:
     """``llm-supervisorctl models export|import``; failures raise ``Failure`` (a line and
     an exit code)."""
-    with _signals():
+    signals = store.Signals()
+    with signals.caught():
         try:
             engine = None if args.models_dir else _engine(args)
             models_dir = Path(args.models_dir) if args.models_dir else engine_models_dir(engine)
             progress: Progress = quiet if args.quiet else progress_printer(args.verb)
             if args.verb == "export":
-                return _export(args, models_dir, progress)
-            return _import(args, engine, models_dir, progress)
+                return _export(args, models_dir, progress, signals)
+            return _import(args, engine, models_dir, progress, signals)
         except (Interrupted, KeyboardInterrupt) as exc:  # before anything was begun
             raise Failure(f"{cause(exc)}: nothing was {args.verb}ed", exit_code(exc)) from None
         except BundleError as exc:
             raise Failure(str(exc)) from None
 
 
-def _export(args: Any, models_dir: Path, progress: Progress) -> int:
+def _export(args: Any, models_dir: Path, progress: Progress, signals: store.Signals) -> int:
     if args.output == "-":
         if sys.stdout.isatty():
             raise BundleError("stdout is a terminal: redirect it (-o - > FILE, or | ssh …)")
@@ -191,7 +175,7 @@ def _export(args: Any, models_dir: Path, progress: Progress) -> int:
         return 0
     output = args.output or default_output(args.model)
     try:
-        path, document = store.export_file(models_dir, args.model, output, progress)
+        path, document = store.export_file(models_dir, args.model, output, progress, signals)
     except (Interrupted, KeyboardInterrupt) as exc:
         raise Failure(f"{cause(exc)}: nothing was written", exit_code(exc)) from None
     size = Path(path).stat().st_size
@@ -200,7 +184,8 @@ def _export(args: Any, models_dir: Path, progress: Progress) -> int:
     return 0
 
 
-def _import(args: Any, engine: Any, models_dir: Path, progress: Progress) -> int:
+def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
+            signals: store.Signals) -> int:
     if args.owner is not None:
         owner = resolve_owner(args.owner)
     elif engine is not None:
@@ -208,7 +193,7 @@ def _import(args: Any, engine: Any, models_dir: Path, progress: Progress) -> int
     else:  # --models-dir: whoever owns that tree (never silently root)
         owner = tree_owner(models_dir)
     try:
-        imported = store.import_file(args.file, models_dir, owner, progress)
+        imported = store.import_file(args.file, models_dir, owner, progress, signals)
     except NotImported as failed:
         raise Failure(f"{cause(failed.cause)}: nothing was imported, {failed.state}",
                       exit_code(failed.cause)) from None

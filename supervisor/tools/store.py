@@ -72,22 +72,20 @@ class NotImported(Exception):
 
 # --------------------------------------------------------------------------- export
 
-def _manifest_dir(root: Dir, name: str, make: Owner | None = None,
-                  made: list[tuple[Dir, str]] | None = None) -> tuple[Dir, str]:
-    """The directory holding ``name``'s manifest (never through a symlink), and its tag."""
-    host, namespace, model, tag = manifest_parts(name)
+def _manifest_dir(root: Dir, parts: tuple[str, str, str, str], make: Owner | None = None,
+                  made: list[tuple[Dir, str]] | None = None) -> Dir | None:
+    """The directory holding a model's manifest (``manifests/HOST/NAMESPACE/MODEL``, never
+    through a symlink), made when ``make`` is given; None if it is missing."""
     opened = [root]
     try:
-        for part in ("manifests", host, namespace, model):
+        for part in ("manifests", *parts[:3]):
+            if make is None and opened[-1].lstat(part) is None:
+                return None
             opened.append(opened[-1].subdir(part, make, made))
-    except BundleError as exc:
-        if make is None and str(exc).endswith("no such directory"):
-            raise BundleError(f"no model {name!r} in {root.path}") from None
-        raise
+        return opened.pop()
     finally:
-        for directory in opened[1:-1]:
+        for directory in opened[1:]:
             directory.close()
-    return opened[-1], tag
 
 
 def export_stream(models_dir: Path | str, name: str, out: IO[bytes],
@@ -97,11 +95,14 @@ def export_stream(models_dir: Path | str, name: str, out: IO[bytes],
     could be anybody's file) is hashed before a byte of it is written out."""
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(beneath.open_root(models_dir))
-        folder, tag = _manifest_dir(root, name)
-        stack.enter_context(folder)
-        if folder.lstat(tag) is None:
+        parts = manifest_parts(name)
+        tag = parts[3]
+        folder = _manifest_dir(root, parts)
+        if folder is not None:
+            stack.enter_context(folder)
+        if folder is None or folder.lstat(tag) is None:
             raise BundleError(f"no model {name!r} in {models_dir}"
-                              f" (no {folder.path}/{tag})")
+                              f" (no {models_dir}/{manifest_relpath(name)})")
         data = folder.read(tag, MAX_JSON)
         where = f"{folder.path}/{tag}"
         blobs = manifest_blobs(data, where)
@@ -126,7 +127,8 @@ def export_stream(models_dir: Path | str, name: str, out: IO[bytes],
 
 
 def export_file(models_dir: Path | str, name: str, output: Path | str,
-                progress: Progress = quiet) -> tuple[str, dict[str, Any]]:
+                progress: Progress = quiet, signals: Signals | None = None
+                ) -> tuple[str, dict[str, Any]]:
     """The bundle written to a regular file, created anew or replacing a regular file
     atomically (a temporary file beside it, then one rename); ``output`` naming a directory
     (or ending in ``/``) writes the default name into it. A device, a FIFO, a symlink, a
@@ -158,7 +160,7 @@ def export_file(models_dir: Path | str, name: str, output: Path | str,
             parent.rename(temp, parent, leaf)
             parent.sync()
         except BaseException:
-            with contextlib.suppress(BundleError):
+            with (signals or Signals()).held(), contextlib.suppress(BundleError):
                 parent.unlink(temp)
             raise
         finally:
@@ -197,7 +199,9 @@ class _Install:
 
     def commit(self, received: Received) -> Imported:
         self.name = received.name
-        self.folder, self.tag = _manifest_dir(self.root, received.name, self.owner, self.made)
+        self.folder = _manifest_dir(self.root, received.parts, self.owner, self.made)
+        assert self.folder is not None  # made
+        self.tag = received.parts[3]
         self.previous = self._previous()
         names_ = [f"sha256-{h}" for h in received.blobs]
         keep = {name for name in names_ if self._intact(name)}
@@ -398,24 +402,50 @@ def cause_text(exc: BaseException) -> str:
     return str(exc)
 
 
-@contextlib.contextmanager
-def _signals_held(drop: bool = True) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait while a rollback or a cleanup runs, then arrive; when
-    the command is failing already (``drop``), one that came meanwhile is dropped."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        if drop:
-            with contextlib.suppress(Interrupted, KeyboardInterrupt):
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        else:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+class Signals:
+    """Ctrl-C, SIGTERM and SIGHUP as ``Interrupted`` where the command is — except while a
+    rollback or a cleanup runs (``held``): that finishes first, then the signal is raised,
+    or dropped when the command is failing already. A flag, not a signal mask: Python runs
+    its handlers on the main thread whichever thread the kernel picked (zstd's workers)."""
+
+    CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.pending: int | None = None
+
+    def handler(self, signum: int, _frame: object) -> None:
+        if self.holding:
+            self.pending = self.pending or signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def caught(self) -> Iterator[None]:
+        """The handlers installed for the command's time (the CLI's main thread)."""
+        previous = {sig: signal.signal(sig, self.handler) for sig in self.CAUGHT}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def held(self, drop: bool = True) -> Iterator[None]:
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+            if not self.holding and self.pending is not None:
+                signum, self.pending = self.pending, None
+                if not drop:
+                    raise Interrupted(signum)
 
 
 def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path | str,
-                  owner: Owner | None = None, progress: Progress = quiet) -> Imported:
+                  owner: Owner | None = None, progress: Progress = quiet,
+                  signals: Signals | None = None) -> Imported:
     """Verify the bundle read from ``raw`` whole, then install its model into
     ``models_dir``. Raises NotImported (why, and what is on disk) if the model did not go in;
     trouble after it went in is in the result."""
@@ -424,6 +454,7 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
     except BundleError as exc:
         raise NotImported(exc, f"{models_dir} is as it was") from None
     owner = owner or Owner(os.geteuid(), os.getegid())
+    signals = signals or Signals()
     made: list[tuple[Dir, str]] = []
     with contextlib.ExitStack() as stack:
         stack.callback(_close_all, made)
@@ -432,7 +463,7 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
             root.path = os.fspath(models_dir)
             blob_dir = stack.enter_context(root.subdir("blobs", owner, made))
         except BaseException as exc:
-            with _signals_held():
+            with signals.held():
                 for parent, name in reversed(made):
                     parent.rmdir(name)
             raise NotImported(exc, f"{models_dir} is as it was") from None
@@ -445,7 +476,7 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
             received = receive(raw, head, size, label, blob_dir, install.stage, owner, progress)
             imported = install.commit(received)
         except BaseException as exc:
-            with _signals_held():
+            with signals.held():
                 left = stage.remove()
                 if install.installed():
                     return install.result(trouble=exc)
@@ -455,7 +486,7 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
             if install.folder is not None:
                 install.folder.close()
         try:
-            with _signals_held(drop=False):
+            with signals.held(drop=False):
                 left = stage.remove()
         except (Interrupted, KeyboardInterrupt) as exc:  # it came while the stage went
             imported.trouble = imported.trouble or exc
@@ -472,13 +503,14 @@ def _close_all(made: list[tuple[Dir, str]]) -> None:
 
 
 def import_file(bundle: Path | str, models_dir: Path | str, owner: Owner | None = None,
-                progress: Progress = quiet) -> Imported:
+                progress: Progress = quiet, signals: Signals | None = None) -> Imported:
     """``import_stream`` of a file (or of stdin for ``-``)."""
     if os.fspath(bundle) == "-":
         if sys.stdin.isatty():
             raise BundleError("stdin is a terminal: pipe a bundle in (… | llm-supervisorctl"
                               " models import -)")
-        return import_stream(sys.stdin.buffer, None, "stdin", models_dir, owner, progress)
+        return import_stream(sys.stdin.buffer, None, "stdin", models_dir, owner, progress,
+                             signals)
     try:
         raw = open(bundle, "rb")  # noqa: SIM115 (closed below); a FIFO (<(ssh …)) works too
     except OSError as exc:
@@ -488,4 +520,5 @@ def import_file(bundle: Path | str, models_dir: Path | str, owner: Owner | None 
         if stat.S_ISDIR(st.st_mode):
             raise BundleError(f"{bundle}: a directory, not a bundle")
         size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        return import_stream(raw, size, os.fspath(bundle), models_dir, owner, progress)
+        return import_stream(raw, size, os.fspath(bundle), models_dir, owner, progress,
+                             signals)
