@@ -1,4 +1,4 @@
-"""Benchmark: ``supervisor.host.clients.snapshot`` against ``ss -ti``, the named reference.
+"""Benchmark: ``llm_supervisor.host.clients.snapshot`` against ``ss -ti``, the named reference.
 
 An "engine" (a process that listens on a loopback port and accepts) and a "clients" process that
 opens N established connections to it (0, 10, 100, 1000), and one connection of this process's
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from supervisor.host import clients  # noqa: E402
+from llm_supervisor.host import clients  # noqa: E402
 
 SIZES = (0, 10, 100, 1000)
 CALLS = int(next((a for a in sys.argv[1:] if a.isdigit()), "300"))

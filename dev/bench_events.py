@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from supervisor.records.history import EventLog  # noqa: E402
+from llm_supervisor.records.history import EventLog  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 5

@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import hostile_bundles as hb  # noqa: E402
 
-from supervisor.control import cli  # noqa: E402
-from supervisor.tools import beneath, bundle, store  # noqa: E402
+from llm_supervisor.control import cli  # noqa: E402
+from llm_supervisor.tools import beneath, bundle, store  # noqa: E402
 
 ENGINE = beneath.Owner(4242, 4242)
 OLD = hb.model(b"old weights " * 100)
@@ -38,7 +38,7 @@ import io, json, sys
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak starts here, not at the fork from a parent holding big bundles
 sys.path[:0] = {paths!r}
-from supervisor.tools import beneath, store
+from llm_supervisor.tools import beneath, store
 written = [0]
 real = beneath.write_all
 def counting(fd, data, where):
@@ -159,7 +159,7 @@ def main() -> int:
 
 
 def run(faults: hb.Faults, path: Path, models: Path) -> int:
-    from supervisor.tools import bundle as format_
+    from llm_supervisor.tools import bundle as format_
     saved = {m: m.os for m in (beneath, store, format_)}  # type: ignore[attr-defined]
     out, err = sys.stdout, sys.stderr
     try:

@@ -16,8 +16,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from supervisor.control import client
-from supervisor.errors import ProtocolError
+from llm_supervisor.control import client
+from llm_supervisor.errors import ProtocolError
 
 SOCKET = "/run/llm-supervisor/control.sock"
 

@@ -24,7 +24,7 @@ from nspawn import Container  # noqa: E402
 PY_SPY = Path(sys.executable).parent / "py-spy"
 RAW = Path("/tmp/llm-supervisor-profile.txt")
 LIBS = ("httpcore", "httpx", "anyio", "h11", "asyncio", "structlog", "json", "dbus_fast",
-        "prometheus_client", "supervisor", "socket", "selectors", "logging")
+        "prometheus_client", "llm_supervisor", "socket", "selectors", "logging")
 
 
 def summarise(raw: Path) -> None:

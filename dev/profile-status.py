@@ -26,7 +26,7 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 SERVER = r"""
 import asyncio, json, sys
 from pathlib import Path
-from supervisor.control.server import ControlServer, Response, Router
+from llm_supervisor.control.server import ControlServer, Response, Router
 engine = {"name": "e0", "kind": "ollama", "state": "healthy", "tier": "rocm",
           "reason": "serving on rocm", "chain": ["rocm", "vulkan", "opencl", "cpu"],
           "last_check": {"ok": True, "latency_ms": 1.2, "tokens_per_second": 45.0}}
@@ -42,7 +42,7 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-LIBS = ("h11", "asyncio", "supervisor", "json", "socket", "selectors", "logging", "structlog")
+LIBS = ("h11", "asyncio", "llm_supervisor", "json", "socket", "selectors", "logging", "structlog")
 
 
 def main() -> None:

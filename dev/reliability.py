@@ -311,8 +311,8 @@ def full_disk(c: Container, runs: int) -> Row:
 
 REWRITE = """
 import sys
-from supervisor import config
-from supervisor.systemd import units
+from llm_supervisor import config
+from llm_supervisor.systemd import units
 cfg = config.load(sys.argv[1])
 engine = next(e for e in cfg.engines if e.name == sys.argv[2])
 units.write_files(cfg.supervisor.unit_dir,

@@ -140,7 +140,7 @@ def events(c: Any) -> list[dict[str, Any]]:
 
 def unit_env(c: Any, unit: str) -> dict[str, str]:
     """The unit's Environment= as `systemctl show` reports it."""
-    from supervisor.systemd.systemctl import parse_environment
+    from llm_supervisor.systemd.systemctl import parse_environment
     out = c.run(["systemctl", "show", "-p", "Environment", "--value", unit]).stdout
     return parse_environment(out.strip())
 

@@ -51,7 +51,7 @@ import httpx  # noqa: E402
 import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
 
-from supervisor.config import HealthSection  # noqa: E402
+from llm_supervisor.config import HealthSection  # noqa: E402
 
 MODEL = "qwen3:8b"  # reasoning: thinks by default (Ollama >= 0.12.4); the canary's model
 EMBED = "nomic-embed-text"  # embedding-only, put on the CPU by the scheduler

@@ -10,18 +10,18 @@ from types import SimpleNamespace
 import pytest
 from test_lifecycle import FakeSystemd, Notes
 
-from supervisor import config
-from supervisor.actuator import SystemdActuator
-from supervisor.errors import SystemdError
-from supervisor.host.tuning import Tuning
-from supervisor.host.view import HostView
-from supervisor.records.disk import Disk
-from supervisor.records.history import EventLog
-from supervisor.records.memory import State
-from supervisor.records.metrics import SupervisorView
-from supervisor.records.recorder import Recorder
-from supervisor.states import EngineState
-from supervisor.systemd import units
+from llm_supervisor import config
+from llm_supervisor.actuator import SystemdActuator
+from llm_supervisor.errors import SystemdError
+from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.host.view import HostView
+from llm_supervisor.records.disk import Disk
+from llm_supervisor.records.history import EventLog
+from llm_supervisor.records.memory import State
+from llm_supervisor.records.metrics import SupervisorView
+from llm_supervisor.records.recorder import Recorder
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd import units
 
 
 def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes, Disk, object]:

@@ -6,8 +6,8 @@ import tomllib
 
 import pytest
 
-from supervisor import config
-from supervisor.tools import adopt
+from llm_supervisor import config
+from llm_supervisor.tools import adopt
 
 # `systemctl cat ollama.service` on a host set up by Ollama's install.sh, plus the drop-in
 # `systemctl edit ollama` writes.

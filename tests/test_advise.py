@@ -1,4 +1,4 @@
-"""`llm-supervisorctl advise` against hand-computed cases (the arithmetic in supervisor.tools.advise).
+"""`llm-supervisorctl advise` against hand-computed cases (the arithmetic in llm_supervisor.tools.advise).
 
 Shapes are Qwen2.5's (config.json on the model's card): 7B 7,615,616,512 parameters, 28 layers,
 28 heads, 4 KV heads of size 128; 14B 14,770,033,664, 48 layers, 8 KV heads; 32B 32,763,876,352,
@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from supervisor.control import cli
-from supervisor.errors import AdviseError
-from supervisor.tools import advise
-from supervisor.tools.advise import GIB, Gpu, ModelShape
+from llm_supervisor.control import cli
+from llm_supervisor.errors import AdviseError
+from llm_supervisor.tools import advise
+from llm_supervisor.tools.advise import GIB, Gpu, ModelShape
 
 QWEN7 = ModelShape("qwen2.5:7b-instruct", 7_615_616_512, layers=28, kv_heads=4, head_size=128,
                    heads=28, max_context=32768)
@@ -244,7 +244,7 @@ def test_cli_advise_asks_a_running_engine(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sim = subprocess.Popen([sys.executable, "-m", "supervisor.simengine", "serve",
+    sim = subprocess.Popen([sys.executable, "-m", "llm_supervisor.simengine", "serve",
                             "--listen", f"127.0.0.1:{port}"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -8,7 +8,7 @@ import tarfile
 
 import zstandard
 
-from supervisor.records.support import REDACTED, build, redact
+from llm_supervisor.records.support import REDACTED, build, redact
 
 CONFIG = '''[[engine]]
 name = "main"

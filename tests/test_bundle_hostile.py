@@ -25,11 +25,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from supervisor.control import cli
-from supervisor.errors import BundleError
-from supervisor.tools import beneath, store
-from supervisor.tools.beneath import Owner
-from supervisor.tools.store import NotImported
+from llm_supervisor.control import cli
+from llm_supervisor.errors import BundleError
+from llm_supervisor.tools import beneath, store
+from llm_supervisor.tools.beneath import Owner
+from llm_supervisor.tools.store import NotImported
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine user's attacks need"
                                 " root to give files away (CI and ./dev/test run as root)")
@@ -339,7 +339,7 @@ def test_owner_errors_are_lines(host, capsys):
 
 
 def _run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-c", "from supervisor.control import cli;"
+    return subprocess.run([sys.executable, "-c", "from llm_supervisor.control import cli;"
                            " raise SystemExit(cli.cli())", *args],
                           input=stdin, capture_output=True, timeout=60)
 
@@ -365,7 +365,7 @@ def test_signals_exit_128_plus_their_number(host, sig, monkeypatch, capsys):
     def progress(verb: str) -> Any:
         return lambda done, total, label: os.kill(os.getpid(), sig)
 
-    from supervisor.tools import models as command
+    from llm_supervisor.tools import models as command
     monkeypatch.setattr(command, "progress_printer", progress)
     code = cli.cli(["models", "import", bundle, "--models-dir", str(host["models"])])
     err = capsys.readouterr().err
@@ -426,7 +426,7 @@ def test_export_writes_only_regular_files(host):
 
 
 def test_export_to_a_closed_pipe_exits_141(host):
-    proc = subprocess.Popen([sys.executable, "-c", "from supervisor.control import cli;"
+    proc = subprocess.Popen([sys.executable, "-c", "from llm_supervisor.control import cli;"
                              " raise SystemExit(cli.cli())", "models", "export", hb.NAME,
                              "--models-dir", str(host["models"]), "-o", "-", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -441,7 +441,7 @@ def test_export_to_a_closed_pipe_exits_141(host):
 
 def _attempt(host: dict[str, Path], bundle: Path, faults: hb.Faults, monkeypatch: Any,
              capsys: Any) -> tuple[int, str, str]:
-    from supervisor.tools import bundle as format_
+    from llm_supervisor.tools import bundle as format_
     for module in (beneath, store, format_):
         monkeypatch.setattr(module, "os", faults)
     try:

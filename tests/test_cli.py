@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.control import client
-from supervisor.control.cli import cli
-from supervisor.daemon import main as daemon_main
-from supervisor.errors import ProtocolError
+from llm_supervisor.control import client
+from llm_supervisor.control.cli import cli
+from llm_supervisor.daemon import main as daemon_main
+from llm_supervisor.errors import ProtocolError
 
 GOOD = '[[engine]]\nname = "main"\nexec = "/bin/sleep infinity"\n'
 BAD = '[[engine]]\nname = "main"\nlistne = "x"\n[health]\ninterval = "soon"\n'
@@ -85,7 +85,7 @@ def test_ago_without_strptime():
     import calendar
     import time
 
-    from supervisor.timefmt import ago, epoch
+    from llm_supervisor.timefmt import ago, epoch
 
     for iso in ("2026-11-22T16:00:00Z", "2000-02-29T23:59:59Z", "1970-01-01T00:00:00Z",
                 "2024-03-01T00:00:01Z", "2100-12-31T12:30:00Z"):
@@ -98,7 +98,7 @@ def test_ago_without_strptime():
 
 
 def test_status_table_shows_backend_fix_and_pull_progress():
-    from supervisor.control.render import format_status
+    from llm_supervisor.control.render import format_status
     doc = {"engines": [
         {"name": "main", "state": "blocked", "tier": "rocm", "backend": None, "since": None,
          "usable_tiers": ["rocm", "cpu"], "reason": "port in use: 127.0.0.1:11434 is held by"

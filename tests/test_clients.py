@@ -1,4 +1,4 @@
-"""supervisor.host.clients: an engine's clients from the kernel (sock_diag), less our own.
+"""llm_supervisor.host.clients: an engine's clients from the kernel (sock_diag), less our own.
 
 Real sockets on 127.0.0.1 and ::1, clients in child processes; the netlink parser fed bytes laid
 out as the kernel lays them; the rule (``select``) and ``flowing`` over plain data.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.host import clients
-from supervisor.host.clients import Clients, Connection, DumpError, Row, flowing, parse, select
+from llm_supervisor.host import clients
+from llm_supervisor.host.clients import Clients, Connection, DumpError, Row, flowing, parse, select
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -241,7 +241,7 @@ def test_sockets_of_a_process_that_cannot_be_read_give_an_error(children: list[C
     (standard library only) runs from a copy anyone can read, wherever the checkout is."""
     where = Path(tempfile.mkdtemp(dir="/tmp"))
     try:
-        shutil.copy(REPO / "supervisor/host/clients.py", where / "clients.py")
+        shutil.copy(REPO / "llm_supervisor/host/clients.py", where / "clients.py")
         where.chmod(0o755)
         (where / "clients.py").chmod(0o644)
         with listener(socket.AF_INET, "127.0.0.1") as server:

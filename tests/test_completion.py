@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from supervisor.control import completion
+from llm_supervisor.control import completion
 
 
 def complete(script: Path, words: list[str], config_dir: Path | None = None) -> list[str]:

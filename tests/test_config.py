@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from supervisor import config
-from supervisor.config import ConfigError, load, parse_duration
+from llm_supervisor import config
+from llm_supervisor.config import ConfigError, load, parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 

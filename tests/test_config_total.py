@@ -16,8 +16,8 @@ from configfuzz import configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.config import MAX_FILE, Config, ConfigError, load, loads
-from supervisor.systemd import units
+from llm_supervisor.config import MAX_FILE, Config, ConfigError, load, loads
+from llm_supervisor.systemd import units
 
 ENGINE = '[[engine]]\nname = "main"\nexec = "/usr/bin/true"\n'
 

@@ -35,7 +35,7 @@ def run(*argv: str, cwd: Path = PROM) -> str:
 
 
 def exported_metrics() -> set[str]:
-    source = (REPO / "supervisor" / "records" / "metrics.py").read_text()
+    source = (REPO / "llm_supervisor" / "records" / "metrics.py").read_text()
     names = set(re.findall(r'"(llm_supervisor_[a-z_]+)"', source))
     histograms = {"llm_supervisor_check_latency_seconds"}
     return names | {f"{h}_{s}" for h in histograms for s in ("bucket", "sum", "count")}

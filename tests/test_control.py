@@ -6,8 +6,8 @@ import asyncio
 import os
 import socket
 
-from supervisor.control import client
-from supervisor.control.server import MAX_BODY, ControlServer, Request, Response, Router
+from llm_supervisor.control import client
+from llm_supervisor.control.server import MAX_BODY, ControlServer, Request, Response, Router
 
 
 async def hello(request: Request, params: dict[str, str]) -> Response:

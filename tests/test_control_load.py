@@ -19,10 +19,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from supervisor.control import client, handlers
-from supervisor.control import server as control
-from supervisor.control.server import ControlServer, Request, Response, Router, group_reader
-from supervisor.records.history import (
+from llm_supervisor.control import client, handlers
+from llm_supervisor.control import server as control
+from llm_supervisor.control.server import ControlServer, Request, Response, Router, group_reader
+from llm_supervisor.records.history import (
     MAX_FOLLOWERS,
     MAX_FOLLOWERS_PER_CLIENT,
     EventLog,
@@ -284,7 +284,7 @@ async def test_events_into_a_closed_pipe_exit_cleanly(shared_dir) -> None:
     for i in range(3000):
         log.append("probe", engine="main", reason=f"check {i}")
     server = await serve(shared_dir, log)
-    ctl = f"{sys.executable} -c 'from supervisor.control.cli import main; main()'"
+    ctl = f"{sys.executable} -c 'from llm_supervisor.control.cli import main; main()'"
     try:
         done = await asyncio.to_thread(
             subprocess.run, ["bash", "-c", f"set -o pipefail; {ctl} --socket {server.path}"

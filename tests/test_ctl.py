@@ -1,5 +1,5 @@
 """``llm-supervisorctl status``'s fast path: the rendered table printed as is, the exit code
-from the daemon's header, anything else left to ``supervisor.control.cli``."""
+from the daemon's header, anything else left to ``llm_supervisor.control.cli``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from supervisor.control.ctl import fast_status
+from llm_supervisor.control.ctl import fast_status
 
 
 def serve(path: Path, answers: list[bytes]) -> list[bytes]:
@@ -66,9 +66,9 @@ def test_the_status_path_imports_neither_json_nor_argparse():
     """Beyond what the interpreter itself loaded (an editable install's finder loads ``re``)."""
     code = ("import sys; before = set(sys.modules)\n"
             "sys.argv = ['x', '--socket', '/nonexistent', 'status']\n"
-            "from supervisor.control import ctl\n"
+            "from llm_supervisor.control import ctl\n"
             "try:\n    ctl.main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('json', 'argparse', 're', 'enum', 'supervisor.control.cli')"
+            "print(sorted(m for m in ('json', 'argparse', 're', 'enum', 'llm_supervisor.control.cli')"
             " if m in sys.modules and m not in before))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done
@@ -79,7 +79,7 @@ async def test_a_followed_stream_reads_lines_over_the_full_socket_module(tmp_pat
     the socket module's file object, from the same connection."""
     import asyncio
 
-    from supervisor.control import client
+    from llm_supervisor.control import client
 
     path = str(tmp_path / "s.sock")
 

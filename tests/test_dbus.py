@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dbus_fast import Message, MessageType, Variant
 
-from supervisor.systemd.dbus import (
+from llm_supervisor.systemd.dbus import (
     MANAGER,
     PROPERTIES,
     UNIT,

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from supervisor.causes import Cause, Observation
-from supervisor.decide import Do, Situation, decide
-from supervisor.states import EngineState
+from llm_supervisor.causes import Cause, Observation
+from llm_supervisor.decide import Do, Situation, decide
+from llm_supervisor.states import EngineState
 
 LIVE = Observation(True, "liveness")
 ON_ROCM = Situation(state=EngineState.HEALTHY, tier="rocm", chain=("rocm", "vulkan", "cpu"),
@@ -67,7 +67,7 @@ def test_the_most_serious_observation_decides_and_the_count_is_returned():
 
 
 def test_between_checks_the_way_back_up_and_the_retries():
-    from supervisor.decide import Schedule, between, promotion, retry_blocked, retry_failed
+    from llm_supervisor.decide import Schedule, between, promotion, retry_blocked, retry_failed
 
     on_vulkan = replace(ON_ROCM, tier="vulkan")
     assert between(on_vulkan, Schedule(now=100, next_promotion_at=200,

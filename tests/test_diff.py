@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from supervisor import config
-from supervisor.diff import diff
-from supervisor.systemd.units import HostFacts
+from llm_supervisor import config
+from llm_supervisor.diff import diff
+from llm_supervisor.systemd.units import HostFacts
 
 HOST = HostFacts(frozenset({"render", "video"}))
 BASE = """

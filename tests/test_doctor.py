@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from supervisor import config
-from supervisor.host.ports import Holder
-from supervisor.tools import doctor
-from supervisor.tools.doctor import FAIL, PASS, WARN, Facts, FileInfo
+from llm_supervisor import config
+from llm_supervisor.host.ports import Holder
+from llm_supervisor.tools import doctor
+from llm_supervisor.tools.doctor import FAIL, PASS, WARN, Facts, FileInfo
 
 PROBES = Path(__file__).parent / "data/probes"
 MODELS = "/usr/share/ollama/.ollama/models"
@@ -140,7 +140,7 @@ def test_model_manifest_paths():
 
 
 def test_zero_engines_say_what_to_do():
-    from supervisor.control.cli import format_status
+    from llm_supervisor.control.cli import format_status
     out = format_status({"engines": [], "supervisor": {}})
     assert "no engines configured" in out and "adopt ollama.service" in out
     assert by_name(doctor.diagnose(mi50_host("")))["config"].status == WARN

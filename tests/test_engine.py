@@ -10,16 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from supervisor import config
-from supervisor.causes import Action, Cause, Finding, Observation
-from supervisor.checks import health, output
-from supervisor.checks.classify import parse_device
-from supervisor.engine import Engine
-from supervisor.errors import SupervisorError
-from supervisor.host.tuning import Tuning
-from supervisor.records.memory import EngineMemory
-from supervisor.states import EngineState
-from supervisor.systemd.systemctl import UnitStatus
+from llm_supervisor import config
+from llm_supervisor.causes import Action, Cause, Finding, Observation
+from llm_supervisor.checks import health, output
+from llm_supervisor.checks.classify import parse_device
+from llm_supervisor.engine import Engine
+from llm_supervisor.errors import SupervisorError
+from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd.systemctl import UnitStatus
 
 RUNNING = UnitStatus("llm-main.service", "active", "running", 0, 0, 0)  # no real process
 
@@ -635,7 +635,7 @@ async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_u
     (None, "rocm", [], None),                               # nothing usable: no literal "cpu"
 ])
 def test_one_rule_for_the_start_tier(pinned, current, usable, tier):
-    from supervisor import policy
+    from llm_supervisor import policy
     assert policy.start_tier(("rocm", "vulkan", "opencl", "cpu"), usable, pinned=pinned,
                              current=current) == tier
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.records import history
-from supervisor.records.disk import Disk
-from supervisor.records.history import EventLog
-from supervisor.records.memory import State, dumps_state, load_state
+from llm_supervisor.records import history
+from llm_supervisor.records.disk import Disk
+from llm_supervisor.records.history import EventLog
+from llm_supervisor.records.memory import State, dumps_state, load_state
 
 
 @pytest.fixture

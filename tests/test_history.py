@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from supervisor.records.history import EventLog, utc
+from llm_supervisor.records.history import EventLog, utc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,7 +179,7 @@ def test_a_torn_last_line_is_skipped_and_repaired(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from supervisor.records.history import EventLog
+    from llm_supervisor.records.history import EventLog
     log = EventLog(Path(sys.argv[1]), segment_size=int(sys.argv[2]))
     if sys.argv[3] == "crash-in-rotation":  # die between writing a segment and emptying current
         EventLog._reset_current = lambda self: os.kill(os.getpid(), signal.SIGKILL)

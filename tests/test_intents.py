@@ -9,10 +9,10 @@ import asyncio
 import pytest
 from test_engine import started
 
-from supervisor.causes import Cause
-from supervisor.control import handlers
-from supervisor.errors import HTTPError, Refused, SupervisorError
-from supervisor.intents import Intent, View, validate
+from llm_supervisor.causes import Cause
+from llm_supervisor.control import handlers
+from llm_supervisor.errors import HTTPError, Refused, SupervisorError
+from llm_supervisor.intents import Intent, View, validate
 
 VIEW = View("main", ("rocm", "vulkan", "cpu"), "rocm", None, ["rocm", "cpu"],
             {"vulkan": "vulkaninfo lists no GPU"})
@@ -100,7 +100,7 @@ def test_the_control_plane_reads_no_cli_and_writes_no_engine_state():
     import inspect
 
     source = inspect.getsource(handlers)
-    assert "supervisor.control.cli" not in source and "supervisor.daemon" not in source
+    assert "llm_supervisor.control.cli" not in source and "llm_supervisor.daemon" not in source
     assert "engine.memory.pinned =" not in source
     assert "start_on(" not in source and issubclass(Refused, SupervisorError)
     assert Cause.OPERATOR.value == "operator"

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from supervisor.systemd.journal import JournalReader, Position, match_terms, matches_entry, oldest
-from supervisor.systemd.systemctl import Systemd
+from llm_supervisor.systemd.journal import (
+    JournalReader,
+    Position,
+    match_terms,
+    matches_entry,
+    oldest,
+)
+from llm_supervisor.systemd.systemctl import Systemd
 
 
 def cursor(seq: int, realtime: int = 0, seqnum_id: str = "abc") -> str:

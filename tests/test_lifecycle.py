@@ -11,10 +11,10 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
-from supervisor.control import client
-from supervisor.daemon import Supervisor
-from supervisor.systemd import units
-from supervisor.systemd.systemctl import Systemd, UnitStatus
+from llm_supervisor.control import client
+from llm_supervisor.daemon import Supervisor
+from llm_supervisor.systemd import units
+from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
 
 class FakeSystemd(Systemd):

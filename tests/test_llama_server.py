@@ -190,10 +190,10 @@ def test_slots_show_progress_and_the_simulated_runner_speaks_the_same(tiny_model
     same shape (the fields the rule reads, with their types)."""
     import threading
 
-    from supervisor.checks.progress import Watch, parse_slots
-    from supervisor.simengine.engine import Engine as SimEngine
-    from supervisor.simengine.logs import Log
-    from supervisor.simengine.plan import Faults
+    from llm_supervisor.checks.progress import Watch, parse_slots
+    from llm_supervisor.simengine.engine import Engine as SimEngine
+    from llm_supervisor.simengine.logs import Log
+    from llm_supervisor.simengine.plan import Faults
 
     server = llama_server(tiny_model, "--device", "none", "-c", "8192", "-np", "1",
                           env={"LLAMA_ARG_ENDPOINT_SLOTS": "1"})

@@ -14,17 +14,17 @@ import httpx
 import pytest
 from test_engine import Clock, FakeActuator, settle
 
-from supervisor import config
-from supervisor.causes import Cause
-from supervisor.checks import classify as logwatch
-from supervisor.checks import health
-from supervisor.control import handlers
-from supervisor.engine import Engine
-from supervisor.host import devicelist, tiers
-from supervisor.records.memory import EngineMemory
-from supervisor.states import EngineState
-from supervisor.systemd import units
-from supervisor.systemd.systemctl import UnitStatus
+from llm_supervisor import config
+from llm_supervisor.causes import Cause
+from llm_supervisor.checks import classify as logwatch
+from llm_supervisor.checks import health
+from llm_supervisor.control import handlers
+from llm_supervisor.engine import Engine
+from llm_supervisor.host import devicelist, tiers
+from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd import units
+from llm_supervisor.systemd.systemctl import UnitStatus
 
 DATA = Path(__file__).parent / "data" / "llama-server"
 HOST = units.HostFacts(frozenset({"render", "video"}), cpu_count=8, mem_total=64 << 30)
@@ -312,7 +312,7 @@ async def test_a_missing_model_file_stops_the_unit_while_blocked():
 
 
 def test_the_model_file_is_read_from_exec():
-    from supervisor.checks.diagnosis import model_of
+    from llm_supervisor.checks.diagnosis import model_of
 
     assert str(model_of("/bin/llama-server -c 9 -m /m/a.gguf")) == "/m/a.gguf"
     assert str(model_of("/bin/llama-server --model=/m/b.gguf")) == "/m/b.gguf"

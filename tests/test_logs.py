@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from supervisor import logsetup as logs
+from llm_supervisor import logsetup as logs
 
 
 def decode(datagram: bytes) -> dict[str, str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.causes import Cause
-from supervisor.checks.classify import (
+from llm_supervisor.causes import Cause
+from llm_supervisor.checks.classify import (
     ENGINE_PATTERNS,
     KERNEL_PATTERNS,
     classify,
@@ -15,7 +15,7 @@ from supervisor.checks.classify import (
     parse_device,
     parse_offload,
 )
-from supervisor.checks.observations import backend_observations
+from llm_supervisor.checks.observations import backend_observations
 
 FAULT, CHECK = Cause.GPU_FAULT, Cause.OOM
 RESET, FATAL_RESET = Cause.RESET, Cause.FATAL_RESET
@@ -99,10 +99,10 @@ def test_config_extends_the_patterns():
 
 
 def test_simulated_engine_error_lines_are_recognised():
-    from supervisor.simengine.engine import Engine
-    from supervisor.simengine.logs import Log
-    from supervisor.simengine.narrate import gpu_error_lines
-    from supervisor.simengine.plan import Faults
+    from llm_supervisor.simengine.engine import Engine
+    from llm_supervisor.simengine.logs import Log
+    from llm_supervisor.simengine.narrate import gpu_error_lines
+    from llm_supervisor.simengine.plan import Faults
 
     engine = Engine(kind="ollama", model="m", library="rocm", faults=Faults(), log=Log("ollama"))
     lines = gpu_error_lines(engine)

@@ -35,20 +35,20 @@ import httpx
 import pytest
 from test_engine import Clock, FakeActuator
 
-from supervisor import config
-from supervisor.causes import Cause, Finding
-from supervisor.checks import speed
-from supervisor.checks.observations import DEVICES_SETTLE
-from supervisor.checks.progress import Reading, from_clients
-from supervisor.daemon import Supervisor
-from supervisor.engine import Engine
-from supervisor.host.clients import Clients, Connection
-from supervisor.host.probes import ProbeResult
-from supervisor.host.tuning import Tuning
-from supervisor.records.memory import EngineMemory
-from supervisor.states import EngineState
-from supervisor.systemd import units
-from supervisor.systemd.systemctl import UnitStatus
+from llm_supervisor import config
+from llm_supervisor.causes import Cause, Finding
+from llm_supervisor.checks import speed
+from llm_supervisor.checks.observations import DEVICES_SETTLE
+from llm_supervisor.checks.progress import Reading, from_clients
+from llm_supervisor.daemon import Supervisor
+from llm_supervisor.engine import Engine
+from llm_supervisor.host.clients import Clients, Connection
+from llm_supervisor.host.probes import ProbeResult
+from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd import units
+from llm_supervisor.systemd.systemctl import UnitStatus
 
 ANSWER = " five, six, seven, eight"  # a healthy model's canary answer
 MODEL = "qwen2.5:7b-instruct"

@@ -11,12 +11,12 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor import config
-from supervisor.causes import Cause
-from supervisor.engine import Engine
-from supervisor.records.memory import EngineMemory
-from supervisor.records.metrics import TEXTFILE, EngineView, Metrics
-from supervisor.states import EngineState
+from llm_supervisor import config
+from llm_supervisor.causes import Cause
+from llm_supervisor.engine import Engine
+from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.records.metrics import TEXTFILE, EngineView, Metrics
+from llm_supervisor.states import EngineState
 
 Labels = frozenset[tuple[str, str]]
 
@@ -209,7 +209,7 @@ async def test_engine_view_reads_a_real_engine():
 
 
 def test_the_supervisors_own_health():
-    from supervisor.records.metrics import SupervisorView
+    from llm_supervisor.records.metrics import SupervisorView
     metrics = Metrics()
     metrics.refresh([], {}, SupervisorView(degraded=True, events_dropped=3,
                                            followers_dropped=2, connections_refused=7))

@@ -12,14 +12,14 @@ import httpx
 import pytest
 from test_engine import Clock, FakeActuator
 
-from supervisor import config
-from supervisor.causes import Cause
-from supervisor.checks import health, model, output
-from supervisor.checks.model import Kind, ModelFacts
-from supervisor.checks.speed import SpeedBook
-from supervisor.engine import Engine
-from supervisor.records.memory import EngineMemory
-from supervisor.states import EngineState
+from llm_supervisor import config
+from llm_supervisor.causes import Cause
+from llm_supervisor.checks import health, model, output
+from llm_supervisor.checks.model import Kind, ModelFacts
+from llm_supervisor.checks.speed import SpeedBook
+from llm_supervisor.engine import Engine
+from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.states import EngineState
 
 SETTINGS = """
 [health]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.control import cli
-from supervisor.errors import BundleError
-from supervisor.tools import bundle as modelbundle
-from supervisor.tools import models, store
-from supervisor.tools.beneath import Owner
-from supervisor.tools.store import NotImported
+from llm_supervisor.control import cli
+from llm_supervisor.errors import BundleError
+from llm_supervisor.tools import bundle as modelbundle
+from llm_supervisor.tools import models, store
+from llm_supervisor.tools.beneath import Owner
+from llm_supervisor.tools.store import NotImported
 
 # root (CI, ./dev/test) can give files away; anyone else can still give them to themselves
 OWNER = Owner(4242, 4343) if os.geteuid() == 0 else Owner(os.geteuid(), os.getegid())
@@ -207,7 +207,7 @@ def test_cli_export_and_import(tmp_path, capsys):
 
 
 def test_engine_models_dir(tmp_path):
-    from supervisor import config
+    from llm_supervisor import config
 
     cfg = config.loads('[[engine]]\nname = "a"\nexec = "/bin/true"\n'
                        '[[engine]]\nname = "b"\nexec = "/bin/true"\nlisten = "127.0.0.1:11435"\n'
@@ -280,7 +280,7 @@ def test_sigterm_mid_import_leaves_nothing(tmp_path):
     target = tmp_path / "b"
     make_model(target, "gemma3:4b", weights=100)
     before = tree(target)
-    proc = subprocess.Popen([sys.executable, "-c", "from supervisor.control import cli;"
+    proc = subprocess.Popen([sys.executable, "-c", "from llm_supervisor.control import cli;"
                              " raise SystemExit(cli.cli())", "models", "import", str(out),
                              "--models-dir", str(target), "--owner",
                              f"{OWNER.uid}:{OWNER.gid}"],

@@ -7,9 +7,9 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from supervisor import names
-from supervisor.tools import bundle as modelbundle
-from supervisor.tools import doctor
+from llm_supervisor import names
+from llm_supervisor.tools import bundle as modelbundle
+from llm_supervisor.tools import doctor
 
 
 @pytest.mark.parametrize(("name", "path"), [

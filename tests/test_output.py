@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.checks.output import degenerate
+from llm_supervisor.checks.output import degenerate
 
 
 @pytest.mark.parametrize("text", [

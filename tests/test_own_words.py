@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from test_engine import started
 
-from supervisor.causes import Cause, Observation
-from supervisor.checks.classify import classify, engine_words, rules_for
-from supervisor.config import LogsSection
-from supervisor.states import EngineState
-from supervisor.systemd.systemctl import UnitStatus
+from llm_supervisor.causes import Cause, Observation
+from llm_supervisor.checks.classify import classify, engine_words, rules_for
+from llm_supervisor.config import LogsSection
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd.systemctl import UnitStatus
 
 ENGINE = rules_for(LogsSection())[0]
 

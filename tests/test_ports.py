@@ -1,11 +1,11 @@
-"""supervisor.host.ports: who holds a listen address, and the unit a process runs in."""
+"""llm_supervisor.host.ports: who holds a listen address, and the unit a process runs in."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from supervisor.host import ports
+from llm_supervisor.host import ports
 
 
 def test_holder_names_the_listening_process():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.host import probes
-from supervisor.host.probes import (
+from llm_supervisor.host import probes
+from llm_supervisor.host.probes import (
     ProbeResult,
     parse_clinfo,
     parse_rocminfo,

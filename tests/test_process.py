@@ -10,8 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-from supervisor.host.process import Capped, run
-from supervisor.systemd.systemctl import Systemd
+from llm_supervisor.host.process import Capped, run
+from llm_supervisor.systemd.systemctl import Systemd
 
 
 def alive_with(marker: str) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.checks.progress import (
+from llm_supervisor.checks.progress import (
     Kind,
     Reading,
     Watch,
@@ -15,7 +15,7 @@ from supervisor.checks.progress import (
     parse_slots,
     parse_vllm_metrics,
 )
-from supervisor.checks.runners import parse_start
+from llm_supervisor.checks.runners import parse_start
 
 DEADLINE, STALL, BLIND = 30.0, 60.0, 300.0
 
@@ -206,7 +206,7 @@ def test_slots_the_canary_holds_are_not_someone_elses_work():
 def test_the_simulated_engines_access_lines_read_as_completions():
     import io
 
-    from supervisor.simengine.logs import Log
+    from llm_supervisor.simengine.logs import Log
 
     for kind, path, done in (("ollama", "/api/chat", True), ("ollama", "/", False),
                              ("vllm", "/v1/completions", True)):
@@ -221,8 +221,8 @@ def test_the_simulated_engines_access_lines_read_as_completions():
 
 def tcp(*sent: int) -> Reading:
     """The kernel's view: one other client per byte count (what it was sent so far)."""
-    from supervisor.checks.progress import from_clients
-    from supervisor.host.clients import Clients, Connection
+    from llm_supervisor.checks.progress import from_clients
+    from llm_supervisor.host.clients import Clients, Connection
     reading = from_clients(Clients(tuple(Connection(f"127.0.0.1:{5000 + i}", n, 10, 100 + i)
                                          for i, n in enumerate(sent))))
     assert reading is not None
@@ -258,7 +258,7 @@ def slot(task: int, processed: int, decoded: int, busy: bool = True) -> dict:
 def test_a_long_prompts_prefill_on_the_only_slot_is_busy_not_a_stall():
     """A user's 30,000-token prompt on llama-server's only slot: no token is decoded for a
     long while, but the prompt is processed batch by batch — progress, never a stall."""
-    from supervisor.checks.progress import parse_slots
+    from llm_supervisor.checks.progress import parse_slots
     watch = Watch(0.0, "generate")
     watch.add(0.0, parse_slots([slot(7, 0, 0)]))
     for t, done in ((STALL, 2048), (2 * STALL, 4096), (3 * STALL, 6144)):

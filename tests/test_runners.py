@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 from test_engine import Clock, FakeActuator, FakeOllama
 
-from supervisor import config
-from supervisor.causes import Cause
-from supervisor.checks.runners import RunnerLog, parse_start
-from supervisor.daemon import Supervisor
-from supervisor.engine import DEVICES_SETTLE, Engine
-from supervisor.records.memory import EngineMemory
-from supervisor.states import EngineState
+from llm_supervisor import config
+from llm_supervisor.causes import Cause
+from llm_supervisor.checks.runners import RunnerLog, parse_start
+from llm_supervisor.daemon import Supervisor
+from llm_supervisor.engine import DEVICES_SETTLE, Engine
+from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.states import EngineState
 
 CHAT, EMBED = "1" * 64, "2" * 64
 

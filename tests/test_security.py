@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from supervisor import config
-from supervisor.systemd import units
+from llm_supervisor import config
+from llm_supervisor.systemd import units
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from supervisor.simengine.placement import choose_library, parse_listen
-from supervisor.simengine.plan import Faults, PlanError, parse_plan
+from llm_supervisor.simengine.placement import choose_library, parse_listen
+from llm_supervisor.simengine.plan import Faults, PlanError, parse_plan
 
 MODEL = "qwen2.5:7b-instruct"
 VLLM_MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -44,7 +44,7 @@ class Sim:
         self.kind, self.url = kind, f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor.simengine", *argv],
+        self.proc = subprocess.Popen([sys.executable, "-m", "llm_supervisor.simengine", *argv],
                                      env=env, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from test_simengine import MODEL, VLLM_MODEL, Sim, slog_attrs, start  # noqa: F401
 
-from supervisor.names import manifest_relpath
-from supervisor.simengine.engine import THINKING
+from llm_supervisor.names import manifest_relpath
+from llm_supervisor.simengine.engine import THINKING
 
 REASONING, ALWAYS, EMBED = "qwen3:8b", "gpt-oss:20b", "nomic-embed-text"
 KINDS = ("--model", MODEL, "--model", f"{REASONING}=reasoning",

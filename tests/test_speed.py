@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from supervisor.checks.speed import LEARN, LOW_RUN, Kind, SpeedBook
+from llm_supervisor.checks.speed import LEARN, LOW_RUN, Kind, SpeedBook
 
 STEADY = [44.8, 45.3, 45.1, 44.2, 46.0, 45.5, 44.9, 45.2, 45.0, 45.4]
 
@@ -98,7 +98,7 @@ def test_what_is_learned_survives_a_daemon_restart_and_a_hostile_record() -> Non
 
 def test_a_load_is_judged_against_the_engines_own_loads():
     """Between a floor and load_timeout: 3 x the learned load time once one was seen."""
-    from supervisor.checks.speed import LOAD_FLOOR, SpeedBook
+    from llm_supervisor.checks.speed import LOAD_FLOOR, SpeedBook
     book = SpeedBook({}, "k")
     assert book.load_deadline("rocm", 120.0) == 120.0  # nothing learned: load_timeout
     book.learn_load("rocm", 4.0)
@@ -114,7 +114,7 @@ def test_a_load_is_judged_against_the_engines_own_loads():
 
 
 def test_a_growing_memory_is_a_load_in_progress():
-    from supervisor.checks.progress import LOAD_STEP, Kind, Watch, judge
+    from llm_supervisor.checks.progress import LOAD_STEP, Kind, Watch, judge
     watch = Watch(0.0, "load")
     watch.grew(0.0, 100 * 2**20)
     watch.grew(50.0, 100 * 2**20 + LOAD_STEP)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from supervisor.systemd.systemctl import UnitStatus, journal_message, parse_environment, parse_show
+from llm_supervisor.systemd.systemctl import (
+    UnitStatus,
+    journal_message,
+    parse_environment,
+    parse_show,
+)
 
 
 def test_parse_environment_undoes_systemctl_show_quoting():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from test_engine import settle, started
 
-from supervisor.causes import Cause, Observation
-from supervisor.states import EngineState
+from llm_supervisor.causes import Cause, Observation
+from llm_supervisor.states import EngineState
 
 
 async def hang_once(engine, clock) -> None:
@@ -42,7 +42,7 @@ async def test_within_the_window_the_budget_still_holds():
 
 
 def test_an_entry_is_stamped_on_the_monotonic_clock_of_its_boot():
-    from supervisor.systemd.journal import logged_at
+    from llm_supervisor.systemd.journal import logged_at
     entry = {"__MONOTONIC_TIMESTAMP": "5000000", "_BOOT_ID": "abc"}
     assert logged_at(entry, "abc") == 5.0
     assert logged_at(entry, "def") == float("-inf")  # a line of an earlier boot
@@ -55,8 +55,8 @@ async def test_lines_belong_to_the_run_systemd_started_not_to_the_daemons_clock(
     are not. A step of the wall clock changes nothing (no wall clock is read)."""
     from test_engine import make
 
-    from supervisor.host.tuning import Tuning
-    from supervisor.systemd.systemctl import UnitStatus
+    from llm_supervisor.host.tuning import Tuning
+    from llm_supervisor.systemd.systemctl import UnitStatus
 
     engine, actuator, api, clock, wall = make()
     engine.memory.tier, engine.memory.state = "rocm", "healthy"
@@ -77,8 +77,8 @@ async def test_lines_belong_to_the_run_systemd_started_not_to_the_daemons_clock(
 def test_the_journal_stamps_entries_of_this_kernel_boot_not_the_configured_one():
     """The configurable boot_id_path belongs to reboot_required; journald stamps the
     kernel's boot, and the reader compares with that one."""
-    from supervisor.systemd.journal import JournalReader, kernel_boot_id
-    from supervisor.systemd.systemctl import Systemd
+    from llm_supervisor.systemd.journal import JournalReader, kernel_boot_id
+    from llm_supervisor.systemd.systemctl import Systemd
     got: list[float | None] = []
     reader = JournalReader(Systemd())
     assert reader.boot_id == kernel_boot_id().replace("-", "") != ""

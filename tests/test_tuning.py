@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import config
-from supervisor.host import tuning
-from supervisor.systemd.units import HostFacts, render, unit_tuning
+from llm_supervisor import config
+from llm_supervisor.host import tuning
+from llm_supervisor.systemd.units import HostFacts, render, unit_tuning
 
 GIB = 1024**3
 SANE_EXEC = "/bin/sleep infinity"
@@ -132,7 +132,7 @@ def test_host_facts_read_from_proc(tmp_path):
 
 
 def test_render_command_shows_the_derived_values(tmp_path, capsys):
-    from supervisor.control import cli
+    from llm_supervisor.control import cli
 
     conf = tmp_path / "supervisor.toml"
     conf.write_text(f'[supervisor]\nstate_dir = "{tmp_path}"\n'
@@ -185,7 +185,7 @@ def _ollama_model(models: Path, name: str, *, layers: int, kv_heads: int, head_s
 ])
 def test_slots_are_the_smaller_of_the_cpus_and_what_fits_in_vram(tmp_path, vram_gib, slots,
                                                                  bound):
-    from supervisor.host import gpu
+    from llm_supervisor.host import gpu
 
     models = tmp_path / "models"
     # an 8B-like model: 32 layers, 8 KV heads of 128 -> 128 KiB of f16 cache per token,
@@ -214,7 +214,7 @@ def test_the_gguf_header_reader_agrees_with_llama_cpps_library_and_refuses_garba
     import io
     import struct
 
-    from supervisor.host import gpu
+    from llm_supervisor.host import gpu
 
     models = tmp_path / "models"
     _ollama_model(models, "x:1b", layers=4, kv_heads=2, head_size=64, weights=10000)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import config
-from supervisor.errors import UnitFileError
-from supervisor.systemd import units
-from supervisor.systemd.units import HostFacts, render
+from llm_supervisor import config
+from llm_supervisor.errors import UnitFileError
+from llm_supervisor.systemd import units
+from llm_supervisor.systemd.units import HostFacts, render
 
 HOST = HostFacts(frozenset({"render", "video", "ollama"}))
 NO_RENDER = HostFacts(frozenset({"video"}))
@@ -64,7 +64,7 @@ def test_engine_unit_golden():
     assert values(service, "User") == ["ollama"] and values(service, "Group") == ["ollama"]
     assert values(service, "SupplementaryGroups") == ["render video"]
     # the engine's own values go to a root-only file, not into the world-readable unit;
-    # what the host sized (supervisor.host.tuning) is no secret
+    # what the host sized (llm_supervisor.host.tuning) is no secret
     assert values(service, "Environment") == [
         '"OLLAMA_HOST=127.0.0.1:11434"', '"OLLAMA_MAX_LOADED_MODELS=1"']
     assert values(service, "EnvironmentFile") == [
@@ -256,7 +256,7 @@ def test_removal_touches_only_our_files(tmp_path):
 def test_ollamas_models_directory_is_writable_where_ollama_reads_it():
     """OLLAMA_MODELS outside the engine's writable paths: the unit lets the engine write
     there (a pull lands where Ollama reads); the stock one is under /usr/share/ollama."""
-    from supervisor.systemd.units import writable_paths
+    from llm_supervisor.systemd.units import writable_paths
 
     def engine(**environment: str) -> config.EngineConfig:
         return config.EngineConfig(name="a", kind="ollama", listen="127.0.0.1:11434",

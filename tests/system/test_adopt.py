@@ -19,7 +19,7 @@ from sandbox import (
     wait_engine,
 )
 
-from supervisor.host.ports import unit_of
+from llm_supervisor.host.ports import unit_of
 
 STOCK_UNIT = """\
 [Unit]

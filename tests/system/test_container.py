@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from nspawn import CommandError, Container
 
-import supervisor
+import llm_supervisor
 
 VENV_PYTHON = sys.executable  # this checkout's venv (dev/venv), seen through the overlay
 HELLO_UNIT = """\
@@ -102,8 +102,9 @@ def test_absolute_symlinks_resolve_inside_the_container(container: Container) ->
 
 
 def test_project_venv_runs_inside(container: Container) -> None:
-    r = container.run([VENV_PYTHON, "-c", "import supervisor; print(supervisor.__version__)"])
-    assert r.stdout.strip() == supervisor.__version__
+    r = container.run([VENV_PYTHON, "-c",
+                       "import llm_supervisor; print(llm_supervisor.__version__)"])
+    assert r.stdout.strip() == llm_supervisor.__version__
 
 
 def test_system_users_and_groups(container: Container) -> None:

@@ -40,7 +40,7 @@ def sim_engine(name: str, port: int) -> str:
 
 
 def shipped_engines() -> list[str]:
-    from supervisor import config
+    from llm_supervisor import config
     return [e.name for e in config.load(REPO / "etc/llm-supervisor/supervisor.toml").engines]
 
 
@@ -61,6 +61,8 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
     c.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
     started = time.monotonic()
     apt(c, "install", c.copy_in(debs["old"]))
+    assert c.run(["test", "-f", "/opt/llm-supervisor/lib/shared/supervisor/daemon.py"]
+                 ).returncode == 0  # the old layout
     install_seconds = time.monotonic() - started
     assert c.run(["systemctl", "is-active", "llm-supervisor"]).stdout.strip() == "active"
     assert c.run(["systemctl", "is-enabled", "llm-supervisor"]).stdout.strip() == "enabled"
@@ -134,6 +136,10 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
     assert c.read("/etc/llm-supervisor/supervisor.toml").endswith("# edited by the operator\n")
     assert c.run(["systemctl", "is-active", "llm-supervisor"]).stdout.strip() == "active"
     assert main_pid(c, "llm-supervisor.service") != daemon_pid  # the new code runs
+    # across the rename of the import package: the old one gone, byte-code and all
+    shared = "/opt/llm-supervisor/lib/shared"
+    assert c.run(["test", "-e", f"{shared}/supervisor"], check=False).returncode == 1
+    assert c.run(["test", "-f", f"{shared}/llm_supervisor/daemon.py"]).returncode == 0
     wait_engine(c, "sim", state="healthy", timeout=60)
     assert main_pid(c, "llm-sim.service") == engine_pid  # adopted, not restarted
     after = _events(c)

@@ -22,8 +22,8 @@ PYTHON = sys.executable  # the project's venv; the container sees the host's /op
 
 ADAPTER = r'''
 import asyncio, json, subprocess, sys, time
-from supervisor.systemd.dbus import BusSystemd
-from supervisor.errors import SystemdError
+from llm_supervisor.systemd.dbus import BusSystemd
+from llm_supervisor.errors import SystemdError
 
 UNIT = sys.argv[1]
 
@@ -125,8 +125,8 @@ def test_dbus_adapter_reads_pushes_and_acts(container):
 
 READER = r'''
 import asyncio, json, sys
-from supervisor.systemd.journal import JournalReader
-from supervisor.systemd.systemctl import Systemd
+from llm_supervisor.systemd.journal import JournalReader
+from llm_supervisor.systemd.systemctl import Systemd
 
 async def collect(units, cursor, since, seconds, add_later=None):
     got = {}

@@ -19,7 +19,7 @@ from sandbox import (
     wait_engine,
 )
 
-from supervisor.checks.speed import LEARN, LOW_RUN
+from llm_supervisor.checks.speed import LEARN, LOW_RUN
 
 
 def of(c, name: str, kind: str) -> list[dict]:

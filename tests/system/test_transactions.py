@@ -20,8 +20,8 @@ from sandbox import (
 
 REWRITE = """
 import sys
-from supervisor import config
-from supervisor.systemd import units
+from llm_supervisor import config
+from llm_supervisor.systemd import units
 cfg = config.load(sys.argv[1])
 units.write_files(cfg.supervisor.unit_dir,
                   units.render(cfg, cfg.engines[0], sys.argv[2], units.HostFacts.read()).files())

@@ -20,8 +20,8 @@ PY = sys.executable
 
 WRITE_UNITS = """
 import sys
-from supervisor import config
-from supervisor.systemd import units
+from llm_supervisor import config
+from llm_supervisor.systemd import units
 cfg = config.load(sys.argv[1])
 engine = cfg.engines[0]
 changed = units.write_files(cfg.supervisor.unit_dir,

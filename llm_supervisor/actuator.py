@@ -1,0 +1,122 @@
+"""The engines' actuator on a real host: what an engine's decisions do through systemd, the
+unit files and the host view, and where its record goes.
+
+It implements ``llm_supervisor.engine.Actuator``: a switch is a transaction (files written, one
+daemon-reload when needed, reset-failed, restart; on failure the files go back to the tier
+the unit runs), a stop, the unit's state and the diagnosis of a unit that is down, whether a
+blocking cause has gone, the usable tiers, the boot, and ``commit`` to the recorder. systemd
+calls are serialised by one lock, so a reload and an engine's switch never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from llm_supervisor.causes import Cause, Finding
+from llm_supervisor.checks import diagnosis
+from llm_supervisor.config import Config
+from llm_supervisor.errors import SupervisorError
+from llm_supervisor.host import ports
+from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.host.view import HostView
+from llm_supervisor.records.recorder import Recorder
+from llm_supervisor.systemd import units
+from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
+
+if TYPE_CHECKING:
+    from llm_supervisor.engine import Engine
+
+log = structlog.get_logger("llm-supervisor")
+
+
+class SystemdActuator:
+    def __init__(self, systemd: Systemd, host: HostView, recorder: Recorder,
+                 config: Callable[[], Config], facts: units.HostFacts) -> None:
+        self.systemd = systemd
+        self.host = host
+        self.recorder = recorder
+        self.config = config  # the config in force (a reload replaces it)
+        self.facts = facts
+        self.lock = asyncio.Lock()
+
+    async def daemon_reload(self) -> None:
+        async with self.lock:
+            await self.systemd.daemon_reload()
+
+    async def switch(self, engine: Engine, tier: str) -> Tuning:
+        """A switch as a transaction: files written, systemd told (also when an earlier switch
+        wrote them and died before the daemon-reload), then the restart. A start derives the
+        host's values afresh: what it returns is what the engine now runs with."""
+        try:
+            return await self._write_and_restart(engine, tier)
+        except Exception:
+            if engine.tier is not None:  # the same tier too: its kept values go back
+                await self._restore_files(engine, engine.tier)
+            raise
+
+    async def _write_and_restart(self, engine: Engine, tier: str) -> Tuning:
+        config = self.config()
+        rendered = units.render(config, engine.cfg, tier, self.facts)
+        changed = units.write_files(config.supervisor.unit_dir, rendered.files())
+        if changed or (await self.systemd.status(engine.cfg.unit, fresh=True)).need_daemon_reload:
+            await self.daemon_reload()
+        async with self.lock:
+            try:
+                await self.systemd.reset_failed(engine.cfg.unit)
+            except SupervisorError:
+                pass  # not failed: nothing to reset
+            await self.systemd.restart(engine.cfg.unit)
+        return rendered.tuning
+
+    async def _restore_files(self, engine: Engine, tier: str) -> None:
+        """A switch failed half-way: the unit's files go back to the tier it runs, so that
+        the next start (systemd's own restart included) is on the tier we report."""
+        try:
+            config = self.config()
+            rendered = units.render(config, engine.cfg, tier, self.facts, engine.tuning())
+            if units.write_files(config.supervisor.unit_dir, rendered.files()):
+                await self.daemon_reload()
+        except Exception as exc:  # best effort: the switch's own error is what is reported
+            log.error("could not put the unit back", engine=engine.name, tier=tier,
+                      error=str(exc))
+
+    async def stop(self, engine: Engine) -> None:
+        async with self.lock:
+            try:
+                await self.systemd.stop(engine.cfg.unit)
+            except SupervisorError as exc:
+                log.warning("could not stop engine", engine=engine.name, error=str(exc))
+
+    async def unit_status(self, engine: Engine) -> UnitStatus:
+        return await self.systemd.status(engine.cfg.unit)
+
+    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
+        """A unit down or crash-looping: is it a cause no tier change can fix?"""
+        return diagnosis.diagnose_unit(engine.cfg, diagnosis.command_of(engine.cfg, engine.tier),
+                                       unit, ports.holder(engine.cfg.listen))
+
+    async def cleared(self, engine: Engine, cause: Cause) -> bool:
+        holder = ports.holder(engine.cfg.listen) if cause == Cause.PORT_IN_USE else None
+        return diagnosis.cleared(engine.cfg, engine.tier, cause, holder)
+
+    async def reprobe(self) -> None:
+        await self.host.reprobe(self.config())
+
+    def usable(self, engine: Engine) -> list[str]:
+        return self.host.usable(self.config(), engine)
+
+    def boot_id(self) -> str | None:
+        try:
+            return self.config().supervisor.boot_id_path.read_text().strip() or None
+        except OSError:
+            return None
+
+    def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
+        self.recorder.metrics.observe_check(engine.name, check, seconds)
+
+    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.recorder.commit(engine, events)

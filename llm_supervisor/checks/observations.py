@@ -1,0 +1,91 @@
+"""Observations read from what systemd and the engine's own log say, as pure functions: a unit
+that crashed or is down, and, on a GPU tier, a backend other than the tier's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llm_supervisor.causes import Cause, Observation
+from llm_supervisor.checks.classify import Device
+from llm_supervisor.config import GPU_TIERS
+from llm_supervisor.systemd.systemctl import UnitStatus
+
+# tier -> the library names an engine reports when it computes on that tier
+TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},
+                  "opencl": {"opencl"}, "cpu": {"cpu"}}
+DEVICES_SETTLE = 1.0  # s without a new device line before the reported backend is judged
+KINDS = {"ollama": "Ollama", "vllm": "vLLM"}
+
+
+def unit_observations(unit: UnitStatus, restarts_seen: int | None, since_start: float,
+                      grace: float) -> list[Observation]:
+    """systemd restarted it (NRestarts rose), it is down, or still not running past the
+    grace: a crash. Nothing while it runs or still activates within the grace."""
+    if restarts_seen is not None and unit.n_restarts > restarts_seen:
+        return [Observation.bad(
+            "unit", Cause.CRASH, f"systemd restarted it {unit.n_restarts - restarts_seen}"
+            f" time(s) (exit status {unit.exec_main_status})", evidence=unit.raw)]
+    down = (unit.active_state in ("failed", "inactive", "deactivating")
+            or unit.sub_state in ("auto-restart", "dead", "failed"))
+    stuck = not unit.running and since_start > grace
+    if down or stuck:
+        return [Observation.bad(
+            "unit", Cause.CRASH, f"not running: {unit.active_state}/{unit.sub_state}"
+            f" (exit status {unit.exec_main_status}, result {unit.result or '-'})",
+            evidence=unit.raw)]
+    return []
+
+
+def backend_observations(tier: str | None, devices: Sequence[Device], settled: bool,
+                         backend: str, kind: str) -> list[Observation]:
+    """On a GPU tier, the backend the engine reports must be that tier's: all on the CPU is
+    ``placement``, another GPU backend ``backend_mismatch`` (with the device it dropped)."""
+    used = [d for d in devices if d.used]
+    if tier not in GPU_TIERS or not settled:
+        return []
+    wanted = TIER_LIBRARIES[tier]
+    dropped = [d for d in devices if not d.used and d.library.lower() in wanted]
+    if not used and not (tier == "opencl" and dropped):
+        return []
+    if any(d.library.lower() in wanted for d in used):
+        return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
+    if tier == "opencl" and all(d.library.lower() == "cpu" for d in used):
+        # llama.cpp's OpenCL dropped the GPU and computes on the CPU: the cpu tier renamed
+        why = dropped[0].reason if dropped else used[0].reason or "library=cpu"
+        return [Observation.bad(
+            "backend", Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on the"
+            f" CPU ({why})", fix="give [engine.tiers.opencl] a build whose OpenCL takes this"
+            " GPU, or leave opencl out of the chain",
+            evidence=[d.line for d in devices], facts={"tier": tier, "backend": "cpu"})]
+    if all(d.library.lower() == "cpu" for d in used):
+        said = used[0].reason or "library=cpu"
+        return [Observation.bad("backend", Cause.PLACEMENT,
+                                f"the engine reports {said} on the {tier} tier",
+                                evidence=used[0].line)]
+    detail = f"{tier} tier, but the engine computes on {backend}"
+    if dropped:
+        d = dropped[0]
+        target = f" for {d.compute}" if d.compute else ""
+        detail += (f": this {KINDS.get(kind, kind)} build dropped the {d.library} device"
+                   f" ({d.reason or 'unsupported'}{target})")
+    fix = (f"run a {tier}-capable build as [engine.tiers.{tier}].exec, or start the chain"
+           f" below {tier}")
+    return [Observation.bad("backend", Cause.BACKEND_MISMATCH, detail, fix=fix,
+                            evidence=[d.line for d in devices],
+                            facts={"tier": tier, "backend": backend})]
+
+
+def opencl_on_cpu(tier: str | None, found: list[Observation]) -> list[Observation]:
+    """On the opencl tier, computing on the CPU — whichever witness says so (``size_vram``,
+    the engine's log, its speed) — is the cpu tier under another name (llama.cpp's OpenCL
+    takes no AMD GPU): a ``backend_mismatch``, so the tier is skipped for this engine with the
+    reason, never reported as opencl."""
+    if tier != "opencl":
+        return found
+    return [Observation.bad(
+        o.source, Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on the CPU"
+        f" ({o.finding.detail})", fix="give [engine.tiers.opencl] a build whose OpenCL takes"
+        " this GPU, or leave opencl out of the chain", evidence=o.finding.evidence,
+        facts={"tier": tier, "backend": "cpu"}, tokens_per_second=o.tokens_per_second)
+        if o.finding is not None and o.cause == Cause.PLACEMENT else o for o in found]

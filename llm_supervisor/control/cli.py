@@ -1,0 +1,448 @@
+"""``llm-supervisorctl``: query and steer the daemon over its control socket.
+
+Exit codes (SPEC §9): 0 ok (for ``status``: every engine healthy), 1 error, 2 usage,
+3 some engine not healthy, 4 daemon unreachable. Only the standard library is imported at
+the top; commands that need the config (``check-config``, ``render``) import it themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from llm_supervisor.control import client
+from llm_supervisor.control.render import format_event, format_status, format_tiers
+from llm_supervisor.errors import AdviseError, BundleError, Failure, ProtocolError
+
+TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
+
+
+
+def _request(args: argparse.Namespace, method: str, target: str, body: object = None,
+             timeout: float = 30.0) -> client.Response:
+    """One exchange with the daemon; its failures become exit codes."""
+    try:
+        return client.request(args.socket, method, target, body, timeout=timeout)
+    except client.Unreachable as exc:
+        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+    except ProtocolError as exc:
+        raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+
+
+def _call(args: argparse.Namespace, method: str, target: str, body: object = None,
+          timeout: float = 30.0) -> object:
+    """A JSON exchange: the document, or a Failure carrying the daemon's error and detail."""
+    response = _request(args, method, target, body, timeout)
+    try:
+        document = response.json()
+    except ValueError:
+        raise Failure(f"bad answer from llm-supervisord: HTTP {response.status},"
+                      " body is not JSON") from None
+    if response.status >= 400:
+        error = document.get("error") if isinstance(document, dict) else None
+        detail = document.get("detail") if isinstance(document, dict) else None
+        message = error or f"HTTP {response.status}"
+        if isinstance(detail, list):
+            message += "".join(f"\n  {line}" for line in detail)
+        elif detail:
+            message += f": {detail}"
+        raise Failure(message, ERROR)
+    return document
+
+
+# --------------------------------------------------------------------------- formatting
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_status(args: argparse.Namespace) -> int:
+    target = f"/v1/engines/{args.engine}" if args.engine else "/v1/status"
+    document = _call(args, "GET", target)
+    assert isinstance(document, dict)
+    engines = [document] if args.engine else document.get("engines", [])
+    if args.json:
+        print(json.dumps(document, indent=2))
+    elif args.engine:
+        print(format_status({"engines": engines}))
+    else:
+        print(format_status(document))
+    return OK if all(e.get("state") == "healthy" for e in engines) else UNHEALTHY
+
+
+def cmd_tiers(args: argparse.Namespace) -> int:
+    document = _call(args, "GET", "/v1/tiers")
+    assert isinstance(document, dict)
+    print(json.dumps(document, indent=2) if args.json else format_tiers(document))
+    return OK
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    verb = args.command
+    if verb == "unpin":
+        method, path, body = "DELETE", f"/v1/engines/{args.engine}/pin", None
+    elif verb == "pin":
+        method, path, body = "POST", f"/v1/engines/{args.engine}/pin", {"tier": args.tier}
+    else:
+        method, path, body = "POST", f"/v1/engines/{args.engine}/{verb}", None
+    document = _call(args, method, path, body)
+    assert isinstance(document, dict)
+    print(f"{args.engine}: {document.get('result', 'done')}")
+    return OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Waits for the outcome: `systemctl reload` (ExecReload) fails on a bad config."""
+    document = _call(args, "POST", "/v1/reload", timeout=300)
+    assert isinstance(document, dict)
+    changes = {k: v for k, v in document.get("diff", {}).items() if v}
+    print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in changes.items())
+                          or "no change"))
+    return OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = {"limit": args.n, "engine": args.engine, "since": args.since,
+             "follow": 1 if args.follow else None}
+    target = "/v1/events?" + urlencode({k: v for k, v in query.items() if v is not None})
+    try:
+        for event in client.stream_lines(args.socket, target):
+            print(json.dumps(event) if args.json else format_event(event), flush=True)
+    except client.Unreachable as exc:
+        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+    except ProtocolError as exc:
+        raise Failure(f"bad answer from llm-supervisord: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+    return OK
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    print("collecting a support bundle (config, units, state, events, journals)...",
+          file=sys.stderr, flush=True)
+    response = _request(args, "GET", "/v1/bundle", timeout=120)
+    if response.status != 200:
+        raise Failure(f"bundle failed: HTTP {response.status}: {response.body[:500]!r}")
+    disposition = response.headers.get("content-disposition", "")
+    default = disposition.split('filename="', 1)[-1].rstrip('"') or "llm-supervisor-bundle.tar.zst"
+    path = args.output or default
+    if path == "-":
+        sys.stdout.buffer.write(response.body)
+    else:
+        with open(path, "wb") as fh:
+            fh.write(response.body)
+        print(f"wrote {path} ({len(response.body) / 1024:.0f} KiB)", file=sys.stderr)
+    return OK
+
+
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    target = "/v1/endpoint" + (f"?model={quote(args.model)}" if args.model else "")
+    document = _call(args, "GET", target)
+    assert isinstance(document, dict)
+    print(json.dumps(document, indent=2) if args.json else document["url"])
+    return OK
+
+
+def _load_config(path: str) -> Any:
+    """The validated config, or None after printing each problem (file: key: message)."""
+    from llm_supervisor.config import load
+    from llm_supervisor.errors import ConfigError
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_config(args.path)
+    if config is None:
+        return ERROR
+    names = ", ".join(e.name for e in config.engines) or "none"
+    print(f"{args.path}: ok ({len(config.files)} file(s); engines: {names})")
+    return OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from llm_supervisor.host.tiers import kind_supports
+    from llm_supervisor.records.memory import load_state
+    from llm_supervisor.systemd.units import HostFacts, render
+
+    config = _load_config(args.config)
+    if config is None:
+        return ERROR
+    engines = config.engines
+    if args.engine:
+        engines = tuple(e for e in engines if e.name == args.engine)
+        if not engines:
+            raise Failure(f"no engine named {args.engine!r} in {args.config}")
+    state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True,
+                       move_aside=False)
+    host = HostFacts.read()
+    for engine in engines:
+        tier = args.tier or state.tier_of(engine.name) or next(
+            (t for t in config.chain_for(engine)
+             if kind_supports(engine, t)[0] and config.availability(t) != "never"),
+            config.chain_for(engine)[-1])
+        units = render(config, engine, tier, host)
+        for name, text in units.files().items():
+            print(f"# ---- {config.supervisor.unit_dir / name} (tier {tier})")
+            print(text)
+    return OK
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from llm_supervisor.tools import advise
+
+    try:
+        advice = advise.command(args)
+    except (AdviseError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    print(json.dumps(advice.document(), indent=2) if args.json else advise.format_advice(advice))
+    return OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from llm_supervisor.tools import models
+
+    try:
+        return models.command(args)
+    except BundleError as exc:
+        raise Failure(str(exc)) from None
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Host and config readiness; reads the config itself, needs no daemon."""
+    import asyncio
+
+    from llm_supervisor.tools import doctor
+
+    checks = doctor.diagnose(asyncio.run(doctor.gather(args.config)))
+    report = doctor.document(checks)
+    print(json.dumps(report, indent=2) if args.json else doctor.format_checks(checks))
+    return OK if report["ok"] else ERROR
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from llm_supervisor.tools import adopt
+
+    return adopt.main(args)
+
+
+def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (or 0 itself with ``zero``), else a clear
+    error naming the value (never NaN, infinity, 1e309 or a negative size)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: must be a finite number {'>= 0' if zero else 'above 0'}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="llm-supervisorctl",
+                                description="Query and steer llm-supervisord.")
+    p.add_argument("--socket", default=os.environ.get("LLM_SUPERVISOR_SOCKET",
+                                                      client.DEFAULT_SOCKET),
+                   help="control socket (default %(default)s)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("status", help="engines, their state and tier")
+    s.add_argument("engine", nargs="?")
+    s.add_argument("--json", action="store_true", help="print the API document")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_tiers)
+
+    s = sub.add_parser("events", help="the history: state changes, tier switches, reloads")
+    s.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    s.add_argument("-n", type=int, default=50,
+                   help="the last N events, 0 for all (default %(default)s)")
+    s.add_argument("--engine")
+    s.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-22T16:00:00Z")
+    s.add_argument("--json", action="store_true", help="one JSON document per line")
+    s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("bundle", help="write a .tar.zst support bundle")
+    s.add_argument("-o", "--output", help="file to write (- for stdout)")
+    s.set_defaults(func=cmd_bundle)
+
+    s = sub.add_parser("reload", help="reload the config; fails (exit 1) if it is rejected")
+    s.set_defaults(func=cmd_reload)
+
+    for verb, text in (("restart", "restart an engine on its tier"),
+                       ("demote", "move an engine one usable tier down"),
+                       ("promote", "try the best usable tier now"),
+                       ("unpin", "release a pinned tier")):
+        s = sub.add_parser(verb, help=text)
+        s.add_argument("engine")
+        s.set_defaults(func=cmd_action)
+    s = sub.add_parser("pin", help="freeze an engine on a tier until unpinned")
+    s.add_argument("engine")
+    s.add_argument("tier", choices=("rocm", "vulkan", "opencl", "cpu"))
+    s.set_defaults(func=cmd_action)
+
+    s = sub.add_parser("endpoint", help="URL of a healthy engine (local first) for clients")
+    s.add_argument("--model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_endpoint)
+
+    s = sub.add_parser("check-config", help="validate a config and exit 0 (valid) or 1")
+    s.add_argument("path", nargs="?", default="/etc/llm-supervisor/supervisor.toml")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("render", help="print the units that would be written; write nothing")
+    s.add_argument("engine", nargs="?")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--tier", choices=("rocm", "vulkan", "opencl", "cpu"),
+                   help="render for this tier (default: the engine's current tier)")
+    s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("advise", help="which quantisation of a model fits the GPU's memory")
+    s.add_argument("engine", nargs="?", help="an ollama engine to ask about its model")
+    s.add_argument("--model", help="the model (default: the engine's)")
+    s.add_argument("--vram", type=positive(float), metavar="GIB",
+                   help="GPU memory (default: detected)")
+    s.add_argument("--bandwidth", type=positive(float), metavar="GB/S",
+                   help="GPU memory bandwidth")
+    s.add_argument("--params", help="parameter count (7.6B): no engine is asked")
+    s.add_argument("--layers", type=positive(int))
+    s.add_argument("--kv-heads", type=positive(int))
+    s.add_argument("--head-size", type=positive(int))
+    s.add_argument("--context", type=positive(int),
+                   help="context length (default: the engine's, 4096)")
+    s.add_argument("--parallel", type=positive(int),
+                   help="parallel sequences (default: the engine's)")
+    s.add_argument("--overhead", type=positive(float, zero=True), default=1.0, metavar="GIB",
+                   help="runtime and compute buffers (default %(default)s)")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_advise)
+
+    s = sub.add_parser("models", help="offline model bundles: export and import")
+    verbs = s.add_subparsers(dest="verb", metavar="VERB", required=True)
+    v = verbs.add_parser("export", help="pack an Ollama model into one .tar.zst")
+    v.add_argument("model")
+    v.add_argument("-o", "--output", help="file to write (default: MODEL-TAG.ollama.tar.zst)")
+    v.add_argument("--engine", help="the engine whose models directory to read")
+    v.add_argument("--models-dir", help="read this models directory instead")
+    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    v = verbs.add_parser("import", help="verify a bundle, then install it for an engine")
+    v.add_argument("file")
+    v.add_argument("--engine", help="the engine whose models directory to fill")
+    v.add_argument("--models-dir", help="fill this models directory instead (owner: --owner)")
+    v.add_argument("--owner", help="USER[:GROUP] owning what lands (default: the engine's)")
+    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    for v in verbs.choices.values():
+        v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    s.set_defaults(func=cmd_models)
+
+
+    s = sub.add_parser("doctor", help="is this host ready for its config? (needs no daemon)")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("adopt", help="take over an existing Ollama unit (e.g. ollama.service)")
+    s.add_argument("unit")
+    s.add_argument("--name", help="engine name (default: from the unit's name)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print what it would do; change nothing")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.set_defaults(func=cmd_adopt)
+    return p
+
+
+class _Args:
+    """What argparse would give for ``status``, built without importing argparse."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+def _status_args(argv: list[str]) -> _Args | None:
+    """The fast path for the commonest call: ``[--socket S] status [ENGINE] [--json]``.
+
+    argparse costs ~12 ms of imports, half of what the whole status call may take; any
+    other command line (or anything unusual here) goes through argparse.
+    """
+    sock = os.environ.get("LLM_SUPERVISOR_SOCKET", client.DEFAULT_SOCKET)
+    rest = list(argv)
+    if rest[:1] == ["--socket"] and len(rest) >= 2:
+        sock, rest = rest[1], rest[2:]
+    elif rest[:1] and rest[0].startswith("--socket="):
+        sock, rest = rest[0].split("=", 1)[1], rest[1:]
+    if rest[:1] != ["status"]:
+        return None
+    words = rest[1:]
+    as_json = "--json" in words
+    words = [w for w in words if w != "--json"]
+    if len(words) > 1 or any(w.startswith("-") for w in words):
+        return None
+    return _Args(socket=sock, engine=words[0] if words else None, json=as_json,
+                 func=cmd_status)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args: Any = _status_args(argv)
+    if args is None:
+        try:
+            args = parser().parse_args(argv)
+        except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+            return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except Failure as exc:
+        print(f"llm-supervisorctl: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:  # `events | head -1`: the reader had enough
+        _stdout_gone()
+        return OK
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def main() -> None:
+    code = cli()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Bash completion for ``llm-supervisorctl``, written from its own argument parser (so it can
+never list a command or an option the CLI does not have). The package installs the output as
+``/usr/share/bash-completion/completions/llm-supervisorctl``:
+
+    python -m llm_supervisor.control.completion > llm-supervisorctl
+
+Engine names are completed from the config files (``name = "…"`` in
+``/etc/llm-supervisor/supervisor.toml`` and ``conf.d/*.toml``): no daemon needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from llm_supervisor.control.cli import parser
+
+# commands whose first positional argument is an engine's name
+ENGINE_COMMANDS = ("status", "restart", "demote", "promote", "unpin", "pin", "render",
+                   "advise", "adopt")
+HEADER = "# bash completion for llm-supervisorctl: generated from its parser; do not edit\n"
+
+
+def commands(p: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """Each subcommand (and its nested ones, as ``models export``) -> its options."""
+    found: dict[str, list[str]] = {}
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sorted({o for a in sub._actions for o in a.option_strings
+                                      if o.startswith("--")})
+                for nested, options in commands(sub).items():
+                    found[f"{name} {nested}"] = options
+    return found
+
+
+def bash() -> str:
+    table = commands(parser())
+    top = sorted(c for c in table if " " not in c)
+    cases = "\n".join(f"        {shlex.quote(c)}) opts={shlex.quote(' '.join(o))} ;;"
+                      for c, o in sorted(table.items()))
+    nested = "\n".join(
+        f"        {c}) subs={shlex.quote(' '.join(n.split(' ', 1)[1] for n in table if n.startswith(c + ' ')))} ;;"  # noqa: E501
+        for c in top if any(n.startswith(c + " ") for n in table))
+    return HEADER + f"""_llm_supervisorctl_engines() {{
+    local dir=${{LLM_SUPERVISOR_CONFIG_DIR:-/etc/llm-supervisor}}
+    cat "$dir/supervisor.toml" "$dir"/conf.d/*.toml 2>/dev/null |
+        sed -n 's/^[[:space:]]*name[[:space:]]*=[[:space:]]*"\\([A-Za-z0-9_-]*\\)".*/\\1/p'
+}}
+
+_llm_supervisorctl() {{
+    local cur=${{COMP_WORDS[COMP_CWORD]}} cmd="" sub="" opts="" subs="" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${{COMP_WORDS[i]}} in
+            -*) ;;
+            *) if [ -z "$cmd" ]; then cmd=${{COMP_WORDS[i]}}
+               elif [ -z "$sub" ]; then sub=${{COMP_WORDS[i]}}; fi ;;
+        esac
+    done
+    if [ -z "$cmd" ]; then
+        COMPREPLY=($(compgen -W "{' '.join(top)} --help" -- "$cur"))
+        return
+    fi
+    case $cmd in
+{nested}
+    esac
+    if [ -n "$subs" ] && [ -z "$sub" ] && [[ $cur != -* ]]; then
+        COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+        return
+    fi
+    case "$cmd${{sub:+ $sub}}" in
+{cases}
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts --help" -- "$cur"))
+    elif [[ " {' '.join(ENGINE_COMMANDS)} " == *" $cmd "* ]] && [ -z "$sub" ]; then
+        COMPREPLY=($(compgen -W "$(_llm_supervisorctl_engines)" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}}
+complete -F _llm_supervisorctl llm-supervisorctl
+"""
+
+
+if __name__ == "__main__":
+    print(bash(), end="")

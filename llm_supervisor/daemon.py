@@ -1,0 +1,635 @@
+"""``llm-supervisord``: startup, the main loop, reload and shutdown.
+
+Startup: load the config, probe the host's tiers, reconcile the engines' units (written,
+stale ones removed, one daemon-reload), adopt the engines that run as their units say, open
+the control socket, then READY=1; then the others are (re)started at once, each showing as
+starting until it is placed, its checks beginning once it is.
+Signal handlers only set events; the main loop acts on them. SIGTERM persists state and
+exits 0: engines are separate units and keep serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import sdnotify
+import structlog
+
+from llm_supervisor import policy
+from llm_supervisor.actuator import SystemdActuator
+from llm_supervisor.causes import Cause, Finding, Observation
+from llm_supervisor.checks import classify, diagnosis, progress
+from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
+from llm_supervisor.control import handlers
+from llm_supervisor.control.server import ControlServer, group_reader
+from llm_supervisor.diff import RESTART_ONLY, ConfigDiff, diff
+from llm_supervisor.engine import Engine
+from llm_supervisor.errors import ConfigError, SupervisorError, UnitFileError
+from llm_supervisor.host import ports, tiers
+from llm_supervisor.host.probes import ProbeResult
+from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.host.view import HostView
+from llm_supervisor.logsetup import configure
+from llm_supervisor.records.disk import Disk
+from llm_supervisor.records.history import EventLog
+from llm_supervisor.records.memory import State, load_state
+from llm_supervisor.records.metrics import Metrics, SupervisorView
+from llm_supervisor.records.recorder import Recorder
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd import units
+from llm_supervisor.systemd.dbus import BusSystemd
+from llm_supervisor.systemd.journal import JournalReader, Sink, oldest
+from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
+
+log = structlog.get_logger("llm-supervisor")
+
+
+class Notifier(Protocol):
+    def notify(self, state: str) -> object: ...
+
+
+class Supervisor:
+    """The daemon's state and its actuator for the engines. No side effects until startup()."""
+
+    def __init__(self, config_path: Path, *, systemd: Systemd | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
+        self.notifier: Notifier | None = notifier  # sd_notify, made by serve() by default
+        self.engines: dict[str, Engine] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.hostview = HostView(lambda type, **fields: self.event(type, **fields))
+        self.config_error: list[str] | None = None
+        self.started_at = time.time()
+        self.reload_lock = asyncio.Lock()
+        self.hup = asyncio.Event()
+        self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
+        self.starting: asyncio.Task[None] | None = None  # placing engines after READY
+
+    # ------------------------------------------------------------------ startup
+
+    async def startup(self) -> None:
+        self.config: Config = load(self.config_path)
+        sup = self.config.supervisor
+        self.state_path = sup.state_dir / "state.json"
+        self.state: State = load_state(self.state_path)
+        if self.state.note:
+            log.warning("state file", note=self.state.note)
+        await self.systemd.connect()
+        self.systemd.on_change = self._unit_changed
+        self.journal = JournalReader(self.systemd, since=self.started_at, cursor=(
+            self.state.journal_cursor or oldest([self.state.kernel_cursor, *(
+                m.journal_cursor for m in self.state.engines.values())])))
+        history = self.config.history
+        self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
+                               max_size=history.max_size,
+                               spill=sup.socket.parent / "events-backlog.jsonl")
+        self.recorder = Recorder(events=self.events, disk=self.disk, state=self.state,
+                                 state_path=self.state_path, engines=self.engines,
+                                 notify=lambda message: self.notify(message),
+                                 gauges=self._gauges, before_save=self._journal_cursor)
+        self.recorder.textfile_dir = self.config.metrics.textfile_dir
+        self.host = units.HostFacts.read()
+        self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
+                                        lambda: self.config, self.host)
+        self.tls = ssl.create_default_context()  # one, shared by every engine's client
+        missing = self.host.missing_gpu_groups()
+        if missing:
+            log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
+                        groups=missing)
+        await self.reprobe()
+        boot = self.actuator.boot_id()
+        for engine_cfg in self.config.engines:
+            engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name),
+                            self.actuator, self._http())
+            self.engines[engine_cfg.name] = engine
+            engine.expire_facts(boot)
+        placing = await self.reconcile()
+        self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
+                                     may_read=group_reader(sup.socket_group))
+        await self.control.start()
+        self.event("started", reason=f"llm-supervisord pid {os.getpid()}",
+                           evidence={"config_files": list(self.config.files)})
+        self.notify("READY=1")
+        self.update_status()
+        log.info("ready", engines=list(self.engines), socket=str(sup.socket),
+                 starting=sorted(placing))
+        for engine in self.engines.values():
+            self._follow(engine)
+            if engine.name not in placing:
+                self._run(engine)
+        self.starting = asyncio.create_task(self.place_engines(placing), name="place")
+
+    # ------------------------------------------------------------------ the host view
+
+    @property
+    def probes(self) -> dict[str, ProbeResult]:
+        return self.hostview.probes
+
+    async def reprobe(self, config: Config | None = None) -> None:
+        await self.hostview.reprobe(config or self.config)
+
+    def choices(self, engine: Engine) -> list[tiers.TierChoice]:
+        return self.hostview.choices(self.config, engine)
+
+    def usable(self, engine: Engine) -> list[str]:
+        return self.hostview.usable(self.config, engine)
+
+    def place(self, engine: Engine) -> str | None:
+        return self.hostview.place(self.config, engine)
+
+    async def reconcile(self) -> dict[str, tuple[str, str]]:
+        """Bring the units in line with the config (written, stale ones removed, one
+        daemon-reload), adopt every engine that runs as its units say, and mark the others
+        as starting. What is left to start, engine by engine (tier, why), for ``place``:
+        nothing here waits for a start, so READY does not grow with the engines."""
+        unit_dir = self.config.supervisor.unit_dir
+        placed = {engine.name: self.place(engine) for engine in self.engines.values()}
+        # an engine that runs keeps the derived values it was started with: a host fact
+        # learnt since (its model's first pull) is no reason to restart it
+        rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host,
+                                       self._running_tuning(self.engines[name]))
+                    for name, tier in placed.items() if tier is not None}
+        changed = units.write_files(unit_dir, units.files_of(rendered.values()))
+        stale = units.managed_engines(unit_dir) - set(self.engines)
+        for name in sorted(stale):
+            await self._remove_engine_units(name)
+        if changed or stale:
+            await self.daemon_reload()
+        changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
+        changed_engines = {name for name, r in rendered.items() if changed_files & set(r.files())}
+        surveyed = await asyncio.gather(*(
+            self._survey(engine, placed[engine.name], engine.name in changed_engines,
+                         rendered[engine.name].tuning if engine.name in rendered else Tuning())
+            for engine in self.engines.values()))
+        self.save()
+        return {engine.name: start for engine, start in
+                zip(self.engines.values(), surveyed, strict=True) if start is not None}
+
+    def _running_tuning(self, engine: Engine) -> Tuning | None:
+        """The derived values the engine's unit runs with: kept since its start, else as its
+        unit file says (a state without them); None: derive afresh."""
+        kept = engine.tuning()
+        if kept is None:
+            kept = units.unit_tuning(self.config.supervisor.unit_dir, engine.cfg)
+        return kept
+
+    async def _survey(self, engine: Engine, tier: str | None, changed: bool,
+                      tuning: Tuning) -> tuple[str, str] | None:
+        """Adopt an engine that runs as its units say; else the tier to (re)start it on and
+        why, the engine showing as starting until ``place`` has done it."""
+        if tier is None:
+            engine.memory.tier = None
+            with engine.batch():
+                await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: "
+                                          + "; ".join(f"{c.tier}: {c.reason}"
+                                                      for c in self.choices(engine))))
+            return None
+        try:
+            status = await self.systemd.status(engine.cfg.unit, fresh=True)
+        except SupervisorError as exc:
+            log.error("systemd did not answer for an engine", engine=engine.name,
+                      error=str(exc))
+            status = UnitStatus(engine.cfg.unit)
+        if status.need_daemon_reload:  # a switch died between writing and daemon-reload
+            await self.daemon_reload()
+            changed = True
+        ran_on = diagnosis.process_tier(status.main_pid) if status.running else None
+        if ran_on is not None and ran_on != tier:  # the process runs the old tier
+            log.warning("finishing an interrupted switch", engine=engine.name,
+                        running=ran_on, tier=tier)
+            changed = True
+        unchanged = not changed and tier == engine.tier
+        if unchanged and (status.running or engine.state in (EngineState.FAILED,
+                                                             EngineState.BLOCKED)):
+            # running: carry on; failed or blocked: its retry schedule stands
+            engine.adopt(running=status.running, tuning=tuning)
+            log.info("adopted engine", engine=engine.name, tier=tier,
+                     state=engine.state.value, pid=status.main_pid)
+            return None
+        skipped = [f"{c.tier}: {c.reason}" for c in self.choices(engine)
+                   if not c.usable and engine.chain.index(c.tier) < engine.chain.index(tier)]
+        why = f"starting on {tier}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
+        engine.placing = why
+        return tier, why
+
+    async def place_engines(self, plan: dict[str, tuple[str, str]]) -> None:
+        """After READY: (re)start the engines ``reconcile`` left, all at once (systemd runs
+        the starts as jobs of its own), each under its lock; each engine's checks begin once
+        it is placed, so none judges a unit a switch left half-done. A reload waits."""
+        async def one(engine: Engine, tier: str, why: str) -> None:
+            try:
+                async with engine.lock:
+                    with engine.batch():
+                        await engine.start_on(tier, Cause.START, why)
+            except Exception as exc:  # one engine's trouble stops no other's supervision
+                log.error("could not start engine; its checks will retry",
+                          engine=engine.name, error=str(exc))
+            finally:
+                engine.placing = None
+            self._run(engine)
+
+        async with self.reload_lock:
+            await asyncio.gather(*(one(self.engines[name], tier, why)
+                                   for name, (tier, why) in plan.items()
+                                   if name in self.engines))
+            self.save()
+
+    async def _remove_engine_units(self, name: str) -> None:
+        unit = f"llm-{name}.service"
+        try:
+            await self.systemd.stop(unit)
+        except SupervisorError as exc:
+            log.warning("could not stop removed engine", engine=name, error=str(exc))
+        removed = units.remove_engine(self.config.supervisor.unit_dir, name)
+        self.event("removed", engine=name, reason="engine removed from the config",
+                           evidence=[str(p) for p in removed])
+        self.state.engines.pop(name, None)
+
+    # ------------------------------------------------------------------ the record
+
+    async def daemon_reload(self) -> None:
+        await self.actuator.daemon_reload()
+
+    def event(self, type: str, **fields: Any) -> dict[str, Any]:
+        return self.recorder.event(type, **fields)
+
+    def save(self) -> None:
+        self.recorder.save()
+
+    def _journal_cursor(self) -> None:
+        """Before a save: the one journal reader's cursor replaces the older per-source ones."""
+        if getattr(self, "journal", None) is not None and self.journal.cursor and \
+                self.journal.restarts:  # the reader took the old cursors over
+            self.state.journal_cursor = self.journal.cursor  # one cursor for all sources
+            self.state.kernel_cursor = None
+            for memory in self.state.engines.values():
+                memory.journal_cursor = None
+
+    def _gauges(self) -> tuple[dict[str, bool], SupervisorView]:
+        control = getattr(self, "control", None)
+        return ({t: p.present for t, p in self.probes.items()},
+                SupervisorView(degraded=handlers.degraded(self) is not None,
+                               events_dropped=self.events.dropped,
+                               followers_dropped=self.events.lagging_dropped,
+                               connections_refused=control.refused if control else 0))
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.recorder.metrics
+
+    @property
+    def generation(self) -> int:
+        recorder = getattr(self, "recorder", None)
+        return recorder.generation if recorder is not None else 0
+
+    def metrics_text(self) -> bytes:
+        return self.recorder.metrics_text()
+
+    def write_metrics_textfile(self) -> None:
+        self.recorder.textfile_dir = self.config.metrics.textfile_dir
+        self.recorder.write_metrics_textfile()
+
+    @property
+    def state_error(self) -> str | None:
+        """Why state.json could not be written last time (a full disk), or None."""
+        return self.disk.state_error
+
+    def notify(self, message: str) -> None:
+        if self.notifier is not None:
+            self.notifier.notify(message)
+
+    def update_status(self) -> None:
+        self.recorder.update_status()
+
+    # ------------------------------------------------------------------ main loop
+
+    async def serve(self, shutdown_trigger: asyncio.Event | None = None) -> None:
+        trigger = shutdown_trigger or asyncio.Event()
+        if self.notifier is None:
+            self.notifier = sdnotify.SystemdNotifier()
+        # the notify socket is ours alone: the tools we run must not inherit it
+        os.environ.pop("NOTIFY_SOCKET", None)
+        loop = asyncio.get_running_loop()
+        if shutdown_trigger is None:
+            loop.add_signal_handler(signal.SIGTERM, trigger.set)
+            loop.add_signal_handler(signal.SIGINT, trigger.set)
+            loop.add_signal_handler(signal.SIGHUP, self.hup.set)
+        await self.startup()
+        self._follow_kernel()
+        helpers = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._on_hup())]
+        if self.config.supervisor.watch_config:
+            helpers.append(asyncio.create_task(self._watch_config()))
+        try:
+            await trigger.wait()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self.shutdown()
+
+    def _supervise(self, engine: Engine) -> None:
+        """The engine's check loop, and its unit's lines routed to it by the journal reader."""
+        self._follow(engine)
+        self._run(engine)
+
+    def _follow(self, engine: Engine) -> None:
+        self.journal.add_unit(engine.cfg.unit, self._engine_line(engine),
+                              cursor=engine.memory.journal_cursor)
+
+    def _run(self, engine: Engine) -> None:
+        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
+
+    def _unit_changed(self, unit: str) -> None:
+        """systemd pushed a change of a unit's state: check its engine now."""
+        for engine in self.engines.values():
+            if engine.cfg.unit == unit:
+                engine.wake.set()
+
+    async def _unsupervise(self, name: str) -> None:
+        engine = self.engines.get(name)
+        if engine is not None:
+            self.journal.remove_unit(engine.cfg.unit)
+        tasks = [self.tasks.pop(key) for key in (name,) if key in self.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if engine is not None:
+            await engine.http.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """An engine's own HTTP client: one pool per engine. One pool for all of them costs a
+        scan of every engine's kept-alive connection at each request (httpcore), quadratic in
+        the engines: 64 engines at a 1 s interval took half a core."""
+        return httpx.AsyncClient(trust_env=False, transport=httpx.AsyncHTTPTransport(
+            verify=self.tls, limits=httpx.Limits(max_connections=None,
+                                                 max_keepalive_connections=None)))
+
+    # ------------------------------------------------------------------ reload
+
+    async def _on_hup(self) -> None:
+        while True:
+            await self.hup.wait()
+            self.hup.clear()
+            await self.reload("SIGHUP")
+
+    async def _watch_config(self) -> None:
+        """Reload when a *.toml under the config directory changes (debounced)."""
+        import watchfiles
+
+        directory = self.config_path.parent
+        while True:
+            try:
+                async for _ in watchfiles.awatch(
+                        directory, debounce=500, step=100, recursive=True,
+                        watch_filter=_config_change):
+                    await self.reload("file change")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("config watcher failed; retrying", error=repr(exc))
+            await asyncio.sleep(1)
+
+    async def reload(self, door: str) -> tuple[bool, dict[str, Any]]:
+        """One code path for SIGHUP, POST /v1/reload and file changes; one at a time."""
+        async with self.reload_lock:
+            self.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                return await self._reload(door)
+            finally:
+                self.notify("READY=1")
+                self.update_status()
+
+    async def _reload(self, door: str) -> tuple[bool, dict[str, Any]]:
+        old = self.config
+        try:
+            new = load(self.config_path)
+            await self.reprobe(new)  # host tiers are refreshed on every reload
+            change = diff(old, new, {n: e.tier for n, e in self.engines.items()}, self.host)
+            if change.needs_restart:  # keep what a reload cannot move; say so
+                kept = {k: getattr(old.supervisor, k) for k in RESTART_ONLY}
+                new = new.model_copy(update={
+                    "supervisor": new.supervisor.model_copy(update=kept)})
+            await self._apply(old, new, change)
+        except asyncio.CancelledError:
+            raise
+        except (ConfigError, UnitFileError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            self.config_error = problems
+            self.event("reload", to="rejected", cause=Cause.CONFIG.value,
+                       reason=f"{door}: config rejected; the running config stays",
+                       evidence=problems)
+            log.error("reload rejected; the running config stays", door=door,
+                      problems=problems)
+            return False, {"error": "config rejected; the running config stays",
+                           "detail": problems}
+        except Exception as exc:  # systemd refusing a daemon-reload, a disk error...
+            log.exception("reload failed", door=door, error=str(exc))
+            problems = [f"reload failed: {type(exc).__name__}: {exc}"]
+            self.config_error = problems
+            self.event("reload", to="failed", cause=Cause.RELOAD.value,
+                       reason=f"{door}: reload failed; engines keep running; fix the cause"
+                       " and reload again", evidence=problems)
+            return False, {"error": "reload failed", "detail": problems}
+        self.config_error = None
+        summary = change.to_dict()
+        self.event("reload", to="applied", cause=Cause.RELOAD.value, reason=f"{door}: " + (
+            "no change" if change.empty else ", ".join(
+                f"{k} {', '.join(v)}" for k, v in summary.items() if v)), evidence=summary)
+        log.info("reloaded", door=door, **summary)
+        return True, {"ok": True, "diff": summary}
+
+    async def _apply(self, old: Config, new: Config, change: ConfigDiff) -> None:
+        """Hold the engines it changes (no decision of theirs between planning and applying),
+        then write what changed (nothing at all if anything is wrong), then act on them."""
+        async with contextlib.AsyncExitStack() as held:
+            for name in sorted(change.changed):
+                if name in self.engines:
+                    await held.enter_async_context(self.engines[name].lock)
+            await self._apply_held(old, new, change)
+
+    async def _apply_held(self, old: Config, new: Config, change: ConfigDiff) -> None:
+        candidates = {e.name: e for e in new.engines}
+        plan: dict[str, tuple[EngineConfig, str | None]] = {}
+        for name in (*change.added, *change.changed):
+            running = self.engines.get(name)
+            usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
+                running.memory.reboot_required if running else False),
+                skipped=self.hostview.device_skips.get(name))
+            tier = policy.start_tier(new.chain_for(candidates[name]), usable,
+                                     pinned=running.memory.pinned if running else None,
+                                     current=running.tier if running else None)
+            plan[name] = (candidates[name], tier)
+        rendered = [units.render(new, cfg, tier, self.host)
+                    for cfg, tier in plan.values() if tier is not None]
+        # raises UnitFileError before writing anything if a file is not ours
+        written = units.write_files(new.supervisor.unit_dir, units.files_of(rendered))
+        self.config = new
+        for name in change.removed:
+            await self._unsupervise(name)
+            self.engines.pop(name, None)
+            await self._remove_engine_units(name)
+        if written or change.removed:
+            await self.daemon_reload()
+        for engine in self.engines.values():
+            engine.configure(new, candidates[engine.name])
+        for name in change.added:
+            self.engines[name] = Engine(new, candidates[name], self.state.engine(name),
+                                        self.actuator, self._http())
+        for name, (_, tier) in plan.items():  # changed ones are held; added ones run nothing
+            engine = self.engines[name]
+            with engine.batch():
+                if tier is None:
+                    await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
+                elif name in change.added:
+                    await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
+                                          f" {tier}")
+                else:
+                    await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting"
+                                          f" on {tier}")
+            if name in change.added:
+                self._supervise(engine)
+        # a retuned chain or availability may leave an engine on a tier it may not use
+        for engine in self.engines.values():
+            if engine.name in plan or engine.state in (EngineState.FAILED, EngineState.BLOCKED):
+                continue
+            tier = self.place(engine)
+            if tier is not None and tier != engine.tier:
+                async with engine.lock:
+                    with engine.batch():
+                        await engine.start_on(tier, Cause.RELOAD, f"config changed:"
+                                              f" {engine.tier} is no longer usable")
+        if old.logs.kernel_match != new.logs.kernel_match:
+            self._follow_kernel()
+        self.save()
+
+    def _follow_kernel(self) -> None:
+        """The kernel's journal (``[logs] kernel_match``), read by the one journal reader."""
+        self.journal.set_kernel(self.config.logs.kernel_match, self._kernel_line,
+                                cursor=self.state.kernel_cursor)
+        if "journal" not in self.tasks:
+            self.tasks["journal"] = asyncio.create_task(self.journal.run(), name="journal")
+
+    def _engine_line(self, engine: Engine) -> Sink:
+        def sink(message: str, cursor: str, at: float | None) -> None:
+            if not engine.this_run(at):
+                return  # the last words of a run before this one
+            if progress.completed_request(message):
+                engine.completed(at)
+                return
+            runner, own = engine.runners.line(message)  # which model the line is about
+            layers = classify.parse_offload(message)
+            device = classify.parse_device(message)
+            if runner is not None and not own:
+                # another model's placement: shown, never judged (a GPU error is the GPU's,
+                # whichever runner printed it: classified below)
+                if layers is not None or device is not None:
+                    engine.other_model(runner, layers, device)
+                    return
+            elif runner is not None and runner.port is not None:
+                engine.runner(runner.port, at)
+            if layers is not None and own:
+                engine.offloaded(*layers, at)
+            if device is not None:
+                engine.device(device, at)
+                return
+            rules = classify.rules_for(self.config.logs)[0]
+            found = classify.classify(rules, message, tier=engine.tier)
+            if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
+                held = diagnosis.port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
+                found = Observation(False, "log", held) if held else found
+            if found is not None:
+                engine.finding(found, at)
+        return sink
+
+    def _kernel_line(self, message: str, cursor: str, at: float | None) -> None:
+        rules = classify.rules_for(self.config.logs)[1]
+        for engine in self.engines.values():
+            found = classify.classify(rules, message, tier=engine.tier, kernel=True)
+            if found is not None:
+                engine.finding(found, at)
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 at half WATCHDOG_USEC from the main loop; STATUS= kept current."""
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        period = min(usec / 2e6, 30.0) if usec > 0 else 30.0
+        while True:
+            if usec > 0:
+                self.notify("WATCHDOG=1")
+            try:
+                self.update_status()
+                self.write_metrics_textfile()
+                if self.events.backlog:  # events kept in memory while the disk was full:
+                    # written where the appends run, in order with them, never beside them
+                    self.disk.submit("write the event backlog", self.events.flush)
+            except Exception as exc:  # the watchdog must outlive whatever breaks here
+                log.exception("status refresh failed", error=str(exc))
+            await asyncio.sleep(period)
+
+    async def shutdown(self) -> None:
+        self.notify("STOPPING=1")
+        log.info("stopping; engines keep serving")
+        tasks = [*([self.starting] if self.starting else []), *self.tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if hasattr(self, "control"):
+            await self.control.close()
+        if hasattr(self, "state"):
+            self.save()
+            self.event("stopped", reason="SIGTERM: state saved, engines left running")
+        await self.disk.drain()
+        self.disk.close()
+        await asyncio.gather(*(engine.http.aclose() for engine in self.engines.values()),
+                             return_exceptions=True)
+        await self.systemd.close()
+
+
+# systemd's exit statuses for a service that never got to run its program (systemd.exec(5))
+def _config_change(_: object, path: str) -> bool:
+    """A *.toml changed, or conf.d itself appeared or went (its files may predate the watch)."""
+    return path.endswith(".toml") or os.path.basename(path) == "conf.d"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llm-supervisord",
+                                     description="Keeps local LLM engines serving.")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="main config file (default %(default)s; conf.d/ beside it)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config, print the errors, exit 0 or 1")
+    args = parser.parse_args(argv)
+    if args.check:
+        try:
+            config = load(args.config)
+        except ConfigError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            return 1
+        print(f"{args.config}: ok ({len(config.engines)} engine(s))")
+        return 0
+    configure()
+    supervisor = Supervisor(args.config)
+    try:
+        asyncio.run(supervisor.serve())
+    except ConfigError as exc:
+        log.error("invalid config; not starting", problems=exc.problems)
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    except SupervisorError as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The record, kept in one place: the event log, ``state.json``, ``STATUS=`` and the metrics.
+
+An engine hands over a check's events as one batch (``commit``): they are appended in order
+(on the disk thread), then the state is saved once, one ``STATUS=`` line is sent and the
+metrics textfile written once. The daemon's own events (reloads, probes, start) go through
+``event``. Nothing here decides or acts; status documents and metrics read the same engines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from llm_supervisor.records.disk import Disk
+from llm_supervisor.records.history import EventLog, utc
+from llm_supervisor.records.memory import State, dumps_state
+from llm_supervisor.records.metrics import EngineView, Metrics, SupervisorView
+from llm_supervisor.states import EngineState
+from llm_supervisor.timefmt import ago
+
+if TYPE_CHECKING:
+    from llm_supervisor.engine import Engine
+
+log = structlog.get_logger("llm-supervisor")
+NO_ENGINES = ("no engines configured: edit /etc/llm-supervisor or run"
+              " `llm-supervisorctl adopt ollama.service`")
+
+
+class Recorder:
+    def __init__(self, *, events: EventLog, disk: Disk, state: State, state_path: Path,
+                 engines: Mapping[str, Engine], notify: Callable[[str], None],
+                 gauges: Callable[[], tuple[Mapping[str, bool], SupervisorView]],
+                 before_save: Callable[[], None] = lambda: None) -> None:
+        self.events = events
+        self.disk = disk
+        self.state = state
+        self.state_path = state_path
+        self.engines = engines  # the lifecycle's own mapping: engines come and go on reload
+        self.notify = notify
+        self.gauges = gauges  # what the metrics read besides the engines: probes, health
+        self.before_save = before_save  # the journal's cursor goes into the state
+        self.metrics = Metrics()
+        self.generation = 0  # bumped by every event: see handlers.StatusCache
+        self.textfile_dir: Path | None = None
+
+    def event(self, type: str, **fields: Any) -> dict[str, Any]:
+        """Append to the history (queued for the disk thread, in order), and count it in the
+        metrics."""
+        self.generation += 1  # the cached status document is stale
+        self.disk.submit("record event", self.events.append, type, **fields)
+        event = {"type": type, "from": fields.get("from_"),
+                 **{k: v for k, v in fields.items() if k != "from_"}}
+        self.metrics.observe_event(event)
+        return event
+
+    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """An engine's check, recorded once: its events in order, then one state save, one
+        STATUS= and one metrics update."""
+        for type, fields in events:
+            try:
+                self.event(type, engine=engine.name, **fields)
+            except OSError as exc:  # a full disk must not stop a decision
+                log.error("cannot record event", engine=engine.name, error=str(exc))
+        self.save()
+        self.update_status()
+        self.write_metrics_textfile()
+
+    def save(self) -> None:
+        self.before_save()
+        try:
+            text = dumps_state(self.state)
+        except (TypeError, ValueError) as exc:
+            log.error("cannot encode the state", error=str(exc))
+            return
+        self.disk.write_state(self.state_path, text)  # a failure shows as state_error
+
+    @property
+    def state_error(self) -> str | None:
+        """Why state.json could not be written last time (a full disk), or None."""
+        return self.disk.state_error
+
+    def summary(self) -> str:
+        return "; ".join(summary_of(e, time.time()) for e in self.engines.values()) or \
+            NO_ENGINES
+
+    def update_status(self) -> None:
+        # sdnotify encodes latin-1: keep the line plain
+        self.notify("STATUS=" + self.summary().encode("latin-1", "replace").decode("latin-1"))
+
+    def metrics_text(self) -> bytes:
+        probes, health = self.gauges()
+        self.metrics.refresh([EngineView.of(e) for e in self.engines.values()], dict(probes),
+                             health)
+        return self.metrics.render()
+
+    def write_metrics_textfile(self) -> None:
+        directory = self.textfile_dir
+        if directory is None:
+            return
+        self.metrics_text()
+        self.disk.submit(f"write the metrics textfile in {directory}",
+                         self.metrics.write_textfile, directory)
+
+
+def summary_of(engine: Engine, now: float) -> str:
+    """One engine in ``STATUS=``: ``main: healthy on vulkan (demoted from rocm 4m ago)``."""
+    memory = engine.memory
+    text = f"{engine.name}: {engine.state.value}"
+    if engine.tier:
+        text += f" on {engine.tier}"
+    if memory.pinned:
+        text += " (pinned)"
+    elif memory.demoted_from and memory.demoted_from != engine.tier:
+        when = utc(memory.demoted_at) if memory.demoted_at else None
+        text += f" (demoted from {memory.demoted_from} {ago(when, now)})"
+    cause = engine.cause
+    if engine.state in (EngineState.BLOCKED, EngineState.FAILED,
+                        EngineState.DEGRADED) and cause is not None:
+        text += f": {cause.description}"
+    return text

@@ -1,0 +1,226 @@
+"""``llm-supervisorctl models export|import``: the command around ``llm_supervisor.tools.store``.
+
+Its lines say what is on disk: an import that failed leaves the models directory as it was
+(and says so), one that went in says which version it replaced and what it repaired, and
+trouble after the manifest went in (a signal during the last fsync, a closed stdout) is said
+with the model installed. Ctrl-C, SIGTERM and SIGHUP (a dropped ssh session) stop it with the
+exit code 128 + the signal's number; a closed stdout is SIGPIPE's 141.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from llm_supervisor import names
+from llm_supervisor.errors import BundleError, Failure
+from llm_supervisor.tools import store
+from llm_supervisor.tools.beneath import Owner
+from llm_supervisor.tools.bundle import Progress, default_output, quiet, size_text
+from llm_supervisor.tools.store import Interrupted, NotImported
+
+NUMBER_RE = re.compile(r"[0-9]+")
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
+SIGPIPE_EXIT = 128 + signal.SIGPIPE
+
+
+def progress_printer(verb: str, stream: IO[str] | None = None) -> Progress:
+    """Progress on one rewritten line of stderr (a terminal) at most twice a second; a
+    pipe or a journal gets a line every 10 %. A total of 0 is unknown (a pipe): bytes only.
+    The caller reports ``done == total`` once, at the end. A closed stderr silences it,
+    never the command."""
+    out = stream or sys.stderr
+    live = out.isatty()
+    last = [0.0, -1.0]
+
+    def report(done: int, total: int, label: str) -> None:
+        share = done / total if total else 0.0
+        now = time.monotonic()
+        finished = bool(total) and done >= total
+        if live and not finished and now - last[0] < 0.5:
+            return
+        if not live and not finished and (share - last[1] < 0.1 if total else
+                                          now - last[0] < 10):
+            return
+        amount = size_text(done)
+        if total:
+            amount += f" of {size_text(total)} ({share:.0%})"
+        start, end = ("\r", "\n" if finished else "\x1b[K") if live else ("", "\n")
+        last[0], last[1] = now, share
+        with contextlib.suppress(OSError, ValueError):
+            out.write(f"{start}{verb}: {amount} {label[:40]}{end}")
+            out.flush()
+
+    return report
+
+
+def engine_models_dir(engine: Any) -> Path:
+    """Where the engine's Ollama reads models (``llm_supervisor.names.models_dir``: OLLAMA_MODELS,
+    else its user's ~/.ollama/models)."""
+    return Path(names.models_dir(engine.environment, names.user_home(engine.user)))
+
+
+def tree_owner(models_dir: Path) -> Owner:
+    """The owner of the models directory, or of its nearest existing parent."""
+    probe = models_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = probe.stat()
+    return Owner(st.st_uid, st.st_gid)
+
+
+def resolve_owner(spec: str) -> Owner:
+    """``user[:group]`` (names or decimal numbers) -> uid and gid; the user's group by
+    default."""
+    import grp
+    import pwd
+
+    user, _, group = spec.partition(":")
+    for part in (user, group):
+        if NUMBER_RE.fullmatch(part) and int(part) > MAX_ID:
+            raise BundleError(f"{part}: not a user or group id (at most {MAX_ID})")
+    try:
+        entry = pwd.getpwuid(int(user)) if NUMBER_RE.fullmatch(user) else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except (KeyError, ValueError):
+        if not NUMBER_RE.fullmatch(user):
+            raise BundleError(f"no user {user!r} on this host (create it first)") from None
+        uid, gid = int(user), int(user)
+    if group:
+        try:
+            gid = int(group) if NUMBER_RE.fullmatch(group) else grp.getgrnam(group).gr_gid
+        except (KeyError, ValueError):
+            raise BundleError(f"no group {group!r} on this host") from None
+    return Owner(uid, gid)
+
+
+def _engine(args: Any) -> Any:
+    from llm_supervisor.config import load
+    from llm_supervisor.errors import ConfigError
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        raise BundleError("; ".join(exc.problems)) from None
+    if args.engine:
+        engine = next((e for e in config.engines if e.name == args.engine), None)
+        if engine is None:
+            raise BundleError(f"no engine named {args.engine!r} in {args.config}")
+    else:
+        engine = next((e for e in config.engines if e.kind == "ollama"), None)
+        if engine is None:
+            raise BundleError(f"no ollama engine in {args.config}: pass --models-dir")
+    if engine.kind != "ollama":
+        raise BundleError(f"{engine.name} is a {engine.kind} engine: bundles are Ollama models")
+    return engine
+
+
+def cause(exc: BaseException) -> str:
+    """One line for why a command stopped."""
+    if isinstance(exc, Interrupted):
+        return f"interrupted by {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by Ctrl-C"
+    if isinstance(exc, BrokenPipeError):
+        return "stdout was closed"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, Interrupted):
+        return 128 + exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(exc, BrokenPipeError):
+        return SIGPIPE_EXIT
+    return 1
+
+
+def command(args: Any) -> int:
+    """``llm-supervisorctl models export|import``; failures raise ``Failure`` (a line and
+    an exit code)."""
+    signals = store.Signals()
+    with signals.caught():
+        try:
+            engine = None if args.models_dir else _engine(args)
+            models_dir = Path(args.models_dir) if args.models_dir else engine_models_dir(engine)
+            progress: Progress = quiet if args.quiet else progress_printer(args.verb)
+            if args.verb == "export":
+                return _export(args, models_dir, progress, signals)
+            return _import(args, engine, models_dir, progress, signals)
+        except (Interrupted, KeyboardInterrupt) as exc:  # before anything was begun
+            raise Failure(f"{cause(exc)}: nothing was {args.verb}ed", exit_code(exc)) from None
+        except BundleError as exc:
+            raise Failure(str(exc)) from None
+
+
+def _export(args: Any, models_dir: Path, progress: Progress, signals: store.Signals) -> int:
+    if args.output == "-":
+        if sys.stdout.isatty():
+            raise BundleError("stdout is a terminal: redirect it (-o - > FILE, or | ssh …)")
+        try:
+            store.export_stream(models_dir, args.model, sys.stdout.buffer, progress)
+            sys.stdout.buffer.flush()
+        except (Interrupted, KeyboardInterrupt, BrokenPipeError) as exc:
+            raise Failure(f"{cause(exc)}: the bundle written to stdout is incomplete",
+                          exit_code(exc)) from None
+        return 0
+    output = args.output or default_output(args.model)
+    try:
+        path, document = store.export_file(models_dir, args.model, output, progress, signals)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        raise Failure(f"{cause(exc)}: nothing was written", exit_code(exc)) from None
+    size = Path(path).stat().st_size
+    _say(f"wrote {path}: {args.model}, {len(document['files'])} files, {size_text(size)}",
+         f"{path} is written")
+    return 0
+
+
+def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
+            signals: store.Signals) -> int:
+    if args.owner is not None:
+        owner = resolve_owner(args.owner)
+    elif engine is not None:
+        owner = resolve_owner(f"{engine.user}:{engine.group}")
+    else:  # --models-dir: whoever owns that tree (never silently root)
+        owner = tree_owner(models_dir)
+    try:
+        imported = store.import_file(args.file, models_dir, owner, progress, signals)
+    except NotImported as failed:
+        raise Failure(f"{cause(failed.cause)}: nothing was imported, {failed.state}",
+                      exit_code(failed.cause)) from None
+    lines = [f"imported {imported.name} into {imported.models_dir}"
+             f" (owner {owner.uid}:{owner.gid})"]
+    if imported.replaced:
+        lines.append(f"it replaced another version of {imported.name}"
+                     f" (manifest sha256:{imported.replaced[:12]}…); blobs only that version"
+                     " used are left for Ollama to remove when it starts")
+    if imported.repaired:
+        lines.append(f"{len(imported.repaired)} blob(s) already there were corrupt or not"
+                     f" owned and moded as Ollama reads them, and were replaced by the verified"
+                     f" copy: {', '.join(b[:19] for b in imported.repaired)}")
+    installed = f"{imported.name} is installed in {imported.models_dir}"
+    if imported.trouble is not None:
+        raise Failure(f"{installed}, but then: {cause(imported.trouble)}",
+                      exit_code(imported.trouble))
+    _say("\n".join(lines), installed)
+    return 0
+
+
+def _say(text: str, done: str) -> None:
+    """The result on stdout; a closed stdout is said on stderr with what is done."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise Failure(f"{done}, but stdout was closed before it could say so",
+                      SIGPIPE_EXIT) from None
+
+
