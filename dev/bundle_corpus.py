@@ -27,7 +27,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import hostile_bundles as hb  # noqa: E402
 
 from llm_supervisor.control import cli  # noqa: E402
-from llm_supervisor.tools import beneath, bundle, store  # noqa: E402
+from llm_supervisor.tools.models import beneath, export, install  # noqa: E402
+from llm_supervisor.tools.models import format as bundle  # noqa: E402
 
 ENGINE = beneath.Owner(4242, 4242)
 OLD = hb.model(b"old weights " * 100)
@@ -38,7 +39,7 @@ import io, json, sys
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak starts here, not at the fork from a parent holding big bundles
 sys.path[:0] = {paths!r}
-from llm_supervisor.tools import beneath, store
+from llm_supervisor.tools.models import beneath, export, install
 written = [0]
 real = beneath.write_all
 def counting(fd, data, where):
@@ -47,12 +48,12 @@ def counting(fd, data, where):
 beneath.write_all = counting
 try:
     if sys.argv[3] == "file":
-        store.import_file(sys.argv[1], sys.argv[2], beneath.Owner(4242, 4242))
+        install.import_file(sys.argv[1], sys.argv[2], beneath.Owner(4242, 4242))
     else:  # a pipe: the size unknown
         with open(sys.argv[1], "rb") as raw:
-            store.import_stream(raw, None, "stdin", sys.argv[2], beneath.Owner(4242, 4242))
+            install.import_stream(raw, None, "stdin", sys.argv[2], beneath.Owner(4242, 4242))
     line = "installed"
-except store.NotImported as failed:
+except install.NotImported as failed:
     line = str(failed.cause)
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({{"line": line, "written": written[0], "peak_kib": peak}}))
@@ -159,8 +160,8 @@ def main() -> int:
 
 
 def run(faults: hb.Faults, path: Path, models: Path) -> int:
-    from llm_supervisor.tools import bundle as format_
-    saved = {m: m.os for m in (beneath, store, format_)}  # type: ignore[attr-defined]
+    from llm_supervisor.tools.models import format as format_
+    saved = {m: m.os for m in (beneath, export, install, format_)}  # type: ignore[attr-defined]
     out, err = sys.stdout, sys.stderr
     try:
         for module in saved:

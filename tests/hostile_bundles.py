@@ -23,7 +23,7 @@ from typing import Any
 
 import zstandard
 
-from llm_supervisor.tools import bundle
+from llm_supervisor.tools.models import format as bundle
 
 NAME = "qwen2.5:7b-instruct"
 MANIFEST = "models/manifests/registry.ollama.ai/library/qwen2.5/7b-instruct"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_supervisor.errors import BundleError
-from llm_supervisor.tools import bundle as models
+from llm_supervisor.tools.models import format as models
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

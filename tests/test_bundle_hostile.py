@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 from llm_supervisor.control import cli
 from llm_supervisor.errors import BundleError
-from llm_supervisor.tools import beneath, store
-from llm_supervisor.tools.beneath import Owner
-from llm_supervisor.tools.store import NotImported
+from llm_supervisor.tools.models import beneath, export, install
+from llm_supervisor.tools.models.beneath import Owner
+from llm_supervisor.tools.models.install import NotImported
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine user's attacks need"
                                 " root to give files away (CI and ./dev/test run as root)")
@@ -75,7 +75,7 @@ def write(tmp: Path, data: bytes, name: str = "b.tar.zst") -> Path:
 def refused(bundle: Path, models: Path, match: str) -> NotImported:
     before = hb.tree(models)
     with pytest.raises(NotImported) as failed:
-        store.import_file(bundle, models, ENGINE)
+        install.import_file(bundle, models, ENGINE)
     assert failed.value.state == f"{models} is as it was", failed.value.state
     assert isinstance(failed.value.cause, BundleError), failed.value.cause
     import re
@@ -94,7 +94,7 @@ def test_every_hostile_bundle_is_refused_and_the_tree_is_unchanged(host, case):
 
 def test_the_honest_bundle_of_the_corpus_is_accepted(host):
     """The corpus changes one thing each: without it, the bundle goes in."""
-    imported = store.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"],
+    imported = install.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"],
                                  ENGINE)
     assert imported.name == hb.NAME and imported.replaced == \
         hashlib.sha256(OLD.manifest).hexdigest()
@@ -114,7 +114,7 @@ def test_a_bomb_from_a_pipe_stops_within_the_expansion_budget(host, monkeypatch)
     monkeypatch.setattr(beneath, "write_all", counting)
     data = hb.bomb(NEW, 172_000_000)
     with pytest.raises(NotImported) as failed:
-        store.import_stream(io.BytesIO(data), None, "stdin", host["models"], ENGINE)
+        install.import_stream(io.BytesIO(data), None, "stdin", host["models"], ENGINE)
     assert "expands" in str(failed.value.cause)
     assert sum(written) <= hb.bundle.EXPANSION_SLACK + hb.bundle.EXPANSION * len(data)
     assert not list(host["models"].rglob(".llm-supervisor-import-*"))
@@ -193,7 +193,7 @@ def test_a_hard_link_to_roots_file_is_replaced_never_written_or_given(host):
     victim = host["victim"] / "victim.conf"
     victim.write_bytes(NEW.blobs[hex_])  # even with the right content
     os.link(victim, host["models"] / "blobs" / f"sha256-{hex_}")
-    imported = store.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"],
+    imported = install.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"],
                                  ENGINE)
     assert f"sha256-{hex_}" in imported.repaired
     st = victim.stat()
@@ -210,13 +210,13 @@ def test_export_never_reads_through_a_symlink_or_out_a_hard_link(host, capsysbin
     os.link(host["victim"] / "victim.conf", blob)  # root's secret, under the blob's name
     out = host["tmp"] / "out.tar.zst"
     with pytest.raises(BundleError, match="corrupt"):
-        store.export_file(models, hb.NAME, out)
+        export.export_file(models, hb.NAME, out)
     assert not out.exists()
     blob.unlink()
     blob.symlink_to(host["victim"] / "victim.conf")
     owned(blob)
     with pytest.raises(BundleError, match="symlink"):
-        store.export_stream(models, hb.NAME, io.BytesIO())
+        export.export_stream(models, hb.NAME, io.BytesIO())
 
 
 def test_the_staging_directory_swapped_mid_import_changes_nothing_outside(host):
@@ -235,7 +235,7 @@ def test_the_staging_directory_swapped_mid_import_changes_nothing_outside(host):
             swapped.append(stage)
 
     data = hb.forge(NEW.honest())
-    store.import_file(write(host["tmp"], data), host["models"], ENGINE, progress)
+    install.import_file(write(host["tmp"], data), host["models"], ENGINE, progress)
     assert swapped
     victim_intact(host["victim"])
     for hex_, content in NEW.blobs.items():
@@ -250,13 +250,13 @@ def test_a_symlink_on_the_way_to_the_root_is_followed_only_if_roots(host):
     dot.symlink_to(host["victim"])  # the engine user's .ollama -> root's directory
     owned(dot)
     with pytest.raises(NotImported) as failed:
-        store.import_file(bundle, models, ENGINE)
+        install.import_file(bundle, models, ENGINE)
     assert "symlink owned by uid 4242" in str(failed.value.cause)
     victim_intact(host["victim"])
     dot.unlink()
     dot.symlink_to(tmp / "dot-real")  # root's own: an admin's relocation
     os.lchown(dot.parent, 0, 0)       # in a directory root owns
-    assert store.import_file(bundle, models, ENGINE).name == hb.NAME
+    assert install.import_file(bundle, models, ENGINE).name == hb.NAME
 
 
 def test_a_manifests_temporary_file_left_by_a_killed_import_is_swept(host):
@@ -265,7 +265,7 @@ def test_a_manifests_temporary_file_left_by_a_killed_import_is_swept(host):
     folder = host["models"] / hb.MANIFEST.removeprefix("models/").rsplit("/", 1)[0]
     left = folder / f".llm-supervisor-import-{dead}-abcd"
     left.write_bytes(b"{}")
-    store.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"], ENGINE)
+    install.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"], ENGINE)
     assert not left.exists()
 
 
@@ -277,7 +277,7 @@ def test_an_intact_blob_with_the_wrong_owner_or_mode_is_fixed(host):
     blob = host["models"] / "blobs" / f"sha256-{hex_}"
     os.chown(blob, 0, 0)
     blob.chmod(0o600)
-    imported = store.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"],
+    imported = install.import_file(write(host["tmp"], hb.forge(NEW.honest())), host["models"],
                                  ENGINE)
     assert imported.repaired == [blob.name]
     st = blob.stat()
@@ -304,7 +304,7 @@ def test_blobs_on_another_filesystem_import(host):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(blobs)], check=True)
     try:
         os.chown(blobs, ENGINE.uid, ENGINE.gid)
-        imported = store.import_file(write(host["tmp"], hb.forge(NEW.honest())),
+        imported = install.import_file(write(host["tmp"], hb.forge(NEW.honest())),
                                      host["models"], ENGINE)
         assert imported.name == hb.NAME
         assert sorted(p.name for p in blobs.iterdir()) == sorted(
@@ -365,7 +365,7 @@ def test_signals_exit_128_plus_their_number(host, sig, monkeypatch, capsys):
     def progress(verb: str) -> Any:
         return lambda done, total, label: os.kill(os.getpid(), sig)
 
-    from llm_supervisor.tools import models as command
+    from llm_supervisor.tools.models import cli as command
     monkeypatch.setattr(command, "progress_printer", progress)
     code = cli.cli(["models", "import", bundle, "--models-dir", str(host["models"])])
     err = capsys.readouterr().err
@@ -441,8 +441,8 @@ def test_export_to_a_closed_pipe_exits_141(host):
 
 def _attempt(host: dict[str, Path], bundle: Path, faults: hb.Faults, monkeypatch: Any,
              capsys: Any) -> tuple[int, str, str]:
-    from llm_supervisor.tools import bundle as format_
-    for module in (beneath, store, format_):
+    from llm_supervisor.tools.models import format as format_
+    for module in (beneath, export, install, format_):
         monkeypatch.setattr(module, "os", faults)
     try:
         code = cli.cli(["models", "import", str(bundle), "--models-dir", str(host["models"]),
@@ -545,7 +545,7 @@ def test_generated_archives_leave_the_old_state_or_the_new_and_nothing_outside(t
     (outside / "file").write_bytes(SECRET)
     old, outside_before = hb.tree(models), hb.tree(outside)
     try:
-        store.import_stream(io.BytesIO(data), len(data), "generated", models, ENGINE)
+        install.import_stream(io.BytesIO(data), len(data), "generated", models, ENGINE)
         installed = True
     except NotImported:
         installed = False

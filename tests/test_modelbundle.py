@@ -13,10 +13,11 @@ import pytest
 
 from llm_supervisor.control import cli
 from llm_supervisor.errors import BundleError
-from llm_supervisor.tools import bundle as modelbundle
-from llm_supervisor.tools import models, store
-from llm_supervisor.tools.beneath import Owner
-from llm_supervisor.tools.store import NotImported
+from llm_supervisor.tools.models import cli as models
+from llm_supervisor.tools.models import export, install
+from llm_supervisor.tools.models import format as modelbundle
+from llm_supervisor.tools.models.beneath import Owner
+from llm_supervisor.tools.models.install import NotImported
 
 # root (CI, ./dev/test) can give files away; anyone else can still give them to themselves
 OWNER = Owner(4242, 4343) if os.geteuid() == 0 else Owner(os.geteuid(), os.getegid())
@@ -62,7 +63,7 @@ def bundle(tmp_path: Path) -> Path:
     make_model(source)
     make_model(source, "library/gemma3:4b", weights=1000)  # a second model, not exported
     out = tmp_path / "qwen.tar.zst"
-    _, document = store.export_file(source, "qwen2.5:7b-instruct", out)
+    _, document = export.export_file(source, "qwen2.5:7b-instruct", out)
     assert len(document["files"]) == 5  # manifest + config + 3 layers
     return out
 
@@ -85,7 +86,7 @@ def test_round_trip_between_two_models_dirs(tmp_path, bundle):
     source = tmp_path / "a" / "models"
     target = tmp_path / "b" / "models"   # does not exist yet: created with the owner
     progress = []
-    name = store.import_file(bundle, target, OWNER,
+    name = install.import_file(bundle, target, OWNER,
                              lambda done, total, label: progress.append((done, total))).name
     assert name == "qwen2.5:7b-instruct"
     assert progress and progress[-1][0] == progress[-1][1] == bundle.stat().st_size
@@ -109,14 +110,14 @@ def test_round_trip_between_two_models_dirs(tmp_path, bundle):
 
     # importing again changes nothing and succeeds (content-addressed blobs are kept)
     before = tree(target)
-    assert store.import_file(bundle, target, OWNER).name == name
+    assert install.import_file(bundle, target, OWNER).name == name
     assert tree(target) == before
 
 
 def _refused(bundle: Path, target: Path, match: str) -> None:
     before = tree(target)
     with pytest.raises(NotImported) as failed:
-        store.import_file(bundle, target, OWNER)
+        install.import_file(bundle, target, OWNER)
     assert isinstance(failed.value.cause, BundleError)
     assert re.search(match, str(failed.value.cause)), failed.value.cause
     assert failed.value.state == f"{target} is as it was"
@@ -149,7 +150,7 @@ def test_a_fresh_models_dir_is_not_left_behind(tmp_path, bundle):
     cut = tmp_path / "cut.tar.zst"
     cut.write_bytes(bundle.read_bytes()[:5000])
     with pytest.raises(NotImported):
-        store.import_file(cut, target, OWNER)
+        install.import_file(cut, target, OWNER)
     assert not target.exists()
 
 
@@ -162,13 +163,13 @@ def test_export_refuses_a_corrupt_or_incomplete_source(tmp_path):
     blob.write_bytes(bytes(data))
     out = tmp_path / "x.tar.zst"
     with pytest.raises(BundleError, match="corrupt"):
-        store.export_file(source, "qwen2.5:7b-instruct", out)
+        export.export_file(source, "qwen2.5:7b-instruct", out)
     assert not out.exists() and not list(tmp_path.glob(".x.tar.zst.*"))
     blob.unlink()
     with pytest.raises(BundleError, match="blobs missing"):
-        store.export_file(source, "qwen2.5:7b-instruct", out)
+        export.export_file(source, "qwen2.5:7b-instruct", out)
     with pytest.raises(BundleError, match="no model"):
-        store.export_file(source, "nothere:1b", out)
+        export.export_file(source, "nothere:1b", out)
 
 
 def test_a_bundle_that_smuggles_a_path_is_refused(tmp_path):
@@ -220,13 +221,13 @@ def test_engine_models_dir(tmp_path):
 def test_reimporting_repairs_a_blob_corrupted_in_place(tmp_path, bundle):
     """Same size, wrong bytes: re-importing is how an operator repairs a model offline."""
     target = tmp_path / "b" / "models"
-    store.import_file(bundle, target, OWNER)
+    install.import_file(bundle, target, OWNER)
     good = tree(target)
     blob = max((target / "blobs").iterdir(), key=lambda p: p.stat().st_size)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF  # corrupted in place: the size is unchanged
     blob.write_bytes(bytes(data))
-    imported = store.import_file(bundle, target, OWNER)
+    imported = install.import_file(bundle, target, OWNER)
     assert imported.repaired == [blob.name] and imported.replaced is None
     assert tree(target) == good
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name.removeprefix("sha256-")
@@ -260,7 +261,7 @@ def test_a_stale_staging_directory_of_a_killed_import_is_removed(tmp_path, bundl
     older.mkdir()
     live = target / "blobs" / f"{modelbundle.STAGING_PREFIX}{os.getpid()}-def"  # a live one
     live.mkdir()
-    store.import_file(bundle, target, OWNER)
+    install.import_file(bundle, target, OWNER)
     assert not stale.exists() and not older.exists() and live.exists()
     assert Path("/etc/passwd").exists()
 
@@ -276,7 +277,7 @@ def test_sigterm_mid_import_leaves_nothing(tmp_path):
     source = tmp_path / "a"
     make_model(source, weights=96 * 2**20)  # long enough to be caught mid-copy
     out = tmp_path / "big.tar.zst"
-    store.export_file(source, "qwen2.5:7b-instruct", out)
+    export.export_file(source, "qwen2.5:7b-instruct", out)
     target = tmp_path / "b"
     make_model(target, "gemma3:4b", weights=100)
     before = tree(target)

@@ -8,8 +8,8 @@ from pathlib import PurePosixPath
 import pytest
 
 from llm_supervisor import names
-from llm_supervisor.tools import bundle as modelbundle
 from llm_supervisor.tools import doctor
+from llm_supervisor.tools.models import format as modelbundle
 
 
 @pytest.mark.parametrize(("name", "path"), [

@@ -217,7 +217,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from llm_supervisor.tools import models
+    from llm_supervisor.tools.models import cli as models
 
     try:
         return models.command(args)

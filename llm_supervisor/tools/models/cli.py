@@ -1,4 +1,4 @@
-"""``llm-supervisorctl models export|import``: the command around ``llm_supervisor.tools.store``.
+"""``llm-supervisorctl models export|import``: the command around ``export`` and ``install``.
 
 Its lines say what is on disk: an import that failed leaves the models directory as it was
 (and says so), one that went in says which version it replaced and what it repaired, and
@@ -19,10 +19,11 @@ from typing import IO, Any
 
 from llm_supervisor import names
 from llm_supervisor.errors import BundleError, Failure
-from llm_supervisor.tools import store
-from llm_supervisor.tools.beneath import Owner
-from llm_supervisor.tools.bundle import Progress, default_output, quiet, size_text
-from llm_supervisor.tools.store import Interrupted, NotImported
+from llm_supervisor.tools.models import export, install
+from llm_supervisor.tools.models.beneath import Owner
+from llm_supervisor.tools.models.format import Progress, default_output, quiet, size_text
+from llm_supervisor.tools.models.install import NotImported
+from llm_supervisor.tools.models.signals import Interrupted, Signals
 
 NUMBER_RE = re.compile(r"[0-9]+")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
@@ -147,7 +148,7 @@ def exit_code(exc: BaseException) -> int:
 def command(args: Any) -> int:
     """``llm-supervisorctl models export|import``; failures raise ``Failure`` (a line and
     an exit code)."""
-    signals = store.Signals()
+    signals = Signals()
     with signals.caught():
         try:
             engine = None if args.models_dir else _engine(args)
@@ -162,12 +163,12 @@ def command(args: Any) -> int:
             raise Failure(str(exc)) from None
 
 
-def _export(args: Any, models_dir: Path, progress: Progress, signals: store.Signals) -> int:
+def _export(args: Any, models_dir: Path, progress: Progress, signals: Signals) -> int:
     if args.output == "-":
         if sys.stdout.isatty():
             raise BundleError("stdout is a terminal: redirect it (-o - > FILE, or | ssh …)")
         try:
-            store.export_stream(models_dir, args.model, sys.stdout.buffer, progress)
+            export.export_stream(models_dir, args.model, sys.stdout.buffer, progress)
             sys.stdout.buffer.flush()
         except (Interrupted, KeyboardInterrupt, BrokenPipeError) as exc:
             raise Failure(f"{cause(exc)}: the bundle written to stdout is incomplete",
@@ -175,7 +176,7 @@ def _export(args: Any, models_dir: Path, progress: Progress, signals: store.Sign
         return 0
     output = args.output or default_output(args.model)
     try:
-        path, document = store.export_file(models_dir, args.model, output, progress, signals)
+        path, document = export.export_file(models_dir, args.model, output, progress, signals)
     except (Interrupted, KeyboardInterrupt) as exc:
         raise Failure(f"{cause(exc)}: nothing was written", exit_code(exc)) from None
     size = Path(path).stat().st_size
@@ -185,7 +186,7 @@ def _export(args: Any, models_dir: Path, progress: Progress, signals: store.Sign
 
 
 def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
-            signals: store.Signals) -> int:
+            signals: Signals) -> int:
     if args.owner is not None:
         owner = resolve_owner(args.owner)
     elif engine is not None:
@@ -193,7 +194,7 @@ def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
     else:  # --models-dir: whoever owns that tree (never silently root)
         owner = tree_owner(models_dir)
     try:
-        imported = store.import_file(args.file, models_dir, owner, progress, signals)
+        imported = install.import_file(args.file, models_dir, owner, progress, signals)
     except NotImported as failed:
         raise Failure(f"{cause(failed.cause)}: nothing was imported, {failed.state}",
                       exit_code(failed.cause)) from None

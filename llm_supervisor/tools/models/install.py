@@ -1,12 +1,12 @@
-"""The models directory: export reads a model from it, import installs one into it — as
-root, on a tree the engine user owns.
+"""``models import``: a bundle's model installed into the models directory — as root, on a
+tree the engine user owns.
 
 Every path is opened beneath a descriptor of the models root, never through a symlink
-(``llm_supervisor.tools.beneath``). Import is all or nothing:
+(``beneath``). Import is all or nothing:
 
 1. The bundle is streamed into a staging directory inside ``blobs/`` (root's, 0700; the same
    filesystem as the blobs' destination, whatever is mounted where) and checked whole
-   (``llm_supervisor.tools.bundle``).
+   (``format``).
 2. Each blob is renamed into ``blobs/`` (an intact one already there, owned and moded right,
    is kept; any other is replaced by the verified copy), the directory fsynced, and last the
    manifest goes in by one atomic rename. That rename is the import: before it the previous
@@ -20,46 +20,32 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import secrets
-import signal
 import stat
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
 
 from llm_supervisor.errors import BundleError
-from llm_supervisor.tools import beneath
-from llm_supervisor.tools.beneath import Dir, Owner
-from llm_supervisor.tools.bundle import (
+from llm_supervisor.tools.models import beneath
+from llm_supervisor.tools.models.beneath import Dir, Owner
+from llm_supervisor.tools.models.format import (
     MAX_JSON,
-    PREFIX,
     STAGING_PREFIX,
     Progress,
     Received,
-    default_output,
     hash_fd,
     manifest_blobs,
-    manifest_parts,
-    manifest_relpath,
+    manifest_dir,
     quiet,
     receive,
     sniff,
-    write_bundle,
 )
-
-
-class Interrupted(Exception):
-    """A signal asked the command to stop."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+from llm_supervisor.tools.models.signals import Interrupted, Signals
 
 
 @dataclass
@@ -70,105 +56,6 @@ class NotImported(Exception):
     state: str
 
 
-# --------------------------------------------------------------------------- export
-
-def _manifest_dir(root: Dir, parts: tuple[str, str, str, str], make: Owner | None = None,
-                  made: list[tuple[Dir, str]] | None = None) -> Dir | None:
-    """The directory holding a model's manifest (``manifests/HOST/NAMESPACE/MODEL``, never
-    through a symlink), made when ``make`` is given; None if it is missing."""
-    opened = [root]
-    try:
-        for part in ("manifests", *parts[:3]):
-            if make is None and opened[-1].lstat(part) is None:
-                return None
-            opened.append(opened[-1].subdir(part, make, made))
-        return opened.pop()
-    finally:
-        for directory in opened[1:]:
-            directory.close()
-
-
-def export_stream(models_dir: Path | str, name: str, out: IO[bytes],
-                  progress: Progress = quiet) -> dict[str, Any]:
-    """Write the bundle of ``name`` to ``out``; returns the bundle's list of files. Only
-    regular files beneath the models directory are read; one with other hard links (it
-    could be anybody's file) is hashed before a byte of it is written out."""
-    with contextlib.ExitStack() as stack:
-        root = stack.enter_context(beneath.open_root(models_dir))
-        parts = manifest_parts(name)
-        tag = parts[3]
-        folder = _manifest_dir(root, parts)
-        if folder is not None:
-            stack.enter_context(folder)
-        if folder is None or folder.lstat(tag) is None:
-            raise BundleError(f"no model {name!r} in {models_dir}"
-                              f" (no {models_dir}/{manifest_relpath(name)})")
-        data = folder.read(tag, MAX_JSON)
-        where = f"{folder.path}/{tag}"
-        blobs = manifest_blobs(data, where)
-        blob_dir = stack.enter_context(root.subdir("blobs"))
-        missing = [f"sha256-{h}" for h in blobs if blob_dir.lstat(f"sha256-{h}") is None]
-        if missing:
-            raise BundleError(f"{name}: blobs missing from {blob_dir.path}: {', '.join(missing)}")
-        files: list[tuple[str, IO[bytes], int, str | None]] = [
-            (f"{PREFIX}/{manifest_relpath(name)}", io.BytesIO(data), len(data), None)]
-        for hex_, size in blobs.items():
-            fd, st = blob_dir.open(f"sha256-{hex_}")
-            raw = stack.enter_context(open(fd, "rb"))  # noqa: SIM115 (closed by the stack)
-            shown = f"{blob_dir.path}/sha256-{hex_}"
-            if st.st_size != size:
-                raise BundleError(f"{shown} is corrupt: {st.st_size} bytes, its manifest"
-                                  f" says {size}")
-            if st.st_nlink > 1 and hash_fd(fd) != hex_:
-                raise BundleError(f"{shown} is corrupt: its content does not hash to its name")
-            files.append((f"{PREFIX}/blobs/sha256-{hex_}", raw, size, hex_))
-        return write_bundle(name, files, out, progress)
-    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
-
-
-def export_file(models_dir: Path | str, name: str, output: Path | str,
-                progress: Progress = quiet, signals: Signals | None = None
-                ) -> tuple[str, dict[str, Any]]:
-    """The bundle written to a regular file, created anew or replacing a regular file
-    atomically (a temporary file beside it, then one rename); ``output`` naming a directory
-    (or ending in ``/``) writes the default name into it. A device, a FIFO, a symlink, a
-    socket or a missing directory is refused before anything is read. Returns the path
-    written and the bundle's list of files."""
-    spec = os.fspath(output)
-    if spec.endswith("/") or os.path.isdir(spec):
-        folder, leaf = spec, default_output(name)
-    else:
-        folder, leaf = os.path.dirname(spec) or ".", os.path.basename(spec)
-    path = os.path.join(folder, leaf)
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        why = "no such directory" if exc.errno in (2, 20) else exc.strerror
-        raise BundleError(f"{folder}: {why}: nothing was written") from None
-    with Dir(fd, folder) as parent:
-        st = parent.lstat(leaf)
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            raise BundleError(f"{path}: {beneath._kind(st.st_mode)}: export writes only a"
-                              " regular file (or stdout with -o -): nothing was written")
-        temp = f".{leaf}.{secrets.token_hex(4)}"
-        out = parent.create(temp)
-        try:
-            with open(out, "wb", closefd=False) as fh:
-                document = export_stream(models_dir, name, fh, progress)
-            beneath.sync_file(out, folder)
-            beneath.give(out, None, 0o644, folder)
-            parent.rename(temp, parent, leaf)
-            parent.sync()
-        except BaseException:
-            with (signals or Signals()).held(), contextlib.suppress(BundleError):
-                parent.unlink(temp)
-            raise
-        finally:
-            os.close(out)
-    return path, document
-
-
-# --------------------------------------------------------------------------- import: installing
 
 @dataclass
 class Imported:
@@ -182,9 +69,11 @@ class Imported:
     trouble: BaseException | None = None
 
 
-class _Install:
-    """The one import: what it created, so that a failure before its manifest went in
-    takes exactly that away."""
+
+class Install:
+    """One import and its undo journal: the directories it made (``made``), the blobs it
+    added (``added``), its manifest's temporary file (``temp``) — so that a failure before
+    its manifest went in takes exactly that away, and nothing else."""
 
     def __init__(self, root: Dir, blob_dir: Dir, stage: Dir, owner: Owner | None,
                  made: list[tuple[Dir, str]]) -> None:
@@ -199,7 +88,7 @@ class _Install:
 
     def commit(self, received: Received) -> Imported:
         self.name = received.name
-        self.folder = _manifest_dir(self.root, received.parts, self.owner, self.made)
+        self.folder = manifest_dir(self.root, received.parts, self.owner, self.made)
         assert self.folder is not None  # made
         self.tag = received.parts[3]
         self.previous = self._previous()
@@ -312,6 +201,7 @@ class _Install:
         return f"{where} is as it was"
 
 
+
 def _named_blobs(root: Dir) -> set[str]:
     """Every blob a manifest on disk names (``sha256-<hex>``); unreadable JSON names none
     (Ollama skips it too), an unreadable directory raises."""
@@ -352,7 +242,7 @@ def remove_stale_staging(folder: Dir) -> list[str]:
     return removed
 
 
-class _Stage:
+class Stage:
     """The staging directory inside ``blobs/`` (root's, 0700: nobody else reaches what is
     in it), emptied through its descriptor when the import ends. If the engine user moved it
     away meanwhile, what now has its name is not ours and stays; ours is emptied wherever it
@@ -402,46 +292,6 @@ def cause_text(exc: BaseException) -> str:
     return str(exc)
 
 
-class Signals:
-    """Ctrl-C, SIGTERM and SIGHUP as ``Interrupted`` where the command is — except while a
-    rollback or a cleanup runs (``held``): that finishes first, then the signal is raised,
-    or dropped when the command is failing already. A flag, not a signal mask: Python runs
-    its handlers on the main thread whichever thread the kernel picked (zstd's workers)."""
-
-    CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.holding = 0
-        self.pending: int | None = None
-
-    def handler(self, signum: int, _frame: object) -> None:
-        if self.holding:
-            self.pending = self.pending or signum
-            return
-        raise Interrupted(signum)
-
-    @contextlib.contextmanager
-    def caught(self) -> Iterator[None]:
-        """The handlers installed for the command's time (the CLI's main thread)."""
-        previous = {sig: signal.signal(sig, self.handler) for sig in self.CAUGHT}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    @contextlib.contextmanager
-    def held(self, drop: bool = True) -> Iterator[None]:
-        self.holding += 1
-        try:
-            yield
-        finally:
-            self.holding -= 1
-            if not self.holding and self.pending is not None:
-                signum, self.pending = self.pending, None
-                if not drop:
-                    raise Interrupted(signum)
-
 
 def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path | str,
                   owner: Owner | None = None, progress: Progress = quiet,
@@ -467,8 +317,8 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
                 for parent, name in reversed(made):
                     parent.rmdir(name)
             raise NotImported(exc, f"{models_dir} is as it was") from None
-        stage = _Stage(blob_dir)
-        install = _Install(root, blob_dir, stage.dir, owner, made)
+        stage = Stage(blob_dir)
+        install = Install(root, blob_dir, stage.dir, owner, made)
         try:
             remove_stale_staging(blob_dir)
             remove_stale_staging(root)  # where imports before this version staged

@@ -12,8 +12,8 @@ a member it does not name, a size other than the listed one, or a model larger t
 space is refused before a byte is written; each blob is hashed against its name. Headers and
 JSON members are bounded, and the stream may expand at most ``EXPANSION`` times what was read
 compressed: memory stays flat in the bundle's size and a decompression bomb stops early.
-Where the blobs land is ``llm_supervisor.tools.store``'s business: this module writes only into
-the staging directory it is given.
+Where the blobs land is ``install``'s business: this module writes only into the staging
+directory it is given.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import zstandard
 
 from llm_supervisor import names
 from llm_supervisor.errors import BundleError
-from llm_supervisor.tools import beneath
-from llm_supervisor.tools.beneath import Dir, Owner
+from llm_supervisor.tools.models import beneath
+from llm_supervisor.tools.models.beneath import Dir, Owner
 
 BUNDLE_MANIFEST = "llm-supervisor-model.json"
 FORMAT = 1
@@ -446,3 +446,17 @@ def sniff(raw: IO[bytes], label: str) -> bytes:
     return head
 
 
+def manifest_dir(root: Dir, parts: tuple[str, str, str, str], make: Owner | None = None,
+                  made: list[tuple[Dir, str]] | None = None) -> Dir | None:
+    """The directory holding a model's manifest (``manifests/HOST/NAMESPACE/MODEL``, never
+    through a symlink), made when ``make`` is given; None if it is missing."""
+    opened = [root]
+    try:
+        for part in ("manifests", *parts[:3]):
+            if make is None and opened[-1].lstat(part) is None:
+                return None
+            opened.append(opened[-1].subdir(part, make, made))
+        return opened.pop()
+    finally:
+        for directory in opened[1:]:
+            directory.close()
