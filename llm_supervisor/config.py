@@ -149,6 +149,32 @@ def _check_exec(value: str | None) -> str | None:
     return value
 
 
+def _default_exec(kind: str, model: str, host: str, port: int, default: str) -> str:
+    """The command line of an engine that gives none: ``vllm serve`` of its model on its
+    address, the kind's default for Ollama; a llama-server has no default, since only its
+    owner knows the build and the model file."""
+    if kind == "vllm":
+        if not model:
+            raise ValueError("a vllm engine needs `model` (or an explicit `exec`)")
+        return f"/usr/local/bin/vllm serve {shlex.quote(model)} --host {host} --port {port}"
+    if kind == "llama-server":
+        raise ValueError("a llama-server engine needs `exec`, the build to run and its"
+                         " model, e.g. \"/usr/local/bin/llama-server -m"
+                         " /var/lib/llama/model.gguf\"")
+    return default
+
+
+def _check_llama_flags(commands: tuple[str | None, ...]) -> None:
+    """Refuse a llama-server command line that sets what the supervisor sets itself: the
+    address (from ``listen``) and the device (from the tier)."""
+    for command in commands:
+        for word in shlex.split(command or ""):
+            if word.split("=", 1)[0] in LLAMA_SERVER_OWN_FLAGS:
+                raise ValueError(f"leave {word.split('=', 1)[0]} out of a llama-server"
+                                 " `exec`: `listen` sets the address and the tier"
+                                 " the device")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -395,6 +421,8 @@ class EngineConfig(_Model):
 
     @model_validator(mode="after")
     def _kind_defaults(self) -> EngineConfig:
+        """Fill what the engine leaves out from its kind's defaults (``KIND_DEFAULTS``) and
+        check its command line."""
         defaults = KIND_DEFAULTS[self.kind]
         fill: dict[str, Any] = {}
         for key in ("listen", "user", "group"):
@@ -402,29 +430,13 @@ class EngineConfig(_Model):
                 fill[key] = defaults[key]
         if self.writable is None:
             fill["writable"] = defaults["writable"]
-        listen = fill.get("listen", self.listen)
-        host, port = split_listen(listen)
+        host, port = split_listen(fill.get("listen", self.listen))
         if not self.exec:
-            if self.kind == "vllm":
-                if not self.model:
-                    raise ValueError("a vllm engine needs `model` (or an explicit `exec`)")
-                fill["exec"] = (f"/usr/local/bin/vllm serve {shlex.quote(self.model)}"
-                                f" --host {host} --port {port}")
-            elif self.kind == "llama-server":
-                raise ValueError("a llama-server engine needs `exec`, the build to run and its"
-                                 " model, e.g. \"/usr/local/bin/llama-server -m"
-                                 " /var/lib/llama/model.gguf\"")
-            else:
-                fill["exec"] = defaults["exec"]
+            fill["exec"] = _default_exec(self.kind, self.model, host, port, defaults["exec"])
         else:
             _check_exec(self.exec)
         if self.kind == "llama-server":
-            for command in (self.exec, *(t.exec for t in self.tiers.values() if t.exec)):
-                for word in shlex.split(command or ""):
-                    if word.split("=", 1)[0] in LLAMA_SERVER_OWN_FLAGS:
-                        raise ValueError(f"leave {word.split('=', 1)[0]} out of a llama-server"
-                                         " `exec`: `listen` sets the address and the tier"
-                                         " the device")
+            _check_llama_flags((self.exec, *(t.exec for t in self.tiers.values() if t.exec)))
         for key, value in fill.items():
             object.__setattr__(self, key, value)
         return self

@@ -458,7 +458,9 @@ class Supervisor:
                     await held.enter_async_context(self.engines[name].lock)
             await self._apply_held(old, new, change)
 
-    async def _apply_held(self, old: Config, new: Config, change: ConfigDiff) -> None:
+    def _plan_tiers(self, new: Config, change: ConfigDiff
+                    ) -> dict[str, tuple[EngineConfig, str | None]]:
+        """The tier each added or changed engine starts on (None: no usable tier)."""
         candidates = {e.name: e for e in new.engines}
         plan: dict[str, tuple[EngineConfig, str | None]] = {}
         for name in (*change.added, *change.changed):
@@ -470,6 +472,11 @@ class Supervisor:
                                      pinned=running.memory.pinned if running else None,
                                      current=running.tier if running else None)
             plan[name] = (candidates[name], tier)
+        return plan
+
+    async def _apply_held(self, old: Config, new: Config, change: ConfigDiff) -> None:
+        candidates = {e.name: e for e in new.engines}
+        plan = self._plan_tiers(new, change)
         rendered = [units.render(new, cfg, tier, self.host)
                     for cfg, tier in plan.values() if tier is not None]
         # raises UnitFileError before writing anything if a file is not ours
@@ -499,9 +506,17 @@ class Supervisor:
                                           f" on {tier}")
             if name in change.added:
                 self._supervise(engine)
-        # a retuned chain or availability may leave an engine on a tier it may not use
+        await self._replace_unusable(set(plan))
+        if old.logs.kernel_match != new.logs.kernel_match:
+            self._follow_kernel()
+        self.save()
+
+    async def _replace_unusable(self, started: set[str]) -> None:
+        """A retuned chain or availability may leave an engine on a tier it may not use:
+        each such engine (not one the reload just started) moves to its place."""
         for engine in self.engines.values():
-            if engine.name in plan or engine.state in (EngineState.FAILED, EngineState.BLOCKED):
+            if engine.name in started or engine.state in (EngineState.FAILED,
+                                                          EngineState.BLOCKED):
                 continue
             tier = self.place(engine)
             if tier is not None and tier != engine.tier:
@@ -509,9 +524,6 @@ class Supervisor:
                     with engine.batch():
                         await engine.start_on(tier, Cause.RELOAD, f"config changed:"
                                               f" {engine.tier} is no longer usable")
-        if old.logs.kernel_match != new.logs.kernel_match:
-            self._follow_kernel()
-        self.save()
 
     def _follow_kernel(self) -> None:
         """The kernel's journal (``[logs] kernel_match``), read by the one journal reader."""

@@ -632,11 +632,7 @@ class Engine:
         if d.do == Do.WAIT:
             return
         if d.do in (Do.OK, Do.HEALTHY):
-            self.failures = 0
-            if d.do == Do.HEALTHY and self.state != EngineState.HEALTHY:
-                self._became_healthy()
-            elif self.state == EngineState.HEALTHY:
-                self._refill_restarts()
+            self._passed(d)
             return
         finding = d.finding
         assert finding is not None
@@ -663,6 +659,15 @@ class Engine:
             self._start_pull()
         else:
             await self.block(finding)
+
+    def _passed(self, d: Decision) -> None:
+        """A check that passed: the failure count starts again; healthy at last, or a
+        healthy engine's restart budget refilled over time."""
+        self.failures = 0
+        if d.do == Do.HEALTHY and self.state != EngineState.HEALTHY:
+            self._became_healthy()
+        elif self.state == EngineState.HEALTHY:
+            self._refill_restarts()
 
     def _refill_restarts(self) -> None:
         """Healthy for ``restarts_refill_after`` on this tier: its restart budget is whole

@@ -700,37 +700,49 @@ def cause(fault: str, phase: str, axes: Axes = DEFAULT) -> str | None:
     return CAUSES[fault]
 
 
+# faults whose canary waits behind the busy user's request: no answer to judge, tokens flow
+WAITS_BEHIND_USER = ("none (busy)", "slow tokens", "garbage text", "speed like the CPU's")
+# the first action whatever the phase
+FIXED_ACTIONS = {"model missing": "block", "port held": "block", "failed reset": "reboot",
+                 "GPU reset": "restart"}
+# taken off the tier at once: a finding no restart on the same tier can fix
+DEMOTES = ("GPU error lines", "silent CPU", "backend mismatch", "speed like the CPU's")
+
+
+def axis_excludes(fault: str, phase: str, axes: Axes) -> bool:
+    """Whether the axes rule the fault out in that phase."""
+    if axes.kind == "embedding" and fault in ("slow tokens", "speed like the CPU's"):
+        return True  # an embedding has no token rate: neither a floor nor a reference applies
+    if axes.models == "evicted" and phase in LOADS:
+        return True  # nothing is loaded yet: nothing to evict
+    # another model's user holds the engine: ours is loaded nowhere
+    return axes.models == "evicted" and fault == "silent CPU" and phase == "serving busy"
+
+
+def phase_excludes(fault: str, phase: str) -> bool:
+    """Whether the fault cannot happen in that phase, on any axes."""
+    if fault == "none (busy)":
+        return phase != "serving busy"
+    if fault == "speed like the CPU's" and phase in LOADS:
+        return True  # a tier's speed is learned while it serves: nothing to compare yet
+    if fault == "crash at start" and phase not in ("first start", "promotion load"):
+        return True
+    if fault == "hang from the first generation" and phase not in LOADS:
+        return True
+    return fault in ("crash later", "hang after serving") and phase in LOADS
+
+
 def expected(fault: str, phase: str, axes: Axes = DEFAULT) -> str | None:
     """The action each cell must take; None where the fault cannot happen in that phase."""
-    promoting = phase.startswith("promotion")
-    if axes.kind == "embedding" and fault in ("slow tokens", "speed like the CPU's"):
-        return None  # an embedding has no token rate: neither a floor nor a reference applies
-    if axes.models == "evicted" and phase in LOADS:
-        return None  # nothing is loaded yet: nothing to evict
-    if axes.models == "evicted" and fault == "silent CPU" and phase == "serving busy":
-        return None  # another model's user holds the engine: ours is loaded nowhere
-    if fault == "none (busy)":
-        return "nothing" if phase == "serving busy" else None
-    if fault in ("slow tokens", "garbage text", "speed like the CPU's") and \
-            phase == "serving busy":
-        return "nothing"  # the canary waits behind the user: no answer to judge, tokens flow
-    if fault == "speed like the CPU's" and phase in LOADS:
-        return None  # a tier's speed is learned while it serves: nothing to compare yet
-    if fault == "crash at start" and phase not in ("first start", "promotion load"):
+    if axis_excludes(fault, phase, axes) or phase_excludes(fault, phase):
         return None
-    if fault == "hang from the first generation" and phase not in LOADS:
-        return None
-    if fault in ("crash later", "hang after serving") and phase in LOADS:
-        return None
-    if fault in ("model missing", "port held"):
-        return "block"
-    if fault == "failed reset":
-        return "reboot"
-    if fault == "GPU reset":
-        return "restart"
-    if promoting:
+    if phase == "serving busy" and fault in WAITS_BEHIND_USER:
+        return "nothing"
+    if fault in FIXED_ACTIONS:
+        return FIXED_ACTIONS[fault]
+    if phase.startswith("promotion"):
         return "rollback"
-    if fault in ("GPU error lines", "silent CPU", "backend mismatch", "speed like the CPU's"):
+    if fault in DEMOTES:
         return "demote"
     return "restart"  # counted faults: `failures` checks, then a restart on the tier first
 
@@ -772,15 +784,9 @@ def assert_cause(w: World, action: str, want: str | None, events: int) -> None:
     assert {ev["cause"] for ev in left} <= {want, Cause.PROMOTION_FAILED.value}, left
 
 
-@pytest.mark.parametrize(("fault", "phase", "axes", "action", "want"), CELLS, ids=IDS)
-async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str | None,
-                      tmp_path: Path) -> None:
-    extra = "min_tokens_per_second = 10" if fault == "slow tokens" else ""
-    w = world(tmp_path, axes, extra)
-    await PHASES[phase](w, FAULTS[fault])
+def assert_axes(w: World, phase: str, axes: Axes) -> None:
+    """What each axis shows once the fault is in, whatever the cell."""
     e = w.engine
-    tier, switches, events = e.tier, len(w.actuator.switches), len(w.actuator.events)
-    limit = bound(fault, phase, axes, e.health)
     if axes.kind == "reasoning":  # its canary asked it not to think, and nothing else did
         assert w.api.thinks and set(w.api.thinks) == {False}, w.api.thinks
     if axes.models == "two" and phase != "after a daemon restart":
@@ -789,22 +795,33 @@ async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str
         assert e.memory.runner_port == RUNNER
     if not axes.new:  # no runner port, ever: the kernel's view of the clients stands in
         assert e.memory.runner_port is None and w.api.views
-    if action == "nothing":  # busy for a long while: never a restart, never a demotion
-        for _ in range(int(10 * e.health.blind_timeout)):
-            await w.step()
-        assert len(w.actuator.switches) == switches and e.state == EngineState.HEALTHY
-        assert e.busy and e.busy.startswith("busy: canary queued"), e.busy
-        moving = "tokens" if axes.tokens else "bytes streamed to other clients"
-        assert f"{moving} in the last" in e.busy and e.failures == 0, e.busy
-        assert not [ev for ev in w.actuator.events[events:] if ev["type"] == "state"]
-        return
-    took = await w.until(lambda: acted(w, switches), limit)
-    assert took <= limit
-    if want in ("hang", "stall"):  # judged against the deadline its canary had
-        assert e.last_failure is not None and e.last_failure.finding is not None
-        evicted = axes.models == "evicted" or phase in LOADS
-        assert e.last_failure.finding.evidence["deadline_s"] == (
-            e.health.load_deadline if evicted else e.health.canary_timeout)
+
+
+async def assert_nothing_done(w: World, axes: Axes, switches: int, events: int) -> None:
+    """Busy for a long while: never a restart, never a demotion, and the status says why."""
+    e = w.engine
+    for _ in range(int(10 * e.health.blind_timeout)):
+        await w.step()
+    assert len(w.actuator.switches) == switches and e.state == EngineState.HEALTHY
+    assert e.busy and e.busy.startswith("busy: canary queued"), e.busy
+    moving = "tokens" if axes.tokens else "bytes streamed to other clients"
+    assert f"{moving} in the last" in e.busy and e.failures == 0, e.busy
+    assert not [ev for ev in w.actuator.events[events:] if ev["type"] == "state"]
+
+
+def assert_deadline(w: World, phase: str, axes: Axes) -> None:
+    """A hang or a stall is judged against the deadline its canary had: the load's when the
+    canary loads the model."""
+    e = w.engine
+    assert e.last_failure is not None and e.last_failure.finding is not None
+    evicted = axes.models == "evicted" or phase in LOADS
+    assert e.last_failure.finding.evidence["deadline_s"] == (
+        e.health.load_deadline if evicted else e.health.canary_timeout)
+
+
+def assert_action(w: World, action: str, tier: str | None, switches: int) -> None:
+    """The first action, as the switches since the fault and the engine's memory show it."""
+    e = w.engine
     done = w.actuator.switches[switches:]
     if action == "restart":
         assert done == [tier], (done, e.memory.reason)
@@ -817,6 +834,26 @@ async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str
         assert done == [] and e.state == EngineState.BLOCKED and e.memory.fix
     elif action == "reboot":
         assert e.memory.reboot_required and done == ["cpu"], done
+
+
+@pytest.mark.parametrize(("fault", "phase", "axes", "action", "want"), CELLS, ids=IDS)
+async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str | None,
+                      tmp_path: Path) -> None:
+    extra = "min_tokens_per_second = 10" if fault == "slow tokens" else ""
+    w = world(tmp_path, axes, extra)
+    await PHASES[phase](w, FAULTS[fault])
+    e = w.engine
+    tier, switches, events = e.tier, len(w.actuator.switches), len(w.actuator.events)
+    limit = bound(fault, phase, axes, e.health)
+    assert_axes(w, phase, axes)
+    if action == "nothing":
+        await assert_nothing_done(w, axes, switches, events)
+        return
+    took = await w.until(lambda: acted(w, switches), limit)
+    assert took <= limit
+    if want in ("hang", "stall"):
+        assert_deadline(w, phase, axes)
+    assert_action(w, action, tier, switches)
     assert_cause(w, action, want, events)
     if axes.kind == "embedding":  # asked for embeddings, never for a generation
         assert w.api.embeds and not w.api.thinks

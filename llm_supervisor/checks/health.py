@@ -150,20 +150,11 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
     except OSError as exc:
         return Observation.bad("canary", Cause.CONFIG, f"cannot read api_key_file: "
                                f"{exc.strerror or exc}", fix=f"check {engine.api_key_file}")
-    facts = facts or ModelFacts()
     timeout = httpx.Timeout(connect_timeout, read=cap)
     started = time.monotonic()
-    done: httpx.Response | str | Generated | Embedded
     try:
         async with asyncio.timeout(cap):
-            if facts.kind == ModelKind.EMBEDDING:
-                done = await _embed(client, engine, headers, timeout)
-            elif engine.kind == "vllm":
-                done = await _vllm_generate(client, engine, headers, timeout)
-            elif engine.kind == "llama-server":
-                done = await _llama_generate(client, engine, headers, timeout)
-            else:
-                done = await _ollama_generate(client, engine, headers, timeout, facts)
+            done = await _ask(client, engine, headers, timeout, facts or ModelFacts())
     except (TimeoutError, httpx.ReadTimeout, httpx.PoolTimeout):
         return Observation.bad("canary", Cause.HANG, f"no answer within {cap:g}s")
     except httpx.HTTPError as exc:
@@ -174,14 +165,41 @@ async def canary(client: httpx.AsyncClient, engine: EngineConfig, connect_timeou
     if isinstance(done, str):
         return Observation.bad("canary", Cause.GENERATION, done, latency_ms=elapsed_ms)
     if isinstance(done, Embedded):
-        garbage = output.bad_embeddings(done.vectors)
-        if garbage:
-            return Observation.bad("canary", Cause.DEGENERATE, f"embeddings: {garbage}",
-                                   latency_ms=elapsed_ms, evidence={
-                                       "inputs": list(output.EMBED_INPUTS),
-                                       "head": [v[:4] if isinstance(v, list) else v
-                                                for v in (done.vectors or [])][:2]})
-        return Observation(True, "canary", latency_ms=elapsed_ms)
+        return _judge_embedding(done, elapsed_ms)
+    return _judge_generation(done, elapsed_ms, min_tokens_per_second)
+
+
+async def _ask(client: httpx.AsyncClient, engine: EngineConfig, headers: dict[str, str],
+               timeout: httpx.Timeout, facts: ModelFacts
+               ) -> httpx.Response | str | Generated | Embedded:
+    """The canary's one request, in the engine's dialect: an embedding for an embedding-only
+    model, else a generation."""
+    if facts.kind == ModelKind.EMBEDDING:
+        return await _embed(client, engine, headers, timeout)
+    if engine.kind == "vllm":
+        return await _vllm_generate(client, engine, headers, timeout)
+    if engine.kind == "llama-server":
+        return await _llama_generate(client, engine, headers, timeout)
+    return await _ollama_generate(client, engine, headers, timeout, facts)
+
+
+def _judge_embedding(done: Embedded, elapsed_ms: float) -> Observation:
+    """An embedding canary's vectors: ``degenerate`` when they are what a faulted GPU produces
+    (``output.bad_embeddings``), else healthy."""
+    garbage = output.bad_embeddings(done.vectors)
+    if garbage:
+        return Observation.bad("canary", Cause.DEGENERATE, f"embeddings: {garbage}",
+                               latency_ms=elapsed_ms, evidence={
+                                   "inputs": list(output.EMBED_INPUTS),
+                                   "head": [v[:4] if isinstance(v, list) else v
+                                            for v in (done.vectors or [])][:2]})
+    return Observation(True, "canary", latency_ms=elapsed_ms)
+
+
+def _judge_generation(done: Generated, elapsed_ms: float, min_tokens_per_second: float
+                      ) -> Observation:
+    """A generation canary's text and rate: ``degenerate`` when the text is garbage, ``slow``
+    when the rate is below ``min_tokens_per_second`` (0: no floor), else healthy."""
     rate = done.rate
     garbage = output.degenerate(done.text, done.tokens)
     if garbage:

@@ -282,93 +282,130 @@ def _engine(sup: Daemon, name: str) -> Engine:
     return engine
 
 
-def routes(sup: Daemon) -> Router:
-    router = Router()
+def parse_limit(value: str | None) -> int | None:
+    """``limit`` of the events query as a count, or 400: a number, not negative."""
+    try:
+        limit = int(value) if value else None
+    except ValueError:
+        raise HTTPError(400, "limit must be a number", {"limit": value}) from None
+    if limit is not None and limit < 0:
+        raise HTTPError(400, "limit must not be negative", {"limit": limit})
+    return limit
 
-    cache = StatusCache()
 
-    def cached(request: Request, name: str | None) -> Response:
+class Api:
+    """The control API's handlers, bound to one daemon and its status cache: each method
+    answers the route ``routes()`` gives it. Nothing of the daemon is read until a request
+    comes."""
+
+    def __init__(self, sup: Daemon) -> None:
+        self.sup = sup
+        self.cache = StatusCache()
+
+    def _cached(self, request: Request, name: str | None) -> Response:
+        """The whole status or one engine's, in the ``format`` the query asks for, with the
+        count of unhealthy engines in ``X-Unhealthy-Engines``."""
         form = request.query.get("format") or "json"
         if form not in ("json", "pretty", "text"):
             raise HTTPError(400, "format must be json, pretty or text", {"format": form})
-        body, content_type, unhealthy = cache.status(sup, name, form)
+        body, content_type, unhealthy = self.cache.status(self.sup, name, form)
         return Response(200, body=body, content_type=content_type,
                         headers=[("X-Unhealthy-Engines", str(unhealthy))])
 
-    async def status(request: Request, __: dict[str, str]) -> Response:
-        return cached(request, None)
+    async def status(self, request: Request, __: dict[str, str]) -> Response:
+        """``GET /v1/status``: every engine."""
+        return self._cached(request, None)
 
-    async def engine(request: Request, params: dict[str, str]) -> Response:
-        return cached(request, params["name"])
+    async def engine(self, request: Request, params: dict[str, str]) -> Response:
+        """``GET /v1/engines/{name}``: one engine."""
+        return self._cached(request, params["name"])
 
-    async def host_tiers(_: Request, __: dict[str, str]) -> Response:
-        return Response(200, tiers_document(sup))
+    async def host_tiers(self, _: Request, __: dict[str, str]) -> Response:
+        """``GET /v1/tiers``: what the host's probes found and each engine's choices."""
+        return Response(200, tiers_document(self.sup))
 
-    async def action(request: Request, params: dict[str, str]) -> Response:
-        target = _engine(sup, params["name"])
+    async def action(self, request: Request, params: dict[str, str]) -> Response:
+        """``POST /v1/engines/{name}/{verb}`` and ``DELETE .../pin``: an operator's action,
+        the verb taken from the path's last part."""
+        target = _engine(self.sup, params["name"])
         verb = request.path.rstrip("/").rsplit("/", 1)[-1]
         body = request.json()
         if not isinstance(body, dict):
             raise HTTPError(400, "the request body must be a JSON object")
-        done = await operator(sup, target, verb, request.method, body, request.uid)
+        done = await operator(self.sup, target, verb, request.method, body, request.uid)
         return Response(200, {"ok": True, "engine": target.name, "action": verb,
-                              "result": done, "status": engine_document(sup, target)})
+                              "result": done, "status": engine_document(self.sup, target)})
 
-    async def endpoint(request: Request, _: dict[str, str]) -> Response:
-        return Response(200, endpoint_document(sup, request.query.get("model") or None))
+    async def endpoint(self, request: Request, _: dict[str, str]) -> Response:
+        """``GET /v1/endpoint``: where to send a request for ``model``."""
+        return Response(200, endpoint_document(self.sup, request.query.get("model") or None))
 
-    async def reload(_: Request, __: dict[str, str]) -> Response:
-        ok, document = await sup.reload("POST /v1/reload")
+    async def reload(self, _: Request, __: dict[str, str]) -> Response:
+        """``POST /v1/reload``: reread the configuration; 422 when it is refused."""
+        ok, document = await self.sup.reload("POST /v1/reload")
         return Response(200 if ok else 422, document)
 
-    async def support_bundle(_: Request, __: dict[str, str]) -> Response:
-        data = await asyncio.to_thread(support.build, await bundle_files(sup))
+    async def support_bundle(self, _: Request, __: dict[str, str]) -> Response:
+        """``GET /v1/bundle``: the support bundle, as a download."""
+        data = await asyncio.to_thread(support.build, await bundle_files(self.sup))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"llm-supervisor-bundle-{os.uname().nodename}-{stamp}.tar.zst"
         return Response(200, body=data, content_type="application/zstd",
                         headers=[("Content-Disposition", f'attachment; filename="{name}"')])
 
-    async def events(request: Request, _: dict[str, str]) -> Response:
+    async def events(self, request: Request, _: dict[str, str]) -> Response:
+        """``GET /v1/events``: the recorded events as JSON lines, filtered by ``since``,
+        ``engine`` and ``limit``; with ``follow``, the stream stays open for new ones."""
         query = request.query
-        try:
-            limit = int(query["limit"]) if query.get("limit") else None
-        except ValueError:
-            raise HTTPError(400, "limit must be a number", {"limit": query["limit"]}) from None
-        if limit is not None and limit < 0:
-            raise HTTPError(400, "limit must not be negative", {"limit": limit})
+        limit = parse_limit(query.get("limit"))
         since, engine = parse_since(query.get("since")), query.get("engine") or None
         if query.get("follow") in ("1", "true", "yes"):
-            try:
-                events = sup.events.follow(
-                    since=since, engine=engine, limit=limit, client=request.uid,
-                    backlog=lambda **kw: sup.disk.run(sup.events.read, **kw))
-            except TooManyFollowers as exc:
-                raise HTTPError(429, f"too many followers: {exc}") from None
-
-            async def lines() -> AsyncIterator[bytes]:
-                try:
-                    async for event in events:
-                        yield (json.dumps(event, default=str) + "\n").encode()
-                finally:
-                    await events.aclose()  # type: ignore[attr-defined]
-            return Response(200, stream=lines(), content_type="application/x-ndjson")
-        found = await sup.disk.run(sup.events.read, since=since, limit=limit, engine=engine)
+            return self._follow(request, since, engine, limit)
+        found = await self.sup.disk.run(self.sup.events.read, since=since, limit=limit,
+                                        engine=engine)
         body = "".join(json.dumps(e, default=str) + "\n" for e in found)
         return Response(200, body=body.encode(), content_type="application/x-ndjson")
 
-    async def metrics(_: Request, __: dict[str, str]) -> Response:
-        return Response(200, body=sup.metrics_text(), content_type=sup.metrics.content_type)
+    def _follow(self, request: Request, since: str | None, engine: str | None,
+                limit: int | None) -> Response:
+        """The events' stream: the backlog, then each new event as it is recorded; 429 when
+        the log has as many followers as it takes."""
+        sup = self.sup
+        try:
+            events = sup.events.follow(
+                since=since, engine=engine, limit=limit, client=request.uid,
+                backlog=lambda **kw: sup.disk.run(sup.events.read, **kw))
+        except TooManyFollowers as exc:
+            raise HTTPError(429, f"too many followers: {exc}") from None
 
-    router.add("GET", "/metrics", metrics)
-    router.add("GET", "/v1/events", events)
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for event in events:
+                    yield (json.dumps(event, default=str) + "\n").encode()
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+        return Response(200, stream=lines(), content_type="application/x-ndjson")
+
+    async def metrics(self, _: Request, __: dict[str, str]) -> Response:
+        """``GET /metrics``: the Prometheus exposition."""
+        return Response(200, body=self.sup.metrics_text(),
+                        content_type=self.sup.metrics.content_type)
+
+
+def routes(sup: Daemon) -> Router:
+    """The control API's paths, bound to the daemon's handlers (``Api``)."""
+    api = Api(sup)
+    router = Router()
+    router.add("GET", "/metrics", api.metrics)
+    router.add("GET", "/v1/events", api.events)
     # root only: it carries the engines' journals and config, whatever redaction misses
-    router.add("GET", "/v1/bundle", support_bundle, write=True)
-    router.add("POST", "/v1/reload", reload, write=True)
-    router.add("GET", "/v1/status", status)
-    router.add("GET", "/v1/endpoint", endpoint)
-    router.add("GET", "/v1/engines/{name}", engine)
-    router.add("GET", "/v1/tiers", host_tiers)
+    router.add("GET", "/v1/bundle", api.support_bundle, write=True)
+    router.add("POST", "/v1/reload", api.reload, write=True)
+    router.add("GET", "/v1/status", api.status)
+    router.add("GET", "/v1/endpoint", api.endpoint)
+    router.add("GET", "/v1/engines/{name}", api.engine)
+    router.add("GET", "/v1/tiers", api.host_tiers)
     for verb in ("restart", "demote", "promote", "pin"):
-        router.add("POST", f"/v1/engines/{{name}}/{verb}", action, write=True)
-    router.add("DELETE", "/v1/engines/{name}/pin", action, write=True)
+        router.add("POST", f"/v1/engines/{{name}}/{verb}", api.action, write=True)
+    router.add("DELETE", "/v1/engines/{name}/pin", api.action, write=True)
     return router

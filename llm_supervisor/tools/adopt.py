@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,24 +65,55 @@ def parse_cat(text: str) -> UnitSettings:
         if section != "Service" or "=" not in line:
             continue
         key, value = (part.strip() for part in line.split("=", 1))
-        if key == "ExecStart":
-            found.exec_start = [] if not value else [value]
-        elif key == "User":
-            found.user = value
-        elif key == "Group":
-            found.group = value
-        elif key == "Environment":
-            if not value:
-                found.environment.clear()
-            for word in shlex.split(value):
-                name, _, val = word.partition("=")
-                found.environment[name] = val
-        elif key == "EnvironmentFile":
-            if not value:
-                found.environment_files.clear()
-            else:
-                found.environment_files.append(value)
+        _apply(found, key, value)
     return found
+
+
+def _set_exec_start(found: UnitSettings, value: str) -> None:
+    """ExecStart=: the last one wins; an empty one resets."""
+    found.exec_start = [] if not value else [value]
+
+
+def _set_user(found: UnitSettings, value: str) -> None:
+    found.user = value
+
+
+def _set_group(found: UnitSettings, value: str) -> None:
+    found.group = value
+
+
+def _set_environment(found: UnitSettings, value: str) -> None:
+    """Environment=: quoted ``NAME=value`` words added to the rest; an empty one resets."""
+    if not value:
+        found.environment.clear()
+    for word in shlex.split(value):
+        name, _, val = word.partition("=")
+        found.environment[name] = val
+
+
+def _set_environment_file(found: UnitSettings, value: str) -> None:
+    """EnvironmentFile=: one more file; an empty one resets."""
+    if not value:
+        found.environment_files.clear()
+    else:
+        found.environment_files.append(value)
+
+
+_SETTERS: dict[str, Callable[[UnitSettings, str], None]] = {
+    "ExecStart": _set_exec_start,
+    "User": _set_user,
+    "Group": _set_group,
+    "Environment": _set_environment,
+    "EnvironmentFile": _set_environment_file,
+}
+
+
+def _apply(found: UnitSettings, key: str, value: str) -> None:
+    """One [Service] setting applied over what earlier lines and files set; the settings
+    adopt does not read are ignored."""
+    setter = _SETTERS.get(key)
+    if setter is not None:
+        setter(found, value)
 
 
 def listen_of(host: str | None) -> str:

@@ -1,0 +1,103 @@
+"""Layers that only look down: every import inside ``llm_supervisor`` (``TYPE_CHECKING`` ones
+included: a cycle hidden from the interpreter is still a cycle) goes to its own layer or one
+below. The layers, lowest first:
+
+    base      errors, states, causes, timefmt, names, logsetup — no dependencies of theirs
+    rules     config, policy, decide — what is configured, and the pure decision
+    parts     host, systemd, checks, records, diff — facts, effects and records, on plain data
+    engine    engine, actuator, intents — one engine's loop and what its decisions do
+    surface   daemon, control, tools — the lifecycle and the commands
+
+The simulated engine is a program of its own: it may use ``names`` only.
+
+``UP`` lists the imports that still point up. It may only shrink: a new one fails, and so
+does one that is gone but still listed (remove it from the list).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llm_supervisor"
+
+LAYERS = {
+    "errors": 0, "states": 0, "causes": 0, "timefmt": 0, "names": 0, "logsetup": 0,
+    "config": 1, "policy": 1, "decide": 1,
+    "host": 2, "systemd": 2, "checks": 2, "records": 2, "diff": 2,
+    "engine": 3, "actuator": 3, "intents": 3,
+    "daemon": 4, "control": 4, "tools": 4,
+}
+SEPARATE = {"simengine": {"names"}}
+
+# (importing module, imported module): what the core's second pass has not yet turned round
+UP = {
+    ("llm_supervisor.host.view", "llm_supervisor.engine"),
+    ("llm_supervisor.records.recorder", "llm_supervisor.engine"),
+}
+# the pure decision imports no pydantic (the config's schema): still one constant from it
+PURE = {"llm_supervisor.decide"}
+IMPURE_NOW = {("llm_supervisor.decide", "llm_supervisor.config")}
+# modules of one layer that import each other (a circle): engine <-> intents
+CIRCLES_NOW = {frozenset({"llm_supervisor.engine", "llm_supervisor.intents"})}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """Each module's imports of the package (``from x import y`` where y is a module counts
+    as y)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        found = graph.setdefault(module_name(path), set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                    and node.module.split(".")[0] == "llm_supervisor":
+                found.add(node.module)
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    as_path = PACKAGE.parent / full.replace(".", "/")
+                    if as_path.with_suffix(".py").exists() or as_path.is_dir():
+                        found.add(full)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("llm_supervisor."))
+    return graph
+
+
+def unit(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_every_unit_of_the_package_has_a_layer():
+    units = {unit(m) for m in imports()} - {""}
+    assert units == set(LAYERS) | set(SEPARATE)
+
+
+def test_imports_only_look_down():
+    up = set()
+    for module, targets in imports().items():
+        source = unit(module)
+        for target in targets:
+            if source in SEPARATE:
+                assert unit(target) in SEPARATE[source] | {source}, (module, target)
+            elif unit(target) and LAYERS[unit(target)] > LAYERS.get(source, 4):
+                up.add((module, target))
+    assert up - UP == set(), f"imports that point up a layer: {sorted(up - UP)}"
+    assert UP - up == set(), f"no longer there, take them off UP: {sorted(UP - up)}"
+
+
+def test_the_decision_is_pure():
+    found = {(m, t) for m, targets in imports().items() if m in PURE for t in targets
+             if unit(t) == "config"}
+    assert found == IMPURE_NOW
+
+
+def test_no_circles_between_modules():
+    graph = imports()
+    circles = {frozenset({a, b}) for a, targets in graph.items() for b in targets
+               if a != b and a in graph.get(b, set())
+               and not b.startswith(a + ".") and not a.startswith(b + ".")}
+    assert circles == CIRCLES_NOW, sorted(map(sorted, circles))
