@@ -39,7 +39,7 @@ async def measure(fault: str, phase: str, axes: m.Axes, settings: str) -> tuple[
         switches = len(w.actuator.switches)
         limit = m.bound(fault, phase, axes, w.engine.health)
         took = await w.until(lambda: m.acted(w, switches), limit * 2 + 60)
-        for task in (w.engine.canary_task,):
+        for task in (w.engine.canary.task,):
             if task is not None:
                 task.cancel()
         return took, limit

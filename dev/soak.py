@@ -41,7 +41,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
 
 from llm_supervisor.config import HealthSection  # noqa: E402
+from llm_supervisor.timefmt import epoch  # noqa: E402
 
 MODEL = "qwen3:8b"  # reasoning: thinks by default (Ollama >= 0.12.4); the canary's model
 EMBED = "nomic-embed-text"  # embedding-only, put on the CPU by the scheduler
@@ -408,10 +408,6 @@ def unit_show(c: Container) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def stamp(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
 @dataclass
 class Record:
     """The daemon's record and the engine's log, read at once (journals are big after a long
@@ -436,7 +432,7 @@ class Record:
 
     def events_between(self, seq: int, until: float) -> list[dict[str, Any]]:
         """Events after ``seq`` stamped before ``until`` (their stamps are whole seconds)."""
-        return [e for e in self.events if e["seq"] > seq and stamp(e["ts"]) < until]
+        return [e for e in self.events if e["seq"] > seq and epoch(e["ts"]) < until]
 
     def canaries(self, since: float, until: float) -> collections.Counter[str]:
         """The canary's requests by HTTP code, from the engine's GIN lines (users never call
@@ -663,7 +659,7 @@ def timeline(record: Record, hang_at: float, stopping: float) -> None:
         print(f"   last canary before the hang answered {before[-1]['t'] - hang_at:+.2f}s"
               f" (in {took})")
     verdict = next((e for e in record.events if e["type"] == "state"
-                    and e.get("from") == "healthy" and stamp(e["ts"]) >= hang_at - 1), None)
+                    and e.get("from") == "healthy" and epoch(e["ts"]) >= hang_at - 1), None)
     evidence = (verdict or {}).get("evidence") or {}
     if isinstance(evidence, dict) and "waited_s" in evidence:
         print(f"   the hung canary was sent about {stopping - evidence['waited_s'] - hang_at:+.1f}s"

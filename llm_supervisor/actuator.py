@@ -6,6 +6,9 @@ daemon-reload when needed, reset-failed, restart; on failure the files go back t
 the unit runs), a stop, the unit's state and the diagnosis of a unit that is down, whether a
 blocking cause has gone, the usable tiers, the boot, and ``commit`` to the recorder. systemd
 calls are serialised by one lock, so a reload and an engine's switch never interleave.
+
+``facts_of`` reads an engine into the plain ``EngineFacts`` the host view's tier rule takes
+(the host layer does not import the engine).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from llm_supervisor.config import Config
 from llm_supervisor.errors import SupervisorError
 from llm_supervisor.host import ports
 from llm_supervisor.host.tuning import Tuning
-from llm_supervisor.host.view import HostView
+from llm_supervisor.host.view import EngineFacts, HostView
 from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
@@ -31,6 +34,14 @@ if TYPE_CHECKING:
     from llm_supervisor.engine import Engine
 
 log = structlog.get_logger("llm-supervisor")
+
+
+def facts_of(engine: Engine) -> EngineFacts:
+    """What the tier rule reads of ``engine`` (``host.view.EngineFacts``), as a copy: the
+    engine's record moves on, the facts do not."""
+    memory = engine.memory
+    return EngineFacts(engine.name, engine.cfg, engine.tier, pinned=memory.pinned,
+                       reboot_required=memory.reboot_required, skipped=dict(memory.skipped))
 
 
 class SystemdActuator:
@@ -107,7 +118,7 @@ class SystemdActuator:
         await self.host.reprobe(self.config())
 
     def usable(self, engine: Engine) -> list[str]:
-        return self.host.usable(self.config(), engine)
+        return self.host.usable(self.config(), facts_of(engine))
 
     def boot_id(self) -> str | None:
         try:

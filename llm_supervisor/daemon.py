@@ -1,9 +1,13 @@
 """``llm-supervisord``: startup, the main loop, reload and shutdown.
 
-Startup: load the config, probe the host's tiers, reconcile the engines' units (written,
+Before it is built: ``Setup.read`` reads the config, state.json and the host's facts, so that
+building the ``Supervisor`` reads nothing and leaves it whole (every attribute there).
+Startup: connect to systemd, probe the host's tiers, reconcile the engines' units (written,
 stale ones removed, one daemon-reload), adopt the engines that run as their units say, open
 the control socket, then READY=1; then the others are (re)started at once, each showing as
 starting until it is placed, its checks beginning once it is.
+Reload: the config diffed (``llm_supervisor.diff``), planned (``llm_supervisor.reconcile``),
+the plan's steps applied here in order.
 Signal handlers only set events; the main loop acts on them. SIGTERM persists state and
 exits 0: engines are separate units and keep serving.
 """
@@ -18,6 +22,8 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,17 +31,17 @@ import httpx
 import sdnotify
 import structlog
 
-from llm_supervisor import policy
-from llm_supervisor.actuator import SystemdActuator
-from llm_supervisor.causes import Cause, Finding, Observation
-from llm_supervisor.checks import classify, diagnosis, progress
+from llm_supervisor import reconcile as reload_plan  # not the method reconcile()
+from llm_supervisor.actuator import SystemdActuator, facts_of
+from llm_supervisor.causes import Cause, Finding
+from llm_supervisor.checks import classify, diagnosis
 from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from llm_supervisor.control import handlers
 from llm_supervisor.control.server import ControlServer, group_reader
 from llm_supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from llm_supervisor.engine import Engine
 from llm_supervisor.errors import ConfigError, SupervisorError, UnitFileError
-from llm_supervisor.host import ports, tiers
+from llm_supervisor.host import tiers
 from llm_supervisor.host.probes import ProbeResult
 from llm_supervisor.host.tuning import Tuning
 from llm_supervisor.host.view import HostView
@@ -48,7 +54,7 @@ from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.dbus import BusSystemd
-from llm_supervisor.systemd.journal import JournalReader, Sink, oldest
+from llm_supervisor.systemd.journal import JournalReader, Sink, kernel_boot_id, oldest
 from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
@@ -58,51 +64,82 @@ class Notifier(Protocol):
     def notify(self, state: str) -> object: ...
 
 
-class Supervisor:
-    """The daemon's state and its actuator for the engines. No side effects until startup()."""
+def state_file(config: Config) -> Path:
+    """Where the daemon's record is kept (``[supervisor] state_dir``)."""
+    return config.supervisor.state_dir / "state.json"
 
-    def __init__(self, config_path: Path, *, systemd: Systemd | None = None,
+
+@dataclass(frozen=True)
+class Setup:
+    """What the daemon reads before it is built (``read``), so that building it reads
+    nothing: the config, its record (state.json), the host's facts, this boot's id as the
+    kernel has it (the journal reader tells this boot's entries by it) and the CA store every
+    engine's HTTP client shares."""
+
+    config_path: Path
+    config: Config
+    state: State
+    host: units.HostFacts
+    tls: ssl.SSLContext
+    boot_id: str
+
+    @classmethod
+    def read(cls, config_path: Path) -> Setup:
+        """Read it all; a config that is not valid raises ``ConfigError``."""
+        config = load(config_path)
+        return cls(config_path, config, load_state(state_file(config)), units.HostFacts.read(),
+                   ssl.create_default_context(), kernel_boot_id())
+
+
+class Supervisor:
+    """The daemon's state and its actuator for the engines, built whole from a ``Setup``
+    without side effects; ``startup()`` connects, probes, reconciles and opens the socket."""
+
+    def __init__(self, setup: Setup, *, systemd: Systemd | None = None,
                  notifier: Notifier | None = None) -> None:
-        self.config_path = config_path
+        self.config_path = setup.config_path
+        self.config = setup.config  # the config in force: a reload replaces it
+        self.state = setup.state
+        self.state_path = state_file(setup.config)  # a reload cannot move it (RESTART_ONLY)
+        self.host = setup.host
+        self.tls = setup.tls
         self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.notifier: Notifier | None = notifier  # sd_notify, made by serve() by default
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.hostview = HostView(lambda type, **fields: self.event(type, **fields))
+        self.hostview = HostView(self.event)
         self.config_error: list[str] | None = None
         self.started_at = time.time()
         self.reload_lock = asyncio.Lock()
         self.hup = asyncio.Event()
         self.disk = Disk()  # event fsyncs, state.json, history reads: off the event loop
         self.starting: asyncio.Task[None] | None = None  # placing engines after READY
-
-    # ------------------------------------------------------------------ startup
-
-    async def startup(self) -> None:
-        self.config: Config = load(self.config_path)
-        sup = self.config.supervisor
-        self.state_path = sup.state_dir / "state.json"
-        self.state: State = load_state(self.state_path)
-        if self.state.note:
-            log.warning("state file", note=self.state.note)
-        await self.systemd.connect()
-        self.systemd.on_change = self._unit_changed
-        self.journal = JournalReader(self.systemd, since=self.started_at, cursor=(
-            self.state.journal_cursor or oldest([self.state.kernel_cursor, *(
-                m.journal_cursor for m in self.state.engines.values())])))
-        history = self.config.history
+        sup, history, state = self.config.supervisor, self.config.history, self.state
+        cursor = state.journal_cursor or oldest(  # one reader takes the older cursors over
+            [state.kernel_cursor, *(m.journal_cursor for m in state.engines.values())])
+        self.journal = JournalReader(self.systemd, cursor=cursor, since=self.started_at,
+                                     boot_id=setup.boot_id)
         self.events = EventLog(sup.state_dir / "events", segment_size=history.segment_size,
                                max_size=history.max_size,
                                spill=sup.socket.parent / "events-backlog.jsonl")
         self.recorder = Recorder(events=self.events, disk=self.disk, state=self.state,
                                  state_path=self.state_path, engines=self.engines,
-                                 notify=lambda message: self.notify(message),
-                                 gauges=self._gauges, before_save=self._journal_cursor)
+                                 notify=self.notify, gauges=self._gauges,
+                                 before_save=self._journal_cursor)
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
-        self.host = units.HostFacts.read()
         self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
                                         lambda: self.config, self.host)
-        self.tls = ssl.create_default_context()  # one, shared by every engine's client
+        self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
+                                     may_read=group_reader(sup.socket_group))
+
+    # ------------------------------------------------------------------ startup
+
+    async def startup(self) -> None:
+        sup = self.config.supervisor
+        if self.state.note:
+            log.warning("state file", note=self.state.note)
+        await self.systemd.connect()
+        self.systemd.on_change = self._unit_changed
         missing = self.host.missing_gpu_groups()
         if missing:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
@@ -115,8 +152,6 @@ class Supervisor:
             self.engines[engine_cfg.name] = engine
             engine.expire_facts(boot)
         placing = await self.reconcile()
-        self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
-                                     may_read=group_reader(sup.socket_group))
         await self.control.start()
         self.event("started", reason=f"llm-supervisord pid {os.getpid()}",
                            evidence={"config_files": list(self.config.files)})
@@ -140,13 +175,10 @@ class Supervisor:
         await self.hostview.reprobe(config or self.config)
 
     def choices(self, engine: Engine) -> list[tiers.TierChoice]:
-        return self.hostview.choices(self.config, engine)
-
-    def usable(self, engine: Engine) -> list[str]:
-        return self.hostview.usable(self.config, engine)
+        return self.hostview.choices(self.config, facts_of(engine))
 
     def place(self, engine: Engine) -> str | None:
-        return self.hostview.place(self.config, engine)
+        return self.hostview.place(self.config, facts_of(engine))
 
     async def reconcile(self) -> dict[str, tuple[str, str]]:
         """Bring the units in line with the config (written, stale ones removed, one
@@ -269,20 +301,18 @@ class Supervisor:
 
     def _journal_cursor(self) -> None:
         """Before a save: the one journal reader's cursor replaces the older per-source ones."""
-        if getattr(self, "journal", None) is not None and self.journal.cursor and \
-                self.journal.restarts:  # the reader took the old cursors over
+        if self.journal.cursor and self.journal.restarts:  # it took the old cursors over
             self.state.journal_cursor = self.journal.cursor  # one cursor for all sources
             self.state.kernel_cursor = None
             for memory in self.state.engines.values():
                 memory.journal_cursor = None
 
     def _gauges(self) -> tuple[dict[str, bool], SupervisorView]:
-        control = getattr(self, "control", None)
         return ({t: p.present for t, p in self.probes.items()},
                 SupervisorView(degraded=handlers.degraded(self) is not None,
                                events_dropped=self.events.dropped,
                                followers_dropped=self.events.lagging_dropped,
-                               connections_refused=control.refused if control else 0))
+                               connections_refused=self.control.refused))
 
     @property
     def metrics(self) -> Metrics:
@@ -290,8 +320,7 @@ class Supervisor:
 
     @property
     def generation(self) -> int:
-        recorder = getattr(self, "recorder", None)
-        return recorder.generation if recorder is not None else 0
+        return self.recorder.generation
 
     def metrics_text(self) -> bytes:
         return self.recorder.metrics_text()
@@ -458,72 +487,73 @@ class Supervisor:
                     await held.enter_async_context(self.engines[name].lock)
             await self._apply_held(old, new, change)
 
-    def _plan_tiers(self, new: Config, change: ConfigDiff
-                    ) -> dict[str, tuple[EngineConfig, str | None]]:
-        """The tier each added or changed engine starts on (None: no usable tier)."""
-        candidates = {e.name: e for e in new.engines}
-        plan: dict[str, tuple[EngineConfig, str | None]] = {}
-        for name in (*change.added, *change.changed):
-            running = self.engines.get(name)
-            usable = tiers.usable(new, candidates[name], self.probes, reboot_required=(
-                running.memory.reboot_required if running else False),
-                skipped=self.hostview.device_skips.get(name))
-            tier = policy.start_tier(new.chain_for(candidates[name]), usable,
-                                     pinned=running.memory.pinned if running else None,
-                                     current=running.tier if running else None)
-            plan[name] = (candidates[name], tier)
-        return plan
-
     async def _apply_held(self, old: Config, new: Config, change: ConfigDiff) -> None:
+        """The reload's plan (``llm_supervisor.reconcile.plan``: from the engines' facts and
+        the host's tiers as they are now), its steps applied in order, then the state saved."""
+        steps = reload_plan.plan(
+            old, new, change, {name: facts_of(e) for name, e in self.engines.items()},
+            probes=self.probes, device_skips=self.hostview.device_skips,
+            waiting={name for name, e in self.engines.items()
+                     if e.state in (EngineState.FAILED, EngineState.BLOCKED)})
         candidates = {e.name: e for e in new.engines}
-        plan = self._plan_tiers(new, change)
-        rendered = [units.render(new, cfg, tier, self.host)
-                    for cfg, tier in plan.values() if tier is not None]
-        # raises UnitFileError before writing anything if a file is not ours
-        written = units.write_files(new.supervisor.unit_dir, units.files_of(rendered))
-        self.config = new
-        for name in change.removed:
-            await self._unsupervise(name)
-            self.engines.pop(name, None)
-            await self._remove_engine_units(name)
-        if written or change.removed:
-            await self.daemon_reload()
-        for engine in self.engines.values():
-            engine.configure(new, candidates[engine.name])
-        for name in change.added:
-            self.engines[name] = Engine(new, candidates[name], self.state.engine(name),
-                                        self.actuator, self._http())
-        for name, (_, tier) in plan.items():  # changed ones are held; added ones run nothing
-            engine = self.engines[name]
-            with engine.batch():
-                if tier is None:
-                    await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host"))
-                elif name in change.added:
-                    await engine.start_on(tier, Cause.RELOAD, f"added by reload: starting on"
-                                          f" {tier}")
-                else:
-                    await engine.start_on(tier, Cause.RELOAD, f"config changed: restarting"
-                                          f" on {tier}")
-            if name in change.added:
-                self._supervise(engine)
-        await self._replace_unusable(set(plan))
-        if old.logs.kernel_match != new.logs.kernel_match:
-            self._follow_kernel()
+        changed = False  # a unit file written or removed since the last daemon-reload
+        for step in steps:
+            changed = await self._apply_step(step, new, candidates, changed)
         self.save()
 
-    async def _replace_unusable(self, started: set[str]) -> None:
-        """A retuned chain or availability may leave an engine on a tier it may not use:
-        each such engine (not one the reload just started) moves to its place."""
-        for engine in self.engines.values():
-            if engine.name in started or engine.state in (EngineState.FAILED,
-                                                          EngineState.BLOCKED):
-                continue
-            tier = self.place(engine)
-            if tier is not None and tier != engine.tier:
-                async with engine.lock:
+    async def _apply_step(self, step: reload_plan.Step, new: Config,
+                          candidates: Mapping[str, EngineConfig], changed: bool) -> bool:
+        """One step of a reload's plan; whether a unit file was written or removed since the
+        last daemon-reload (``changed``: before this step)."""
+        match step:
+            case reload_plan.WriteUnits(tiers=placed):
+                rendered = [units.render(new, candidates[name], tier, self.host)
+                            for name, tier in placed]
+                # raises UnitFileError before writing anything if a file is not ours
+                written = units.write_files(new.supervisor.unit_dir, units.files_of(rendered))
+                return changed or bool(written)
+            case reload_plan.UseConfig():
+                self.config = new
+            case reload_plan.RemoveEngine(name=name):
+                await self._unsupervise(name)
+                self.engines.pop(name, None)
+                await self._remove_engine_units(name)
+                return True
+            case reload_plan.ReloadSystemd():
+                if changed:
+                    await self.daemon_reload()
+                return False
+            case reload_plan.Configure(name=name):
+                self.engines[name].configure(new, candidates[name])
+            case reload_plan.AddEngine(name=name):  # it runs nothing until it is supervised
+                self.engines[name] = Engine(new, candidates[name], self.state.engine(name),
+                                            self.actuator, self._http())
+            case reload_plan.Supervise(name=name):
+                self._supervise(self.engines[name])
+            case reload_plan.FollowKernel():
+                self._follow_kernel()
+            case _:
+                await self._move(step)
+        return changed
+
+    async def _move(self, step: reload_plan.StartOn | reload_plan.Fail | reload_plan.Replace
+                    ) -> None:
+        """Start, fail or move an engine as the reload's plan says. A changed engine's lock is
+        held by ``_apply``, an added one runs nothing yet; an engine moved off a tier it may no
+        longer use is taken under its lock, and left alone if it moved on its own meanwhile."""
+        engine = self.engines[step.name]
+        if isinstance(step, reload_plan.Replace):
+            async with engine.lock:
+                if engine.tier == step.leaving and engine.state not in (EngineState.FAILED,
+                                                                        EngineState.BLOCKED):
                     with engine.batch():
-                        await engine.start_on(tier, Cause.RELOAD, f"config changed:"
-                                              f" {engine.tier} is no longer usable")
+                        await engine.start_on(step.tier, Cause.RELOAD, step.why)
+            return
+        with engine.batch():
+            if isinstance(step, reload_plan.Fail):
+                await engine.fail(Finding(Cause.CONFIG, step.why))
+            else:
+                await engine.start_on(step.tier, Cause.RELOAD, step.why)
 
     def _follow_kernel(self) -> None:
         """The kernel's journal (``[logs] kernel_match``), read by the one journal reader."""
@@ -533,35 +563,11 @@ class Supervisor:
             self.tasks["journal"] = asyncio.create_task(self.journal.run(), name="journal")
 
     def _engine_line(self, engine: Engine) -> Sink:
+        """The engine's journal goes to its intake (``engine.intake``: one rule for the
+        lines of this run, each line routed once)."""
         def sink(message: str, cursor: str, at: float | None) -> None:
-            if not engine.this_run(at):
-                return  # the last words of a run before this one
-            if progress.completed_request(message):
-                engine.completed(at)
-                return
-            runner, own = engine.runners.line(message)  # which model the line is about
-            layers = classify.parse_offload(message)
-            device = classify.parse_device(message)
-            if runner is not None and not own:
-                # another model's placement: shown, never judged (a GPU error is the GPU's,
-                # whichever runner printed it: classified below)
-                if layers is not None or device is not None:
-                    engine.other_model(runner, layers, device)
-                    return
-            elif runner is not None and runner.port is not None:
-                engine.runner(runner.port, at)
-            if layers is not None and own:
-                engine.offloaded(*layers, at)
-            if device is not None:
-                engine.device(device, at)
-                return
             rules = classify.rules_for(self.config.logs)[0]
-            found = classify.classify(rules, message, tier=engine.tier)
-            if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
-                held = diagnosis.port_finding(engine.cfg, ports.holder(engine.cfg.listen), message)
-                found = Observation(False, "log", held) if held else found
-            if found is not None:
-                engine.finding(found, at)
+            engine.intake.line(message, at, rules, engine.tier, engine.cfg)
         return sink
 
     def _kernel_line(self, message: str, cursor: str, at: float | None) -> None:
@@ -569,7 +575,7 @@ class Supervisor:
         for engine in self.engines.values():
             found = classify.classify(rules, message, tier=engine.tier, kernel=True)
             if found is not None:
-                engine.finding(found, at)
+                engine.intake.finding(found, at)
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 at half WATCHDOG_USEC from the main loop; STATUS= kept current."""
@@ -595,11 +601,9 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if hasattr(self, "control"):
-            await self.control.close()
-        if hasattr(self, "state"):
-            self.save()
-            self.event("stopped", reason="SIGTERM: state saved, engines left running")
+        await self.control.close()
+        self.save()
+        self.event("stopped", reason="SIGTERM: state saved, engines left running")
         await self.disk.drain()
         self.disk.close()
         await asyncio.gather(*(engine.http.aclose() for engine in self.engines.values()),
@@ -630,9 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok ({len(config.engines)} engine(s))")
         return 0
     configure()
-    supervisor = Supervisor(args.config)
     try:
-        asyncio.run(supervisor.serve())
+        asyncio.run(Supervisor(Setup.read(args.config)).serve())
     except ConfigError as exc:
         log.error("invalid config; not starting", problems=exc.problems)
         print("\n".join(exc.problems), file=sys.stderr)

@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from llm_supervisor.causes import Action, Cause, Finding, Observation, precedence
-from llm_supervisor.config import GPU_TIERS
 from llm_supervisor.policy import best_tier, bottom_tier, is_above, start_tier, tier_below
 from llm_supervisor.states import EngineState
+from llm_supervisor.tiers import GPU_TIERS
 
 # what the start-up grace excuses: an engine that does not answer yet. A crash, a generation
 # past its deadline, a measured rate are verdicts in every phase.

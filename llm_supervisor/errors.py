@@ -17,6 +17,8 @@
     ├── AdviseError          what advice needs could not be found
     └── BundleError          a model bundle cannot be exported or imported
 
+It also holds ``Exit``, ``llm-supervisorctl``'s exit codes, which a ``Failure`` carries.
+
 No imports: the status client imports this on its fast path.
 """
 
@@ -24,7 +26,20 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported on the status path; mypy reads this as True
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
+
+
+class Exit:
+    """``llm-supervisorctl``'s exit codes, defined once: the full CLI
+    (``control.cli``), the status fast path (``control.ctl``) and the tools return these.
+    Plain ints, not an ``enum``: the status path imports no ``enum``."""
+
+    OK: Final = 0           # done (for ``status``: every engine healthy)
+    ERROR: Final = 1        # the command failed
+    USAGE: Final = 2        # a bad command line (argparse's own code)
+    UNHEALTHY: Final = 3    # ``status``: some engine is not healthy
+    UNREACHABLE: Final = 4  # the daemon's socket does not answer
+    SIGNALLED: Final = 128  # + the signal's number: stopped by it (a closed stdout: SIGPIPE's)
 
 
 class SupervisorError(Exception):
@@ -89,7 +104,7 @@ class ProtocolError(SupervisorError):
 class Failure(SupervisorError):
     """A CLI command failed: what to print, and the exit code."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = Exit.ERROR) -> None:
         super().__init__(message)
         self.code = code
 

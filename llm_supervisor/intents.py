@@ -1,31 +1,79 @@
 """Operator intents: restart, demote, promote, pin, unpin — asked over the control socket,
 applied by the engine's own loop.
 
-A handler validates the request against what it can read (``validate``: the tier names, what
-is usable now, the pin), queues the ``Intent`` on the engine (``Engine.submit``), which wakes
-the engine's loop, and awaits the acknowledgement (gunicorn's ``ctl/`` handlers with
+The verbs are ``Verb``: the one list the control API's routes, the CLI's commands (and so its
+bash completion) are made from, with how each is asked over HTTP (``Verb.route``) and what the
+CLI says of it (``Verb.help``). A verb's rules are ``check``, the one function both sides call:
+the handler, against what it can read when the request arrives (``validate``: the tier
+names, what is usable now, the pin), and the engine's loop, against what is usable when it
+applies the intent (``apply``), so both refuse with the same ``Refused`` and the same words.
+
+A handler queues the ``Intent`` on the engine (``Engine.submit``), which wakes the engine's
+loop, and awaits the acknowledgement (gunicorn's ``ctl/`` handlers with
 ``arbiter.wakeup()``). The engine applies intents at the start of its next check, under its
 own lock, and is the only writer of its state; the control plane never is. What changed
-between validation and application (a tier no longer usable) refuses the intent there, with
-the same ``Refused`` error. Each applied intent is recorded once, as an ``operator`` event
-naming the uid that asked and only the fields that matter (the tier), never the request body.
+between validation and application (a tier no longer usable) refuses the intent there. Each
+applied intent is recorded once, as an ``operator`` event naming the uid that asked and only
+the fields that matter (the tier), never the request body.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, assert_never
 
 from llm_supervisor import policy
-from llm_supervisor.causes import Cause
 from llm_supervisor.errors import Refused
 
-if TYPE_CHECKING:
-    from llm_supervisor.engine import Engine
 
-Verb = Literal["restart", "demote", "promote", "pin", "unpin"]
-VERBS: tuple[str, ...] = ("restart", "demote", "promote", "pin")
+class Verb(StrEnum):
+    """What an operator can ask of an engine. Everything else that names the verbs (the
+    control API's routes, the CLI's commands, their help, the completion) is derived from
+    this enum, never spelled again."""
+
+    RESTART = "restart"
+    DEMOTE = "demote"
+    PROMOTE = "promote"
+    PIN = "pin"
+    UNPIN = "unpin"
+
+    @property
+    def route(self) -> tuple[str, str]:
+        """(HTTP method, last part of ``/v1/engines/{name}/…``) that asks for it: unpin is
+        ``DELETE …/pin``, every other verb a ``POST`` of its own name."""
+        return ("DELETE", Verb.PIN.value) if self is Verb.UNPIN else ("POST", self.value)
+
+    @property
+    def takes_tier(self) -> bool:
+        """Whether the request names a tier (``{"tier": …}``, the CLI's ``TIER``)."""
+        return self is Verb.PIN
+
+    @property
+    def help(self) -> str:
+        """What it does, in the CLI's words (``llm-supervisorctl --help``)."""
+        match self:
+            case Verb.RESTART:
+                return "restart an engine on its tier"
+            case Verb.DEMOTE:
+                return "move an engine one usable tier down"
+            case Verb.PROMOTE:
+                return "try the best usable tier now"
+            case Verb.PIN:
+                return "freeze an engine on a tier until unpinned"
+            case Verb.UNPIN:
+                return "release a pinned tier"
+            case _:
+                assert_never(self)
+
+    @classmethod
+    def asked(cls, method: str, part: str) -> Verb:
+        """The verb a request asks for (the inverse of ``route``), or ``Refused`` 404."""
+        for verb in cls:
+            if verb.route == (method, part):
+                return verb
+        raise Refused(404, f"unknown action {part}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +82,9 @@ class Intent:
     uid: int
     tier: str | None = None  # pin: the tier asked for
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verb", Verb(self.verb))  # "pin" is Verb.PIN; no other
+
     @property
     def reason(self) -> str:
         return f"{self.verb} by uid {self.uid}"
@@ -41,90 +92,61 @@ class Intent:
 
 @dataclass(frozen=True)
 class View:
-    """What validation reads of one engine: plain data, taken when the request arrives."""
+    """What the rules read of one engine: plain data, taken when the request arrives (the
+    handler) or when the intent is applied (the engine's loop)."""
 
     name: str
     chain: Sequence[str]
     tier: str | None
     pinned: str | None
     usable: Sequence[str]
-    why_not: Mapping[str, str]  # unusable tier -> why
+    why_not: Mapping[str, str] = field(default_factory=dict)  # unusable tier -> why
 
 
-def validate(view: View, verb: str, method: str, body: Mapping[str, Any], uid: int
-             ) -> Intent:
-    """The intent a request asks for, or ``Refused`` (nothing is queued, nothing recorded)."""
-    if verb == "pin" and method == "DELETE":
-        return Intent("unpin", uid)
-    if verb == "pin":
-        tier = body.get("tier")
+def check(view: View, verb: Verb, tier: object = None, *, probed: bool = True) -> str | None:
+    """The rules of an intent, the one place they are written: the tier it goes to (pin: the
+    tier asked for; restart: where it restarts; demote: the tier below; promote: the best
+    usable one; unpin: None), or ``Refused`` with why not.
+
+    ``probed``: ``view.usable`` is what the host has now. The engine probes again before a
+    promote, so the handler, whose view is older, leaves the want of a better tier to it."""
+    if verb is Verb.UNPIN:
+        return None
+    if verb is Verb.PIN:
         if tier not in view.chain:
             raise Refused(400, f"tier must be one of {list(view.chain)}", {"tier": tier})
         check_usable(view.name, str(tier), view.usable, view.why_not)
-        return Intent("pin", uid, str(tier))
-    if verb not in VERBS:
-        raise Refused(404, f"unknown action {verb}")
-    if view.pinned and verb in ("demote", "promote"):
+        return str(tier)
+    if view.pinned and verb in (Verb.DEMOTE, Verb.PROMOTE):
         raise Refused(409, f"{view.name} is pinned to {view.pinned}; unpin it first")
-    if verb == "demote" and policy.tier_below(view.chain, view.usable, view.tier) is None:
-        raise Refused(409, f"no usable tier below {view.tier}")
-    if verb == "restart" and policy.start_tier(view.chain, view.usable, pinned=view.pinned,
-                                               current=view.tier) is None:
-        raise Refused(409, f"no usable tier for {view.name}", dict(view.why_not))
-    return Intent(verb, uid)  # type: ignore[arg-type]  # one of VERBS
+    if verb is Verb.DEMOTE:
+        below = policy.tier_below(view.chain, view.usable, view.tier)
+        if below is None:
+            raise Refused(409, f"no usable tier below {view.tier}")
+        return below
+    if verb is Verb.RESTART:
+        target = policy.start_tier(view.chain, view.usable, pinned=view.pinned,
+                                   current=view.tier)
+        if target is None:
+            raise Refused(409, f"no usable tier for {view.name}", dict(view.why_not) or None)
+        return target
+    best = policy.best_tier(view.chain, view.usable)
+    if probed and (best is None or best == view.tier):
+        raise Refused(409, f"{view.name} is already on its best usable tier")
+    return best
 
 
 def check_usable(name: str, tier: str, usable: Sequence[str], why_not: Mapping[str, str]
                  ) -> None:
+    """``check``'s rule for a tier to go to (a pin's): it must be usable now."""
     if tier not in usable:
-        raise Refused(409, f"{tier} is not usable for {name}", dict(why_not))
+        raise Refused(409, f"{tier} is not usable for {name}", dict(why_not) or None)
 
 
-async def apply(engine: Engine, intent: Intent) -> str:
-    """Carry out one intent, from the engine's own loop and under its lock: the only place
-    the operator changes an engine."""
-    usable = engine.actuator.usable(engine)
-    record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
-    if intent.verb == "unpin":
-        engine.record("operator", **record, evidence=None)
-        engine.memory.pinned = None
-        engine.record("unpin", cause=Cause.OPERATOR.value,
-                      reason=f"unpinned by uid {intent.uid}")
-        return "unpinned"
-    if intent.verb == "pin":
-        tier = intent.tier
-        assert tier is not None
-        check_usable(engine.name, tier, usable, {})
-        engine.record("operator", **record, evidence={"tier": tier})
-        engine.memory.pinned = tier
-        engine.memory.next_promotion_at = None
-        engine.record("pin", to=tier, cause=Cause.OPERATOR.value,
-                      reason=f"pinned to {tier} by uid {intent.uid}")
-        if engine.tier != tier:
-            await engine.start_on(tier, Cause.OPERATOR, f"pinned to {tier} by uid {intent.uid}")
-        return f"pinned to {tier}"
-    if engine.memory.pinned and intent.verb in ("demote", "promote"):
-        raise Refused(409, f"{engine.name} is pinned to {engine.memory.pinned}; unpin it first")
-    if intent.verb == "restart":
-        target = policy.start_tier(engine.chain, usable, pinned=engine.memory.pinned,
-                                   current=engine.tier)
-        if target is None:
-            raise Refused(409, f"no usable tier for {engine.name}")
-        engine.record("operator", **record, evidence={"tier": target})
-        await engine.start_on(target, Cause.OPERATOR, f"restarted by uid {intent.uid}")
-        return "restarted"
-    if intent.verb == "demote":
-        below = policy.tier_below(engine.chain, usable, engine.tier)
-        if below is None:
-            raise Refused(409, f"no usable tier below {engine.tier}")
-        engine.record("operator", **record, evidence={"tier": below})
-        await engine.start_on(below, Cause.OPERATOR,
-                              f"demoted from {engine.tier} by uid {intent.uid}")
-        return f"demoted to {below}"
-    await engine.actuator.reprobe()  # promote: with what the host has now
-    best = policy.best_tier(engine.chain, engine.actuator.usable(engine))
-    if best is None or best == engine.tier:
-        raise Refused(409, f"{engine.name} is already on its best usable tier")
-    engine.record("operator", **record, evidence={"tier": best})
-    await engine.promote(best, f"asked by uid {intent.uid}")
-    return f"promoting to {best}"
+def validate(view: View, part: str, method: str, body: Mapping[str, Any], uid: int) -> Intent:
+    """The intent a request (``method`` on ``/v1/engines/{name}/{part}``) asks for, or
+    ``Refused`` (nothing is queued, nothing recorded). Only what matters of the body is kept:
+    the tier of a pin."""
+    verb = Verb.asked(method, part)
+    tier = check(view, verb, body.get("tier") if verb.takes_tier else None, probed=False)
+    return Intent(verb, uid, tier if verb.takes_tier else None)

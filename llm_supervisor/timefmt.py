@@ -1,7 +1,37 @@
-"""How long ago an ISO-8601 UTC time was. Standard library only, and no ``_strptime``:
-``llm-supervisorctl status`` imports it on its fast path."""
+"""UTC times as text, the one place their format is written: ``2026-11-22T16:00:00Z`` (the
+events' ``ts``, the status document's times, a probe's ``checked_at``), its compact form
+``20261122T160000Z`` for file names, reading them back, and how long ago one was. Standard
+library only, and no ``_strptime`` (nor ``datetime`` until an ISO-8601 text from outside is
+read): ``llm-supervisorctl status`` imports it on its fast path."""
 
 from __future__ import annotations
+
+import time
+
+FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # ISO-8601, UTC, to the second
+COMPACT = "%Y%m%dT%H%M%SZ"     # the same in ISO-8601's basic format: for file names
+
+
+def utc(ts: float | None = None) -> str:
+    """Seconds since the epoch (default: now) -> ``2026-11-22T16:00:00Z``."""
+    return time.strftime(FORMAT, time.gmtime(time.time() if ts is None else ts))
+
+
+def compact(ts: float | None = None) -> str:
+    """Seconds since the epoch (default: now) -> ``20261122T160000Z``, for a file's name."""
+    return time.strftime(COMPACT, time.gmtime(time.time() if ts is None else ts))
+
+
+def normalise(text: str) -> str:
+    """Any ISO-8601 date or time (``2026-11-22``, ``2026-11-22T17:00:00+01:00``) as
+    ``utc`` writes it, so it compares with the events' own times; a time without an offset
+    is UTC. ``ValueError`` when it is no ISO-8601 date or time."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime(FORMAT)
 
 
 def epoch(iso: str) -> float:

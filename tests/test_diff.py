@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 from llm_supervisor import config
 from llm_supervisor.diff import diff
 from llm_supervisor.systemd.units import HostFacts
@@ -21,7 +23,7 @@ listen = "127.0.0.1:11435"
 
 def test_no_change_is_empty_even_when_the_file_list_differs():
     old = config.loads(BASE, "one.toml")
-    new = config.validate([("one.toml", config.tomllib.loads(BASE)), ("conf.d/x.toml", {})])
+    new = config.validate([("one.toml", tomllib.loads(BASE)), ("conf.d/x.toml", {})])
     d = diff(old, new, {"a": "rocm", "b": "vulkan"}, HOST)
     assert d.empty and d.to_dict()["changed"] == []
 

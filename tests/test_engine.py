@@ -188,8 +188,8 @@ async def settle(engine: Engine, ticks: int = 1) -> None:
     """Run check intervals, letting a background canary finish within each."""
     for _ in range(ticks):
         await engine.tick()
-        if engine.canary_task is not None:
-            await asyncio.wait([engine.canary_task], timeout=1)
+        if engine.canary.task is not None:
+            await asyncio.wait([engine.canary.task], timeout=1)
         await engine.tick()
         engine.clock.now += 1  # type: ignore[attr-defined]  # one interval
         engine.wall.now += 1  # type: ignore[attr-defined]
@@ -260,7 +260,7 @@ async def test_slow_tokens_below_the_threshold_count_only_when_set():
     api.eval_rate = 3.0
     for _ in range(4):
         await settle(engine)
-    assert actuator.switches == ["rocm"] and engine.tokens_per_second == pytest.approx(3.0)
+    assert actuator.switches == ["rocm"] and engine.canary.tokens_per_second == pytest.approx(3.0)
 
 
 async def test_silent_cpu_fallback_demotes_without_restart():
@@ -279,7 +279,7 @@ async def test_silent_cpu_fallback_demotes_without_restart():
 ])
 async def test_log_findings(cause, tiers, reboot):
     engine, actuator, api, clock, _ = await started()
-    engine.inbox.append(Observation.bad("log", cause, "GPU trouble",
+    engine.intake.inbox.append(Observation.bad("log", cause, "GPU trouble",
                                         evidence="amdgpu: GPU reset begin!"))
     await engine.tick()
     assert actuator.switches == tiers
@@ -291,7 +291,7 @@ async def test_log_findings(cause, tiers, reboot):
 async def test_a_pin_holds_through_faults():
     engine, actuator, api, clock, _ = await started()
     engine.memory.pinned = "rocm"
-    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     await engine.tick()
     api.alive = False
     clock.now += 11
@@ -371,7 +371,7 @@ async def test_a_promotion_that_fails_within_probation_backs_off():
         assert engine.state == EngineState.HEALTHY and engine.memory.probation_until
         wall.now += 60  # a minute of good service, within probation
         await settle(engine)
-        engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+        engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
         await engine.tick()
         assert engine.tier == "vulkan" and engine.memory.cause == "promotion_failed"
         waits.append(engine.memory.promote_wait)
@@ -394,7 +394,7 @@ async def test_each_cause_takes_its_action(cause):
     ticks = 3 if action == Action.COUNT else 1
     for _ in range(ticks):
         source = "unit" if cause == Cause.CRASH else "canary" if cause.blocking else "log"
-        engine.inbox.append(Observation.bad(source, cause, "detail", fix="do this"))
+        engine.intake.inbox.append(Observation.bad(source, cause, "detail", fix="do this"))
         await engine.tick()
     switches = actuator.switches[1:]
     if action == Action.DEMOTE:
@@ -417,7 +417,7 @@ async def test_each_cause_takes_its_action(cause):
 
 async def test_one_counted_failure_among_good_checks_changes_nothing():
     engine, actuator, api, clock, _ = await started()
-    engine.inbox.append(Observation.bad("log", Cause.OOM, "cudaMalloc failed: out of memory"))
+    engine.intake.inbox.append(Observation.bad("log", Cause.OOM, "cudaMalloc failed: out of memory"))
     await settle(engine, 3)
     assert actuator.switches == ["rocm"] and engine.state == EngineState.HEALTHY
 
@@ -514,8 +514,8 @@ DROPPED_IGPU = DROPPED_GFX906.replace("gfx906", "gfx1103").replace("device=0", "
 async def test_rocm_tier_running_on_vulkan_is_a_backend_mismatch():
     engine, actuator, api, clock, _ = await started()
     for line in (DROPPED_GFX906, VULKAN_MI50):
-        engine.device(parse_device(line))
-    assert engine.memory.backend == "Vulkan: AMD Instinct MI50 (RADV VEGA20)"
+        engine.intake.device(parse_device(line))
+    assert engine.intake.backend() == "Vulkan: AMD Instinct MI50 (RADV VEGA20)"
     await settle(engine, 2)
     assert actuator.switches == ["rocm", "vulkan"]
     assert engine.memory.cause == "backend_mismatch"
@@ -529,7 +529,7 @@ async def test_rocm_tier_running_on_vulkan_is_a_backend_mismatch():
 async def test_dropped_igpu_beside_a_kept_rocm_card_is_not_a_fault():
     engine, actuator, api, clock, _ = await started()
     for line in (DROPPED_IGPU, ROCM_MI50):
-        engine.device(parse_device(line))
+        engine.intake.device(parse_device(line))
     await settle(engine, 3)
     assert actuator.switches == ["rocm"] and engine.state == EngineState.HEALTHY
     assert engine.memory.backend == "ROCm: AMD Instinct MI50"
@@ -573,7 +573,7 @@ async def test_a_pinned_tier_on_the_wrong_backend_is_reported_not_restarted():
     engine, actuator, api, clock, _ = await started()
     engine.memory.pinned = "rocm"
     for line in (DROPPED_GFX906, VULKAN_MI50):
-        engine.device(parse_device(line))
+        engine.intake.device(parse_device(line))
     await settle(engine, 3)
     assert actuator.switches == ["rocm"] and engine.state == EngineState.DEGRADED
     assert engine.memory.cause == "backend_mismatch" and "unpin" in engine.memory.fix
@@ -587,16 +587,16 @@ async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
     await engine.tick()
     assert engine.state == EngineState.STARTING and "loading qwen2.5:7b-instruct" in \
         engine.memory.reason
-    assert engine.phase == "load" and engine.deadline == 10.0  # load_timeout: the grace
+    assert engine.canary.phase == "load" and engine.canary.deadline(engine.health) == 10.0  # load_timeout: the grace
     await settle(engine)
-    assert engine.state == EngineState.HEALTHY and engine.phase == "generate"
+    assert engine.state == EngineState.HEALTHY and engine.canary.phase == "generate"
     loads = [e for e in actuator.events if e["type"] == "load"]
     assert [e["to"] for e in loads] == ["rocm"] and "first generation in" in loads[0]["reason"]
     assert [c for c, _ in actuator.checks if c == "load"] == ["load"]
     # after a demotion the model is loaded again, on the new tier, before healthy
-    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     await engine.tick()
-    assert engine.tier == "vulkan" and engine.phase == "load"
+    assert engine.tier == "vulkan" and engine.canary.phase == "load"
     await settle(engine)
     assert engine.state == EngineState.HEALTHY
     assert [e["to"] for e in actuator.events if e["type"] == "load"] == ["rocm", "vulkan"]
@@ -605,7 +605,7 @@ async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
 async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_units():
     engine, actuator, api, clock, wall = await started()
     actuator.switch_error = SupervisorError("Job for llm-main.service failed")
-    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     with pytest.raises(SupervisorError):  # the loop (run) logs it and checks again
         await engine.tick()  # the demotion's switch fails
     assert engine.tier == "rocm" and engine.memory.tier == "rocm"
@@ -619,7 +619,7 @@ async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_u
     assert engine.state == EngineState.DEGRADED and "switching to vulkan failed" in \
         engine.memory.reason
     actuator.switch_error = None  # systemd works again: the next check finishes the demotion
-    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     await engine.tick()
     assert engine.tier == "vulkan" and actuator.switches[-1] == "vulkan"
     assert [e["to"] for e in actuator.events if e["type"] == "tier"][-1] == "vulkan"
@@ -658,7 +658,7 @@ async def test_a_demotion_is_recorded_once_after_its_switch():
         commit(e, events)
 
     actuator.switch, actuator.commit = switching, committing  # type: ignore[method-assign]
-    engine.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
     await engine.tick()
     assert actuator.switches[-1] == "vulkan"
     assert actuator.commits[commits:] == [["state", "tier", "state"]]

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from llm_supervisor.records.history import EventLog, utc
+from llm_supervisor.records.history import EventLog
+from llm_supervisor.timefmt import utc
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from test_engine import started
 from llm_supervisor.causes import Cause
 from llm_supervisor.control import handlers
 from llm_supervisor.errors import HTTPError, Refused, SupervisorError
-from llm_supervisor.intents import Intent, View, validate
+from llm_supervisor.intents import Intent, Verb, View, check, validate
 
 VIEW = View("main", ("rocm", "vulkan", "cpu"), "rocm", None, ["rocm", "cpu"],
             {"vulkan": "vulkaninfo lists no GPU"})
@@ -104,3 +104,84 @@ def test_the_control_plane_reads_no_cli_and_writes_no_engine_state():
     assert "engine.memory.pinned =" not in source
     assert "start_on(" not in source and issubclass(Refused, SupervisorError)
     assert Cause.OPERATOR.value == "operator"
+
+
+def test_the_verbs_are_one_list_the_api_and_the_cli_are_made_from(monkeypatch):
+    """``Verb`` is the only list of the operator's verbs: the control API routes each one the
+    way ``Verb.route`` says, the CLI has a command for each that asks it that way, and the
+    completion offers engine names after each."""
+    from llm_supervisor.control import cli, completion
+
+    assert {v.value for v in Verb} == {"restart", "demote", "promote", "pin", "unpin"}
+    routed = {(method, pattern[3]) for method, pattern, _, write in handlers.routes(
+        None).routes if pattern[:3] == ["v1", "engines", "{name}"] and len(pattern) == 4}
+    assert routed == {v.route for v in Verb}
+    for verb in Verb:
+        assert Verb.asked(*verb.route) is verb
+    with pytest.raises(Refused) as exc:
+        Verb.asked("POST", "unpin")  # unpin is DELETE .../pin, nothing else
+    assert exc.value.status == 404
+
+    commands = {name: sub for action in cli.parser()._actions
+                if isinstance(action, cli.argparse._SubParsersAction)
+                for name, sub in action.choices.items()}
+    helps = {a.dest: a.help for action in cli.parser()._actions
+             if isinstance(action, cli.argparse._SubParsersAction)
+             for a in action._choices_actions}
+    sent = []
+    monkeypatch.setattr(cli, "_call", lambda args, method, target, body=None: sent.append(
+        (method, target, body)) or {"result": "done"})
+    for verb in Verb:
+        positional = [a.dest for a in commands[verb.value]._actions if not a.option_strings]
+        assert positional == ["engine", "tier"] if verb.takes_tier else ["engine"]
+        assert helps[verb.value] == verb.help
+        assert cli.cli([verb.value, "main", *(["cpu"] if verb.takes_tier else [])]) == 0
+        method, part = verb.route
+        assert sent[-1] == (method, f"/v1/engines/main/{part}",
+                            {"tier": "cpu"} if verb.takes_tier else None)
+    assert set(Verb) <= set(completion.engine_commands(cli.parser()))
+
+
+def test_a_request_is_checked_by_the_rules_the_engine_applies_it_with():
+    """The handler's ``validate`` is ``check`` on what it reads; a promote's want of a better
+    tier is left to the engine, which probes again first."""
+    on_best = View("main", ("rocm", "cpu"), "rocm", None, ["rocm", "cpu"])
+    assert validate(on_best, "promote", "POST", {}, 0) == Intent(Verb.PROMOTE, 0)
+    with pytest.raises(Refused, match="main is already on its best usable tier"):
+        check(on_best, Verb.PROMOTE)
+    assert check(on_best, Verb.DEMOTE) == "cpu" and check(on_best, Verb.RESTART) == "rocm"
+    assert check(on_best, Verb.PIN, "cpu") == "cpu" and check(on_best, Verb.UNPIN) is None
+    with pytest.raises(ValueError):
+        Intent("frobnicate", 0)  # an intent is one of the verbs
+
+
+async def refused_by_the_engine(engine, intent: Intent) -> Refused:
+    engine.submit(intent)
+    pending = engine.intents[-1][1]
+    await engine.tick()
+    with pytest.raises(Refused) as exc:
+        pending.result()
+    return exc.value
+
+
+@pytest.mark.parametrize(("usable", "pinned", "tier", "verb", "asked"), [
+    (["rocm"], None, "rocm", Verb.PIN, "cpu"),            # not usable
+    (["rocm", "cpu"], "cpu", "cpu", Verb.DEMOTE, None),   # pinned
+    (["rocm", "cpu"], "cpu", "cpu", Verb.PROMOTE, None),  # pinned
+    (["rocm"], None, "rocm", Verb.DEMOTE, None),          # nothing below
+    ([], None, "rocm", Verb.RESTART, None),               # nothing usable
+])
+async def test_the_handler_and_the_engine_refuse_with_the_same_words(
+        usable, pinned, tier, verb, asked):
+    """Whoever applies an intent refuses it as the handler does: same status, same message
+    (one rule, ``intents.check``, not a copy that drifts)."""
+    engine, actuator, api, clock, wall = await started(tier)
+    engine.memory.pinned = pinned
+    actuator.tiers = usable
+    view = engine.intent_view(actuator.usable(engine))
+    method, part = verb.route
+    with pytest.raises(Refused) as handler:
+        validate(view, part, method, {"tier": asked}, 0)
+    by_engine = await refused_by_the_engine(engine, Intent(verb, 0, asked))
+    assert (by_engine.status, by_engine.message) == (handler.value.status,
+                                                     handler.value.message)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from llm_supervisor.control import client
-from llm_supervisor.daemon import Supervisor
+from llm_supervisor.daemon import Setup, Supervisor
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
@@ -114,10 +114,22 @@ async def until(predicate, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.05)
 
 
+def test_building_the_daemon_touches_no_file(tmp_path: Path) -> None:
+    """``Setup.read`` does the reading; the ``Supervisor`` built from it is whole (what
+    startup and the control API read is there) and has written nothing: no state, no socket,
+    no units."""
+    setup = Setup.read(write_config(tmp_path, ["main"]))
+    before = sorted(tmp_path.rglob("*"))
+    sup = Supervisor(setup, systemd=FakeSystemd(), notifier=Notes())
+    assert sorted(tmp_path.rglob("*")) == before
+    assert sup.generation == 0 and sup.control.refused == 0 and sup.journal.cursor is None
+    assert sup.state_path == tmp_path / "state" / "state.json" and sup.engines == {}
+
+
 async def test_startup_reload_and_shutdown_through_the_seams(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["main"])
     fake, notes = FakeSystemd(), Notes()
-    sup = Supervisor(config, systemd=fake, notifier=notes)
+    sup = Supervisor(Setup.read(config), systemd=fake, notifier=notes)
     stop = asyncio.Event()
     serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
     try:
@@ -162,7 +174,7 @@ async def test_ready_waits_for_no_start_and_the_engines_show_as_starting(tmp_pat
     (state / "state.json").write_text(json.dumps({"engines": {
         "one": {"tier": "vulkan", "state": "healthy", "reason": "healthy: canary ok"}}}))
     fake, notes = SlowStarts(), Notes()
-    sup = Supervisor(config, systemd=fake, notifier=notes)
+    sup = Supervisor(Setup.read(config), systemd=fake, notifier=notes)
     stop = asyncio.Event()
     serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
     try:
@@ -194,7 +206,7 @@ async def serve_once(config: Path, fake: FakeSystemd, monkeypatch, cpus: int,
     and checked, then ``body``, then shutdown."""
     monkeypatch.setattr(units, "read_cpu_count", lambda: cpus)
     notes, stop = Notes(), asyncio.Event()
-    sup = Supervisor(config, systemd=fake, notifier=notes)
+    sup = Supervisor(Setup.read(config), systemd=fake, notifier=notes)
     serving = asyncio.create_task(sup.serve(shutdown_trigger=stop))
     try:
         await until(lambda: "READY=1" in notes.sent and "main" in sup.tasks)
@@ -271,3 +283,25 @@ async def test_an_engine_started_by_an_older_build_keeps_its_unit_files_values(
     assert ("daemon-reload",) not in fake.calls[calls:]
     assert json.loads(state.read_text())["engines"]["main"]["tuning"]["environment"][
         "OLLAMA_NUM_PARALLEL"] == "2"
+
+
+async def test_a_reload_removes_an_engine_before_the_one_daemon_reload(
+        tmp_path: Path, monkeypatch) -> None:
+    """The reload's plan applied (``llm_supervisor.reconcile``): an engine gone from the config
+    is unsupervised, stopped and its files removed, then systemd reloads once; the engine kept
+    is neither restarted nor stopped."""
+    config = write_config(tmp_path, ["main", "gone"])
+    fake = FakeSystemd()
+
+    async def remove(sup: Supervisor) -> None:
+        await until(lambda: "gone" in sup.tasks)
+        calls = len(fake.calls)
+        write_config(tmp_path, ["main"])
+        ok, outcome = await sup.reload("test")
+        assert ok and outcome["diff"]["removed"] == ["gone"], outcome
+        assert fake.calls[calls:] == [("stop", "llm-gone.service"), ("daemon-reload",)]
+        assert not (tmp_path / "units" / "llm-gone.service").exists()
+        assert set(sup.engines) == {"main"} and "gone" not in sup.tasks
+        assert "gone" not in sup.state.engines
+
+    await serve_once(config, fake, monkeypatch, 8, remove)

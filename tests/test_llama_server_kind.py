@@ -191,7 +191,7 @@ async def test_503_while_loading_is_no_failure_within_the_grace_but_is_after_it(
     assert engine.state == EngineState.STARTING and actuator.switches == ["vulkan"]
     api.loading = False
     await settle(engine, 2)
-    assert engine.state == EngineState.HEALTHY and engine.tokens_per_second == 29.0
+    assert engine.state == EngineState.HEALTHY and engine.canary.tokens_per_second == 29.0
     # a load that outlasts the grace is an unresponsive engine: restart, then demote
     await engine.start_on("vulkan", Cause.START)
     api.loading = True
@@ -243,7 +243,7 @@ async def feed(engine: Engine, lines: list[str]) -> None:
     for line in lines:
         device = logwatch.parse_device(line)
         if device is not None:
-            engine.device(device)
+            engine.intake.device(device)
 
 
 async def test_loaded_on_its_tiers_device_is_healthy_with_that_backend():
@@ -300,7 +300,7 @@ async def test_a_missing_model_file_stops_the_unit_while_blocked():
     found = logwatch.classify(rules, "gguf_init_from_file: failed to open GGUF file 'x'",
                               tier="cpu")
     assert found is not None
-    engine.finding(found)
+    engine.intake.finding(found)
     # llama-server exits without its model: a failed start, which the line explains
     actuator.unit = UnitStatus("llm-llama.service", "activating", "auto-restart", 1, 1, 0)
     await engine.tick()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +36,17 @@ import httpx
 import pytest
 from test_engine import Clock, FakeActuator
 
-from llm_supervisor import config
+from llm_supervisor import config, names
 from llm_supervisor.causes import Cause, Finding
 from llm_supervisor.checks import speed
 from llm_supervisor.checks.observations import DEVICES_SETTLE
 from llm_supervisor.checks.progress import Reading, from_clients
-from llm_supervisor.daemon import Supervisor
+from llm_supervisor.daemon import Setup, Supervisor
 from llm_supervisor.engine import Engine
 from llm_supervisor.host.clients import Clients, Connection
 from llm_supervisor.host.probes import ProbeResult
 from llm_supervisor.host.tuning import Tuning
-from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.records.memory import EngineMemory, State
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.systemctl import UnitStatus
@@ -126,8 +127,7 @@ def start_line(blob: str, port: int, embedding: bool = False) -> str:
 
 
 def manifest(models: Path, name: str, blob: str) -> None:
-    model, tag = name.split(":")
-    path = models / "manifests" / "registry.ollama.ai" / "library" / model / tag
+    path = models / names.manifest_relpath(name)  # where the engine looks: Ollama's rule
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"schemaVersion": 2, "layers": [
         {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{blob}",
@@ -397,7 +397,7 @@ class World:
         self.api.wake()
         for _ in range(4):
             await asyncio.sleep(0)
-        if self.engine.canary_task is not None and self.engine.canary_task.done():
+        if self.engine.canary.task is not None and self.engine.canary.task.done():
             await self.engine.tick()
         self.clock.now += self.h.interval
         self.wall.now += self.h.interval
@@ -416,9 +416,9 @@ class World:
 def daemon(w: World) -> Supervisor:
     """A daemon holding the engine: its sinks, its reconcile and its reload, with systemd
     faked and the host's probe fixed (no GPU tool runs)."""
-    sup = Supervisor(w.tmp / "llm-supervisor.toml", systemd=Systemd(w.actuator))  # type: ignore[arg-type]
-    sup.config = w.cfg
-    sup.host = HOST
+    setup = Setup(w.tmp / "llm-supervisor.toml", w.cfg, State(), HOST,
+                  ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), boot_id="")
+    sup = Supervisor(setup, systemd=Systemd(w.actuator))  # type: ignore[arg-type]
     sup.hostview.probes = dict(PROBES)
 
     async def keep(config: config.Config) -> None:
@@ -469,7 +469,7 @@ async def model_load(w: World, inject: Any) -> None:
     await w.engine.start_on("rocm", Cause.START)
     w.runners(other_first=True)  # ours loads last: the other model was loaded before it
     await w.step()  # it answers; the first generation (the load) is under way
-    assert w.engine.phase == "load" and w.engine.canary_task is not None
+    assert w.engine.canary.phase == "load" and w.engine.canary.task is not None
     w.api.hung = False
     inject(w)
 
@@ -492,7 +492,7 @@ async def serving_busy(w: World, inject: Any) -> None:
     w.api.user = True  # a long answer streams in the only slot: canaries queue behind it
     h = w.engine.health
     deadline = h.load_deadline if w.axes.models == "evicted" else h.canary_timeout
-    await w.until(lambda: (w.engine.busy or "").startswith("busy:"),
+    await w.until(lambda: (w.engine.canary.busy or "").startswith("busy:"),
                   h.canary_every * h.interval + deadline + 2 * h.interval)
     inject(w)
 
@@ -523,7 +523,7 @@ async def daemon_restart(w: World, inject: Any) -> None:
     goes on from its cursor: the runner lines read before are not read again."""
     await healthy_on(w)
     old = w.engine
-    old.canary_task and old.canary_task.cancel()
+    old.canary.task and old.canary.task.cancel()
     cfg = w.cfg
     units.write_files(cfg.supervisor.unit_dir, units.files_of(  # the old daemon's switch
         [units.render(cfg, cfg.engines[0], old.tier or "rocm", HOST, old.tuning())]))
@@ -536,7 +536,7 @@ async def daemon_restart(w: World, inject: Any) -> None:
     assert await w.sup.reconcile() == {}  # nothing to (re)start: adopted
     assert w.actuator.switches == switches and w.engine.placing is None
     assert w.sup.actuator.reloads == 0  # type: ignore[attr-defined]  # its units unchanged
-    assert w.engine.state == EngineState.HEALTHY and w.engine.canary_passed
+    assert w.engine.state == EngineState.HEALTHY and w.engine.canary.passed
     inject(w)
 
 
@@ -791,7 +791,7 @@ def assert_axes(w: World, phase: str, axes: Axes) -> None:
         assert w.api.thinks and set(w.api.thinks) == {False}, w.api.thinks
     if axes.models == "two" and phase != "after a daemon restart":
         # the other model's runner is shown, never judged; progress is read from its own
-        assert e.others[f"sha256-{OTHER_BLOB}"]["offload"] == "0/13", e.others
+        assert e.intake.others[f"sha256-{OTHER_BLOB}"]["offload"] == "0/13", e.intake.others
         assert e.memory.runner_port == RUNNER
     if not axes.new:  # no runner port, ever: the kernel's view of the clients stands in
         assert e.memory.runner_port is None and w.api.views
@@ -803,9 +803,9 @@ async def assert_nothing_done(w: World, axes: Axes, switches: int, events: int) 
     for _ in range(int(10 * e.health.blind_timeout)):
         await w.step()
     assert len(w.actuator.switches) == switches and e.state == EngineState.HEALTHY
-    assert e.busy and e.busy.startswith("busy: canary queued"), e.busy
+    assert e.canary.busy and e.canary.busy.startswith("busy: canary queued"), e.canary.busy
     moving = "tokens" if axes.tokens else "bytes streamed to other clients"
-    assert f"{moving} in the last" in e.busy and e.failures == 0, e.busy
+    assert f"{moving} in the last" in e.canary.busy and e.failures == 0, e.canary.busy
     assert not [ev for ev in w.actuator.events[events:] if ev["type"] == "state"]
 
 
@@ -887,8 +887,8 @@ async def test_without_a_token_signal_an_overdue_canary_waits_for_the_blind_boun
     for _ in range(12):
         await w.step()
         w.log('[GIN] 2026/12/03 - 08:51:00 | 200 |   41.2s |  127.0.0.1 | POST     "/api/chat"')
-    assert w.actuator.switches == ["rocm"] and w.engine.busy
-    assert "request(s) completed" in w.engine.busy
+    assert w.actuator.switches == ["rocm"] and w.engine.canary.busy
+    assert "request(s) completed" in w.engine.canary.busy
     took = await w.until(lambda: len(w.actuator.switches) > 1, 40)
     assert w.clock.now - start >= w.engine.health.blind_timeout
     assert took <= w.engine.health.blind_timeout + w.engine.health.stall_after + 3 * 1 + 2

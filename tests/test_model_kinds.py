@@ -117,7 +117,7 @@ async def run_ticks(engine: Engine, clock: Clock, n: int) -> None:
         await engine.tick()
         for _ in range(5):
             await asyncio.sleep(0)
-        if engine.canary_task is not None and engine.canary_task.done():
+        if engine.canary.task is not None and engine.canary.task.done():
             await engine.tick()
         clock.now += 1
         engine.wall.now += 1  # type: ignore[attr-defined]
@@ -209,7 +209,7 @@ async def test_every_completion_model_passes_the_canary_with_text(kind: str):
     asked = api.asked[-1]
     assert asked["raw"] is True and asked["stream"] is False
     assert ("think" in asked) == (kind != "completion")
-    assert engine.model_facts is not None and engine.model_facts.thinking == (
+    assert engine.canary.facts is not None and engine.canary.facts.thinking == (
         kind != "completion")
     assert actuator.switches == ["rocm"]
 
@@ -221,7 +221,7 @@ async def test_an_embedding_model_is_asked_for_an_embedding():
     await run_ticks(engine, clock, 3)
     assert engine.state == EngineState.HEALTHY, engine.memory.reason
     assert api.asked and all("input" in a for a in api.asked)  # never a generate
-    assert engine.model_facts is not None and engine.model_facts.kind == Kind.EMBEDDING
+    assert engine.canary.facts is not None and engine.canary.facts.kind == Kind.EMBEDDING
 
 
 async def test_an_embedding_model_without_capabilities_is_found_by_its_refusal():
@@ -234,7 +234,7 @@ async def test_an_embedding_model_without_capabilities_is_found_by_its_refusal()
     await run_ticks(engine, clock, 3)
     assert engine.state == EngineState.HEALTHY, engine.memory.reason
     assert engine.failures == 0 and "input" in api.asked[-1]
-    facts = engine.model_facts
+    facts = engine.canary.facts
     assert facts is not None and facts.kind == Kind.EMBEDDING and "generate" in facts.source
 
 
@@ -291,7 +291,7 @@ async def test_a_wake_during_a_check_is_not_lost():
 
     async def slow_status(e: Engine) -> Any:
         if engine.ticks == 1:  # during the second check: a GPU error line arrives
-            engine.finding(health.Observation.bad("log", Cause.GPU_FAULT, "HIP error"))
+            engine.intake.finding(health.Observation.bad("log", Cause.GPU_FAULT, "HIP error"))
             ticks_seen.set()
         return await real_status(e)
 
@@ -347,16 +347,16 @@ async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
     assert learned >= 1  # unshared canaries are learned
     api.release.clear()
     await run_ticks(engine, clock, 1)  # a canary is under way, held
-    assert engine.canary_task is not None and not engine.canary_task.done()
-    engine.completed()  # its own request's line, read before its answer: still its own
+    assert engine.canary.task is not None and not engine.canary.task.done()
+    engine.canary.completed()  # its own request's line, read before its answer: still its own
     api.release.set()
     await run_ticks(engine, clock, 1)
     assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1
     api.release.clear()
     await run_ticks(engine, clock, 1)
-    assert engine.canary_task is not None and not engine.canary_task.done()
-    engine.completed()  # a user's request ended meanwhile (its gin line) ...
-    engine.completed()  # ... and the canary's own
+    assert engine.canary.task is not None and not engine.canary.task.done()
+    engine.canary.completed()  # a user's request ended meanwhile (its gin line) ...
+    engine.canary.completed()  # ... and the canary's own
     api.release.set()
     await run_ticks(engine, clock, 1)
     assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1  # not learned
@@ -376,6 +376,6 @@ async def test_a_model_pulled_anew_while_the_engine_runs_starts_its_speed_afresh
     api.digest = "b" * 64
     await run_ticks(engine, clock, 2)
     resets = [e for e in actuator.events if e["type"] == "speed" and e["to"] == "reset"]
-    assert len(resets) == 1 and engine.model_facts is not None
-    assert engine.model_facts.digest == "b" * 64
+    assert len(resets) == 1 and engine.canary.facts is not None
+    assert engine.canary.facts.digest == "b" * 64
     assert len(engine.speed.data["tiers"]["rocm"]["samples"]) <= 2  # learning afresh

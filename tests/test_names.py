@@ -37,3 +37,29 @@ def test_the_models_directory_is_ollamas_own_rule():
     assert names.models_dir({}, "/var/lib/ollama") == PurePosixPath("/var/lib/ollama/.ollama/models")
     assert names.models_dir({}, None) == PurePosixPath("/usr/share/ollama/.ollama/models")
     assert names.user_home("root") == "/root" and names.user_home("no-such-user-x") is None
+
+
+def test_a_client_asking_for_a_model_finds_the_engine_by_ollamas_rule():
+    """``/v1/endpoint?model=`` compares names as Ollama does (``names.same_model``) on an
+    Ollama engine, and as written on any other."""
+    from types import SimpleNamespace
+
+    from llm_supervisor.control.handlers import endpoint_document
+    from llm_supervisor.errors import HTTPError
+    from llm_supervisor.states import EngineState
+
+    def engine(name: str, kind: str, model: str) -> SimpleNamespace:
+        cfg = SimpleNamespace(kind=kind, model=model, endpoint=f"http://{name}")
+        return SimpleNamespace(name=name, cfg=cfg, state=EngineState.HEALTHY, tier="rocm",
+                               chain=("rocm", "cpu"))
+
+    sup = SimpleNamespace(engines={"o": engine("o", "ollama", "qwen2.5"),
+                                   "v": engine("v", "vllm", "Qwen/Qwen2.5-7B")},
+                          config=SimpleNamespace(routing=SimpleNamespace(fallback_url=None)))
+    for asked in ("qwen2.5", "Qwen2.5:latest", "registry.ollama.ai/library/qwen2.5"):
+        assert endpoint_document(sup, asked)["engine"] == "o", asked
+    assert endpoint_document(sup, "Qwen/Qwen2.5-7B")["engine"] == "v"
+    for other in ("qwen2.5:7b", "qwen/qwen2.5-7b"):  # another tag; not vLLM's name as written
+        with pytest.raises(HTTPError) as exc:
+            endpoint_document(sup, other)
+        assert exc.value.status == 503

@@ -46,7 +46,7 @@ def test_the_engines_own_words_still_are(line: str, cause: Cause):
 async def test_a_blocking_line_on_a_running_engine_does_not_block():
     engine, actuator, api, clock, _ = await started()
     assert engine.state == EngineState.HEALTHY
-    engine.finding(Observation.bad("log", Cause.PORT_IN_USE, "address already in use"))
+    engine.intake.finding(Observation.bad("log", Cause.PORT_IN_USE, "address already in use"))
     for _ in range(3):
         await engine.tick()
     assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
@@ -56,7 +56,7 @@ async def test_a_blocking_line_on_a_running_engine_does_not_block():
 async def test_a_blocking_line_with_a_failed_start_blocks():
     engine, actuator, api, clock, _ = await started()
     await engine.start_on("rocm", Cause.OPERATOR)  # a restart, whose start fails
-    engine.finding(Observation.bad("log", Cause.PERMISSION, "mkdir /srv/models: permission"
+    engine.intake.finding(Observation.bad("log", Cause.PERMISSION, "mkdir /srv/models: permission"
                                    " denied", fix="chown it"))
     actuator.unit = UnitStatus("llm-main.service", "activating", "auto-restart", 1, 1, 0)
     await engine.tick()

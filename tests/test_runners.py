@@ -5,6 +5,7 @@ judges placement and progress."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
 import httpx
@@ -12,11 +13,13 @@ from test_engine import Clock, FakeActuator, FakeOllama
 
 from llm_supervisor import config
 from llm_supervisor.causes import Cause
+from llm_supervisor.checks.observations import DEVICES_SETTLE
 from llm_supervisor.checks.runners import RunnerLog, parse_start
-from llm_supervisor.daemon import Supervisor
-from llm_supervisor.engine import DEVICES_SETTLE, Engine
-from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.daemon import Setup, Supervisor
+from llm_supervisor.engine import Engine
+from llm_supervisor.records.memory import EngineMemory, State
 from llm_supervisor.states import EngineState
+from llm_supervisor.systemd.units import HostFacts
 
 CHAT, EMBED = "1" * 64, "2" * 64
 
@@ -72,8 +75,8 @@ def engine_with_models(tmp_path: Path) -> tuple[Engine, FakeActuator, Supervisor
     http = httpx.AsyncClient(transport=httpx.MockTransport(FakeOllama()))
     engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator, http, clock=clock,
                     wall=Clock())
-    sup = Supervisor(tmp_path / "none.toml")
-    sup.config = cfg
+    sup = Supervisor(Setup(tmp_path / "none.toml", cfg, State(), HostFacts(frozenset()),
+                           ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), boot_id=""))
     return engine, actuator, sup, clock
 
 
@@ -89,13 +92,14 @@ async def test_another_models_cpu_placement_is_shown_never_a_fault(tmp_path: Pat
                  start_line(EMBED, 41001, embedding=True),
                  "load_tensors: offloaded 0/13 layers to GPU"]:
         sink(line, "c", None)
-    assert engine.memory.runner_port == 41002  # its own runner's /slots, not the last one
-    assert engine.memory.offload == "37/37"
-    assert engine.others[f"sha256-{EMBED}"]["offload"] == "0/13"
-    assert engine.others[f"sha256-{EMBED}"]["embedding"] is True
+    assert engine.intake.runner_port == 41002  # its own runner's /slots, not the last one
+    assert engine.intake.offloads == [(37, 37)]  # its own model's, not the other's
+    assert engine.intake.others[f"sha256-{EMBED}"]["offload"] == "0/13"
+    assert engine.intake.others[f"sha256-{EMBED}"]["embedding"] is True
     clock.now += DEVICES_SETTLE + 11
     for _ in range(3):
         await engine.tick()
+    assert engine.memory.runner_port == 41002 and engine.memory.offload == "37/37"
     assert actuator.switches == ["rocm"] and engine.state != EngineState.DEGRADED
     assert not any(o.cause == Cause.PLACEMENT for o in engine._backend())
 

@@ -12,7 +12,7 @@ from llm_supervisor.states import EngineState
 async def hang_once(engine, clock) -> None:
     """A transient fault: `failures` failed checks in a row, then it serves again."""
     for _ in range(engine.health.failures):
-        engine.inbox.append(Observation.bad("canary", Cause.HANG, "no token within 2s"))
+        engine.intake.inbox.append(Observation.bad("canary", Cause.HANG, "no token within 2s"))
         await engine.tick()
         clock.now += engine.health.interval
     clock.now += engine.health.startup_grace + 1
@@ -36,7 +36,7 @@ async def test_within_the_window_the_budget_still_holds():
     clock.now += engine.fallback.restarts_refill_after / 2
     await settle(engine)
     for _ in range(engine.health.failures):
-        engine.inbox.append(Observation.bad("canary", Cause.HANG, "no token within 2s"))
+        engine.intake.inbox.append(Observation.bad("canary", Cause.HANG, "no token within 2s"))
         await engine.tick()
     assert actuator.switches[-1] == "vulkan"  # the tier's restart was spent: demoted
 
@@ -66,10 +66,10 @@ async def test_lines_belong_to_the_run_systemd_started_not_to_the_daemons_clock(
     actuator.unit = UnitStatus("llm-main.service", "active", "running", 0, 0, 100,
                                main_started=1000.0)
     await engine.tick()  # systemd says when this run began
-    assert engine.run_started == 1000.0
-    engine.finding(Observation.bad("log", Cause.GPU_FAULT, "ROCm error: old run"), at=990.0)
-    assert not engine.inbox  # the run before: not this engine's
-    engine.finding(Observation.bad("log", Cause.GPU_FAULT, "ROCm error: this run"), at=1200.0)
+    assert engine.intake.run_started == 1000.0
+    engine.intake.finding(Observation.bad("log", Cause.GPU_FAULT, "ROCm error: old run"), at=990.0)
+    assert not engine.intake.inbox  # the run before: not this engine's
+    engine.intake.finding(Observation.bad("log", Cause.GPU_FAULT, "ROCm error: this run"), at=1200.0)
     await engine.tick()
     assert actuator.switches == ["vulkan"] and engine.memory.cause == "gpu_fault"
 

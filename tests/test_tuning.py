@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_supervisor import config
+from llm_supervisor import config, names
 from llm_supervisor.host import tuning
 from llm_supervisor.systemd.units import HostFacts, render, unit_tuning
 
@@ -172,7 +172,7 @@ def _ollama_model(models: Path, name: str, *, layers: int, kv_heads: int, head_s
     gguf_path.rename(blob)
     with blob.open("r+b") as fh:
         fh.truncate(weights)  # sparse: the weights' size without writing them
-    manifest = models / "manifests/registry.ollama.ai/library" / name.replace(":", "/")
+    manifest = models / names.manifest_relpath(name)  # where the engine looks: Ollama's rule
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"layers": [
         {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",

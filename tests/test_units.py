@@ -14,6 +14,7 @@ from llm_supervisor import config
 from llm_supervisor.errors import UnitFileError
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.units import HostFacts, render
+from llm_supervisor.tiers import TIERS
 
 HOST = HostFacts(frozenset({"render", "video", "ollama"}))
 NO_RENDER = HostFacts(frozenset({"video"}))
@@ -179,7 +180,7 @@ def verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("tier", ["rocm", "vulkan", "opencl", "cpu"])
+@pytest.mark.parametrize("tier", TIERS)
 def test_every_rendered_unit_passes_systemd_analyze_verify(tmp_path, tier):
     cfg = load("""
 [[engine]]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import structlog
 
 from llm_supervisor.causes import Cause, Finding, Observation, precedence
-from llm_supervisor.config import GPU_TIERS, LogsSection
+from llm_supervisor.config import LogsSection
+from llm_supervisor.tiers import GPU_TIERS
 
 log = structlog.get_logger("llm-supervisor")
 

@@ -459,3 +459,16 @@ async def placement(client: httpx.AsyncClient, engine: EngineConfig, timeout: fl
                                    facts={"size": size, "size_vram": vram})
         return Observation(True, "placement")
     return Observation(True, "placement")
+
+
+async def model_listed(client: httpx.AsyncClient, engine: EngineConfig, timeout: float
+                       ) -> bool:
+    """Is the engine's model on disk now? Ollama's ``/api/tags`` lists what an operator's
+    ``ollama pull`` brought in; no answer is no."""
+    try:
+        response = await client.get(engine.endpoint + "/api/tags", timeout=timeout)
+        found = [str(m.get("name") or m.get("model") or "")
+                 for m in response.json().get("models") or [] if isinstance(m, dict)]
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    return any(same_model(name, engine.model) for name in found if name)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from llm_supervisor.causes import Cause, Observation
 from llm_supervisor.checks.classify import Device
-from llm_supervisor.config import GPU_TIERS
 from llm_supervisor.systemd.systemctl import UnitStatus
+from llm_supervisor.tiers import GPU_TIERS
 
 # tier -> the library names an engine reports when it computes on that tier
 TIER_LIBRARIES = {"rocm": {"rocm", "hip", "cuda"}, "vulkan": {"vulkan"},

@@ -1,8 +1,10 @@
 """``llm-supervisorctl``: query and steer the daemon over its control socket.
 
-Exit codes (SPEC §9): 0 ok (for ``status``: every engine healthy), 1 error, 2 usage,
-3 some engine not healthy, 4 daemon unreachable. Only the standard library is imported at
-the top; commands that need the config (``check-config``, ``render``) import it themselves.
+Exit codes: ``llm_supervisor.errors.Exit`` (SPEC §9), shared with the status fast path
+(``control.ctl``). The operator's verbs (restart, pin, …) are ``llm_supervisor.intents.Verb``:
+their commands are made from it. Only the standard library is imported at the top; commands
+that need more (the config for ``check-config`` and ``render``, the verbs) import it
+themselves.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ from typing import Any
 
 from llm_supervisor.control import client
 from llm_supervisor.control.render import format_event, format_status, format_tiers
-from llm_supervisor.errors import AdviseError, BundleError, Failure, ProtocolError
+from llm_supervisor.errors import AdviseError, BundleError, Exit, Failure, ProtocolError
+from llm_supervisor.tiers import TIERS
 
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
 if TYPE_CHECKING:
     import argparse
     from typing import Any
-
-OK, ERROR, USAGE, UNHEALTHY, UNREACHABLE = 0, 1, 2, 3, 4
-
 
 
 def _request(args: argparse.Namespace, method: str, target: str, body: object = None,
@@ -34,7 +34,7 @@ def _request(args: argparse.Namespace, method: str, target: str, body: object = 
     try:
         return client.request(args.socket, method, target, body, timeout=timeout)
     except client.Unreachable as exc:
-        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+        raise Failure(f"llm-supervisord is not reachable: {exc}", Exit.UNREACHABLE) from None
     except ProtocolError as exc:
         raise Failure(f"bad answer from llm-supervisord: {exc}") from None
 
@@ -56,7 +56,7 @@ def _call(args: argparse.Namespace, method: str, target: str, body: object = Non
             message += "".join(f"\n  {line}" for line in detail)
         elif detail:
             message += f": {detail}"
-        raise Failure(message, ERROR)
+        raise Failure(message, Exit.ERROR)
     return document
 
 
@@ -75,28 +75,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(format_status({"engines": engines}))
     else:
         print(format_status(document))
-    return OK if all(e.get("state") == "healthy" for e in engines) else UNHEALTHY
+    return Exit.OK if all(e.get("state") == "healthy" for e in engines) else Exit.UNHEALTHY
 
 
 def cmd_tiers(args: argparse.Namespace) -> int:
     document = _call(args, "GET", "/v1/tiers")
     assert isinstance(document, dict)
     print(json.dumps(document, indent=2) if args.json else format_tiers(document))
-    return OK
+    return Exit.OK
 
 
 def cmd_action(args: argparse.Namespace) -> int:
-    verb = args.command
-    if verb == "unpin":
-        method, path, body = "DELETE", f"/v1/engines/{args.engine}/pin", None
-    elif verb == "pin":
-        method, path, body = "POST", f"/v1/engines/{args.engine}/pin", {"tier": args.tier}
-    else:
-        method, path, body = "POST", f"/v1/engines/{args.engine}/{verb}", None
-    document = _call(args, method, path, body)
+    """An operator's verb, asked the way ``intents.Verb.route`` says the API takes it."""
+    from llm_supervisor.intents import Verb
+
+    verb = Verb(args.command)
+    method, part = verb.route
+    body = {"tier": args.tier} if verb.takes_tier else None
+    document = _call(args, method, f"/v1/engines/{args.engine}/{part}", body)
     assert isinstance(document, dict)
     print(f"{args.engine}: {document.get('result', 'done')}")
-    return OK
+    return Exit.OK
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -106,7 +105,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in document.get("diff", {}).items() if v}
     print("reloaded: " + ("; ".join(f"{k} {', '.join(v)}" for k, v in changes.items())
                           or "no change"))
-    return OK
+    return Exit.OK
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -119,12 +118,12 @@ def cmd_events(args: argparse.Namespace) -> int:
         for event in client.stream_lines(args.socket, target):
             print(json.dumps(event) if args.json else format_event(event), flush=True)
     except client.Unreachable as exc:
-        raise Failure(f"llm-supervisord is not reachable: {exc}", UNREACHABLE) from None
+        raise Failure(f"llm-supervisord is not reachable: {exc}", Exit.UNREACHABLE) from None
     except ProtocolError as exc:
         raise Failure(f"bad answer from llm-supervisord: {exc}") from None
     except KeyboardInterrupt:
         pass
-    return OK
+    return Exit.OK
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -142,7 +141,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         with open(path, "wb") as fh:
             fh.write(response.body)
         print(f"wrote {path} ({len(response.body) / 1024:.0f} KiB)", file=sys.stderr)
-    return OK
+    return Exit.OK
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
@@ -152,7 +151,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     document = _call(args, "GET", target)
     assert isinstance(document, dict)
     print(json.dumps(document, indent=2) if args.json else document["url"])
-    return OK
+    return Exit.OK
 
 
 def _load_config(path: str) -> Any:
@@ -171,10 +170,10 @@ def _load_config(path: str) -> Any:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_config(args.path)
     if config is None:
-        return ERROR
+        return Exit.ERROR
     names = ", ".join(e.name for e in config.engines) or "none"
     print(f"{args.path}: ok ({len(config.files)} file(s); engines: {names})")
-    return OK
+    return Exit.OK
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -184,7 +183,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     config = _load_config(args.config)
     if config is None:
-        return ERROR
+        return Exit.ERROR
     engines = config.engines
     if args.engine:
         engines = tuple(e for e in engines if e.name == args.engine)
@@ -202,7 +201,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         for name, text in units.files().items():
             print(f"# ---- {config.supervisor.unit_dir / name} (tier {tier})")
             print(text)
-    return OK
+    return Exit.OK
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
@@ -213,7 +212,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     except (AdviseError, ValueError) as exc:
         raise Failure(str(exc)) from None
     print(json.dumps(advice.document(), indent=2) if args.json else advise.format_advice(advice))
-    return OK
+    return Exit.OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -234,7 +233,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks = doctor.diagnose(asyncio.run(doctor.gather(args.config)))
     report = doctor.document(checks)
     print(json.dumps(report, indent=2) if args.json else doctor.format_checks(checks))
-    return OK if report["ok"] else ERROR
+    return Exit.OK if report["ok"] else Exit.ERROR
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:
@@ -261,6 +260,8 @@ def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[
 
 def parser() -> argparse.ArgumentParser:
     import argparse
+
+    from llm_supervisor.intents import Verb
 
     p = argparse.ArgumentParser(prog="llm-supervisorctl",
                                 description="Query and steer llm-supervisord.")
@@ -294,17 +295,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reload", help="reload the config; fails (exit 1) if it is rejected")
     s.set_defaults(func=cmd_reload)
 
-    for verb, text in (("restart", "restart an engine on its tier"),
-                       ("demote", "move an engine one usable tier down"),
-                       ("promote", "try the best usable tier now"),
-                       ("unpin", "release a pinned tier")):
-        s = sub.add_parser(verb, help=text)
+    for verb in Verb:  # the operator's verbs: one command each
+        s = sub.add_parser(verb.value, help=verb.help)
         s.add_argument("engine")
+        if verb.takes_tier:
+            s.add_argument("tier", choices=TIERS)
         s.set_defaults(func=cmd_action)
-    s = sub.add_parser("pin", help="freeze an engine on a tier until unpinned")
-    s.add_argument("engine")
-    s.add_argument("tier", choices=("rocm", "vulkan", "opencl", "cpu"))
-    s.set_defaults(func=cmd_action)
 
     s = sub.add_parser("endpoint", help="URL of a healthy engine (local first) for clients")
     s.add_argument("--model")
@@ -318,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("render", help="print the units that would be written; write nothing")
     s.add_argument("engine", nargs="?")
     s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
-    s.add_argument("--tier", choices=("rocm", "vulkan", "opencl", "cpu"),
+    s.add_argument("--tier", choices=TIERS,
                    help="render for this tier (default: the engine's current tier)")
     s.set_defaults(func=cmd_render)
 
@@ -414,7 +410,7 @@ def cli(argv: list[str] | None = None) -> int:
         try:
             args = parser().parse_args(argv)
         except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
-            return int(exc.code or 0)
+            return int(exc.code or Exit.OK)
     try:
         return int(args.func(args))
     except Failure as exc:
@@ -422,7 +418,7 @@ def cli(argv: list[str] | None = None) -> int:
         return exc.code
     except BrokenPipeError:  # `events | head -1`: the reader had enough
         _stdout_gone()
-        return OK
+        return Exit.OK
 
 
 def _stdout_gone() -> None:

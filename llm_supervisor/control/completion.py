@@ -15,9 +15,6 @@ import shlex
 
 from llm_supervisor.control.cli import parser
 
-# commands whose first positional argument is an engine's name
-ENGINE_COMMANDS = ("status", "restart", "demote", "promote", "unpin", "pin", "render",
-                   "advise", "adopt")
 HEADER = "# bash completion for llm-supervisorctl: generated from its parser; do not edit\n"
 
 
@@ -34,8 +31,22 @@ def commands(p: argparse.ArgumentParser) -> dict[str, list[str]]:
     return found
 
 
+def engine_commands(p: argparse.ArgumentParser) -> list[str]:
+    """The subcommands whose first positional argument is an engine's name (``engine``): the
+    operator's verbs (``intents.Verb``, through the parser), ``status``, ``render``, …"""
+    found = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                first = next((a for a in sub._actions if not a.option_strings), None)
+                if first is not None and first.dest == "engine":
+                    found.append(name)
+    return found
+
+
 def bash() -> str:
-    table = commands(parser())
+    p = parser()
+    table = commands(p)
     top = sorted(c for c in table if " " not in c)
     cases = "\n".join(f"        {shlex.quote(c)}) opts={shlex.quote(' '.join(o))} ;;"
                       for c, o in sorted(table.items()))
@@ -73,7 +84,7 @@ _llm_supervisorctl() {{
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts --help" -- "$cur"))
-    elif [[ " {' '.join(ENGINE_COMMANDS)} " == *" $cmd "* ]] && [ -z "$sub" ]; then
+    elif [[ " {' '.join(engine_commands(p))} " == *" $cmd "* ]] && [ -z "$sub" ]; then
         COMPREPLY=($(compgen -W "$(_llm_supervisorctl_engines)" -- "$cur"))
     else
         COMPREPLY=($(compgen -f -- "$cur"))

@@ -2,8 +2,9 @@
 
 ``status [ENGINE] [--json]`` asks the daemon for the table (or the indented document) it
 keeps rendered (``GET /v1/status?format=text``) and prints the bytes: no argparse, no json,
-no ``re``. The exit code comes from the ``X-Unhealthy-Engines`` header. Everything else,
-and a daemon that does not render (an older one), goes through ``llm_supervisor.control.cli``.
+no ``re``. The exit code (``errors.Exit``, the CLI's own) comes from the
+``X-Unhealthy-Engines`` header. Everything else, and a daemon that does not render (an older
+one), goes through ``llm_supervisor.control.cli``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import os
 import sys
 
 from llm_supervisor.control import client
-from llm_supervisor.errors import ProtocolError
-
-UNHEALTHY, UNREACHABLE = 3, 4
+from llm_supervisor.errors import Exit, ProtocolError
 
 
 def fast_status(argv: list[str]) -> int | None:
@@ -34,7 +33,7 @@ def fast_status(argv: list[str]) -> int | None:
         response = client.request(sock, "GET", target)
     except client.Unreachable as exc:
         print(f"llm-supervisorctl: llm-supervisord is not reachable: {exc}", file=sys.stderr)
-        return UNREACHABLE
+        return Exit.UNREACHABLE
     except ProtocolError:
         return None  # cli says what is wrong
     unhealthy = response.headers.get("x-unhealthy-engines", "")
@@ -46,8 +45,8 @@ def fast_status(argv: list[str]) -> int | None:
         sys.stdout.buffer.write(response.body)
         sys.stdout.flush()
     except BrokenPipeError:
-        return 1
-    return UNHEALTHY if int(unhealthy) else 0
+        return Exit.ERROR
+    return Exit.UNHEALTHY if int(unhealthy) else Exit.OK
 
 
 def main() -> None:

@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_supervisor import __version__, intents
+from llm_supervisor import __version__, intents, names, timefmt
 from llm_supervisor.control.server import Request, Response, Router
 from llm_supervisor.errors import HTTPError, Refused, SupervisorError
 from llm_supervisor.host import tiers
 from llm_supervisor.records import support
-from llm_supervisor.records.history import TooManyFollowers, utc
+from llm_supervisor.records.history import TooManyFollowers
 from llm_supervisor.states import EngineState
+from llm_supervisor.timefmt import utc
 
 if TYPE_CHECKING:
     from llm_supervisor.control.view import Daemon
@@ -46,7 +46,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "model": engine.cfg.model,
         # what the engine says its model is and can do (completion or embedding, thinking),
         # read at each start; null until then
-        "model_facts": engine.model_facts.to_dict() if engine.model_facts else None,
+        "model_facts": engine.canary.facts.to_dict() if engine.canary.facts else None,
         "state": engine.state.value,
         "tier": engine.tier,
         "chain": list(engine.chain),
@@ -60,7 +60,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "last_check": engine.last_check,
         # a canary overdue while the engine works ("busy: canary queued 41s; 312 tokens…"),
         # or waiting for evidence either way; None while no canary is overdue
-        "busy": engine.busy,
+        "busy": engine.canary.busy,
         "consecutive_failures": engine.failures,
         "next_promotion_at": (utc(memory.next_promotion_at)
                               if memory.next_promotion_at else None),
@@ -72,7 +72,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "offload": memory.offload,  # "29/29": layers on the GPU, as the engine's log says
         # the other models this engine runs beside its own (their runners' lines): shown,
         # never judged
-        "other_models": list(engine.others.values()),
+        "other_models": list(engine.intake.others.values()),
         # its own speed on this tier: the learned reference, the last canary rates
         "speed": engine.speed.summary(engine.tier),
         "pull": engine.pull,
@@ -114,18 +114,15 @@ def degraded(sup: Daemon) -> str | None:
 
 
 def parse_since(value: str | None) -> str | None:
-    """``since`` as the events' own timestamp format, or 400: an ISO-8601 date or time."""
+    """``since`` as the events' own timestamp format (``timefmt``), or 400: an ISO-8601 date
+    or time."""
     if not value:
         return None
-    from datetime import UTC, datetime
     try:
-        when = datetime.fromisoformat(value)
+        return timefmt.normalise(value)
     except ValueError:
         raise HTTPError(400, "since must be an ISO-8601 date or time, e.g. 2026-11-22 or"
                         " 2026-11-22T16:00:00Z", {"since": value}) from None
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StatusCache:
@@ -139,7 +136,7 @@ class StatusCache:
         self.rendered: dict[str, tuple[bytes, str]] = {}  # format -> (body, content type)
 
     def _fresh(self, sup: Daemon) -> None:
-        key = (getattr(sup, "generation", 0), sup.config_error is None,
+        key = (sup.generation, sup.config_error is None,
                tuple((name, e.ticks) for name, e in sup.engines.items()))
         if key != self.key:
             self.document, self.rendered, self.key = status_document(sup), {}, key
@@ -191,10 +188,19 @@ def tiers_document(sup: Daemon) -> dict[str, Any]:
     }
 
 
+def serves(engine: Engine, model: str) -> bool:
+    """Whether ``engine`` serves the model a client names: an Ollama engine by Ollama's rule
+    for its names (``names.same_model``: ``Qwen2.5`` is ``qwen2.5:latest``), any other as
+    written."""
+    if engine.cfg.kind == "ollama":
+        return names.same_model(engine.cfg.model, model)
+    return engine.cfg.model == model
+
+
 def endpoint_document(sup: Daemon, model: str | None) -> dict[str, Any]:
     """Local first: a healthy engine serving ``model`` (best tier first), else the remote."""
     candidates = [e for e in sup.engines.values()
-                  if e.state == EngineState.HEALTHY and (model is None or e.cfg.model == model)]
+                  if e.state == EngineState.HEALTHY and (model is None or serves(e, model))]
     candidates.sort(key=lambda e: e.chain.index(e.tier) if e.tier in e.chain else 99)
     if candidates:
         best = candidates[0]
@@ -242,16 +248,16 @@ async def bundle_files(sup: Daemon) -> dict[str, str]:
     return files
 
 
-async def operator(sup: Daemon, engine: Engine, verb: str, method: str,
+async def operator(sup: Daemon, engine: Engine, part: str, method: str,
                    body: dict[str, Any], uid: int) -> str:
-    """An operator's action: validated here against what can be read, applied by the
-    engine's loop (``llm_supervisor.intents``)."""
+    """An operator's action (``method`` on ``/v1/engines/{name}/{part}``): validated here
+    against what can be read, by the rules the engine's loop applies it with
+    (``llm_supervisor.intents``)."""
     choices = sup.choices(engine)
-    view = intents.View(engine.name, engine.chain, engine.tier, engine.memory.pinned,
-                        [c.tier for c in choices if c.usable],
-                        {c.tier: c.reason for c in choices if not c.usable})
+    view = engine.intent_view([c.tier for c in choices if c.usable],
+                           {c.tier: c.reason for c in choices if not c.usable})
     try:
-        return await acknowledged(engine, intents.validate(view, verb, method, body, uid))
+        return await acknowledged(engine, intents.validate(view, part, method, body, uid))
     except Refused as exc:
         raise HTTPError(exc.status, exc.message, exc.detail) from None
 
@@ -326,14 +332,14 @@ class Api:
 
     async def action(self, request: Request, params: dict[str, str]) -> Response:
         """``POST /v1/engines/{name}/{verb}`` and ``DELETE .../pin``: an operator's action,
-        the verb taken from the path's last part."""
+        the verb taken from the method and the path's last part (``intents.Verb.route``)."""
         target = _engine(self.sup, params["name"])
-        verb = request.path.rstrip("/").rsplit("/", 1)[-1]
+        part = request.path.rstrip("/").rsplit("/", 1)[-1]
         body = request.json()
         if not isinstance(body, dict):
             raise HTTPError(400, "the request body must be a JSON object")
-        done = await operator(self.sup, target, verb, request.method, body, request.uid)
-        return Response(200, {"ok": True, "engine": target.name, "action": verb,
+        done = await operator(self.sup, target, part, request.method, body, request.uid)
+        return Response(200, {"ok": True, "engine": target.name, "action": part,
                               "result": done, "status": engine_document(self.sup, target)})
 
     async def endpoint(self, request: Request, _: dict[str, str]) -> Response:
@@ -348,8 +354,7 @@ class Api:
     async def support_bundle(self, _: Request, __: dict[str, str]) -> Response:
         """``GET /v1/bundle``: the support bundle, as a download."""
         data = await asyncio.to_thread(support.build, await bundle_files(self.sup))
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"llm-supervisor-bundle-{os.uname().nodename}-{stamp}.tar.zst"
+        name = f"llm-supervisor-bundle-{os.uname().nodename}-{timefmt.compact()}.tar.zst"
         return Response(200, body=data, content_type="application/zstd",
                         headers=[("Content-Disposition", f'attachment; filename="{name}"')])
 
@@ -405,7 +410,7 @@ def routes(sup: Daemon) -> Router:
     router.add("GET", "/v1/endpoint", api.endpoint)
     router.add("GET", "/v1/engines/{name}", api.engine)
     router.add("GET", "/v1/tiers", api.host_tiers)
-    for verb in ("restart", "demote", "promote", "pin"):
-        router.add("POST", f"/v1/engines/{{name}}/{verb}", api.action, write=True)
-    router.add("DELETE", "/v1/engines/{name}/pin", api.action, write=True)
+    for verb in intents.Verb:  # each verb's route, as intents has it
+        method, part = verb.route
+        router.add(method, f"/v1/engines/{{name}}/{part}", api.action, write=True)
     return router

@@ -15,16 +15,15 @@ import re
 import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from llm_supervisor.errors import CommandError
 from llm_supervisor.host.process import Completed, run
+from llm_supervisor.tiers import TIERS
+from llm_supervisor.timefmt import utc
 
 __all__ = ["TIERS", "DEFAULT_COMMANDS", "ProbeResult", "probe", "probe_all",
            "parse_rocminfo", "parse_vulkan_summary", "parse_clinfo"]
-
-TIERS = ("rocm", "vulkan", "opencl", "cpu")
 
 # clinfo --raw rather than plain clinfo: one "[PLATFORM/n] CL_DEVICE_TYPE CL_DEVICE_TYPE_GPU" line
 # per device, named by the OpenCL constant, and no "NULL platform behavior" section listing the same
@@ -226,7 +225,7 @@ def _result(tier: str, present: bool, reason: str, done: Completed | None = None
         returncode=done.returncode if done else None,
         evidence=evidence,
         duration=round(done.duration, 3) if done else 0.0,
-        checked_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        checked_at=utc(),
     )
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from llm_supervisor.config import GPU_TIERS, Config, EngineConfig
+from llm_supervisor.config import Config, EngineConfig
+from llm_supervisor.tiers import GPU_TIERS
 
 TIER_ENV: dict[str, dict[str, dict[str, str] | None]] = {
     # kind -> tier -> environment (None: the kind cannot run this tier without an `exec`)

@@ -1,25 +1,67 @@
 """The host view: which tiers this host has (probes, with their evidence), which devices each
 llama-server build lists, and from those the tiers each engine may use and where it starts.
 
-It records what changed as ``probe`` events (through the ``record`` callable it is given) and
-holds no other state: the config it reads is passed in, the engine's own facts (its reboot
-flag, the tiers its build cannot use) are read from the engine.
+``choices`` is the one rule for the tiers an engine may use: the reload's plan
+(``llm_supervisor.reconcile``) and the engine's own decisions (through ``HostView``) both read
+it. It takes plain data: what it needs of an engine is an ``EngineFacts``, built by whoever
+holds the engine, so this layer never imports the engine.
+
+``HostView`` records what changed as ``probe`` events (through the ``record`` callable it is
+given) and holds no other state: the config it reads is passed in, and so are the engine's
+facts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from llm_supervisor import policy
-from llm_supervisor.config import Config
+from llm_supervisor.config import Config, EngineConfig
 from llm_supervisor.host import devicelist, probes, tiers
 from llm_supervisor.host.probes import ProbeResult
 
-if TYPE_CHECKING:
-    from llm_supervisor.engine import Engine
-
 Record = Callable[..., Any]  # record(type, **fields): an event
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What the tier rule reads of an engine: its settings, the tier it is on and the one an
+    operator pinned, whether a failed GPU reset rules the GPU out until a reboot, and the tiers
+    it showed it cannot use (``skipped``: tier -> why, e.g. its build dropped the device)."""
+
+    name: str
+    cfg: EngineConfig
+    tier: str | None = None
+    pinned: str | None = None
+    reboot_required: bool = False
+    skipped: Mapping[str, str] = field(default_factory=dict)
+
+
+def choices(config: Config, engine: EngineFacts, host: Mapping[str, tiers.HostTier],
+            device_skips: Mapping[str, str]) -> list[tiers.TierChoice]:
+    """Every tier of the engine's chain, in order, with whether it may use it and why: what
+    its kind runs and the host has (``tiers.choices``), save the GPU tiers while a reboot is
+    required, the tiers its build does not list (``device_skips``) and those it showed it
+    cannot use (its own ``skipped``, which wins: it is what the engine itself did)."""
+    return tiers.choices(config, engine.cfg, host, reboot_required=engine.reboot_required,
+                         skipped={**device_skips, **engine.skipped})
+
+
+def usable(config: Config, engine: EngineFacts, host: Mapping[str, tiers.HostTier],
+           device_skips: Mapping[str, str]) -> list[str]:
+    """The tiers the engine may use, best first (``choices``)."""
+    return [c.tier for c in choices(config, engine, host, device_skips) if c.usable]
+
+
+def place(config: Config, engine: EngineFacts, host: Mapping[str, tiers.HostTier],
+          device_skips: Mapping[str, str]) -> str | None:
+    """The tier the engine should run on (``policy.start_tier``): its pin, else where it is,
+    else the best it may use, each only while usable; None: it may use none."""
+    return policy.start_tier(config.chain_for(engine.cfg),
+                             usable(config, engine, host, device_skips),
+                             pinned=engine.pinned, current=engine.tier)
 
 
 class HostView:
@@ -61,16 +103,12 @@ class HostView:
                             evidence=[listing.to_dict() for listing in listings])
         self.device_skips = found
 
-    def choices(self, config: Config, engine: Engine) -> list[tiers.TierChoice]:
-        return tiers.choices(config, engine.cfg, self.probes,
-                             reboot_required=engine.memory.reboot_required,
-                             skipped={**self.device_skips.get(engine.name, {}),
-                                      **engine.memory.skipped})
+    def choices(self, config: Config, engine: EngineFacts) -> list[tiers.TierChoice]:
+        return choices(config, engine, self.probes, self.device_skips.get(engine.name, {}))
 
-    def usable(self, config: Config, engine: Engine) -> list[str]:
-        return [c.tier for c in self.choices(config, engine) if c.usable]
+    def usable(self, config: Config, engine: EngineFacts) -> list[str]:
+        return usable(config, engine, self.probes, self.device_skips.get(engine.name, {}))
 
-    def place(self, config: Config, engine: Engine) -> str | None:
-        """The tier an engine should run on now (``policy.start_tier``)."""
-        return policy.start_tier(engine.chain, self.usable(config, engine),
-                                 pinned=engine.memory.pinned, current=engine.tier)
+    def place(self, config: Config, engine: EngineFacts) -> str | None:
+        """The tier an engine should run on now (``place``)."""
+        return place(config, engine, self.probes, self.device_skips.get(engine.name, {}))

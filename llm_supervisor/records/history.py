@@ -48,6 +48,10 @@ import zstandard
 
 from llm_supervisor.records.atomic import atomic_write, fsync_dir
 
+# an event's ``ts``: timefmt's, the one format. Named here too only for the modules that still
+# import it from here (engine.machine, records.recorder); new code imports it from timefmt.
+from llm_supervisor.timefmt import utc as utc
+
 CURRENT = "current.jsonl"
 EVENT_MODE = 0o644  # the event log's files, appended or replaced
 LEVEL = 9  # ~30x on the daemon's events; 1 MiB compresses in ~15 ms, once per rotation
@@ -70,10 +74,6 @@ class Follower:
         self.client = client
         self.queue: asyncio.Queue[dict[str, Any]] = _Inbox()  # filled from the disk thread
         self.lagging = False
-
-
-def utc(ts: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if ts is None else ts))
 
 
 class Segment(NamedTuple):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from llm_supervisor.errors import StateError
+from llm_supervisor.timefmt import compact
 
 VERSION = 1
 HISTORY = 50  # transitions kept per engine in state.json (the event log keeps everything)
@@ -114,7 +114,7 @@ def _memory(name: str, data: dict[str, Any], dropped: list[str]) -> EngineMemory
 
 
 def _move_aside(path: Path) -> str:
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    aside = path.with_name(f"{path.name}.corrupt-{compact()}")
     try:
         os.replace(path, aside)
     except OSError as exc:

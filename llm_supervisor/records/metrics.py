@@ -26,8 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from llm_supervisor.causes import Cause
-from llm_supervisor.config import TIERS
 from llm_supervisor.states import EngineState
+from llm_supervisor.tiers import TIERS
 
 TEXTFILE = "llm_supervisor.prom"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -80,7 +80,7 @@ class EngineView:
         return cls(name=engine.name, state=str(engine.state), tier=engine.tier,
                    reboot_required=bool(engine.memory.reboot_required),
                    tokens_per_second=check.get("tokens_per_second"), demoted=demoted,
-                   busy=str(engine.busy or "").startswith("busy"),
+                   busy=str(engine.canary.busy or "").startswith("busy"),
                    speed_reference=learned.get("reference"))
 
 

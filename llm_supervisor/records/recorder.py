@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from llm_supervisor.records.disk import Disk
-from llm_supervisor.records.history import EventLog, utc
+from llm_supervisor.records.history import EventLog
 from llm_supervisor.records.memory import State, dumps_state
 from llm_supervisor.records.metrics import EngineView, Metrics, SupervisorView
 from llm_supervisor.states import EngineState
-from llm_supervisor.timefmt import ago
+from llm_supervisor.timefmt import ago, utc
 
 if TYPE_CHECKING:
     from llm_supervisor.engine import Engine

@@ -24,7 +24,7 @@ from typing import Any
 
 from llm_supervisor import names
 from llm_supervisor.config import NAME_RE, config_files, validate
-from llm_supervisor.errors import AdoptError, ConfigError
+from llm_supervisor.errors import AdoptError, ConfigError, Exit
 
 DEFAULT_LISTEN = "127.0.0.1:11434"
 GUARD = "90-llm-supervisor.conf"
@@ -235,15 +235,15 @@ def main(args: Any) -> int:
                  "llm-supervisorctl reload"]
         if args.dry_run:
             print("dry run, nothing changed; adopt would:\n  " + "\n  ".join(steps))
-            return 0
+            return Exit.OK
         _hand_over(unit, listen, target, text, args)
     except (AdoptError, ConfigError) as exc:
         print(f"llm-supervisorctl adopt: {exc}", file=sys.stderr)
-        return 1
+        return Exit.ERROR
     print(f"adopted {unit} as engine {name!r} (unit llm-{name}.service) on {listen}.\n"
           f"The way back: rm {target} {_guard_path(unit)}; systemctl reload llm-supervisor;"
           f" systemctl enable --now {unit}")
-    return 0
+    return Exit.OK
 
 
 def _validate(config: Path, target: Path, text: str) -> None:

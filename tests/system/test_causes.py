@@ -4,7 +4,6 @@ on probation, and facts expire with the boot they belong to."""
 
 from __future__ import annotations
 
-import calendar
 import json
 import time
 
@@ -21,11 +20,13 @@ from sandbox import (
     watch,
 )
 
+from llm_supervisor.timefmt import epoch
+
 SIM = "/usr/bin/llm-supervisor-simengine serve"
 
 
 def at(event: dict) -> float:
-    return calendar.timegm(time.strptime(event["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+    return epoch(event["ts"])
 
 
 def tier_events(c, engine: str) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llm_supervisor import names
-from llm_supervisor.errors import BundleError, Failure
+from llm_supervisor.errors import BundleError, Exit, Failure
 from llm_supervisor.tools.models import export, install
 from llm_supervisor.tools.models.beneath import Owner
 from llm_supervisor.tools.models.format import Progress, default_output, quiet, size_text
@@ -27,7 +27,7 @@ from llm_supervisor.tools.models.signals import Interrupted, Signals
 
 NUMBER_RE = re.compile(r"[0-9]+")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
-SIGPIPE_EXIT = 128 + signal.SIGPIPE
+SIGPIPE_EXIT = Exit.SIGNALLED + signal.SIGPIPE
 
 
 def progress_printer(verb: str, stream: IO[str] | None = None) -> Progress:
@@ -137,12 +137,12 @@ def cause(exc: BaseException) -> str:
 
 def exit_code(exc: BaseException) -> int:
     if isinstance(exc, Interrupted):
-        return 128 + exc.signum
+        return Exit.SIGNALLED + exc.signum
     if isinstance(exc, KeyboardInterrupt):
-        return 128 + signal.SIGINT
+        return Exit.SIGNALLED + signal.SIGINT
     if isinstance(exc, BrokenPipeError):
         return SIGPIPE_EXIT
-    return 1
+    return Exit.ERROR
 
 
 def command(args: Any) -> int:
@@ -173,7 +173,7 @@ def _export(args: Any, models_dir: Path, progress: Progress, signals: Signals) -
         except (Interrupted, KeyboardInterrupt, BrokenPipeError) as exc:
             raise Failure(f"{cause(exc)}: the bundle written to stdout is incomplete",
                           exit_code(exc)) from None
-        return 0
+        return Exit.OK
     output = args.output or default_output(args.model)
     try:
         path, document = export.export_file(models_dir, args.model, output, progress, signals)
@@ -182,7 +182,7 @@ def _export(args: Any, models_dir: Path, progress: Progress, signals: Signals) -
     size = Path(path).stat().st_size
     _say(f"wrote {path}: {args.model}, {len(document['files'])} files, {size_text(size)}",
          f"{path} is written")
-    return 0
+    return Exit.OK
 
 
 def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
@@ -213,7 +213,7 @@ def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
         raise Failure(f"{installed}, but then: {cause(imported.trouble)}",
                       exit_code(imported.trouble))
     _say("\n".join(lines), installed)
-    return 0
+    return Exit.OK
 
 
 def _say(text: str, done: str) -> None:

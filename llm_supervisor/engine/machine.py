@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,21 +25,22 @@ from llm_supervisor import decide, intents, names, policy
 from llm_supervisor.causes import Cause, Finding, Observation
 from llm_supervisor.checks import health, observations, pull, speed
 from llm_supervisor.checks.canary import Canary
-from llm_supervisor.checks.classify import Device
 from llm_supervisor.checks.model import ModelFacts
-from llm_supervisor.checks.observations import DEVICES_SETTLE, opencl_on_cpu
-from llm_supervisor.checks.runners import Runner, RunnerLog
+from llm_supervisor.checks.observations import opencl_on_cpu
 from llm_supervisor.checks.speed import SpeedBook
-from llm_supervisor.config import GPU_TIERS, Config, EngineConfig, FallbackSection, HealthSection
+from llm_supervisor.config import Config, EngineConfig, FallbackSection, HealthSection
 from llm_supervisor.decide import Decision, Do, Situation
+from llm_supervisor.engine.intake import Intake, Taken
+from llm_supervisor.engine.outbox import Outbox
 from llm_supervisor.errors import Refused
 from llm_supervisor.host import process
 from llm_supervisor.host.tuning import Tuning
 from llm_supervisor.intents import Intent
-from llm_supervisor.records.history import utc
 from llm_supervisor.records.memory import EngineMemory
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd.systemctl import UnitStatus
+from llm_supervisor.tiers import GPU_TIERS
+from llm_supervisor.timefmt import utc
 
 log = structlog.get_logger("llm-supervisor")
 
@@ -77,12 +77,6 @@ class Actuator(Protocol):
         the metrics once (best effort, never raises)."""
 
 
-def _start_fact(observation: Observation) -> bool:
-    """A blocking cause read in the engine's log: it needs a failed start to act."""
-    cause = observation.cause
-    return observation.source == "log" and cause is not None and cause.blocking
-
-
 def reason_of(cause: Cause, detail: str = "", tier: str | None = None) -> str:
     """How a cause reads in status and the journal: ``"rocm: generation hung: no token…"``."""
     text = f"{cause.description}: {detail}" if detail else cause.description
@@ -102,18 +96,12 @@ class Engine:
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.ticks = 0  # checks done: a cached status document is rebuilt when it moves
-        self.inbox: list[Observation] = []   # log-classifier findings, handled next tick
-        self.start_facts: list[Observation] = []  # blocking causes in the log, this start
-        self.devices: list[Device] = []      # what the engine reported since this start
-        self.runners = RunnerLog(self._own_blob)  # which model a runner's log line is about
-        self.others: dict[str, dict[str, Any]] = {}  # other models' runners, for status
-        self.devices_at = float("-inf")
+        # what its log said since this run began (its next check takes it)
+        self.intake = Intake(clock, self.wake, self._own_blob, self._request_completed)
         self.failures = 0                    # consecutive failed checks
         self.last_failure: Observation | None = None
         self.restarts_on_tier = 0
         self.healthy_at = clock()            # healthy since (the restart budget refills)
-        # when this run of the engine began (monotonic): its log lines are the ones after
-        self.run_started = float("-inf")
         self.started_at = clock()
         self.nrestarts_seen: int | None = None
         self.main_pid = 0                    # the engine's main process, as systemd says
@@ -127,8 +115,8 @@ class Engine:
         self.pull_task: asyncio.Task[None] | None = None
         self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
         self.intents: list[tuple[Intent, asyncio.Future[str]]] = []  # the operator's, queued
-        self._outbox: list[tuple[str, dict[str, Any]]] = []  # events of the check under way
-        self._batching = 0
+        # the events of the check under way, committed at once when it ends
+        self.outbox = Outbox(lambda events: self.actuator.commit(self, events))
         # why a daemon start is (re)starting this engine, until its switch is done: it shows
         # as starting meanwhile, not as the state its record kept from before
         self.placing: str | None = None
@@ -207,26 +195,12 @@ class Engine:
     def record(self, type: str, **fields: Any) -> None:
         """An event of this engine: kept until the check (or action) under way ends, then
         committed with the others at once."""
-        self._outbox.append((type, fields))
-        if not self._batching:
-            self._flush()
+        self.outbox.put(type, fields)
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> contextlib.AbstractContextManager[None]:
         """Record once: the events of what runs inside go to the actuator together, in order,
         with one state save, one STATUS= and one metrics update."""
-        self._batching += 1
-        try:
-            yield
-        finally:
-            self._batching -= 1
-            if not self._batching:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._outbox:
-            events, self._outbox = self._outbox, []
-            self.actuator.commit(self, events)
+        return self.outbox.batch()
 
     # ------------------------------------------------------------------ start / adopt
 
@@ -274,7 +248,8 @@ class Engine:
         the caller (a reload reports it; the engine's loop tries again at its next check)."""
         before = self.tier
         self._forget_checks()
-        self.started_at = self.run_started = self.clock()
+        self.started_at = self.clock()
+        self.intake.began(self.started_at)
         try:
             tuning = await self.actuator.switch(self, tier)
         except Exception as exc:
@@ -303,33 +278,6 @@ class Engine:
 
     # ------------------------------------------------------------------ the check cycle
 
-    def this_run(self, at: float | None) -> bool:
-        """Was a log line (logged ``at``, monotonic seconds: ``journal.logged_at``) written
-        by this run of the engine? Judged against the start of its unit's main process, as
-        systemd has it, or our own start of it: no wall clock, so neither a clock step nor a
-        daemon restart loses a line; None (unstamped) counts as this run."""
-        return at is None or at >= self.run_started
-
-    def finding(self, observation: Observation, at: float | None = None) -> None:
-        """A log line said something: handle it at once, unless it predates this start."""
-        if not self.this_run(at):
-            return  # the previous run's last words
-        self.inbox.append(observation)
-        self.wake.set()
-
-    def device(self, device: Device, at: float | None = None) -> None:
-        """The engine reported a device it computes on, or one it dropped."""
-        if not self.this_run(at):
-            return
-        if device.supersedes:  # llama-server: "offloaded 0/N layers to GPU"
-            self.devices = [dataclasses.replace(d, used=False, reason="no layer offloaded to"
-                                                " it") if d.used else d for d in self.devices]
-        self.devices.append(device)
-        self.devices_at = self.clock()
-        used = [d for d in self.devices if d.used]
-        if used:
-            self.memory.backend = ", ".join(dict.fromkeys(d.label() for d in used))
-
     def submit(self, intent: Intent) -> asyncio.Future[str]:
         """Queue an operator's intent and wake the loop; the future carries the outcome."""
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -344,11 +292,13 @@ class Engine:
             if done.done():  # the asker gave up before it was taken: not applied
                 continue
             try:
-                answers.append((done, await intents.apply(self, intent)))
+                if intent.verb == "promote":
+                    await self.actuator.reprobe()  # promote: with what the host has now
+                answers.append((done, await self.apply(intent)))
             except Exception as exc:  # refused, or the switch failed: the asker hears why
                 answers.append((done, exc))
         if answers:
-            self._flush()  # recorded before the asker hears it is done
+            self.outbox.flush()  # recorded before the asker hears it is done
         for done, outcome in answers:
             if done.done():
                 continue
@@ -356,6 +306,43 @@ class Engine:
                 done.set_exception(outcome)
             else:
                 done.set_result(outcome)
+
+    async def apply(self, intent: Intent) -> str:
+        """Carry out one operator's intent, from the engine's own loop and under its lock:
+        the only place the operator changes an engine. What changed since the handler
+        validated it (a tier no longer usable) refuses it here, with the same error."""
+        usable = self.actuator.usable(self)
+        record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
+        by = f"by uid {intent.uid}"
+        if intent.verb == "unpin":
+            self.record("operator", **record, evidence=None)
+            self.memory.pinned = None
+            self.record("unpin", cause=Cause.OPERATOR.value, reason=f"unpinned {by}")
+            return "unpinned"
+        target = intents.check(self.intent_view(usable), intent.verb, intent.tier)
+        assert target is not None  # only unpin goes nowhere
+        self.record("operator", **record, evidence={"tier": target})
+        if intent.verb == "pin":
+            self.memory.pinned = target
+            self.memory.next_promotion_at = None
+            self.record("pin", to=target, cause=Cause.OPERATOR.value,
+                        reason=f"pinned to {target} {by}")
+            if self.tier != target:
+                await self.start_on(target, Cause.OPERATOR, f"pinned to {target} {by}")
+            return f"pinned to {target}"
+        if intent.verb == "promote":
+            await self.promote(target, f"asked {by}")
+            return f"promoting to {target}"
+        what = "restarted" if intent.verb == "restart" else f"demoted from {self.tier}"
+        await self.start_on(target, Cause.OPERATOR, f"{what} {by}")
+        return "restarted" if intent.verb == "restart" else f"demoted to {target}"
+
+    def intent_view(self, usable: Sequence[str], why_not: Mapping[str, str] | None = None
+                    ) -> intents.View:
+        """What an intent's rules read of this engine (``intents.check``): plain data, with
+        the tiers usable for it now (and why the others are not, when that is known)."""
+        return intents.View(self.name, self.chain, self.tier, self.memory.pinned, usable,
+                            why_not or {})
 
     async def tick(self) -> None:
         async with self.lock:
@@ -389,20 +376,16 @@ class Engine:
         return self.memory.retry_at is not None and self.wall() >= self.memory.retry_at
 
     async def observe(self) -> list[Observation]:
-        # a blocking cause in the log (a port, a permission, a flag) is a start-up fact: it
-        # says why a start failed, and acts only with a failed start (a line that merely
-        # mentions it, such as a user's prompt echoed by the engine, never blocks)
-        found = [o for o in self.inbox if not _start_fact(o)]
-        self.start_facts.extend(o for o in self.inbox if _start_fact(o))
-        self.inbox.clear()
+        found = self._took(self.intake.take())
+        start_facts = self.intake.start_facts
         unit = await self.actuator.unit_status(self)
         unit_found = self._unit_observations(unit)
         if unit_found:
             diagnosis = await self.actuator.diagnose(self, unit)
             if diagnosis is not None:
                 unit_found = [Observation(False, "unit", diagnosis)]
-            elif self.start_facts and self.state == EngineState.STARTING:
-                unit_found = self.start_facts[-1:]  # the engine's own words on why
+            elif start_facts and self.state == EngineState.STARTING:
+                unit_found = start_facts[-1:]  # the engine's own words on why
         found.extend(unit_found)
         if not unit.running:
             return found
@@ -416,42 +399,31 @@ class Engine:
             found.extend(self._backend())
         failed = [o for o in found if not o.ok]
         self.last_check = {"at": utc(), "ok": not failed, "latency_ms": live.latency_ms,
-                           "tokens_per_second": self.tokens_per_second,
+                           "tokens_per_second": self.canary.tokens_per_second,
                            "error": failed[0].reason if failed else None,
                            "cause": failed[0].cause.value if failed and failed[0].cause
                            else None}
         return found
 
+    def _took(self, taken: Taken) -> list[Observation]:
+        """What the intake held since the last check, into the engine's memory: its
+        runner's port (a restarted daemon needs it), its backend, its offload (part of the
+        model on a GPU tier is reported: the rest computes on the CPU). The findings go on."""
+        if self.intake.runner_port is not None:
+            self.memory.runner_port = self.intake.runner_port
+        backend = self.intake.backend()
+        if backend:
+            self.memory.backend = backend
+        for layers, of in taken.offloads:
+            self._offloaded(layers, of)
+        return taken.findings
+
     def _backend(self) -> list[Observation]:
         return observations.backend_observations(
-            self.tier, self.devices, self.clock() - self.devices_at >= DEVICES_SETTLE,
-            self.memory.backend or "", self.cfg.kind)
+            self.tier, self.intake.devices, self.intake.settled(), self.memory.backend or "",
+            self.cfg.kind)
 
     # ------------------------------------------------------------------ the generation check
-
-    @property
-    def phase(self) -> str:
-        return self.canary.phase
-
-    @property
-    def deadline(self) -> float:
-        return self.canary.deadline(self.health)
-
-    @property
-    def canary_passed(self) -> bool:
-        return self.canary.passed
-
-    @property
-    def canary_task(self) -> asyncio.Task[Observation] | None:
-        return self.canary.task
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        return self.canary.tokens_per_second
-
-    @property
-    def busy(self) -> str | None:
-        return self.canary.busy
 
     @property
     def speed(self) -> SpeedBook:
@@ -516,30 +488,19 @@ class Engine:
         """A load's deadline on this tier, learned from this engine's own loads."""
         return self.speed.load_deadline(self.tier, h.load_deadline)
 
-    @property
-    def model_facts(self) -> ModelFacts | None:
-        return self.canary.facts
-
     def _canary_launched(self, phase: str) -> None:
         if phase == "load" and self.cfg.model and self.state == EngineState.STARTING:
             self.transition(self.state, self.cause or Cause.START,  # why it (re)started
                             f"loading {self.cfg.model}", plain=True)
 
-    def _launch_canary(self) -> None:
-        self.canary.launch(self.cfg, self.health)
-
-    def completed(self, at: float | None = None) -> None:
+    def _request_completed(self) -> None:
         """The engine's log says a generation request finished: progress, for a waiting
         canary."""
-        if not self.this_run(at):
-            return
         self.canary.completed()
 
-    def offloaded(self, layers: int, of: int, at: float | None = None) -> None:
-        """The engine's log says how many of the model's layers went to its GPU: status shows
-        it; part of them on a GPU tier is reported (the rest computes on the CPU)."""
-        if not self.this_run(at):
-            return
+    def _offloaded(self, layers: int, of: int) -> None:
+        """How many of the model's layers went to its GPU: status shows it; part of them on
+        a GPU tier is reported (the rest computes on the CPU)."""
         self.memory.offload = f"{layers}/{of}"
         if 0 < layers < of and self.tier in GPU_TIERS:
             log.warning("partial offload: part of the model computes on the CPU",
@@ -548,30 +509,12 @@ class Engine:
                         reason=f"only {layers} of {of} layers on the GPU on {self.tier}: the"
                         " rest computes on the CPU", evidence={"layers": layers, "of": of})
 
-    def other_model(self, runner: Runner, layers: tuple[int, int] | None,
-                    device: Device | None) -> None:
-        """A line of another model's runner (``checks.runners``): where that model runs is
-        shown in status (``other_models``), never judged — only ``model`` is this engine's."""
-        shown = self.others.setdefault(runner.blob, {
-            "blob": runner.blob[:19], "embedding": runner.embedding, "offload": None,
-            "backend": None})
-        if layers is not None:
-            shown["offload"] = f"{layers[0]}/{layers[1]}"
-        if device is not None and device.used:
-            shown["backend"] = device.label()
-
     def _own_blob(self) -> str | None:
         """The blob of this engine's own model, as its manifest names it (Ollama)."""
         if self.cfg.kind != "ollama" or not self.cfg.model:
             return None
         models = names.models_dir(self.cfg.environment, names.user_home(self.cfg.user))
         return names.model_blob(Path(models), self.cfg.model)
-
-    def runner(self, port: int, at: float | None = None) -> None:
-        """Ollama started its llama-server on ``port`` (its ``/slots`` shows progress)."""
-        if not self.this_run(at):
-            return
-        self.memory.runner_port = port  # kept in state.json: a restarted daemon needs it
 
     def _forget_checks(self) -> None:
         """A (re)start begins with a clean slate: no stale canary verdicts or devices."""
@@ -580,19 +523,12 @@ class Engine:
         self.memory.offload = None
         self.failures = 0
         self.nrestarts_seen = None
-        self.inbox.clear()
-        self.start_facts.clear()
-        self.runners.forget()
-        self.others.clear()
-        self.devices = []
-        self.devices_at = float("-inf")
+        self.intake.forget()
         self.memory.backend = None
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
         self.main_pid = unit.main_pid
-        if unit.main_started > self.run_started or self.run_started == float("-inf"):
-            # systemd's word on when this run began (adopted, or restarted by systemd)
-            self.run_started = unit.main_started or self.run_started
+        self.intake.started(unit.main_started)
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         return observations.unit_observations(unit, seen, self.clock() - self.started_at,
                                               self.health.startup_grace)
@@ -616,7 +552,7 @@ class Engine:
             failures=self.failures, failures_needed=h.failures,
             restarts_on_tier=self.restarts_on_tier,
             restarts_per_tier=self.fallback.restarts_per_tier,
-            generation_passed=self.canary_passed or not h.canary_every,
+            generation_passed=self.canary.passed or not h.canary_every,
             reboot_required=self.memory.reboot_required,
             may_pull=(self.cfg.pull and self.cfg.kind == "ollama" and self.pull is None))
 
@@ -680,7 +616,7 @@ class Engine:
 
     def _became_healthy(self) -> None:
         self.healthy_at = self.clock()
-        self.start_facts.clear()  # the start worked: what its log said is no cause
+        self.intake.start_facts.clear()  # the start worked: what its log said is no cause
         tier = self.tier
         cause, detail = Cause.START, f"serving on {tier}"
         if self.cause is not None and (self.cause == Cause.RETRY or self.cause.blocking):
@@ -795,14 +731,7 @@ class Engine:
             return await self.actuator.cleared(self, cause)  # llama-server: its -m file
         if self.cfg.kind != "ollama":
             return False
-        try:  # /api/tags lists the models on disk: an operator's `ollama pull` shows here
-            response = await self.http.get(self.cfg.endpoint + "/api/tags",
-                                           timeout=self.health.timeout)
-            names = [str(m.get("name") or m.get("model") or "")
-                     for m in response.json().get("models") or [] if isinstance(m, dict)]
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return False
-        return any(health.same_model(n, self.cfg.model) for n in names if n)
+        return await health.model_listed(self.http, self.cfg, self.health.timeout)
 
     def _start_pull(self) -> None:
         self.pull = {"model": self.cfg.model, "status": "starting", "completed": 0, "total": 0}
@@ -825,7 +754,7 @@ class Engine:
             if error is None:
                 self.transition(EngineState.STARTING, Cause.RETRY,
                                 f"pulled {self.cfg.model}; checking again")
-                self._launch_canary()
+                self.canary.launch(self.cfg, self.health)
             else:
                 await self.block(Finding(
                     Cause.MODEL_MISSING, f"pulling {self.cfg.model} failed: {error}",

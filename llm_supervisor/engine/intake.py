@@ -1,0 +1,167 @@
+"""What the engine's own log said since this run of it began, kept for its next check.
+
+One rule says which lines belong to this run (``this_run``: logged at or after the start of
+the unit's main process, on the monotonic clock — neither a clock step nor a daemon restart
+loses a line, and the previous run's last words never count). Each line is routed once
+(``line``): a finished request (progress for a waiting canary), a runner's start (its port;
+which model its lines are about: ``checks.runners``), another model's placement (shown,
+never judged), the engine's own offload and devices, and the log classifier's findings.
+
+Intake writes nothing of the engine's: the engine takes what it holds at its check
+(``take``) and decides. Only two things reach out at once: a finding wakes the engine's loop,
+and a finished request reaches the canary that waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from llm_supervisor.causes import Cause, Observation
+from llm_supervisor.checks import classify, diagnosis, progress
+from llm_supervisor.checks.classify import Device, Rule
+from llm_supervisor.checks.observations import DEVICES_SETTLE
+from llm_supervisor.checks.runners import Runner, RunnerLog
+from llm_supervisor.config import EngineConfig
+from llm_supervisor.host import ports
+
+
+def start_fact(observation: Observation) -> bool:
+    """A blocking cause read in the engine's log (a port, a permission, a flag): a start-up
+    fact, acting only with a failed start (a line that merely mentions it, such as a user's
+    prompt echoed by the engine, never blocks)."""
+    cause = observation.cause
+    return observation.source == "log" and cause is not None and cause.blocking
+
+
+@dataclasses.dataclass
+class Taken:
+    """What a check takes from the intake: findings to judge now, and the offloads seen."""
+
+    findings: list[Observation]
+    offloads: list[tuple[int, int]]
+
+
+class Intake:
+    def __init__(self, clock: Callable[[], float], wake: asyncio.Event,
+                 own_blob: Callable[[], str | None], completed: Callable[[], None]) -> None:
+        self.clock, self.wake, self.completed_sink = clock, wake, completed
+        self.run_started = float("-inf")  # when this run of the engine began (monotonic)
+        self.inbox: list[Observation] = []        # findings, handled at the next check
+        self.start_facts: list[Observation] = []  # blocking causes in the log, this start
+        self.devices: list[Device] = []           # what the engine reported it computes on
+        self.devices_at = float("-inf")
+        self.runners = RunnerLog(own_blob)        # which model a runner's line is about
+        self.others: dict[str, dict[str, Any]] = {}  # other models' runners, for status
+        self.offloads: list[tuple[int, int]] = []  # its own model's offload lines, unseen
+        self.runner_port: int | None = None       # its own model's runner (Ollama)
+
+    # ------------------------------------------------------------------ this run
+
+    def began(self, at: float) -> None:
+        """A start of ours: a clean slate, and lines count from ``at``."""
+        self.forget()
+        self.run_started = at
+
+    def started(self, at: float) -> None:
+        """systemd's word on when this run began (adopted, or restarted by systemd)."""
+        if at > self.run_started or self.run_started == float("-inf"):
+            self.run_started = at or self.run_started
+
+    def this_run(self, at: float | None) -> bool:
+        """Was a line (logged ``at``, monotonic seconds: ``journal.logged_at``) written by
+        this run of the engine? None (unstamped) counts as this run."""
+        return at is None or at >= self.run_started
+
+    def forget(self) -> None:
+        self.inbox.clear()
+        self.start_facts.clear()
+        self.devices = []
+        self.devices_at = float("-inf")
+        self.runners.forget()
+        self.others.clear()
+        self.offloads.clear()
+        self.runner_port = None
+
+    # ------------------------------------------------------------------ lines
+
+    def line(self, message: str, at: float | None, rules: list[Rule], tier: str | None,
+             cfg: EngineConfig) -> None:
+        """One line of the engine's journal, routed once."""
+        if not self.this_run(at):
+            return  # the last words of a run before this one
+        if progress.completed_request(message):
+            self.completed_sink()
+            return
+        runner, own = self.runners.line(message)  # which model the line is about
+        layers = classify.parse_offload(message)
+        device = classify.parse_device(message)
+        if runner is not None and not own:
+            # another model's placement: shown, never judged (a GPU error is the GPU's,
+            # whichever runner printed it: classified below)
+            if layers is not None or device is not None:
+                self.other_model(runner, layers, device)
+                return
+        elif runner is not None and runner.port is not None:
+            self.runner_port = runner.port
+        if layers is not None and own:
+            self.offloads.append(layers)
+        if device is not None:
+            self.device(device)
+            return
+        found = classify.classify(rules, message, tier=tier)
+        if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
+            held = diagnosis.port_finding(cfg, ports.holder(cfg.listen), message)
+            found = Observation(False, "log", held) if held else found
+        if found is not None:
+            self.finding(found)
+
+    def finding(self, observation: Observation, at: float | None = None) -> None:
+        """A line said something: the engine's loop handles it at once."""
+        if not self.this_run(at):
+            return
+        self.inbox.append(observation)
+        self.wake.set()
+
+    def device(self, device: Device, at: float | None = None) -> None:
+        """The engine reported a device it computes on, or one it dropped."""
+        if not self.this_run(at):
+            return
+        if device.supersedes:  # llama-server: "offloaded 0/N layers to GPU"
+            self.devices = [dataclasses.replace(d, used=False, reason="no layer offloaded to"
+                                                " it") if d.used else d for d in self.devices]
+        self.devices.append(device)
+        self.devices_at = self.clock()
+
+    def other_model(self, runner: Runner, layers: tuple[int, int] | None,
+                    device: Device | None) -> None:
+        """A line of another model's runner: where that model runs, for status."""
+        shown = self.others.setdefault(runner.blob, {
+            "blob": runner.blob[:19], "embedding": runner.embedding, "offload": None,
+            "backend": None})
+        if layers is not None:
+            shown["offload"] = f"{layers[0]}/{layers[1]}"
+        if device is not None and device.used:
+            shown["backend"] = device.label()
+
+    # ------------------------------------------------------------------ the check takes
+
+    def backend(self) -> str | None:
+        """The devices the engine says it computes on, as status shows them."""
+        used = [d for d in self.devices if d.used]
+        return ", ".join(dict.fromkeys(d.label() for d in used)) if used else None
+
+    def settled(self) -> bool:
+        """No device line for ``DEVICES_SETTLE``: what it reported is the whole list."""
+        return self.clock() - self.devices_at >= DEVICES_SETTLE
+
+    def take(self) -> Taken:
+        """The findings to judge at this check (a blocking cause in the log is kept as a
+        start-up fact instead), and the offload lines seen since the last check."""
+        findings = [o for o in self.inbox if not start_fact(o)]
+        self.start_facts.extend(o for o in self.inbox if start_fact(o))
+        self.inbox.clear()
+        offloads, self.offloads = self.offloads, []
+        return Taken(findings, offloads)
