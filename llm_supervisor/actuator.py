@@ -130,4 +130,4 @@ class SystemdActuator:
         self.recorder.metrics.observe_check(engine.name, check, seconds)
 
     def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
-        self.recorder.commit(engine, events)
+        self.recorder.commit(engine.name, events)

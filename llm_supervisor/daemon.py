@@ -123,7 +123,8 @@ class Supervisor:
                                max_size=history.max_size,
                                spill=sup.socket.parent / "events-backlog.jsonl")
         self.recorder = Recorder(events=self.events, disk=self.disk, state=self.state,
-                                 state_path=self.state_path, engines=self.engines,
+                                 state_path=self.state_path,
+                                 views=lambda: [e.view() for e in self.engines.values()],
                                  notify=self.notify, gauges=self._gauges,
                                  before_save=self._journal_cursor)
         self.recorder.textfile_dir = self.config.metrics.textfile_dir

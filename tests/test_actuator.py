@@ -18,7 +18,7 @@ from llm_supervisor.host.view import HostView
 from llm_supervisor.records.disk import Disk
 from llm_supervisor.records.history import EventLog
 from llm_supervisor.records.memory import State
-from llm_supervisor.records.metrics import SupervisorView
+from llm_supervisor.records.metrics import EngineView, SupervisorView
 from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd import units
@@ -32,7 +32,8 @@ def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes
                              memory=state.engine("main"), cause=None)
     engine.tuning = lambda: Tuning.from_dict(engine.memory.tuning)
     recorder = Recorder(events=EventLog(tmp_path / "events"), disk=disk, state=state,
-                        state_path=tmp_path / "state.json", engines={"main": engine},
+                        state_path=tmp_path / "state.json",
+                        views=lambda: [EngineView(engine.name, engine.state.value, engine.tier)],
                         notify=notes.notify, gauges=lambda: ({}, SupervisorView()))
     actuator = SystemdActuator(fake, HostView(recorder.event), recorder, lambda: cfg,
                                units.HostFacts(groups=frozenset({"render", "video"})))

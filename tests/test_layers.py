@@ -11,8 +11,8 @@ below. The layers, lowest first:
 
 The simulated engine is a program of its own: it may use ``names`` only.
 
-``UP`` lists the imports that still point up. It may only shrink: a new one fails, and so
-does one that is gone but still listed (remove it from the list).
+``UP`` lists imports that point up (none now): a new one fails, and so does one that is gone
+but still listed.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ LAYERS = {
 }
 SEPARATE = {"simengine": {"names"}}
 
-# (importing module, imported module): what the core's second pass has not yet turned round
-UP = {
-    ("llm_supervisor.records.recorder", "llm_supervisor.engine"),
-}
+# (importing module, imported module)
+UP: set[tuple[str, str]] = set()
 # the pure decision imports no pydantic (the config's schema)
 PURE = {"llm_supervisor.decide"}
 IMPURE_NOW: set[tuple[str, str]] = set()

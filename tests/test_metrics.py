@@ -198,14 +198,14 @@ async def test_engine_view_reads_a_real_engine():
                                  ) as http:
         engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator=None,  # type: ignore[arg-type]
                         http=http)
-        assert EngineView.of(engine) == EngineView("main", "stopped", None)
+        assert engine.view() == EngineView("main", "stopped", None)
         engine.memory.state = EngineState.HEALTHY.value
         engine.memory.tier = "vulkan"
         engine.memory.reboot_required = True
         engine.last_check = {"ok": True, "latency_ms": 3.0, "tokens_per_second": 12.5}
-        assert EngineView.of(engine) == EngineView("main", "healthy", "vulkan", True, 12.5)
+        assert engine.view() == EngineView("main", "healthy", "vulkan", True, 12.5)
         engine.memory.demoted_from = "rocm"
-        assert EngineView.of(engine).demoted
+        assert engine.view().demoted
 
 
 def test_the_supervisors_own_health():

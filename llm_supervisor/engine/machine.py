@@ -37,6 +37,7 @@ from llm_supervisor.host import process
 from llm_supervisor.host.tuning import Tuning
 from llm_supervisor.intents import Intent
 from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.records.metrics import EngineView
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd.systemctl import UnitStatus
 from llm_supervisor.tiers import GPU_TIERS
@@ -424,6 +425,23 @@ class Engine:
             self.cfg.kind)
 
     # ------------------------------------------------------------------ the generation check
+
+    def view(self) -> EngineView:
+        """What the records read of this engine (the gauges, ``STATUS=``): plain data."""
+        memory, check = self.memory, self.last_check or {}
+        learned = self.speed.summary(self.tier) or {}
+        cause = self.cause
+        troubled = self.state in (EngineState.BLOCKED, EngineState.FAILED,
+                                  EngineState.DEGRADED) and cause is not None
+        return EngineView(
+            name=self.name, state=self.state.value, tier=self.tier,
+            reboot_required=bool(memory.reboot_required),
+            tokens_per_second=check.get("tokens_per_second"),
+            demoted=bool(memory.demoted_from) and memory.demoted_from != self.tier,
+            busy=str(self.canary.busy or "").startswith("busy"),
+            speed_reference=learned.get("reference"), pinned=memory.pinned,
+            demoted_from=memory.demoted_from, demoted_at=memory.demoted_at,
+            trouble=cause.description if troubled and cause is not None else None)
 
     @property
     def speed(self) -> SpeedBook:

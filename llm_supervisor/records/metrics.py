@@ -60,7 +60,8 @@ class SupervisorView:
 
 @dataclass(frozen=True)
 class EngineView:
-    """What the gauges need from one engine: plain data, so tests need no daemon."""
+    """What the gauges and ``STATUS=`` read of one engine: plain data, built by the engine
+    (``Engine.view``), so the records never read an engine and tests need no daemon."""
 
     name: str
     state: str
@@ -70,18 +71,10 @@ class EngineView:
     demoted: bool = False
     busy: bool = False
     speed_reference: float | None = None
-
-    @classmethod
-    def of(cls, engine: Any) -> EngineView:
-        """From a ``llm_supervisor.engine.Engine`` (duck-typed: no import, no cycle)."""
-        check = engine.last_check or {}
-        demoted = bool(engine.memory.demoted_from) and engine.memory.demoted_from != engine.tier
-        learned = engine.speed.summary(engine.tier) or {}
-        return cls(name=engine.name, state=str(engine.state), tier=engine.tier,
-                   reboot_required=bool(engine.memory.reboot_required),
-                   tokens_per_second=check.get("tokens_per_second"), demoted=demoted,
-                   busy=str(engine.canary.busy or "").startswith("busy"),
-                   speed_reference=learned.get("reference"))
+    pinned: str | None = None
+    demoted_from: str | None = None
+    demoted_at: float | None = None
+    trouble: str | None = None  # why, for a blocked, failed or degraded engine
 
 
 class _Snapshot(Collector):

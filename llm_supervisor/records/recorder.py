@@ -9,9 +9,9 @@ metrics textfile written once. The daemon's own events (reloads, probes, start) 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -19,11 +19,7 @@ from llm_supervisor.records.disk import Disk
 from llm_supervisor.records.history import EventLog
 from llm_supervisor.records.memory import State, dumps_state
 from llm_supervisor.records.metrics import EngineView, Metrics, SupervisorView
-from llm_supervisor.states import EngineState
 from llm_supervisor.timefmt import ago, utc
-
-if TYPE_CHECKING:
-    from llm_supervisor.engine import Engine
 
 log = structlog.get_logger("llm-supervisor")
 NO_ENGINES = ("no engines configured: edit /etc/llm-supervisor or run"
@@ -32,14 +28,14 @@ NO_ENGINES = ("no engines configured: edit /etc/llm-supervisor or run"
 
 class Recorder:
     def __init__(self, *, events: EventLog, disk: Disk, state: State, state_path: Path,
-                 engines: Mapping[str, Engine], notify: Callable[[str], None],
+                 views: Callable[[], Iterable[EngineView]], notify: Callable[[str], None],
                  gauges: Callable[[], tuple[Mapping[str, bool], SupervisorView]],
                  before_save: Callable[[], None] = lambda: None) -> None:
         self.events = events
         self.disk = disk
         self.state = state
         self.state_path = state_path
-        self.engines = engines  # the lifecycle's own mapping: engines come and go on reload
+        self.views = views  # each engine's plain view, as it is now (engines come and go)
         self.notify = notify
         self.gauges = gauges  # what the metrics read besides the engines: probes, health
         self.before_save = before_save  # the journal's cursor goes into the state
@@ -57,14 +53,14 @@ class Recorder:
         self.metrics.observe_event(event)
         return event
 
-    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def commit(self, engine: str, events: list[tuple[str, dict[str, Any]]]) -> None:
         """An engine's check, recorded once: its events in order, then one state save, one
         STATUS= and one metrics update."""
         for type, fields in events:
             try:
-                self.event(type, engine=engine.name, **fields)
+                self.event(type, engine=engine, **fields)
             except OSError as exc:  # a full disk must not stop a decision
-                log.error("cannot record event", engine=engine.name, error=str(exc))
+                log.error("cannot record event", engine=engine, error=str(exc))
         self.save()
         self.update_status()
         self.write_metrics_textfile()
@@ -84,7 +80,7 @@ class Recorder:
         return self.disk.state_error
 
     def summary(self) -> str:
-        return "; ".join(summary_of(e, time.time()) for e in self.engines.values()) or \
+        return "; ".join(summary_of(view, time.time()) for view in self.views()) or \
             NO_ENGINES
 
     def update_status(self) -> None:
@@ -93,7 +89,7 @@ class Recorder:
 
     def metrics_text(self) -> bytes:
         probes, health = self.gauges()
-        self.metrics.refresh([EngineView.of(e) for e in self.engines.values()], dict(probes),
+        self.metrics.refresh(list(self.views()), dict(probes),
                              health)
         return self.metrics.render()
 
@@ -106,19 +102,16 @@ class Recorder:
                          self.metrics.write_textfile, directory)
 
 
-def summary_of(engine: Engine, now: float) -> str:
+def summary_of(view: EngineView, now: float) -> str:
     """One engine in ``STATUS=``: ``main: healthy on vulkan (demoted from rocm 4m ago)``."""
-    memory = engine.memory
-    text = f"{engine.name}: {engine.state.value}"
-    if engine.tier:
-        text += f" on {engine.tier}"
-    if memory.pinned:
+    text = f"{view.name}: {view.state}"
+    if view.tier:
+        text += f" on {view.tier}"
+    if view.pinned:
         text += " (pinned)"
-    elif memory.demoted_from and memory.demoted_from != engine.tier:
-        when = utc(memory.demoted_at) if memory.demoted_at else None
-        text += f" (demoted from {memory.demoted_from} {ago(when, now)})"
-    cause = engine.cause
-    if engine.state in (EngineState.BLOCKED, EngineState.FAILED,
-                        EngineState.DEGRADED) and cause is not None:
-        text += f": {cause.description}"
+    elif view.demoted_from and view.demoted_from != view.tier:
+        when = utc(view.demoted_at) if view.demoted_at else None
+        text += f" (demoted from {view.demoted_from} {ago(when, now)})"
+    if view.trouble:
+        text += f": {view.trouble}"
     return text
