@@ -108,7 +108,6 @@ _DESCRIPTIONS: dict[Cause, str] = {
 }
 assert set(_ACTIONS) == set(Cause) == set(_DESCRIPTIONS)
 
-FAULTS = frozenset(c for c in Cause if c.action != Action.NONE)
 # the most serious first, when one check sees several
 _PRECEDENCE = (Action.REBOOT, Action.BLOCK, Action.RESTART, Action.DEMOTE, Action.COUNT,
                Action.NONE)

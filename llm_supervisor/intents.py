@@ -13,8 +13,9 @@ loop, and awaits the acknowledgement (gunicorn's ``ctl/`` handlers with
 ``arbiter.wakeup()``). The engine applies intents at the start of its next check, under its
 own lock, and is the only writer of its state; the control plane never is. What changed
 between validation and application (a tier no longer usable) refuses the intent there. Each
-applied intent is recorded once, as an ``operator`` event naming the uid that asked and only
-the fields that matter (the tier), never the request body.
+applied intent is recorded as an ``operator`` event naming the uid that asked and only the
+fields that matter (the tier), never the request body; a pin or an unpin adds its own
+``pin``/``unpin`` event, and a move to another tier its ``tier`` event.
 """
 
 from __future__ import annotations

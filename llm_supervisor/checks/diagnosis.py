@@ -1,6 +1,8 @@
 """Why an engine's unit is down, when it is a cause no tier change can fix, and whether that
-cause has gone: pure functions over the engine's config, what systemd says of the unit and
-who holds its port (the I/O — systemd, ``ports.holder`` — is the caller's).
+cause has gone: functions over the engine's config, what systemd says of the unit and who
+holds its port. They read the host where the answer lives there — ``/proc`` (the tier a
+process was started for), the user and group databases, whether the program or the model
+file exists — but never systemd and never the port table: those answers are the caller's.
 """
 
 from __future__ import annotations
