@@ -23,7 +23,10 @@ HERE = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import asyncio, json, sys
 sys.path[:0] = [{tree!r}, {tests!r}]
-import test_engine as t
+try:
+    import fakes as t  # the unit tests' shared doubles
+except ImportError:  # a tree from before they had their own module
+    import test_engine as t
 from llm_supervisor.causes import Cause, Observation
 
 LINE = "ggml_cuda_compute_forward: ROCm error: an illegal memory access was encountered"

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_lifecycle import FakeSystemd, Notes
+from fakes import FakeSystemd, Notes
 
 from llm_supervisor import config
 from llm_supervisor.actuator import SystemdActuator

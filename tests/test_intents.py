@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_engine import started
+from fakes import started
 
 from llm_supervisor.causes import Cause
 from llm_supervisor.control import handlers

@@ -8,76 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from fakes import FakeSystemd, Notes, SlowStarts
 
 from llm_supervisor.control import client
 from llm_supervisor.daemon import Setup, Supervisor
 from llm_supervisor.systemd import units
-from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
-
-
-class FakeSystemd(Systemd):
-    """What the lifecycle asks of systemd, answered from memory and recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, ...]] = []
-        self.running: set[str] = set()
-
-    async def connect(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        self.calls.append(("close",))
-
-    def describe(self) -> str:
-        return "fake"
-
-    async def daemon_reload(self) -> None:
-        self.calls.append(("daemon-reload",))
-
-    async def restart(self, unit: str) -> None:
-        self.calls.append(("restart", unit))
-        self.running.add(unit)
-
-    async def stop(self, unit: str) -> None:
-        self.calls.append(("stop", unit))
-        self.running.discard(unit)
-
-    async def reset_failed(self, unit: str) -> None:
-        self.calls.append(("reset-failed", unit))
-
-    async def status(self, unit: str, *, fresh: bool = False) -> UnitStatus:
-        if unit in self.running:
-            return UnitStatus(unit, "active", "running", 0, 0, 4242)
-        return UnitStatus(unit, "inactive", "dead", 0, 0, 0)
-
-    async def follow(self, *matches: str, cursor: str | None = None,
-                     since: float | None = None,
-                     fields: Sequence[str] = ()) -> AsyncIterator[dict[str, str]]:
-        await asyncio.Event().wait()  # the journal says nothing
-        yield {}
-
-
-class SlowStarts(FakeSystemd):
-    """A systemd whose start jobs take as long as the test says."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = asyncio.Event()
-
-    async def restart(self, unit: str) -> None:
-        await self.release.wait()
-        await super().restart(unit)
-
-
-class Notes:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def notify(self, state: str) -> None:
-        self.sent.append(state)
 
 
 def write_config(tmp: Path, engines: list[str]) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_engine import Clock, FakeActuator, settle
+from fakes import Clock, FakeActuator, settle
 
 from llm_supervisor import config
 from llm_supervisor.causes import Cause

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_engine import Clock, FakeActuator
+from fakes import Clock, FakeActuator
 
 from llm_supervisor import config
 from llm_supervisor.causes import Cause

@@ -4,7 +4,7 @@ failed start to act."""
 from __future__ import annotations
 
 import pytest
-from test_engine import started
+from fakes import started
 
 from llm_supervisor.causes import Cause, Observation
 from llm_supervisor.checks.classify import classify, engine_words, rules_for

@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 import httpx
-from test_engine import Clock, FakeActuator, FakeOllama
+from fakes import Clock, FakeActuator, FakeOllama
 
 from llm_supervisor import config
 from llm_supervisor.causes import Cause

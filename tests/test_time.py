@@ -3,7 +3,7 @@ against the start of its own unit, not the daemon's clock."""
 
 from __future__ import annotations
 
-from test_engine import settle, started
+from fakes import settle, started
 
 from llm_supervisor.causes import Cause, Observation
 from llm_supervisor.states import EngineState
