@@ -2,7 +2,7 @@
 byte edits, and TOML built from the config's own sections and keys with hostile values
 (nan, inf, huge integers, control characters, backslashes, deep structures).
 
-Used by tests/test_config_total.py and by dev/reliability.
+Used by tests/config/test_config_total.py and by dev/reliability.
 """
 
 from __future__ import annotations

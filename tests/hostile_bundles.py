@@ -1,4 +1,4 @@
-"""Hostile model bundles, forged member by member: the corpus ``tests/test_bundle_hostile.py``
+"""Hostile model bundles, forged member by member: the corpus ``tests/tools/models/test_bundle_hostile.py``
 refuses one by one and ``dev/bundle_corpus.py`` measures (bytes written, peak memory).
 
 A ``Model`` is an Ollama model as files (manifest and blobs); ``forge`` writes any sequence of

@@ -68,6 +68,7 @@ def test_the_same_deb_installs_checks_reloads_upgrades_and_purges(booted, debs):
     assert bad.returncode == 1 and "interval" in bad.stderr, bad.stderr
 
     # the release's python3 runs the program with its own compiled modules, byte-compiled
+    # (the old package's import package is `supervisor`: the layout before the rename)
     where = c.run(["/opt/llm-supervisor/bin/python3", "-I", "-c",
                    "import pydantic_core, supervisor; "
                    "print(pydantic_core.__file__); print(supervisor.__file__)"]).stdout.split()
@@ -93,6 +94,10 @@ def test_the_same_deb_installs_checks_reloads_upgrades_and_purges(booted, debs):
         == debs["new"].name.split("_")[1]
     wait_engine(c, "sim", state="healthy", timeout=90)
     assert main_pid(c, "llm-sim.service") == engine_pid  # adopted, not restarted
+    moved = c.run(["/opt/llm-supervisor/bin/python3", "-I", "-c",
+                   "import importlib.util, llm_supervisor; print(llm_supervisor.__file__);"
+                   " print(importlib.util.find_spec('supervisor'))"]).stdout.split()
+    assert moved == ["/opt/llm-supervisor/lib/shared/llm_supervisor/__init__.py", "None"], moved
 
     # the system's python3 changes (here: reinstalled): the trigger byte-compiles again and
     # restarts the daemon on it; the engine goes on serving, adopted

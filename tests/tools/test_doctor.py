@@ -10,7 +10,7 @@ from llm_supervisor.host.ports import Holder
 from llm_supervisor.tools import doctor
 from llm_supervisor.tools.doctor import FAIL, PASS, WARN, Facts, FileInfo
 
-PROBES = Path(__file__).parent / "data/probes"
+PROBES = Path(__file__).resolve().parents[1] / "data/probes"
 MODELS = "/usr/share/ollama/.ollama/models"
 MANIFEST = f"{MODELS}/manifests/registry.ollama.ai/library/qwen2.5/7b-instruct"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from llm_supervisor import config
 from llm_supervisor.systemd import units
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def score(unit: Path) -> float:

@@ -25,7 +25,7 @@ from llm_supervisor.host.probes import (
     probe,
 )
 
-DATA = Path(__file__).parent / "data" / "probes"
+DATA = Path(__file__).resolve().parents[1] / "data" / "probes"
 
 
 def recorded(name: str) -> str:

@@ -23,7 +23,7 @@ import pytest
 from llm_supervisor.host import clients
 from llm_supervisor.host.clients import Clients, Connection, DumpError, Row, flowing, parse, select
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _has_ipv6_loopback() -> bool:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from llm_supervisor import config
 from llm_supervisor.config import ConfigError, load, parse_duration
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(path: Path, text: str) -> Path:

@@ -19,7 +19,7 @@ import zstandard
 from llm_supervisor.records.history import EventLog
 from llm_supervisor.timefmt import utc
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ticking(start: float = 1_700_000_000.0) -> Iterator[float]:
