@@ -293,8 +293,6 @@ class Engine:
             if done.done():  # the asker gave up before it was taken: not applied
                 continue
             try:
-                if intent.verb == "promote":
-                    await self.actuator.reprobe()  # promote: with what the host has now
                 answers.append((done, await self.apply(intent)))
             except Exception as exc:  # refused, or the switch failed: the asker hears why
                 answers.append((done, exc))
@@ -312,6 +310,8 @@ class Engine:
         """Carry out one operator's intent, from the engine's own loop and under its lock:
         the only place the operator changes an engine. What changed since the handler
         validated it (a tier no longer usable) refuses it here, with the same error."""
+        if intent.verb == "promote":
+            await self.actuator.reprobe()  # promote: with what the host has now
         usable = self.actuator.usable(self)
         record = {"cause": Cause.OPERATOR.value, "reason": intent.reason}
         by = f"by uid {intent.uid}"

@@ -45,13 +45,13 @@ class Owner:
     gid: int
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
     for test, word in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return word
-        # (a regular file never reaches here: callers ask only about what is not one)
     return "not a regular file"
 
 
@@ -216,7 +216,7 @@ def _refused(where: str, mode: int) -> BundleError:
         return BundleError(f"{where}: a symlink inside the models directory: refused"
                            " (the engine user can point it anywhere; replace it with the"
                            " real directory or file)")
-    return BundleError(f"{where}: {_kind(mode)}, not what an Ollama models directory holds"
+    return BundleError(f"{where}: {kind(mode)}, not what an Ollama models directory holds"
                        " there: refused")
 
 

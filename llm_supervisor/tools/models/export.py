@@ -91,7 +91,7 @@ def export_file(models_dir: Path | str, name: str, output: Path | str,
     with Dir(fd, folder) as parent:
         st = parent.lstat(leaf)
         if st is not None and not stat.S_ISREG(st.st_mode):
-            raise BundleError(f"{path}: {beneath._kind(st.st_mode)}: export writes only a"
+            raise BundleError(f"{path}: {beneath.kind(st.st_mode)}: export writes only a"
                               " regular file (or stdout with -o -): nothing was written")
         temp = f".{leaf}.{secrets.token_hex(4)}"
         out = parent.create(temp)

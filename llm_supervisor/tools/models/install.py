@@ -310,7 +310,6 @@ def import_stream(raw: IO[bytes], size: int | None, label: str, models_dir: Path
         stack.callback(_close_all, made)
         try:
             root = stack.enter_context(beneath.open_root(models_dir, owner, made))
-            root.path = os.fspath(models_dir)
             blob_dir = stack.enter_context(root.subdir("blobs", owner, made))
         except BaseException as exc:
             with signals.held():
