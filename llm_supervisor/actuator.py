@@ -7,41 +7,31 @@ the unit runs), a stop, the unit's state and the diagnosis of a unit that is dow
 blocking cause has gone, the usable tiers, the boot, and ``commit`` to the recorder. systemd
 calls are serialised by one lock, so a reload and an engine's switch never interleave.
 
-``facts_of`` reads an engine into the plain ``EngineFacts`` the host view's tier rule takes
-(the host layer does not import the engine).
+Every method takes plain data (the engine's settings, its tier, its ``EngineFacts`` and
+``EngineView``), never the engine: nothing here calls back into it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from llm_supervisor.causes import Cause, Finding
 from llm_supervisor.checks import diagnosis
-from llm_supervisor.config import Config
+from llm_supervisor.config import Config, EngineConfig
 from llm_supervisor.errors import SupervisorError
 from llm_supervisor.host import ports
 from llm_supervisor.host.tuning import Tuning
 from llm_supervisor.host.view import EngineFacts, HostView
+from llm_supervisor.records.metrics import EngineView
 from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
-if TYPE_CHECKING:
-    from llm_supervisor.engine import Engine
-
 log = structlog.get_logger("llm-supervisor")
-
-
-def facts_of(engine: Engine) -> EngineFacts:
-    """What the tier rule reads of ``engine`` (``host.view.EngineFacts``), as a copy: the
-    engine's record moves on, the facts do not."""
-    memory = engine.memory
-    return EngineFacts(engine.name, engine.cfg, engine.tier, pinned=memory.pinned,
-                       reboot_required=memory.reboot_required, skipped=dict(memory.skipped))
 
 
 class SystemdActuator:
@@ -58,67 +48,70 @@ class SystemdActuator:
         async with self.lock:
             await self.systemd.daemon_reload()
 
-    async def switch(self, engine: Engine, tier: str) -> Tuning:
+    async def switch(self, cfg: EngineConfig, tier: str, running: str | None,
+                     kept: Tuning | None) -> Tuning:
         """A switch as a transaction: files written, systemd told (also when an earlier switch
         wrote them and died before the daemon-reload), then the restart. A start derives the
-        host's values afresh: what it returns is what the engine now runs with."""
+        host's values afresh: what it returns is what the engine now runs with. On failure
+        the files go back to the tier the unit ``running`` with the values it ``kept``."""
         try:
-            return await self._write_and_restart(engine, tier)
+            return await self._write_and_restart(cfg, tier)
         except Exception:
-            if engine.tier is not None:  # the same tier too: its kept values go back
-                await self._restore_files(engine, engine.tier)
+            if running is not None:  # the same tier too: its kept values go back
+                await self._restore_files(cfg, running, kept)
             raise
 
-    async def _write_and_restart(self, engine: Engine, tier: str) -> Tuning:
+    async def _write_and_restart(self, cfg: EngineConfig, tier: str) -> Tuning:
         config = self.config()
-        rendered = units.render(config, engine.cfg, tier, self.facts)
+        rendered = units.render(config, cfg, tier, self.facts)
         changed = units.write_files(config.supervisor.unit_dir, rendered.files())
-        if changed or (await self.systemd.status(engine.cfg.unit, fresh=True)).need_daemon_reload:
+        if changed or (await self.systemd.status(cfg.unit, fresh=True)).need_daemon_reload:
             await self.daemon_reload()
         async with self.lock:
             try:
-                await self.systemd.reset_failed(engine.cfg.unit)
+                await self.systemd.reset_failed(cfg.unit)
             except SupervisorError:
                 pass  # not failed: nothing to reset
-            await self.systemd.restart(engine.cfg.unit)
+            await self.systemd.restart(cfg.unit)
         return rendered.tuning
 
-    async def _restore_files(self, engine: Engine, tier: str) -> None:
+    async def _restore_files(self, cfg: EngineConfig, tier: str, kept: Tuning | None) -> None:
         """A switch failed half-way: the unit's files go back to the tier it runs, so that
         the next start (systemd's own restart included) is on the tier we report."""
         try:
             config = self.config()
-            rendered = units.render(config, engine.cfg, tier, self.facts, engine.tuning())
+            rendered = units.render(config, cfg, tier, self.facts, kept)
             if units.write_files(config.supervisor.unit_dir, rendered.files()):
                 await self.daemon_reload()
         except Exception as exc:  # best effort: the switch's own error is what is reported
-            log.error("could not put the unit back", engine=engine.name, tier=tier,
+            log.error("could not put the unit back", engine=cfg.name, tier=tier,
                       error=str(exc))
 
-    async def stop(self, engine: Engine) -> None:
+    async def stop(self, cfg: EngineConfig) -> None:
         async with self.lock:
             try:
-                await self.systemd.stop(engine.cfg.unit)
+                await self.systemd.stop(cfg.unit)
             except SupervisorError as exc:
-                log.warning("could not stop engine", engine=engine.name, error=str(exc))
+                log.warning("could not stop engine", engine=cfg.name, error=str(exc))
 
-    async def unit_status(self, engine: Engine) -> UnitStatus:
-        return await self.systemd.status(engine.cfg.unit)
+    async def unit_status(self, cfg: EngineConfig) -> UnitStatus:
+        return await self.systemd.status(cfg.unit)
 
-    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
+    async def diagnose(self, cfg: EngineConfig, tier: str | None,
+                       unit: UnitStatus) -> Finding | None:
         """A unit down or crash-looping: is it a cause no tier change can fix?"""
-        return diagnosis.diagnose_unit(engine.cfg, diagnosis.command_of(engine.cfg, engine.tier),
-                                       unit, ports.holder(engine.cfg.listen))
+        return diagnosis.diagnose_unit(cfg, diagnosis.command_of(cfg, tier), unit,
+                                       ports.holder(cfg.listen))
 
-    async def cleared(self, engine: Engine, cause: Cause) -> bool:
-        holder = ports.holder(engine.cfg.listen) if cause == Cause.PORT_IN_USE else None
-        return diagnosis.cleared(engine.cfg, engine.tier, cause, holder)
+    async def cleared(self, cfg: EngineConfig, tier: str | None, cause: Cause) -> bool:
+        holder = ports.holder(cfg.listen) if cause == Cause.PORT_IN_USE else None
+        return diagnosis.cleared(cfg, tier, cause, holder)
 
     async def reprobe(self) -> None:
         await self.host.reprobe(self.config())
 
-    def usable(self, engine: Engine) -> list[str]:
-        return self.host.usable(self.config(), facts_of(engine))
+    def usable(self, facts: EngineFacts) -> list[str]:
+        return self.host.usable(self.config(), facts)
 
     def boot_id(self) -> str | None:
         try:
@@ -126,8 +119,8 @@ class SystemdActuator:
         except OSError:
             return None
 
-    def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
-        self.recorder.metrics.observe_check(engine.name, check, seconds)
+    def observe_check(self, engine: str, check: str, seconds: float) -> None:
+        self.recorder.metrics.observe_check(engine, check, seconds)
 
-    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
-        self.recorder.commit(engine.name, events)
+    def commit(self, view: EngineView, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.recorder.commit(view, events)

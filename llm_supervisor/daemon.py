@@ -32,7 +32,7 @@ import sdnotify
 import structlog
 
 from llm_supervisor import reconcile as reload_plan  # not the method reconcile()
-from llm_supervisor.actuator import SystemdActuator, facts_of
+from llm_supervisor.actuator import SystemdActuator
 from llm_supervisor.causes import Cause, Finding
 from llm_supervisor.checks import classify, diagnosis
 from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
@@ -124,7 +124,6 @@ class Supervisor:
                                spill=sup.socket.parent / "events-backlog.jsonl")
         self.recorder = Recorder(events=self.events, disk=self.disk, state=self.state,
                                  state_path=self.state_path,
-                                 views=lambda: [e.view() for e in self.engines.values()],
                                  notify=self.notify, gauges=self._gauges,
                                  before_save=self._journal_cursor)
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
@@ -148,10 +147,7 @@ class Supervisor:
         await self.reprobe()
         boot = self.actuator.boot_id()
         for engine_cfg in self.config.engines:
-            engine = Engine(self.config, engine_cfg, self.state.engine(engine_cfg.name),
-                            self.actuator, self._http())
-            self.engines[engine_cfg.name] = engine
-            engine.expire_facts(boot)
+            self._add_engine(self.config, engine_cfg).expire_facts(boot)
         placing = await self.reconcile()
         await self.control.start()
         self.event("started", reason=f"llm-supervisord pid {os.getpid()}",
@@ -176,10 +172,10 @@ class Supervisor:
         await self.hostview.reprobe(config or self.config)
 
     def choices(self, engine: Engine) -> list[tiers.TierChoice]:
-        return self.hostview.choices(self.config, facts_of(engine))
+        return self.hostview.choices(self.config, engine.facts())
 
     def place(self, engine: Engine) -> str | None:
-        return self.hostview.place(self.config, facts_of(engine))
+        return self.hostview.place(self.config, engine.facts())
 
     async def reconcile(self) -> dict[str, tuple[str, str]]:
         """Bring the units in line with the config (written, stale ones removed, one
@@ -278,6 +274,13 @@ class Supervisor:
                                    if name in self.engines))
             self.save()
 
+    def _add_engine(self, config: Config, cfg: EngineConfig) -> Engine:
+        """A supervised engine, shown in the record at once; it runs nothing yet."""
+        engine = Engine(config, cfg, self.state.engine(cfg.name), self.actuator, self._http())
+        self.engines[cfg.name] = engine
+        self.recorder.show(engine.view())
+        return engine
+
     async def _remove_engine_units(self, name: str) -> None:
         unit = f"llm-{name}.service"
         try:
@@ -323,10 +326,18 @@ class Supervisor:
     def generation(self) -> int:
         return self.recorder.generation
 
+    def _show_engines(self) -> None:
+        """The engines' views as they are now, for the record's readers the daemon serves
+        (a scrape, the watchdog's STATUS=); an engine's own check hands its view over."""
+        for engine in self.engines.values():
+            self.recorder.show(engine.view())
+
     def metrics_text(self) -> bytes:
+        self._show_engines()
         return self.recorder.metrics_text()
 
     def write_metrics_textfile(self) -> None:
+        self._show_engines()
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
         self.recorder.write_metrics_textfile()
 
@@ -340,6 +351,7 @@ class Supervisor:
             self.notifier.notify(message)
 
     def update_status(self) -> None:
+        self._show_engines()
         self.recorder.update_status()
 
     # ------------------------------------------------------------------ main loop
@@ -492,7 +504,7 @@ class Supervisor:
         """The reload's plan (``llm_supervisor.reconcile.plan``: from the engines' facts and
         the host's tiers as they are now), its steps applied in order, then the state saved."""
         steps = reload_plan.plan(
-            old, new, change, {name: facts_of(e) for name, e in self.engines.items()},
+            old, new, change, {name: e.facts() for name, e in self.engines.items()},
             probes=self.probes, device_skips=self.hostview.device_skips,
             waiting={name for name, e in self.engines.items()
                      if e.state in (EngineState.FAILED, EngineState.BLOCKED)})
@@ -518,6 +530,7 @@ class Supervisor:
             case reload_plan.RemoveEngine(name=name):
                 await self._unsupervise(name)
                 self.engines.pop(name, None)
+                self.recorder.forget(name)
                 await self._remove_engine_units(name)
                 return True
             case reload_plan.ReloadSystemd():
@@ -527,8 +540,7 @@ class Supervisor:
             case reload_plan.Configure(name=name):
                 self.engines[name].configure(new, candidates[name])
             case reload_plan.AddEngine(name=name):  # it runs nothing until it is supervised
-                self.engines[name] = Engine(new, candidates[name], self.state.engine(name),
-                                            self.actuator, self._http())
+                self._add_engine(new, candidates[name])
             case reload_plan.Supervise(name=name):
                 self._supervise(self.engines[name])
             case reload_plan.FollowKernel():

@@ -85,3 +85,9 @@ def model_blob(models: Path, name: str) -> str | None:
     if not digest.startswith("sha256:") or "/" in digest:
         return None
     return digest.replace(":", "-")
+
+
+def ollama_blob(model: str, environment: Mapping[str, str], user: str) -> str | None:
+    """The blob of an Ollama engine's model, as its manifest under the models directory of
+    its ``environment`` and ``user`` names it (None: no manifest to read yet)."""
+    return model_blob(Path(models_dir(environment, user_home(user))), model)

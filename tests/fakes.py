@@ -15,9 +15,12 @@ import httpx
 from llm_supervisor import config
 from llm_supervisor.causes import Cause, Finding
 from llm_supervisor.checks import health, output
+from llm_supervisor.config import EngineConfig
 from llm_supervisor.engine import Engine
 from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.host.view import EngineFacts
 from llm_supervisor.records.memory import EngineMemory
+from llm_supervisor.records.metrics import EngineView
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
@@ -46,40 +49,46 @@ class FakeActuator:
         self.boot = "boot-1"
         self.switch_error: Exception | None = None
         self.commits: list[list[str]] = []  # the event types of each commit
+        self.views: list[EngineView] = []  # the engine's view at each commit
 
-    async def switch(self, engine: Engine, tier: str) -> Tuning:
+    async def switch(self, cfg: EngineConfig, tier: str, running: str | None,
+                     kept: Tuning | None) -> Tuning:
         if self.switch_error is not None:
             raise self.switch_error
         self.switches.append(tier)
         return Tuning({"OLLAMA_NUM_PARALLEL": str(len(self.switches))}, "test host")
 
-    async def stop(self, engine: Engine) -> None:
+    async def stop(self, cfg: EngineConfig) -> None:
         self.stops += 1
 
-    async def unit_status(self, engine: Engine) -> UnitStatus:
+    async def unit_status(self, cfg: EngineConfig) -> UnitStatus:
         return self.unit
 
-    async def diagnose(self, engine: Engine, unit: UnitStatus) -> Finding | None:
+    async def diagnose(self, cfg: EngineConfig, tier: str | None,
+                       unit: UnitStatus) -> Finding | None:
         return self.diagnosis
 
-    async def cleared(self, engine: Engine, cause: Cause) -> bool:
+    async def cleared(self, cfg: EngineConfig, tier: str | None, cause: Cause) -> bool:
         return self.is_cleared
 
     async def reprobe(self) -> None:
         self.reprobes += 1
 
-    def usable(self, engine: Engine) -> list[str]:
-        return [t for t in self.tiers if not (engine.memory.reboot_required and t != "cpu")
-                and t not in engine.memory.skipped]
+    def usable(self, facts: EngineFacts) -> list[str]:
+        return [t for t in self.tiers if not (facts.reboot_required and t != "cpu")
+                and t not in facts.skipped]
 
     def boot_id(self) -> str | None:
         return self.boot
 
-    def commit(self, engine: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def commit(self, view: EngineView, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.views.append(view)
+        if not events:  # a check that made no event: its view only (as the recorder does)
+            return
         self.commits.append([type for type, _ in events])
         self.events.extend({"type": type, **fields} for type, fields in events)
 
-    def observe_check(self, engine: Engine, check: str, seconds: float) -> None:
+    def observe_check(self, engine: str, check: str, seconds: float) -> None:
         self.checks.append((check, seconds))
 
 

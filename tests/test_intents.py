@@ -75,7 +75,7 @@ async def test_a_tier_gone_between_validation_and_application_is_refused_there()
     engine, actuator, api, clock, wall = await started()
     actuator.tiers = ["rocm"]  # vulkan and cpu went away after the handler validated
     engine.submit(Intent("pin", 0, "cpu"))
-    pending = engine.intents[0][1]
+    pending = engine.queued[0][1]
     await engine.tick()
     with pytest.raises(Refused) as exc:
         pending.result()
@@ -92,7 +92,7 @@ async def test_an_intent_not_taken_in_time_is_withdrawn_not_half_done(monkeypatc
     assert exc.value.status == 504 and "nothing was done" in exc.value.error
     switches = list(actuator.switches)
     await engine.tick()  # the withdrawn intent is skipped
-    assert actuator.switches == switches and not engine.intents
+    assert actuator.switches == switches and not engine.queued
     assert not [e for e in actuator.events if e["type"] == "operator"]
 
 
@@ -157,7 +157,7 @@ def test_a_request_is_checked_by_the_rules_the_engine_applies_it_with():
 
 async def refused_by_the_engine(engine, intent: Intent) -> Refused:
     engine.submit(intent)
-    pending = engine.intents[-1][1]
+    pending = engine.queued[-1][1]
     await engine.tick()
     with pytest.raises(Refused) as exc:
         pending.result()
@@ -178,7 +178,7 @@ async def test_the_handler_and_the_engine_refuse_with_the_same_words(
     engine, actuator, api, clock, wall = await started(tier)
     engine.memory.pinned = pinned
     actuator.tiers = usable
-    view = engine.intent_view(actuator.usable(engine))
+    view = engine.intent_view(engine.usable())
     method, part = verb.route
     with pytest.raises(Refused) as handler:
         validate(view, part, method, {"tier": asked}, 0)

@@ -229,7 +229,7 @@ class Ollama:
             self.sent += 4096
         return from_clients(Clients((Connection("127.0.0.1:50412", self.sent, 310, 7),)))
 
-    def memory(self) -> int | None:
+    def memory(self, pid: int) -> int | None:
         """The engine's processes' resident memory: steady (a load in the mock is at once,
         a hung one does not grow)."""
         return 5 << 30
@@ -306,8 +306,9 @@ class Units(FakeActuator):
         super().__init__(["rocm", "vulkan", "cpu"])
         self.api = api
 
-    async def switch(self, engine: Engine, tier: str) -> Tuning:
-        tuning = await super().switch(engine, tier)
+    async def switch(self, cfg: config.EngineConfig, tier: str, running: str | None,
+                     kept: Tuning | None) -> Tuning:
+        tuning = await super().switch(cfg, tier, running, kept)
         self.api.restarted()
         return tuning
 

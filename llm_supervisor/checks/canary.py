@@ -10,15 +10,20 @@ requests in flight), and that verdict stands as a failed check on every tick unt
 generation succeeds — during the model's load as later; a clean liveness answer never clears
 it. A canary that fails quickly (an HTTP error) counts once and the next check asks again;
 garbage text (``checks.output``) and a slow one (``min_tokens_per_second``, or far below the
-engine's own speed: ``checks.speed``) stand until one succeeds. A passed canary's rate goes
-to ``speed``, the engine's judge of its own speed, with whether anything else ran on the
-engine meanwhile.
+engine's own speed: ``checks.speed``) stand until one succeeds.
+
+The canary never calls its engine: a check asks ``harvest()`` for a canary that ended
+(``Ended``: its result, its phase, whether anything else ran on the engine meanwhile), judges
+what is the engine's to judge (its speed, its timings), and hands that to ``step`` with what
+the canary reads of the engine now (``Look``); ``step`` answers with this check's
+observations and what the engine should know (``Step``: a canary launched, the model's facts).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -27,9 +32,7 @@ from llm_supervisor.checks import health, model, progress
 from llm_supervisor.checks.model import Kind as ModelKind
 from llm_supervisor.checks.model import ModelFacts
 from llm_supervisor.config import EngineConfig, HealthSection
-
-# (rate, shared) -> a finding about the engine's speed, or None: the engine's SpeedBook
-SpeedJudge = Callable[[float, bool], Observation | None]
+from llm_supervisor.host import process
 
 # verdicts that stand until a canary succeeds: they took the whole deadline (or a run of
 # canaries) to learn; garbage means the engine is broken until it answers text again; and a
@@ -39,24 +42,45 @@ STANDING = frozenset({Cause.HANG, Cause.STALL, Cause.SLOW, Cause.DEGENERATE,
                       Cause.GENERATION})
 
 
+@dataclass(frozen=True)
+class Look:
+    """What the canary reads of its engine at a check, as plain data."""
+
+    alive: bool                # liveness answered
+    scheduled: bool            # a canary is due by ``canary_every``
+    runner_port: int | None    # where the model's runner answers /slots (Ollama >= 0.30)
+    placement: bool            # Ollama on a GPU tier: where the model runs is checked
+    load_deadline: float       # a load's deadline, learned from the engine's own loads
+    pid: int = 0               # the engine's main process: a load's memory grows
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A canary that finished: its result, the phase it ran in, and whether other requests
+    shared the engine meanwhile (its rate is not its own then)."""
+
+    result: Observation
+    phase: str
+    shared: bool
+
+
+@dataclass
+class Step:
+    """A check's part of the canary: its observations, the phase of a canary launched now,
+    the model's facts when they were read (or corrected)."""
+
+    found: list[Observation] = field(default_factory=list)
+    launched: str | None = None
+    learned: ModelFacts | None = None
+
+
 class Canary:
     def __init__(self, http: httpx.AsyncClient, wake: asyncio.Event,
-                 clock: Callable[[], float], *,
-                 ended: Callable[[Observation, str], None],
-                 launched: Callable[[str], None],
-                 speed: SpeedJudge = lambda rate, shared: None,
-                 learned: Callable[[ModelFacts], None] = lambda facts: None,
-                 load_deadline: Callable[[HealthSection], float] = lambda h: h.load_deadline,
-                 memory: Callable[[], int | None] = lambda: None) -> None:
+                 clock: Callable[[], float]) -> None:
         self.http = http
         self.wake = wake          # the engine's loop: woken when a canary ends with news
         self.clock = clock
-        self.ended = ended        # (result, phase): the engine records the load, the timing
-        self.launched = launched  # (phase): the engine says it is loading the model
-        self.speed = speed        # a passed canary's rate, judged against the engine's own
-        self.learned = learned    # the model's facts were read (or corrected)
-        self.load_deadline = load_deadline  # learned from the engine's own loads
-        self.memory = memory      # the engine's resident memory: a load's progress
+        self.memory: Callable[[int], int | None] = process.tree_rss  # a load's progress
         self.shared = False       # the running canary shared the engine with other requests
         self.task: asyncio.Task[Observation] | None = None
         self.failure: Observation | None = None  # a verdict that stands
@@ -78,8 +102,8 @@ class Canary:
         it pays a load), then ``generate``: the two deadlines of the one generation check."""
         return "generate" if self.passed and not self.cold else "load"
 
-    def deadline(self, h: HealthSection) -> float:
-        return h.canary_timeout if self.phase == "generate" else self.load_deadline(h)
+    def deadline(self, h: HealthSection, load_deadline: float) -> float:
+        return h.canary_timeout if self.phase == "generate" else load_deadline
 
     @property
     def busy(self) -> str | None:
@@ -111,105 +135,117 @@ class Canary:
             self.completions += 1
             self.shared = self.shared or self.completions >= 2
 
-    async def step(self, cfg: EngineConfig, h: HealthSection, *, alive: bool, scheduled: bool,
-                   runner_port: int | None, placement: bool) -> list[Observation]:
-        """This check's observations: a finished canary's result, a running one's verdict,
-        a standing failure; and a new canary when one is due (``scheduled`` by
-        ``canary_every``, or a failure, no generation yet, a retry)."""
-        found: list[Observation] = []
+    def harvest(self) -> Ended | None:
+        """A canary that finished since the last check, taken (None while one runs)."""
         task = self.task
-        if task is not None and task.done():
-            self.task = None
-            self.watch = self.verdict = None
-            phase = self.phase
-            result = task.result()
-            self.ended(result, phase)
-            if result.ok:
-                self.passed = True
-                self.tokens_per_second = rate = result.tokens_per_second
-                judged = self.speed(rate, self.shared) if rate else None
-                self.failure = judged if judged is not None and judged.cause in STANDING \
-                    else None
-                if judged is not None and self.failure is None:
-                    found.append(judged)  # like the CPU's: demoted at once
-                elif judged is None and placement and not self.shared:
-                    # Ollama on a GPU tier: where is it? (a shared canary's answer may have
-                    # come from a model the users' traffic loaded: not judged)
-                    found.append(await health.placement(self.http, cfg, h.timeout))
-            elif (refusal := _embedding_only(result)) and (
-                    self.facts is None or self.facts.kind != ModelKind.EMBEDDING):
-                # the engine says its model only embeds: ask it that, at once, uncounted
-                self.facts = (self.facts or ModelFacts()).as_embedding(refusal)
-                self.learned(self.facts)
-                self.retry = True
-            elif result.cause in STANDING:
-                self.failure = result
-            else:
-                self.failure = None
-                self.retry = True
-                found.append(result)
-        elif task is not None:
-            found.extend(await self._judge_wait(cfg, h, runner_port, placement and scheduled))
-        due = h.canary_every and (scheduled or self.failure is not None or not self.passed
-                                  or self.retry)
-        rested = self.clock() - self.started >= h.interval * 0.9
-        if alive and due and (rested or self.retry) and self.task is None:
-            self.cold = self.passed and await health.loaded(self.http, cfg, h.timeout) is False
-            if self.facts is None or self.cold:  # a start, or a model loaded anew (after
-                await self._read_facts(cfg, h)  # `ollama pull` too): what is it now?
-            baseline = await health.progress(self.http, cfg, runner_port, h.timeout,
-                                             self.view)  # read before it is sent
-            self.launch(cfg, h)
-            assert self.watch is not None
-            self.watch.add(self.started, baseline)
-            if self.phase == "load":
-                self.watch.grew(self.started, self.memory())
-            self.shared = progress.working(baseline)
-        if self.failure is not None:
-            found.append(self.failure)
-        return found
+        if task is None or not task.done():
+            return None
+        self.task = None
+        self.watch = self.verdict = None
+        return Ended(task.result(), self.phase, self.shared)
 
-    async def _read_facts(self, cfg: EngineConfig, h: HealthSection) -> None:
+    async def step(self, cfg: EngineConfig, h: HealthSection, look: Look,
+                   ended: Ended | None = None, judged: Observation | None = None) -> Step:
+        """This check's part: a finished canary's result (``ended``, with the engine's
+        ``judged`` verdict on its speed), a running one's verdict, a standing failure; and a
+        new canary when one is due (``scheduled`` by ``canary_every``, or a failure, no
+        generation yet, a retry)."""
+        step = Step()
+        if ended is not None:
+            await self._take(cfg, h, look, ended, judged, step)
+        elif self.task is not None:
+            step.found.extend(await self._judge_wait(cfg, h, look))
+        due = h.canary_every and (look.scheduled or self.failure is not None
+                                  or not self.passed or self.retry)
+        rested = self.clock() - self.started >= h.interval * 0.9
+        if look.alive and due and (rested or self.retry) and self.task is None:
+            await self._launch_due(cfg, h, look, step)
+        if self.failure is not None:
+            step.found.append(self.failure)
+        return step
+
+    async def _take(self, cfg: EngineConfig, h: HealthSection, look: Look, ended: Ended,
+                    judged: Observation | None, step: Step) -> None:
+        result = ended.result
+        if result.ok:
+            self.passed = True
+            self.tokens_per_second = result.tokens_per_second
+            self.failure = judged if judged is not None and judged.cause in STANDING else None
+            if judged is not None and self.failure is None:
+                step.found.append(judged)  # like the CPU's: demoted at once
+            elif judged is None and look.placement and not ended.shared:
+                # Ollama on a GPU tier: where is it? (a shared canary's answer may have
+                # come from a model the users' traffic loaded: not judged)
+                step.found.append(await health.placement(self.http, cfg, h.timeout))
+        elif (refusal := _embedding_only(result)) and (
+                self.facts is None or self.facts.kind != ModelKind.EMBEDDING):
+            # the engine says its model only embeds: ask it that, at once, uncounted
+            self.facts = step.learned = (self.facts or ModelFacts()).as_embedding(refusal)
+            self.retry = True
+        elif result.cause in STANDING:
+            self.failure = result
+        else:
+            self.failure = None
+            self.retry = True
+            step.found.append(result)
+
+    async def _launch_due(self, cfg: EngineConfig, h: HealthSection, look: Look,
+                          step: Step) -> None:
+        self.cold = self.passed and await health.loaded(self.http, cfg, h.timeout) is False
+        if self.facts is None or self.cold:  # a start, or a model loaded anew (after
+            step.learned = await self._read_facts(cfg, h) or step.learned  # `ollama pull`)
+        baseline = await health.progress(self.http, cfg, look.runner_port, h.timeout,
+                                         self.view)  # read before it is sent
+        step.launched = self.launch(cfg, h)
+        assert self.watch is not None
+        self.watch.add(self.started, baseline)
+        if self.phase == "load":
+            self.watch.grew(self.started, self.memory(look.pid))
+        self.shared = progress.working(baseline)
+
+    async def _read_facts(self, cfg: EngineConfig, h: HealthSection) -> ModelFacts | None:
         """What the model can do (``checks.model``), once per start; unread (the engine did
-        not answer) the canary generates, and asks again next time."""
+        not answer: None) the canary generates, and asks again next time."""
         try:
             headers = health.auth_headers(cfg)
         except OSError:
             headers = {}
         facts = await model.read(self.http, cfg, h.timeout, headers)
         if facts is None:
-            return
+            return None
         known = self.facts
         if not facts.source and known is not None and known.kind == ModelKind.EMBEDDING:
             facts = facts.as_embedding(known.source)  # the engine said so by refusing
         self.facts = facts
-        self.learned(facts)
+        return facts
 
-    def launch(self, cfg: EngineConfig, h: HealthSection) -> None:
+    def launch(self, cfg: EngineConfig, h: HealthSection) -> str:
+        """A canary sent now; its phase (the engine says it loads the model)."""
         self.retry = False
         self.shared = False
         self.completions = 0
         self.started = self.clock()
         self.watch = progress.Watch(self.started, self.phase)
         self.verdict = None
-        self.launched(self.phase)
         self.task = asyncio.create_task(health.canary(self.http, cfg, h.timeout,
                                                       h.min_tokens_per_second,
                                                       facts=self.facts))
         self.task.add_done_callback(self._done)
+        return self.phase
 
-    async def _judge_wait(self, cfg: EngineConfig, h: HealthSection, runner_port: int | None,
-                          placement: bool) -> list[Observation]:
+    async def _judge_wait(self, cfg: EngineConfig, h: HealthSection,
+                          look: Look) -> list[Observation]:
         """A canary still running: busy, waiting, or (past its deadline, nothing moving) a
         hang or a stall that stands."""
         watch = self.watch
         if watch is None:
             return []
-        watch.add(self.clock(), await health.progress(self.http, cfg, runner_port, h.timeout,
-                                                      self.view))
+        watch.add(self.clock(), await health.progress(self.http, cfg, look.runner_port,
+                                                      h.timeout, self.view))
         if watch.phase == "load":
-            watch.grew(self.clock(), self.memory())
-        deadline = self.deadline(h)
+            watch.grew(self.clock(), self.memory(look.pid))
+        deadline = self.deadline(h, look.load_deadline)
+        placement = look.placement and look.scheduled
         verdict = progress.judge(watch, self.clock(), deadline, h.stall_after, h.blind_timeout)
         self.verdict = verdict
         self.shared = self.shared or watch.others > 0  # others in flight meanwhile

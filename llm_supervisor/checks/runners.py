@@ -71,9 +71,10 @@ class RunnerLog:
     """The runner whose span a line falls in, and whether it is the engine's own model.
 
     ``own_blob`` reads the engine's own model's blob (I/O: the caller's); it is asked again
-    at each runner start, so a model pulled after the engine started is found."""
+    at each runner start, so a model pulled after the engine started is found. Without one
+    (not an Ollama with a model) every runner is the engine's own."""
 
-    def __init__(self, own_blob: Callable[[], str | None]) -> None:
+    def __init__(self, own_blob: Callable[[], str | None] | None = None) -> None:
         self.own_blob = own_blob
         self.current: Runner | None = None   # the runner whose lines come now
         self.own = True                      # ... and whether it is the engine's own model
@@ -84,7 +85,7 @@ class RunnerLog:
         started = parse_start(line)
         if started is not None:
             self.current = started
-            mine = self.own_blob()
+            mine = self.own_blob() if self.own_blob is not None else None
             self.own = not started.blob or mine is None or started.blob == mine
             if not self.own:
                 self.others[started.blob] = started

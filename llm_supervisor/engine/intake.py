@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
+from llm_supervisor import names
 from llm_supervisor.causes import Cause, Observation
 from llm_supervisor.checks import classify, diagnosis, progress
 from llm_supervisor.checks.classify import Device, Rule
@@ -46,17 +48,26 @@ class Taken:
 
 class Intake:
     def __init__(self, clock: Callable[[], float], wake: asyncio.Event,
-                 own_blob: Callable[[], str | None], completed: Callable[[], None]) -> None:
+                 completed: Callable[[], None]) -> None:
         self.clock, self.wake, self.completed_sink = clock, wake, completed
         self.run_started = float("-inf")  # when this run of the engine began (monotonic)
         self.inbox: list[Observation] = []        # findings, handled at the next check
         self.start_facts: list[Observation] = []  # blocking causes in the log, this start
         self.devices: list[Device] = []           # what the engine reported it computes on
         self.devices_at = float("-inf")
-        self.runners = RunnerLog(own_blob)        # which model a runner's line is about
+        self.runners = RunnerLog()                # which model a runner's line is about
         self.others: dict[str, dict[str, Any]] = {}  # other models' runners, for status
         self.offloads: list[tuple[int, int]] = []  # its own model's offload lines, unseen
         self.runner_port: int | None = None       # its own model's runner (Ollama)
+
+    def own(self, cfg: EngineConfig) -> None:
+        """Whose lines are its own: an Ollama's own model's blob, as its manifest names it
+        (read again at each runner start: a model pulled after the start is found)."""
+        if cfg.kind == "ollama" and cfg.model:
+            self.runners.own_blob = functools.partial(names.ollama_blob, cfg.model,
+                                                      cfg.environment, cfg.user)
+        else:
+            self.runners.own_blob = None
 
     # ------------------------------------------------------------------ this run
 

@@ -3,41 +3,33 @@ one state save, one STATUS= and one metrics update per check, however many event
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
 Event = tuple[str, dict[str, Any]]
 
 
 class Outbox:
-    """``put`` an event; outside a ``batch`` it goes at once, inside one when the outermost
-    batch ends. ``commit`` receives each batch's events, in order (the actuator records them
-    and persists the engine's memory)."""
+    """``put`` an event; outside a batch (``open``/``close``, nested) it is due at once,
+    inside one when the outermost batch closes. The engine ``take``s what is due and commits
+    it with its view: the outbox keeps, it never calls anyone."""
 
-    def __init__(self, commit: Callable[[list[Event]], None]) -> None:
-        self.commit = commit
+    def __init__(self) -> None:
         self.events: list[Event] = []
         self.depth = 0
 
-    def put(self, type: str, fields: dict[str, Any]) -> None:
+    def put(self, type: str, fields: dict[str, Any]) -> bool:
+        """Keep an event; True when it is due now (no batch open)."""
         self.events.append((type, fields))
-        if not self.depth:
-            self.flush()
+        return not self.depth
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def open(self) -> None:
         self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth:
-                self.flush()
 
-    def flush(self) -> None:
-        """Hand on what is kept now (an operator's intent is recorded before its asker
-        hears it is done, even inside a check)."""
-        if self.events:
-            events, self.events = self.events, []
-            self.commit(events)
+    def close(self) -> bool:
+        """End a batch; True when it was the outermost (what it kept is due now)."""
+        self.depth -= 1
+        return not self.depth
+
+    def take(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events

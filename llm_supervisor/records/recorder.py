@@ -1,15 +1,16 @@
 """The record, kept in one place: the event log, ``state.json``, ``STATUS=`` and the metrics.
 
-An engine hands over a check's events as one batch (``commit``): they are appended in order
-(on the disk thread), then the state is saved once, one ``STATUS=`` line is sent and the
-metrics textfile written once. The daemon's own events (reloads, probes, start) go through
-``event``. Nothing here decides or acts; status documents and metrics read the same engines.
+An engine hands over each check as its plain view and the check's events (``commit``): the
+view is kept (``STATUS=`` and the metrics read the views kept, never the engines), the events
+are appended in order (on the disk thread), then the state is saved once, one ``STATUS=``
+line is sent and the metrics textfile written once. The daemon's own events (reloads,
+probes, start) go through ``event``. Nothing here decides or acts.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,14 @@ NO_ENGINES = ("no engines configured: edit /etc/llm-supervisor or run"
 
 class Recorder:
     def __init__(self, *, events: EventLog, disk: Disk, state: State, state_path: Path,
-                 views: Callable[[], Iterable[EngineView]], notify: Callable[[str], None],
+                 notify: Callable[[str], None],
                  gauges: Callable[[], tuple[Mapping[str, bool], SupervisorView]],
                  before_save: Callable[[], None] = lambda: None) -> None:
         self.events = events
         self.disk = disk
         self.state = state
         self.state_path = state_path
-        self.views = views  # each engine's plain view, as it is now (engines come and go)
+        self.views: dict[str, EngineView] = {}  # each engine's, as its last check left it
         self.notify = notify
         self.gauges = gauges  # what the metrics read besides the engines: probes, health
         self.before_save = before_save  # the journal's cursor goes into the state
@@ -53,9 +54,21 @@ class Recorder:
         self.metrics.observe_event(event)
         return event
 
-    def commit(self, engine: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """An engine's check, recorded once: its events in order, then one state save, one
-        STATUS= and one metrics update."""
+    def show(self, view: EngineView) -> None:
+        """An engine's view as it is now (a new engine shows before its first check)."""
+        self.views[view.name] = view
+
+    def forget(self, engine: str) -> None:
+        """An engine no longer supervised: gone from STATUS= and the metrics."""
+        self.views.pop(engine, None)
+
+    def commit(self, view: EngineView, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """An engine's check, recorded once: its view kept; its events, if any, in order,
+        then one state save, one STATUS= and one metrics update."""
+        self.show(view)
+        if not events:
+            return
+        engine = view.name
         for type, fields in events:
             try:
                 self.event(type, engine=engine, **fields)
@@ -80,7 +93,7 @@ class Recorder:
         return self.disk.state_error
 
     def summary(self) -> str:
-        return "; ".join(summary_of(view, time.time()) for view in self.views()) or \
+        return "; ".join(summary_of(view, time.time()) for view in self.views.values()) or \
             NO_ENGINES
 
     def update_status(self) -> None:
@@ -89,7 +102,7 @@ class Recorder:
 
     def metrics_text(self) -> bytes:
         probes, health = self.gauges()
-        self.metrics.refresh(list(self.views()), dict(probes),
+        self.metrics.refresh(list(self.views.values()), dict(probes),
                              health)
         return self.metrics.render()
 

@@ -10,9 +10,11 @@ from fakes import RUNNING, later, make, settle, started
 
 from llm_supervisor.causes import Action, Cause, Finding, Observation
 from llm_supervisor.checks.classify import parse_device
+from llm_supervisor.config import EngineConfig
 from llm_supervisor.engine import Engine
 from llm_supervisor.errors import SupervisorError
 from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.records.metrics import EngineView
 from llm_supervisor.states import EngineState
 from llm_supervisor.systemd.systemctl import UnitStatus
 
@@ -340,7 +342,7 @@ async def test_rocm_tier_running_on_vulkan_is_a_backend_mismatch():
     assert engine.memory.cause == "backend_mismatch"
     skipped = engine.memory.skipped["rocm"]
     assert "dropped the ROCm device" in skipped and "gfx906" in skipped
-    assert "rocm" not in actuator.usable(engine)
+    assert "rocm" not in engine.usable()
     mismatch = [e for e in actuator.events if e["type"] == "tier"][-1]
     assert mismatch["cause"] == "backend_mismatch" and mismatch["to"] == "vulkan"
 
@@ -406,7 +408,7 @@ async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
     await engine.tick()
     assert engine.state == EngineState.STARTING and "loading qwen2.5:7b-instruct" in \
         engine.memory.reason
-    assert engine.canary.phase == "load" and engine.canary.deadline(engine.health) == 10.0  # load_timeout: the grace
+    assert engine.canary.phase == "load" and engine.canary.deadline(engine.health, engine.load_deadline()) == 10.0  # load_timeout: the grace
     await settle(engine)
     assert engine.state == EngineState.HEALTHY and engine.canary.phase == "generate"
     loads = [e for e in actuator.events if e["type"] == "load"]
@@ -468,13 +470,14 @@ async def test_a_demotion_is_recorded_once_after_its_switch():
     order: list[str] = []
     switch, commit = actuator.switch, actuator.commit
 
-    async def switching(e: Engine, tier: str) -> Tuning:
+    async def switching(cfg: EngineConfig, tier: str, running: str | None,
+                        kept: Tuning | None) -> Tuning:
         order.append("switch")
-        return await switch(e, tier)
+        return await switch(cfg, tier, running, kept)
 
-    def committing(e: Engine, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def committing(view: EngineView, events: list[tuple[str, dict[str, Any]]]) -> None:
         order.append("commit")
-        commit(e, events)
+        commit(view, events)
 
     actuator.switch, actuator.commit = switching, committing  # type: ignore[method-assign]
     engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
@@ -482,3 +485,4 @@ async def test_a_demotion_is_recorded_once_after_its_switch():
     assert actuator.switches[-1] == "vulkan"
     assert actuator.commits[commits:] == [["state", "tier", "state"]]
     assert order == ["switch", "commit"]
+    assert actuator.views[-1].tier == "vulkan" and actuator.views[-1].state == "starting"
