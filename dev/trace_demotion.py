@@ -72,7 +72,7 @@ async def wired(tmp):
     await engine.start_on("rocm", Cause.START)
     clock.now += 11
     await t.settle(engine)
-    return engine, sup._engine_line(engine)
+    return engine, sup.supervision.engine_line(engine)
 
 
 async def main():

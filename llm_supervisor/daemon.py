@@ -27,14 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import sdnotify
 import structlog
 
 from llm_supervisor import reconcile as reload_plan  # not the method reconcile()
 from llm_supervisor.actuator import SystemdActuator
 from llm_supervisor.causes import Cause, Finding
-from llm_supervisor.checks import classify, diagnosis
+from llm_supervisor.checks import diagnosis
 from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from llm_supervisor.control import handlers
 from llm_supervisor.control.server import ControlServer, group_reader
@@ -52,9 +51,10 @@ from llm_supervisor.records.memory import State, load_state
 from llm_supervisor.records.metrics import Metrics, SupervisorView
 from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.states import EngineState
+from llm_supervisor.supervision import Supervision
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.dbus import BusSystemd
-from llm_supervisor.systemd.journal import JournalReader, Sink, kernel_boot_id, oldest
+from llm_supervisor.systemd.journal import JournalReader, kernel_boot_id, oldest
 from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
 log = structlog.get_logger("llm-supervisor")
@@ -105,8 +105,6 @@ class Supervisor:
         self.tls = setup.tls
         self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.notifier: Notifier | None = notifier  # sd_notify, made by serve() by default
-        self.engines: dict[str, Engine] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
         self.hostview = HostView(self.event)
         self.config_error: list[str] | None = None
         self.started_at = time.time()
@@ -129,6 +127,12 @@ class Supervisor:
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
         self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
                                         lambda: self.config, self.host)
+        self.supervision = Supervision(state=self.state, actuator=self.actuator,
+                                       recorder=self.recorder, journal=self.journal,
+                                       systemd=self.systemd, tls=self.tls,
+                                       config=lambda: self.config)
+        self.engines = self.supervision.engines  # the same dict: what the API reads
+        self.tasks = self.supervision.tasks
         self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
                                      may_read=group_reader(sup.socket_group))
 
@@ -139,7 +143,7 @@ class Supervisor:
         if self.state.note:
             log.warning("state file", note=self.state.note)
         await self.systemd.connect()
-        self.systemd.on_change = self._unit_changed
+        self.systemd.on_change = self.supervision.unit_changed
         missing = self.host.missing_gpu_groups()
         if missing:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
@@ -147,7 +151,7 @@ class Supervisor:
         await self.reprobe()
         boot = self.actuator.boot_id()
         for engine_cfg in self.config.engines:
-            self._add_engine(self.config, engine_cfg).expire_facts(boot)
+            self.supervision.add(self.config, engine_cfg).expire_facts(boot)
         placing = await self.reconcile()
         await self.control.start()
         self.event("started", reason=f"llm-supervisord pid {os.getpid()}",
@@ -157,10 +161,11 @@ class Supervisor:
         log.info("ready", engines=list(self.engines), socket=str(sup.socket),
                  starting=sorted(placing))
         for engine in self.engines.values():
-            self._follow(engine)
+            self.supervision.follow(engine)
             if engine.name not in placing:
-                self._run(engine)
-        self.starting = asyncio.create_task(self.place_engines(placing), name="place")
+                self.supervision.run(engine)
+        self.starting = asyncio.create_task(self.supervision.place(placing, self.reload_lock),
+                                            name="place")
 
     # ------------------------------------------------------------------ the host view
 
@@ -186,13 +191,15 @@ class Supervisor:
         placed = {engine.name: self.place(engine) for engine in self.engines.values()}
         # an engine that runs keeps the derived values it was started with: a host fact
         # learnt since (its model's first pull) is no reason to restart it
+        # (kept since its start, else as its unit file says; None: derived afresh)
         rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host,
-                                       self._running_tuning(self.engines[name]))
+                                       self.engines[name].tuning() or units.unit_tuning(
+                                           unit_dir, self.engines[name].cfg))
                     for name, tier in placed.items() if tier is not None}
         changed = units.write_files(unit_dir, units.files_of(rendered.values()))
         stale = units.managed_engines(unit_dir) - set(self.engines)
         for name in sorted(stale):
-            await self._remove_engine_units(name)
+            await self.supervision.remove(name)
         if changed or stale:
             await self.daemon_reload()
         changed_files = {p.relative_to(unit_dir).as_posix() for p in changed}
@@ -204,14 +211,6 @@ class Supervisor:
         self.save()
         return {engine.name: start for engine, start in
                 zip(self.engines.values(), surveyed, strict=True) if start is not None}
-
-    def _running_tuning(self, engine: Engine) -> Tuning | None:
-        """The derived values the engine's unit runs with: kept since its start, else as its
-        unit file says (a state without them); None: derive afresh."""
-        kept = engine.tuning()
-        if kept is None:
-            kept = units.unit_tuning(self.config.supervisor.unit_dir, engine.cfg)
-        return kept
 
     async def _survey(self, engine: Engine, tier: str | None, changed: bool,
                       tuning: Tuning) -> tuple[str, str] | None:
@@ -252,46 +251,6 @@ class Supervisor:
         engine.placing = why
         return tier, why
 
-    async def place_engines(self, plan: dict[str, tuple[str, str]]) -> None:
-        """After READY: (re)start the engines ``reconcile`` left, all at once (systemd runs
-        the starts as jobs of its own), each under its lock; each engine's checks begin once
-        it is placed, so none judges a unit a switch left half-done. A reload waits."""
-        async def one(engine: Engine, tier: str, why: str) -> None:
-            try:
-                async with engine.lock:
-                    with engine.batch():
-                        await engine.start_on(tier, Cause.START, why)
-            except Exception as exc:  # one engine's trouble stops no other's supervision
-                log.error("could not start engine; its checks will retry",
-                          engine=engine.name, error=str(exc))
-            finally:
-                engine.placing = None
-            self._run(engine)
-
-        async with self.reload_lock:
-            await asyncio.gather(*(one(self.engines[name], tier, why)
-                                   for name, (tier, why) in plan.items()
-                                   if name in self.engines))
-            self.save()
-
-    def _add_engine(self, config: Config, cfg: EngineConfig) -> Engine:
-        """A supervised engine, shown in the record at once; it runs nothing yet."""
-        engine = Engine(config, cfg, self.state.engine(cfg.name), self.actuator, self._http())
-        self.engines[cfg.name] = engine
-        self.recorder.show(engine.view())
-        return engine
-
-    async def _remove_engine_units(self, name: str) -> None:
-        unit = f"llm-{name}.service"
-        try:
-            await self.systemd.stop(unit)
-        except SupervisorError as exc:
-            log.warning("could not stop removed engine", engine=name, error=str(exc))
-        removed = units.remove_engine(self.config.supervisor.unit_dir, name)
-        self.event("removed", engine=name, reason="engine removed from the config",
-                           evidence=[str(p) for p in removed])
-        self.state.engines.pop(name, None)
-
     # ------------------------------------------------------------------ the record
 
     async def daemon_reload(self) -> None:
@@ -326,18 +285,12 @@ class Supervisor:
     def generation(self) -> int:
         return self.recorder.generation
 
-    def _show_engines(self) -> None:
-        """The engines' views as they are now, for the record's readers the daemon serves
-        (a scrape, the watchdog's STATUS=); an engine's own check hands its view over."""
-        for engine in self.engines.values():
-            self.recorder.show(engine.view())
-
     def metrics_text(self) -> bytes:
-        self._show_engines()
+        self.supervision.show()
         return self.recorder.metrics_text()
 
     def write_metrics_textfile(self) -> None:
-        self._show_engines()
+        self.supervision.show()
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
         self.recorder.write_metrics_textfile()
 
@@ -351,7 +304,7 @@ class Supervisor:
             self.notifier.notify(message)
 
     def update_status(self) -> None:
-        self._show_engines()
+        self.supervision.show()
         self.recorder.update_status()
 
     # ------------------------------------------------------------------ main loop
@@ -368,7 +321,7 @@ class Supervisor:
             loop.add_signal_handler(signal.SIGINT, trigger.set)
             loop.add_signal_handler(signal.SIGHUP, self.hup.set)
         await self.startup()
-        self._follow_kernel()
+        self.supervision.follow_kernel()
         helpers = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._on_hup())]
         if self.config.supervisor.watch_config:
             helpers.append(asyncio.create_task(self._watch_config()))
@@ -379,43 +332,6 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.shutdown()
-
-    def _supervise(self, engine: Engine) -> None:
-        """The engine's check loop, and its unit's lines routed to it by the journal reader."""
-        self._follow(engine)
-        self._run(engine)
-
-    def _follow(self, engine: Engine) -> None:
-        self.journal.add_unit(engine.cfg.unit, self._engine_line(engine),
-                              cursor=engine.memory.journal_cursor)
-
-    def _run(self, engine: Engine) -> None:
-        self.tasks[engine.name] = asyncio.create_task(engine.run(), name=f"engine-{engine.name}")
-
-    def _unit_changed(self, unit: str) -> None:
-        """systemd pushed a change of a unit's state: check its engine now."""
-        for engine in self.engines.values():
-            if engine.cfg.unit == unit:
-                engine.wake.set()
-
-    async def _unsupervise(self, name: str) -> None:
-        engine = self.engines.get(name)
-        if engine is not None:
-            self.journal.remove_unit(engine.cfg.unit)
-        tasks = [self.tasks.pop(key) for key in (name,) if key in self.tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if engine is not None:
-            await engine.http.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        """An engine's own HTTP client: one pool per engine. One pool for all of them costs a
-        scan of every engine's kept-alive connection at each request (httpcore), quadratic in
-        the engines: 64 engines at a 1 s interval took half a core."""
-        return httpx.AsyncClient(trust_env=False, transport=httpx.AsyncHTTPTransport(
-            verify=self.tls, limits=httpx.Limits(max_connections=None,
-                                                 max_keepalive_connections=None)))
 
     # ------------------------------------------------------------------ reload
 
@@ -528,10 +444,7 @@ class Supervisor:
             case reload_plan.UseConfig():
                 self.config = new
             case reload_plan.RemoveEngine(name=name):
-                await self._unsupervise(name)
-                self.engines.pop(name, None)
-                self.recorder.forget(name)
-                await self._remove_engine_units(name)
+                await self.supervision.remove(name)
                 return True
             case reload_plan.ReloadSystemd():
                 if changed:
@@ -540,11 +453,11 @@ class Supervisor:
             case reload_plan.Configure(name=name):
                 self.engines[name].configure(new, candidates[name])
             case reload_plan.AddEngine(name=name):  # it runs nothing until it is supervised
-                self._add_engine(new, candidates[name])
+                self.supervision.add(new, candidates[name])
             case reload_plan.Supervise(name=name):
-                self._supervise(self.engines[name])
+                self.supervision.supervise(self.engines[name])
             case reload_plan.FollowKernel():
-                self._follow_kernel()
+                self.supervision.follow_kernel()
             case _:
                 await self._move(step)
         return changed
@@ -568,28 +481,6 @@ class Supervisor:
             else:
                 await engine.start_on(step.tier, Cause.RELOAD, step.why)
 
-    def _follow_kernel(self) -> None:
-        """The kernel's journal (``[logs] kernel_match``), read by the one journal reader."""
-        self.journal.set_kernel(self.config.logs.kernel_match, self._kernel_line,
-                                cursor=self.state.kernel_cursor)
-        if "journal" not in self.tasks:
-            self.tasks["journal"] = asyncio.create_task(self.journal.run(), name="journal")
-
-    def _engine_line(self, engine: Engine) -> Sink:
-        """The engine's journal goes to its intake (``engine.intake``: one rule for the
-        lines of this run, each line routed once)."""
-        def sink(message: str, cursor: str, at: float | None) -> None:
-            rules = classify.rules_for(self.config.logs)[0]
-            engine.intake.line(message, at, rules, engine.tier, engine.cfg)
-        return sink
-
-    def _kernel_line(self, message: str, cursor: str, at: float | None) -> None:
-        rules = classify.rules_for(self.config.logs)[1]
-        for engine in self.engines.values():
-            found = classify.classify(rules, message, tier=engine.tier, kernel=True)
-            if found is not None:
-                engine.intake.finding(found, at)
-
     async def _watchdog(self) -> None:
         """WATCHDOG=1 at half WATCHDOG_USEC from the main loop; STATUS= kept current."""
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
@@ -610,17 +501,13 @@ class Supervisor:
     async def shutdown(self) -> None:
         self.notify("STOPPING=1")
         log.info("stopping; engines keep serving")
-        tasks = [*([self.starting] if self.starting else []), *self.tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.supervision.close(self.starting)
         await self.control.close()
         self.save()
         self.event("stopped", reason="SIGTERM: state saved, engines left running")
         await self.disk.drain()
         self.disk.close()
-        await asyncio.gather(*(engine.http.aclose() for engine in self.engines.values()),
-                             return_exceptions=True)
+        await self.supervision.close_clients()
         await self.systemd.close()
 
 

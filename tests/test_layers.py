@@ -7,7 +7,8 @@ below. The layers, lowest first:
     parts     host, systemd, checks, records, diff, reconcile — facts, effects, records and
               the reload's plan, on plain data
     engine    engine, actuator, intents — one engine's loop and what its decisions do
-    surface   daemon, control, tools — the lifecycle and the commands
+    surface   daemon, supervision, control, tools — the lifecycle, the engines under
+              supervision, and the commands
 
 The simulated engine is a program of its own: it may use ``names`` only.
 
@@ -27,7 +28,7 @@ LAYERS = {
     "config": 1, "policy": 1, "decide": 1,
     "host": 2, "systemd": 2, "checks": 2, "records": 2, "diff": 2, "reconcile": 2,
     "engine": 3, "actuator": 3, "intents": 3,
-    "daemon": 4, "control": 4, "tools": 4,
+    "daemon": 4, "supervision": 4, "control": 4, "tools": 4,
 }
 SEPARATE = {"simengine": {"names"}}
 

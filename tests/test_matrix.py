@@ -372,11 +372,11 @@ class World:
 
     def log(self, line: str) -> None:
         """One line of the engine's journal, through the daemon's sink for it."""
-        self.sup._engine_line(self.engine)(line.replace("{models}", f"{self.tmp}/models"),
+        self.sup.supervision.engine_line(self.engine)(line.replace("{models}", f"{self.tmp}/models"),
                                            "cursor", None)
 
     def kernel(self, line: str) -> None:
-        self.sup._kernel_line(line, "cursor", None)
+        self.sup.supervision.kernel_line(line, "cursor", None)
 
     def runners(self, *, other_first: bool = False) -> None:
         """Ollama >= 0.30 starts the model's runner (its port: where /slots answers); with
@@ -427,7 +427,7 @@ def daemon(w: World) -> Supervisor:
 
     sup.hostview.reprobe = keep  # type: ignore[method-assign]
     sup.recorder = sup.actuator = Record()  # type: ignore[assignment]
-    sup.engines = {"main": w.engine}
+    sup.engines["main"] = w.engine
     return sup
 
 

@@ -86,7 +86,7 @@ async def test_another_models_cpu_placement_is_shown_never_a_fault(tmp_path: Pat
     reads progress from its own model's runner."""
     engine, actuator, sup, clock = engine_with_models(tmp_path)
     await engine.start_on("rocm", Cause.START)
-    sink = sup._engine_line(engine)
+    sink = sup.supervision.engine_line(engine)
     for line in [start_line(CHAT, 41002), "using device ROCm0 (AMD Instinct MI50)",
                  "load_tensors: offloaded 37/37 layers to GPU",
                  start_line(EMBED, 41001, embedding=True),
@@ -107,7 +107,7 @@ async def test_another_models_cpu_placement_is_shown_never_a_fault(tmp_path: Pat
 async def test_its_own_models_cpu_placement_still_demotes(tmp_path: Path):
     engine, actuator, sup, clock = engine_with_models(tmp_path)
     await engine.start_on("rocm", Cause.START)
-    sink = sup._engine_line(engine)
+    sink = sup.supervision.engine_line(engine)
     for line in [start_line(EMBED, 41001, embedding=True), "offloaded 13/13 layers to GPU",
                  start_line(CHAT, 41002), "load_tensors: offloaded 0/37 layers to GPU"]:
         sink(line, "c", None)
