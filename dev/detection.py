@@ -37,7 +37,7 @@ async def measure(fault: str, phase: str, axes: m.Axes, settings: str) -> tuple[
         if phase == "serving busy":
             w.api.hung = True  # the user's tokens (or bytes) stop
         switches = len(w.actuator.switches)
-        limit = m.bound(fault, phase, axes, w.engine.health)
+        limit = m.bound(fault, phase, axes, w.engine.checking)
         took = await w.until(lambda: m.acted(w, switches), limit * 2 + 60)
         for task in (w.engine.canary.task,):
             if task is not None:

@@ -35,13 +35,13 @@ log = structlog.get_logger("llm-supervisor")
 
 
 class SystemdActuator:
-    def __init__(self, systemd: Systemd, host: HostView, recorder: Recorder,
-                 config: Callable[[], Config], facts: units.HostFacts) -> None:
+    def __init__(self, systemd: Systemd, hostview: HostView, recorder: Recorder,
+                 config: Callable[[], Config], hostfacts: units.HostFacts) -> None:
         self.systemd = systemd
-        self.host = host
+        self.hostview = hostview
         self.recorder = recorder
         self.config = config  # the config in force (a reload replaces it)
-        self.facts = facts
+        self.hostfacts = hostfacts
         self.lock = asyncio.Lock()
 
     async def daemon_reload(self) -> None:
@@ -63,7 +63,7 @@ class SystemdActuator:
 
     async def _write_and_restart(self, cfg: EngineConfig, tier: str) -> Tuning:
         config = self.config()
-        rendered = units.render(config, cfg, tier, self.facts)
+        rendered = units.render(config, cfg, tier, self.hostfacts)
         changed = units.write_files(config.supervisor.unit_dir, rendered.files())
         if changed or (await self.systemd.status(cfg.unit, fresh=True)).need_daemon_reload:
             await self.daemon_reload()
@@ -80,7 +80,7 @@ class SystemdActuator:
         the next start (systemd's own restart included) is on the tier we report."""
         try:
             config = self.config()
-            rendered = units.render(config, cfg, tier, self.facts, kept)
+            rendered = units.render(config, cfg, tier, self.hostfacts, kept)
             if units.write_files(config.supervisor.unit_dir, rendered.files()):
                 await self.daemon_reload()
         except Exception as exc:  # best effort: the switch's own error is what is reported
@@ -108,10 +108,10 @@ class SystemdActuator:
         return diagnosis.cleared(cfg, tier, cause, holder)
 
     async def reprobe(self) -> None:
-        await self.host.reprobe(self.config())
+        await self.hostview.reprobe(self.config())
 
     def usable(self, facts: EngineFacts) -> list[str]:
-        return self.host.usable(self.config(), facts)
+        return self.hostview.usable(self.config(), facts)
 
     def boot_id(self) -> str | None:
         try:

@@ -79,7 +79,7 @@ class Setup:
     config_path: Path
     config: Config
     state: State
-    host: units.HostFacts
+    hostfacts: units.HostFacts
     tls: ssl.SSLContext
     boot_id: str
 
@@ -101,7 +101,7 @@ class Supervisor:
         self.config = setup.config  # the config in force: a reload replaces it
         self.state = setup.state
         self.state_path = state_file(setup.config)  # a reload cannot move it (RESTART_ONLY)
-        self.host = setup.host
+        self.hostfacts = setup.hostfacts
         self.tls = setup.tls
         self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.notifier: Notifier | None = notifier  # sd_notify, made by serve() by default
@@ -126,7 +126,7 @@ class Supervisor:
                                  before_save=self._journal_cursor)
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
         self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
-                                        lambda: self.config, self.host)
+                                        lambda: self.config, self.hostfacts)
         self.supervision = Supervision(state=self.state, actuator=self.actuator,
                                        recorder=self.recorder, journal=self.journal,
                                        systemd=self.systemd, tls=self.tls,
@@ -144,7 +144,7 @@ class Supervisor:
             log.warning("state file", note=self.state.note)
         await self.systemd.connect()
         self.systemd.on_change = self.supervision.unit_changed
-        missing = self.host.missing_gpu_groups()
+        missing = self.hostfacts.missing_gpu_groups()
         if missing:
             log.warning("GPU groups missing on this host; left out of SupplementaryGroups",
                         groups=missing)
@@ -192,7 +192,7 @@ class Supervisor:
         # an engine that runs keeps the derived values it was started with: a host fact
         # learnt since (its model's first pull) is no reason to restart it
         # (kept since its start, else as its unit file says; None: derived afresh)
-        rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.host,
+        rendered = {name: units.render(self.config, self.engines[name].cfg, tier, self.hostfacts,
                                        self.engines[name].tuning() or units.unit_tuning(
                                            unit_dir, self.engines[name].cfg))
                     for name, tier in placed.items() if tier is not None}
@@ -373,7 +373,7 @@ class Supervisor:
         try:
             new = load(self.config_path)
             await self.reprobe(new)  # host tiers are refreshed on every reload
-            change = diff(old, new, {n: e.tier for n, e in self.engines.items()}, self.host)
+            change = diff(old, new, {n: e.tier for n, e in self.engines.items()}, self.hostfacts)
             if change.needs_restart:  # keep what a reload cannot move; say so
                 kept = {k: getattr(old.supervisor, k) for k in RESTART_ONLY}
                 new = new.model_copy(update={
@@ -436,7 +436,7 @@ class Supervisor:
         last daemon-reload (``changed``: before this step)."""
         match step:
             case reload_plan.WriteUnits(tiers=placed):
-                rendered = [units.render(new, candidates[name], tier, self.host)
+                rendered = [units.render(new, candidates[name], tier, self.hostfacts)
                             for name, tier in placed]
                 # raises UnitFileError before writing anything if a file is not ours
                 written = units.write_files(new.supervisor.unit_dir, units.files_of(rendered))

@@ -57,7 +57,9 @@ class Do(StrEnum):
     RETRY = "retry"        # failed or blocked, and its retry is due: start on ``target``
     RECHECK = "recheck"    # blocked while it serves (a model, a key): let a canary tell
     PASSED = "passed"      # a promotion held through its probation
-    PROMOTE = "promote"    # promote_after elapsed: try ``target`` (None: wait another round)
+    PROBE = "probe"        # promote_after elapsed: probe the host afresh (``promotion``)
+    PROMOTE = "promote"    # the fresh probe offers a better tier: try ``target``
+    POSTPONE = "postpone"  # the fresh probe offers nothing better: the next try, later
 
 
 @dataclass(frozen=True)
@@ -204,12 +206,12 @@ def between(s: Situation, t: Schedule) -> Decision:
     if (due is None or s.pinned or t.promote_after <= 0 or t.now < due
             or s.promoted_from is not None):
         return Decision(Do.WAIT)
-    return Decision(Do.PROMOTE)
+    return Decision(Do.PROBE)
 
 
 def promotion(chain: Sequence[str], usable: Sequence[str], tier: str | None) -> Decision:
     """With what the host has now: the best usable tier, when it is above this one."""
     best = best_tier(chain, usable)
     if best is None or tier is None or not is_above(chain, best, tier):
-        return Decision(Do.PROMOTE)  # nothing better now: wait another round
+        return Decision(Do.POSTPONE)  # nothing better now: wait another round
     return Decision(Do.PROMOTE, target=best)

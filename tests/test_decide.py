@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from llm_supervisor.causes import Cause, Observation
-from llm_supervisor.decide import Do, Situation, decide
+from llm_supervisor.decide import Decision, Do, Situation, decide
 from llm_supervisor.states import EngineState
 
 LIVE = Observation(True, "liveness")
@@ -73,14 +73,15 @@ def test_between_checks_the_way_back_up_and_the_retries():
     assert between(on_vulkan, Schedule(now=100, next_promotion_at=200,
                                        promote_after=60)).do == Do.WAIT
     assert between(on_vulkan, Schedule(now=200, next_promotion_at=200,
-                                       promote_after=60)).do == Do.PROMOTE
+                                       promote_after=60)).do == Do.PROBE
     assert between(replace(on_vulkan, pinned="vulkan"),
                    Schedule(now=300, next_promotion_at=200, promote_after=60)).do == Do.WAIT
     assert between(on_vulkan, Schedule(now=300, next_promotion_at=200,
                                        promote_after=0)).do == Do.WAIT  # "0" = never
     assert between(ON_ROCM, Schedule(now=500, probation_until=400)).do == Do.PASSED
-    assert promotion(ON_ROCM.chain, ("rocm", "vulkan", "cpu"), "vulkan").target == "rocm"
-    assert promotion(ON_ROCM.chain, ("vulkan", "cpu"), "vulkan").target is None  # not yet
+    assert promotion(ON_ROCM.chain, ("rocm", "vulkan", "cpu"), "vulkan") == \
+        Decision(Do.PROMOTE, target="rocm")
+    assert promotion(ON_ROCM.chain, ("vulkan", "cpu"), "vulkan") == Decision(Do.POSTPONE)
     assert retry_failed(ON_ROCM.chain, ("rocm", "vulkan", "cpu")).target == "cpu"
     assert retry_failed(ON_ROCM.chain, ()).target is None
     blocked = replace(ON_ROCM, state=EngineState.BLOCKED, tier="vulkan")

@@ -383,7 +383,7 @@ async def test_the_real_build_lists_llvmpipe_and_nothing_without_a_vulkan_driver
 class _Sup:
     def __init__(self, cfg: config.Config) -> None:
         self.config = cfg
-        self.host = HOST
+        self.hostfacts = HOST
 
     def choices(self, engine: Engine) -> list[Any]:
         return tiers.choices(self.config, engine.cfg, {}, skipped={})

@@ -364,7 +364,7 @@ class World:
 
     @property
     def h(self) -> config.HealthSection:
-        return self.engine.health
+        return self.engine.checking
 
     @property
     def settings(self) -> str:
@@ -491,7 +491,7 @@ async def serving_idle(w: World, inject: Any) -> None:
 async def serving_busy(w: World, inject: Any) -> None:
     await healthy_on(w)
     w.api.user = True  # a long answer streams in the only slot: canaries queue behind it
-    h = w.engine.health
+    h = w.engine.checking
     deadline = h.load_deadline if w.axes.models == "evicted" else h.canary_timeout
     await w.until(lambda: (w.engine.canary.busy or "").startswith("busy:"),
                   h.canary_every * h.interval + deadline + 2 * h.interval)
@@ -549,7 +549,7 @@ async def reload(w: World, inject: Any) -> None:
                                                                   "failures = 2"))
     ok, outcome = await w.sup._reload("SIGHUP")
     assert ok and outcome["diff"]["retuned"] == ["main"], outcome
-    assert w.engine.health.failures == 2 and w.actuator.switches == ["rocm"]
+    assert w.engine.checking.failures == 2 and w.actuator.switches == ["rocm"]
     w.cfg = w.sup.config
     inject(w)
 
@@ -585,7 +585,7 @@ def cpu_speed(w: World) -> None:
     had learned its speed on this tier (kept in state.json, so after a daemon restart too)."""
     e = w.engine
     assert e.tier is not None
-    e.speed.data["tiers"][e.tier] = {"samples": [40.0] * speed.LEARN, "low": [], "last": []}
+    e.speedbook.data["tiers"][e.tier] = {"samples": [40.0] * speed.LEARN, "low": [], "last": []}
     w.api.rate = 4.0
 
 
@@ -801,7 +801,7 @@ def assert_axes(w: World, phase: str, axes: Axes) -> None:
 async def assert_nothing_done(w: World, axes: Axes, switches: int, events: int) -> None:
     """Busy for a long while: never a restart, never a demotion, and the status says why."""
     e = w.engine
-    for _ in range(int(10 * e.health.blind_timeout)):
+    for _ in range(int(10 * e.checking.blind_timeout)):
         await w.step()
     assert len(w.actuator.switches) == switches and e.state == EngineState.HEALTHY
     assert e.canary.busy and e.canary.busy.startswith("busy: canary queued"), e.canary.busy
@@ -817,7 +817,7 @@ def assert_deadline(w: World, phase: str, axes: Axes) -> None:
     assert e.last_failure is not None and e.last_failure.finding is not None
     evicted = axes.models == "evicted" or phase in LOADS
     assert e.last_failure.finding.evidence["deadline_s"] == (
-        e.health.load_deadline if evicted else e.health.canary_timeout)
+        e.checking.load_deadline if evicted else e.checking.canary_timeout)
 
 
 def assert_action(w: World, action: str, tier: str | None, switches: int) -> None:
@@ -845,7 +845,7 @@ async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str
     await PHASES[phase](w, FAULTS[fault])
     e = w.engine
     tier, switches, events = e.tier, len(w.actuator.switches), len(w.actuator.events)
-    limit = bound(fault, phase, axes, e.health)
+    limit = bound(fault, phase, axes, e.checking)
     assert_axes(w, phase, axes)
     if action == "nothing":
         await assert_nothing_done(w, axes, switches, events)
@@ -868,7 +868,7 @@ async def test_a_stalled_user_answer_is_a_stall_after_stall_after(tmp_path: Path
     w.api.hung = True
     silent = w.clock.now
     await w.until(lambda: w.engine.failures > 0, 20)
-    assert w.clock.now - silent >= w.engine.health.stall_after
+    assert w.clock.now - silent >= w.engine.checking.stall_after
     assert w.engine.last_check and w.engine.last_check["cause"] == "stall"
     await w.until(lambda: len(w.actuator.switches) > 1, 20)
     assert w.actuator.switches[-1] == "rocm"
@@ -891,8 +891,8 @@ async def test_without_a_token_signal_an_overdue_canary_waits_for_the_blind_boun
     assert w.actuator.switches == ["rocm"] and w.engine.canary.busy
     assert "request(s) completed" in w.engine.canary.busy
     took = await w.until(lambda: len(w.actuator.switches) > 1, 40)
-    assert w.clock.now - start >= w.engine.health.blind_timeout
-    assert took <= w.engine.health.blind_timeout + w.engine.health.stall_after + 3 * 1 + 2
+    assert w.clock.now - start >= w.engine.checking.blind_timeout
+    assert took <= w.engine.checking.blind_timeout + w.engine.checking.stall_after + 3 * 1 + 2
 
 
 async def test_a_clean_liveness_never_clears_a_hung_load(tmp_path: Path) -> None:

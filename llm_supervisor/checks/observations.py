@@ -40,7 +40,8 @@ def unit_observations(unit: UnitStatus, restarts_seen: int | None, since_start: 
 def backend_observations(tier: str | None, devices: Sequence[Device], settled: bool,
                          backend: str, kind: str) -> list[Observation]:
     """On a GPU tier, the backend the engine reports must be that tier's: all on the CPU is
-    ``placement``, another GPU backend ``backend_mismatch`` (with the device it dropped)."""
+    ``placement`` (on opencl, ``opencl_on_cpu`` makes it a ``backend_mismatch``), another GPU
+    backend ``backend_mismatch`` (with the device it dropped)."""
     used = [d for d in devices if d.used]
     if tier not in GPU_TIERS or not settled:
         return []
@@ -51,13 +52,10 @@ def backend_observations(tier: str | None, devices: Sequence[Device], settled: b
     if any(d.library.lower() in wanted for d in used):
         return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
     if tier == "opencl" and all(d.library.lower() == "cpu" for d in used):
-        # llama.cpp's OpenCL dropped the GPU and computes on the CPU: the cpu tier renamed
+        # llama.cpp's OpenCL dropped the GPU and computes on the CPU (``opencl_on_cpu``)
         why = dropped[0].reason if dropped else used[0].reason or "library=cpu"
-        return [Observation.bad(
-            "backend", Cause.BACKEND_MISMATCH, f"opencl tier, but the engine computes on the"
-            f" CPU ({why})", fix="give [engine.tiers.opencl] a build whose OpenCL takes this"
-            " GPU, or leave opencl out of the chain",
-            evidence=[d.line for d in devices], facts={"tier": tier, "backend": "cpu"})]
+        return [Observation.bad("backend", Cause.PLACEMENT, why,
+                                evidence=[d.line for d in devices])]
     if all(d.library.lower() == "cpu" for d in used):
         said = used[0].reason or "library=cpu"
         return [Observation.bad("backend", Cause.PLACEMENT,
@@ -80,7 +78,7 @@ def opencl_on_cpu(tier: str | None, found: list[Observation]) -> list[Observatio
     """On the opencl tier, computing on the CPU — whichever witness says so (``size_vram``,
     the engine's log, its speed) — is the cpu tier under another name (llama.cpp's OpenCL
     takes no AMD GPU): a ``backend_mismatch``, so the tier is skipped for this engine with the
-    reason, never reported as opencl."""
+    reason, never reported as opencl. The one place this rule lives."""
     if tier != "opencl":
         return found
     return [Observation.bad(

@@ -32,7 +32,7 @@ API = 1
 def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
     memory = engine.memory
     choices = sup.choices(engine)
-    fresh = sup.host.tuning(engine.cfg)
+    fresh = sup.hostfacts.tuning(engine.cfg)
     kept = engine.tuning()
     running = fresh if kept is None else kept.kept_for(engine.cfg, fresh)
     return {
@@ -74,8 +74,8 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         # never judged
         "other_models": list(engine.intake.others.values()),
         # its own speed on this tier: the learned reference, the last canary rates
-        "speed": engine.speed.summary(engine.tier),
-        "pull": engine.pull,
+        "speed": engine.speedbook.summary(engine.tier),
+        "pull": engine.pull_progress,
         # the derived values its unit runs with, which bound won (CPUs or VRAM), and what its
         # next start would get when the host's facts have changed since (None: the same)
         "derived_environment": running.environment,
@@ -97,7 +97,7 @@ def status_document(sup: Daemon) -> dict[str, Any]:
             "started_at": utc(sup.started_at),
             "config_files": list(sup.config.files),
             "config_error": sup.config_error,
-            "missing_groups": sup.host.missing_gpu_groups(),
+            "missing_groups": sup.hostfacts.missing_gpu_groups(),
             "degraded": degraded(sup),
             "events_dropped": sup.events.dropped,
             "systemd": sup.systemd.describe(),  # "dbus", or "systemctl (why not D-Bus)"

@@ -109,7 +109,7 @@ def reboot_required(e: Core, finding: Finding) -> None:
 async def restart(e: Core, finding: Finding) -> None:
     e.restarts_on_tier += 1
     if finding.cause == Cause.SLOW and e.tier is not None:
-        e.speed.restarted(e.tier)  # did the restart change it? (checks.speed)
+        e.speedbook.restarted(e.tier)  # did the restart change it? (checks.speed)
     e.transition(EngineState.DEGRADED, finding.cause, finding.detail,
                  evidence=finding.evidence, tier_prefix=True)
     assert e.tier is not None
@@ -168,31 +168,32 @@ async def cleared(e: Core, cause: Cause) -> bool:
         return await e.actuator.cleared(e.cfg, e.tier, cause)  # llama-server: its -m file
     if e.cfg.kind != "ollama":
         return False
-    return await health.model_listed(e.http, e.cfg, e.health.timeout)
+    return await health.model_listed(e.http, e.cfg, e.checking.timeout)
 
 
 def start_pull(e: Core) -> None:
-    e.pull = {"model": e.cfg.model, "status": "starting", "completed": 0, "total": 0}
+    e.pull_progress = {"model": e.cfg.model, "status": "starting", "completed": 0, "total": 0}
     e.transition(EngineState.STARTING, Cause.MODEL_MISSING,
                  f"pulling {e.cfg.model} (pull = true)")
-    e.pull_task = asyncio.create_task(pulling(e), name=f"pull-{e.name}")
+    e.pull_task = asyncio.create_task(pull_model(e), name=f"pull-{e.name}")
 
 
-async def pulling(e: Core) -> None:
+async def pull_model(e: Core) -> None:
     """Pull the model through the engine's API; then check again (or block)."""
-    assert e.pull is not None
+    assert e.pull_progress is not None
     model = e.cfg.model
 
     def step(status: str, share: int) -> None:  # each step in the record as it comes
         e.record("pull", to=status, cause=Cause.MODEL_MISSING.value,
                  reason=f"pulling {model}: {status} ({share}%)")
 
-    error = await pull.pull(e.http, e.cfg.endpoint, model, e.health.timeout, e.pull, step)
+    error = await pull.pull(e.http, e.cfg.endpoint, model, e.checking.timeout,
+                            e.pull_progress, step)
     async with e.lock:
         e.pull_task = None
         if error is None:
             e.transition(EngineState.STARTING, Cause.RETRY, f"pulled {model}; checking again")
-            e.loading(e.canary.launch(e.cfg, e.health))
+            e.loading(e.canary.launch(e.cfg, e.checking))
         else:
             await e.block(Finding(
                 Cause.MODEL_MISSING, f"pulling {model} failed: {error}",
@@ -212,13 +213,13 @@ async def way_up(e: Core, d: Decision) -> None:
         e.memory.promoted_from = e.memory.probation_until = None
         e.memory.promote_wait = None
         await way_up(e, decide.between(e.situation(tiers=False), schedule(e, probation=False)))
-    elif d.do == Do.PROMOTE:
+    elif d.do == Do.PROBE:
         await e.actuator.reprobe()  # what the host has now
         chosen = decide.promotion(e.chain, e.usable(), e.tier)
-        if chosen.target is None:
-            schedule_promotion(e)
-        else:
+        if chosen.do == Do.PROMOTE and chosen.target is not None:
             await promote(e, chosen.target, "promote_after elapsed")
+        else:
+            schedule_promotion(e)
 
 
 def schedule(e: Core, *, probation: bool = True) -> decide.Schedule:

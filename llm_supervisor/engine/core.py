@@ -108,7 +108,7 @@ class Core:
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.pull_task: asyncio.Task[None] | None = None
-        self.pull: dict[str, Any] | None = None  # progress of a model pull, for status
+        self.pull_progress: dict[str, Any] | None = None  # progress of a model pull, for status
         self.outbox = Outbox()  # the events of the check under way, committed at once
         # why a daemon start is (re)starting this engine, until its switch is done: it shows
         # as starting meanwhile, not as the state its record kept from before
@@ -120,7 +120,7 @@ class Core:
         previous = getattr(self, "cfg", None)
         self.config = config
         self.cfg = engine
-        self.health: HealthSection = config.health_for(engine)
+        self.checking: HealthSection = config.health_for(engine)
         self.chain = config.chain_for(engine)
         # what its speed was learned for: this model with these settings (checks.speed)
         self.speed_key = hashlib.sha256(engine.model_dump_json().encode()).hexdigest()[:16]
@@ -158,7 +158,7 @@ class Core:
             return None
 
     @property
-    def speed(self) -> SpeedBook:
+    def speedbook(self) -> SpeedBook:
         return SpeedBook(self.memory.speed, self.speed_key)
 
     def tuning(self) -> Tuning | None:
@@ -179,7 +179,7 @@ class Core:
     def view(self) -> EngineView:
         """What the records read of this engine (the gauges, ``STATUS=``): plain data."""
         memory, check = self.memory, self.last_check or {}
-        learned = self.speed.summary(self.tier) or {}
+        learned = self.speedbook.summary(self.tier) or {}
         cause = self.cause
         troubled = self.state in (EngineState.BLOCKED, EngineState.FAILED,
                                   EngineState.DEGRADED) and cause is not None
@@ -204,7 +204,7 @@ class Core:
         """What the decision reads of this engine, as plain data. ``tiers=False`` leaves out
         the usable tiers (computed from the host view) where no decision needs them: a check
         where nothing failed, the way back up (it probes afresh)."""
-        h = self.health
+        h = self.checking
         return Situation(
             state=self.state, tier=self.tier, chain=tuple(self.chain),
             usable=tuple(self.usable()) if tiers else (),
@@ -219,11 +219,11 @@ class Core:
             restarts_per_tier=self.fallback.restarts_per_tier,
             generation_passed=self.canary.passed or not h.canary_every,
             reboot_required=self.memory.reboot_required,
-            may_pull=(self.cfg.pull and self.cfg.kind == "ollama" and self.pull is None))
+            may_pull=(self.cfg.pull and self.cfg.kind == "ollama" and self.pull_progress is None))
 
     def load_deadline(self) -> float:
         """A load's deadline on this tier, learned from this engine's own loads."""
-        return self.speed.load_deadline(self.tier, self.health.load_deadline)
+        return self.speedbook.load_deadline(self.tier, self.checking.load_deadline)
 
     # ------------------------------------------------------------------ the record
 
@@ -336,9 +336,7 @@ class Core:
     async def fail(self, finding: Finding) -> None:
         """Every usable tier exhausted: stop the unit (systemd's restarts would fight the
         backoff) and retry from the bottom of the chain, waiting longer each time."""
-        self.memory.retry_attempt += 1
-        wait = policy.retry_wait(self.memory.retry_attempt, self.health.interval * 2)
-        self.memory.retry_at = self.wall() + wait
+        wait = self._next_retry(policy.retry_wait)
         self.memory.next_promotion_at = None
         self.transition(EngineState.FAILED, finding.cause,
                         f"every usable tier exhausted; last: {self.tier}: {finding.text()};"
@@ -346,6 +344,14 @@ class Core:
                         evidence=finding.evidence)
         self.forget_checks()
         await self.actuator.stop(self.cfg)
+
+    def _next_retry(self, wait_rule: Callable[[int, float], float]) -> float:
+        """One more retry, scheduled by ``wait_rule`` (its attempt, the shortest wait: two
+        intervals); the wait. The one place the retry is counted and scheduled."""
+        self.memory.retry_attempt += 1
+        wait = wait_rule(self.memory.retry_attempt, self.checking.interval * 2)
+        self.memory.retry_at = self.wall() + wait
+        return wait
 
     def serves_while(self, cause: Cause) -> bool:
         """Whether the engine keeps running while blocked by ``cause`` (a wrong key, a model
@@ -356,9 +362,7 @@ class Core:
 
     async def block(self, finding: Finding) -> None:
         """No tier change can fix this: say so, with the fix, and retry with backoff."""
-        self.memory.retry_attempt += 1
-        wait = policy.blocked_wait(self.memory.retry_attempt, self.health.interval * 2)
-        self.memory.retry_at = self.wall() + wait
+        self._next_retry(policy.blocked_wait)
         self.forget_checks()
         self.transition(EngineState.BLOCKED, finding.cause, finding.detail,
                         evidence=finding.evidence, fix=finding.fix)
@@ -373,7 +377,7 @@ class Core:
         self.memory.tuning = tuning.to_dict()
         self.nrestarts_seen = None
         if running and self.state in (EngineState.HEALTHY, EngineState.DEGRADED):
-            self.started_at = self.clock() - self.health.startup_grace  # no grace: it runs
+            self.started_at = self.clock() - self.checking.startup_grace  # no grace: it runs
             self.canary.passed = True  # it has been serving: its model is loaded
         else:
             self.started_at = self.clock()

@@ -150,7 +150,7 @@ class Engine(Core):
         found.extend(unit_found)
         if not unit.running:
             return found
-        live = await health.liveness(self.http, self.cfg, self.health.timeout)
+        live = await health.liveness(self.http, self.cfg, self.checking.timeout)
         if live.latency_ms is not None:
             self.actuator.observe_check(self.name, "liveness", live.latency_ms / 1000)
         found.append(live)
@@ -189,7 +189,7 @@ class Engine(Core):
     async def _canary(self, alive: bool) -> list[Observation]:
         """The one generation check (``checks.canary``): a canary that ended is the
         engine's to judge (its timings, its speed), then the canary's step for this check."""
-        every, h = self.health.canary_every, self.health
+        every, h = self.checking.canary_every, self.checking
         ended = self.canary.harvest()
         judged = self._canary_ended(ended) if ended is not None else None
         step = await self.canary.step(self.cfg, h, Look(
@@ -210,7 +210,7 @@ class Engine(Core):
             self.actuator.observe_check(self.name, "canary" if ended.phase == "generate"
                                         else "load", seconds)
         if result.ok and ended.phase == "load" and self.tier is not None:
-            self.speed.learn_load(self.tier, seconds)
+            self.speedbook.learn_load(self.tier, seconds)
             if self.cfg.model:
                 self.record("load", to=self.tier, cause=Cause.START.value,
                             reason=f"{self.cfg.model} loaded on {self.tier}: first generation"
@@ -223,7 +223,7 @@ class Engine(Core):
         tier = self.tier
         if tier is None:
             return None
-        verdict = self.speed.judge(tier, rate, busy=shared, gpu=tier in GPU_TIERS)
+        verdict = self.speedbook.judge(tier, rate, busy=shared, gpu=tier in GPU_TIERS)
         evidence = {"tokens_per_second": round(rate, 2), "reference": verdict.reference,
                     "tier": tier, "rule": f"{speed.LOW_RUN} in a row below"
                     f" {speed.SLOW_RATIO:g}x the reference"}
@@ -244,7 +244,7 @@ class Engine(Core):
     def _model_learned(self, facts: ModelFacts) -> None:
         """The engine said what its model is: a new digest or engine version starts the
         speed reference afresh."""
-        if self.speed.identify(facts.identity):
+        if self.speedbook.identify(facts.identity):
             log.info("speed reference reset: the model or the engine changed",
                      engine=self.name, model=self.cfg.model, version=facts.version)
             self.record("speed", to="reset", tier=self.tier, cause=Cause.START.value,
@@ -268,7 +268,7 @@ class Engine(Core):
         self.intake.started(unit.main_started)
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         return observations.unit_observations(unit, seen, self.clock() - self.started_at,
-                                              self.health.startup_grace)
+                                              self.checking.startup_grace)
 
     # ------------------------------------------------------------------ decisions
 
@@ -298,7 +298,7 @@ class Engine(Core):
                 self.ticks += 1
                 # a check every `interval` from start to start: one that waited on a silent
                 # endpoint (a wedged GPU's /slots) does not push the next ones back
-                rest = max(0.0, self.health.interval - (self.clock() - began))
+                rest = max(0.0, self.checking.interval - (self.clock() - began))
                 try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
                     async with asyncio.timeout(rest):  # that meets a wake
                         await self.wake.wait()

@@ -19,8 +19,8 @@ from typing import Any
 
 from llm_supervisor import policy
 from llm_supervisor.config import Config, EngineConfig
-from llm_supervisor.host import devicelist, probes, tiers
-from llm_supervisor.host.probes import ProbeResult
+from llm_supervisor.host import devicelist, tiers
+from llm_supervisor.host.probes import ProbeResult, probe_all
 
 Record = Callable[..., Any]  # record(type, **fields): an event
 
@@ -75,7 +75,7 @@ class HostView:
         force, or the one about to be applied on reload)."""
         sup = config.supervisor
         previous = self.probes
-        self.probes = await probes.probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path))
+        self.probes = await probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path))
         for tier, result in self.probes.items():
             old = previous.get(tier)
             if old is None or old.present != result.present or old.reason != result.reason:

@@ -15,7 +15,7 @@ from llm_supervisor.checks.classify import (
     parse_device,
     parse_offload,
 )
-from llm_supervisor.checks.observations import backend_observations
+from llm_supervisor.checks.observations import backend_observations, opencl_on_cpu
 
 FAULT, CHECK = Cause.GPU_FAULT, Cause.OOM
 RESET, FATAL_RESET = Cause.RESET, Cause.FATAL_RESET
@@ -162,12 +162,15 @@ def test_an_opencl_tier_computing_on_the_cpu_is_a_backend_mismatch_never_opencl(
     lines = ["ggml_opencl: unsupported GPU 'AMD Instinct MI50 (rusticl)'",
              "load_tensors: offloaded 0/29 layers to GPU"]
     devices = [d for d in map(parse_device, lines) if d is not None]
-    found = backend_observations("opencl", devices, True, "cpu", "llama-server")
+    said = backend_observations("opencl", devices, True, "cpu", "llama-server")
+    assert [o.cause for o in said] == [Cause.PLACEMENT]  # what the log says, as on any tier
+    found = opencl_on_cpu("opencl", said)  # the one rule that makes it no opencl at all
     assert [o.cause for o in found] == [Cause.BACKEND_MISMATCH]
     assert found[0].finding is not None and found[0].finding.facts["backend"] == "cpu"
     assert "computes on the CPU" in found[0].reason
     # the GPU dropped and nothing said about where the model went: still not opencl
-    alone = backend_observations("opencl", devices[:1], True, "", "llama-server")
+    alone = opencl_on_cpu("opencl", backend_observations("opencl", devices[:1], True, "",
+                                                         "llama-server"))
     assert [o.cause for o in alone] == [Cause.BACKEND_MISMATCH]
     # on the rocm tier, all on the CPU stays what it was: placement
     rocm = backend_observations("rocm", devices[1:], True, "cpu", "llama-server")

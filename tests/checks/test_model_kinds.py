@@ -284,7 +284,7 @@ async def test_a_wake_during_a_check_is_not_lost():
     ``interval`` later: the loop clears its wake-up before the check, not after."""
     api = Ollama("completion")
     engine, actuator, clock = engine_for(api)
-    engine.health = engine.health.model_copy(update={"interval": 30.0, "canary_every": 0})
+    engine.checking = engine.checking.model_copy(update={"interval": 30.0, "canary_every": 0})
     await engine.start_on("rocm", Cause.START)
     ticks_seen = asyncio.Event()
     real_status = actuator.unit_status
@@ -343,7 +343,7 @@ async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
     engine.canary.view = nobody
     await engine.start_on("rocm", Cause.START)
     await run_ticks(engine, clock, 3)
-    learned = len(engine.speed.data["tiers"]["rocm"]["samples"])
+    learned = len(engine.speedbook.data["tiers"]["rocm"]["samples"])
     assert learned >= 1  # unshared canaries are learned
     api.release.clear()
     await run_ticks(engine, clock, 1)  # a canary is under way, held
@@ -351,7 +351,7 @@ async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
     engine.canary.completed()  # its own request's line, read before its answer: still its own
     api.release.set()
     await run_ticks(engine, clock, 1)
-    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1
+    assert len(engine.speedbook.data["tiers"]["rocm"]["samples"]) == learned + 1
     api.release.clear()
     await run_ticks(engine, clock, 1)
     assert engine.canary.task is not None and not engine.canary.task.done()
@@ -359,8 +359,8 @@ async def test_a_canary_that_shared_an_ollama_without_tokens_is_not_learned():
     engine.canary.completed()  # ... and the canary's own
     api.release.set()
     await run_ticks(engine, clock, 1)
-    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) == learned + 1  # not learned
-    assert len(engine.speed.data["tiers"]["rocm"]["last"]) == min(learned + 2, 5)  # shown
+    assert len(engine.speedbook.data["tiers"]["rocm"]["samples"]) == learned + 1  # not learned
+    assert len(engine.speedbook.data["tiers"]["rocm"]["last"]) == min(learned + 2, 5)  # shown
 
 
 async def test_a_model_pulled_anew_while_the_engine_runs_starts_its_speed_afresh():
@@ -371,11 +371,11 @@ async def test_a_model_pulled_anew_while_the_engine_runs_starts_its_speed_afresh
     engine, actuator, clock = engine_for(api)
     await engine.start_on("rocm", Cause.START)
     await run_ticks(engine, clock, 4)
-    assert engine.speed.data["tiers"]["rocm"]["samples"]
+    assert engine.speedbook.data["tiers"]["rocm"]["samples"]
     assert not [e for e in actuator.events if e["type"] == "speed"]
     api.digest = "b" * 64
     await run_ticks(engine, clock, 2)
     resets = [e for e in actuator.events if e["type"] == "speed" and e["to"] == "reset"]
     assert len(resets) == 1 and engine.canary.facts is not None
     assert engine.canary.facts.digest == "b" * 64
-    assert len(engine.speed.data["tiers"]["rocm"]["samples"]) <= 2  # learning afresh
+    assert len(engine.speedbook.data["tiers"]["rocm"]["samples"]) <= 2  # learning afresh

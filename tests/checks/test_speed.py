@@ -131,7 +131,7 @@ async def test_a_slow_rate_a_restart_did_not_change_is_adopted():
     from test_engine import settle, started
 
     engine, actuator, api, clock, _ = await started()
-    engine.speed.data["tiers"]["rocm"]["samples"] = [40.0] * 5
+    engine.speedbook.data["tiers"]["rocm"]["samples"] = [40.0] * 5
     api.eval_rate = 16.0  # below half, above a quarter: slow, not the CPU's
     for _ in range(20):
         await settle(engine)
@@ -144,4 +144,4 @@ async def test_a_slow_rate_a_restart_did_not_change_is_adopted():
     assert actuator.switches == ["rocm", "rocm"], engine.memory.reason  # not demoted
     assert any(e["type"] == "speed" and e["to"] == "adopted" for e in actuator.events)
     assert engine.state.value == "healthy"
-    assert engine.speed.data["tiers"]["rocm"]["samples"][:3] == [16.0] * 3
+    assert engine.speedbook.data["tiers"]["rocm"]["samples"][:3] == [16.0] * 3

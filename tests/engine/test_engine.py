@@ -307,7 +307,7 @@ async def test_missing_model_is_pulled_when_allowed():
     await settle(engine, 2)
     assert api.pulls == 1 and engine.state == EngineState.HEALTHY
     assert actuator.switches == ["rocm"]
-    assert engine.pull and engine.pull["status"] == "success"
+    assert engine.pull_progress and engine.pull_progress["status"] == "success"
     progress = [e for e in actuator.events if e["type"] == "pull"]
     assert progress and progress[-1]["to"] == "success"
 
@@ -408,7 +408,7 @@ async def test_the_model_is_loaded_before_the_engine_is_called_healthy():
     await engine.tick()
     assert engine.state == EngineState.STARTING and "loading qwen2.5:7b-instruct" in \
         engine.memory.reason
-    assert engine.canary.phase == "load" and engine.canary.deadline(engine.health, engine.load_deadline()) == 10.0  # load_timeout: the grace
+    assert engine.canary.phase == "load" and engine.canary.deadline(engine.checking, engine.load_deadline()) == 10.0  # load_timeout: the grace
     await settle(engine)
     assert engine.state == EngineState.HEALTHY and engine.canary.phase == "generate"
     loads = [e for e in actuator.events if e["type"] == "load"]

@@ -11,11 +11,11 @@ from llm_supervisor.states import EngineState
 
 async def hang_once(engine, clock) -> None:
     """A transient fault: `failures` failed checks in a row, then it serves again."""
-    for _ in range(engine.health.failures):
+    for _ in range(engine.checking.failures):
         engine.intake.inbox.append(Observation.bad("canary", Cause.HANG, "no token within 2s"))
         await engine.tick()
-        clock.now += engine.health.interval
-    clock.now += engine.health.startup_grace + 1
+        clock.now += engine.checking.interval
+    clock.now += engine.checking.startup_grace + 1
     await settle(engine, 2)
     assert engine.state == EngineState.HEALTHY, engine.memory.reason
 
@@ -35,7 +35,7 @@ async def test_within_the_window_the_budget_still_holds():
     await hang_once(engine, clock)
     clock.now += engine.fallback.restarts_refill_after / 2
     await settle(engine)
-    for _ in range(engine.health.failures):
+    for _ in range(engine.checking.failures):
         engine.intake.inbox.append(Observation.bad("canary", Cause.HANG, "no token within 2s"))
         await engine.tick()
     assert actuator.switches[-1] == "vulkan"  # the tier's restart was spent: demoted
