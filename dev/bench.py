@@ -4,7 +4,8 @@ Each figure stands beside its reference, measured in the same run on the same ma
 
 - ``status``: ``llm-supervisorctl status`` vs Supervisor 4.3's ``supervisorctl status`` vs
   ``systemctl status`` vs the bare interpreter (the timer of dev/bench_status.py);
-- socket load: status requests per second, p50/p99, at 1/8/32 concurrent clients (8 engines);
+- socket load: status requests per second, p50/p99, at 1/8/32 concurrent clients (8 engines),
+  the median of rounds that alternate between the two daemons;
 - CPU (% of one core) and RSS (daemon, and daemon plus its child processes: its cgroup) at
   1/8/32/64 simulated engines checked every second, canary every 5th check;
 - ``systemctl start llm-supervisor`` until READY=1, at 1/8/32/64 engines;
@@ -14,7 +15,7 @@ Each figure stands beside its reference, measured in the same run on the same ma
 
 The reference daemon is the project at another commit (default: where this branch left
 ``main``), installed into its own venv; both run under a real systemd in a throwaway
-container (dev/nspawn.py).
+container (dev/nspawn.py), each with its own tree's llm-supervisor.service.
 
     sudo dev/bench [--reference REV] [--engines 1,8,32,64] [--quick]
 
@@ -134,9 +135,14 @@ def build_venvs(reference: str) -> str:
 
 
 def use(c: Container, venv: Path) -> None:
-    """Point the daemon and the client at one venv (the simulated engines stay the same)."""
+    """Point the daemon and the client at one venv, and install that tree's unit (the
+    simulated engines stay the same)."""
     for name in SCRIPTS:
         c.run(["ln", "-sf", str(venv / "bin" / name), f"/usr/bin/{name}"])
+    source = REPO if venv == SUBJECT_VENV else OPT / "bench-reference-src"
+    c.write("/etc/systemd/system/llm-supervisor.service",
+            (source / "units/llm-supervisor.service").read_text())
+    c.run(["systemctl", "daemon-reload"])
 
 
 def engines_toml(c: Container, n: int, faults: dict[str, Any] | None = None) -> str:
@@ -211,9 +217,9 @@ def load(c: Container, clients: int, seconds: float) -> dict[str, float]:
     return json.loads(out.splitlines()[-1])
 
 
-def fleet(c: Container, label: str, venv: Path, counts: list[int], window: float,
-          load_seconds: float) -> dict[str, Any]:
-    """READY, CPU and RSS at each engine count; the socket load at 8 engines."""
+def fleet(c: Container, label: str, venv: Path, counts: list[int],
+          window: float) -> dict[str, Any]:
+    """READY, CPU and RSS at each engine count."""
     use(c, venv)
     rows: dict[str, Any] = {"scale": {}, "load": {}}
     for n in counts:
@@ -227,12 +233,34 @@ def fleet(c: Container, label: str, venv: Path, counts: list[int], window: float
         print(f"  {label}: {n} engines: READY {ready:.2f}s, all healthy after "
               f"{healthy if healthy is None else round(healthy, 1)}s, CPU {measured['cpu']:.1f}%,"
               f" RSS {measured['rss']:.0f}/{measured['rss_all']:.0f} MiB", flush=True)
-        if n == 8:
-            for clients in (1, 8, 32):
-                rows["load"][clients] = load(c, clients, load_seconds)
-                print(f"  {label}: load {clients} clients: {rows['load'][clients]}", flush=True)
     reset(c)
     return rows
+
+
+def loads(c: Container, venvs: dict[str, Path], rounds: int,
+          seconds: float) -> dict[str, dict[int, dict[str, float]]]:
+    """The socket load at 8 engines, 1/8/32 clients: rounds that alternate between the
+    daemons (the order flips every round), so that whatever else the machine does weighs on
+    both alike; each figure is the median of the rounds."""
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {
+        label: {clients: [] for clients in (1, 8, 32)} for label in venvs}
+    for r in range(rounds):
+        for label in (list(venvs) if r % 2 == 0 else list(venvs)[::-1]):
+            use(c, venvs[label])
+            reset(c)
+            sandbox.configure(c, engines_toml(c, 8), SETTINGS)
+            c.run(["systemctl", "start", "llm-supervisor"], timeout=600)
+            all_healthy(c, 8, timeout=150)
+            time.sleep(3)
+            for clients, done in runs[label].items():
+                done.append(load(c, clients, seconds))
+                print(f"  {label}: load {clients} clients, round {r + 1}: {done[-1]}",
+                      flush=True)
+    reset(c)
+    return {label: {clients: {key: statistics.median(run[key] for run in done)
+                              for key in ("rps", "p50", "p99")}
+                    for clients, done in by_clients.items()}
+            for label, by_clients in runs.items()}
 
 
 def engine_start(c: Container, runs: int = 5) -> float:
@@ -321,7 +349,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
     counts = [int(x) for x in args.engines.split(",")]
-    window, load_seconds, runs = (8, 3, 10) if args.quick else (20, 8, 30)
+    window, load_seconds, runs, rounds = (8, 3, 10, 3) if args.quick else (20, 8, 30, 5)
     rev = build_venvs(args.reference)
     results: dict[str, Any] = {"reference": rev, "subject": sh(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip(),
@@ -336,8 +364,14 @@ def main() -> int:
             print(f"failover: {label}", flush=True)
             results.setdefault("failover", {})[label] = failover(c, label, venv)
             print(f"scale: {label}", flush=True)
-            results.setdefault("fleet", {})[label] = fleet(c, label, venv, counts, window,
-                                                           load_seconds)
+            results.setdefault("fleet", {})[label] = fleet(c, label, venv, counts, window)
+            save(args.out, results)
+        if 8 in counts:
+            print("socket load", flush=True)
+            medians = loads(c, {"subject": SUBJECT_VENV, "reference": REFERENCE_VENV},
+                            rounds, load_seconds)
+            for label, rows in medians.items():
+                results["fleet"][label]["load"] = rows
             save(args.out, results)
     results["events"] = events_bench()
     save(args.out, results)

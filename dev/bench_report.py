@@ -97,7 +97,7 @@ def render(r: dict[str, Any], figures: Path) -> str:
     # ---------------------------------------------------------------- socket load
     out.append("## Socket load (8 engines)\n\n`GET /v1/status` over the control socket, "
                "one connection per request, N concurrent clients (asyncio, in the "
-               "container).\n")
+               "container); the median of rounds alternating between the two daemons.\n")
     out.append("| clients | req/s | p50 ms | p99 ms | reference req/s | reference p50 ms | "
                "reference p99 ms |")
     out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Profile the control socket under the status load of dev/bench: 32 clients, one connection
 per request, `GET /v1/status` answered from a cached 8-engine document (as the daemon's
-StatusCache does), py-spy on the server process; then where its time goes.
+StatusCache does: one kept Response, its bytes encoded once by the server), py-spy on the
+server process; then where its time goes.
 
     /opt/llm-supervisor-dev/venv-*/bin/pip install py-spy
     /opt/llm-supervisor-dev/venv-*/bin/python dev/profile-status.py
@@ -31,8 +32,9 @@ engine = {"name": "e0", "kind": "ollama", "state": "healthy", "tier": "rocm",
           "reason": "serving on rocm", "chain": ["rocm", "vulkan", "opencl", "cpu"],
           "last_check": {"ok": True, "latency_ms": 1.2, "tokens_per_second": 45.0}}
 body = json.dumps({"api": 1, "engines": [dict(engine, name=f"e{i}") for i in range(8)]}).encode()
+kept = Response(200, body=body, headers=[("X-Unhealthy-Engines", "0")])
 async def status(request, params):
-    return Response(200, body=body)
+    return kept
 async def main():
     router = Router()
     router.add("GET", "/v1/status", status)

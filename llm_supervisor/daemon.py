@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import ssl
@@ -166,6 +167,7 @@ class Supervisor:
                 self.supervision.run(engine)
         self.starting = asyncio.create_task(self.supervision.place(placing, self.reload_lock),
                                             name="place")
+        gc.freeze()  # what startup built lives as long as the daemon: full collections skip it
 
     # ------------------------------------------------------------------ the host view
 

@@ -128,12 +128,14 @@ def parse_since(value: str | None) -> str | None:
 class StatusCache:
     """The status document and its renderings, rebuilt only when something changed: an
     engine finished a check (``Engine.ticks``), or the daemon recorded an event, reloaded or
-    probed (``Daemon.generation``)."""
+    probed (``Daemon.generation``). Each rendering is kept as the ``Response`` itself: the
+    same object answers every request until the document changes, and the server keeps its
+    encoded bytes on it (``server.wire``)."""
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] | None = None
         self.document: dict[str, Any] = {}
-        self.rendered: dict[str, tuple[bytes, str]] = {}  # format -> (body, content type)
+        self.rendered: dict[str, Response] = {}  # "{engine}/{format}" -> its response
 
     def _fresh(self, sup: Daemon) -> None:
         key = (sup.generation, sup.config_error is None,
@@ -141,12 +143,18 @@ class StatusCache:
         if key != self.key:
             self.document, self.rendered, self.key = status_document(sup), {}, key
 
-    def status(self, sup: Daemon, engine: str | None, form: str
-               ) -> tuple[bytes, str, int]:
-        """(body, content type, unhealthy engines) of the whole status or one engine's, as
-        JSON (``json``), indented JSON (``pretty``, what ``status --json`` prints) or the
-        table ``llm-supervisorctl status`` prints (``text``)."""
+    def response(self, sup: Daemon, engine: str | None, form: str) -> Response:
+        """The whole status or one engine's, as JSON (``json``), indented JSON (``pretty``,
+        what ``status --json`` prints) or the table ``llm-supervisorctl status`` prints
+        (``text``), with the count of unhealthy engines in ``X-Unhealthy-Engines``."""
         self._fresh(sup)
+        cache_key = f"{engine or ''}/{form}"
+        kept = self.rendered.get(cache_key)
+        if kept is None:
+            kept = self.rendered[cache_key] = self._render(engine, form)
+        return kept
+
+    def _render(self, engine: str | None, form: str) -> Response:
         engines = self.document["engines"]
         if engine is not None:
             engines = [e for e in engines if e["name"] == engine]
@@ -154,21 +162,18 @@ class StatusCache:
                 raise HTTPError(404, f"no engine named {engine!r}", {"engines": sorted(
                     e["name"] for e in self.document["engines"])})
         unhealthy = sum(e["state"] != "healthy" for e in engines)
-        cache_key = f"{engine or ''}/{form}"
-        if cache_key not in self.rendered:
-            document = engines[0] if engine is not None else self.document
-            if form == "text":
-                from llm_supervisor.control.render import format_status
-                body = (format_status(self.document if engine is None else
-                                      {"engines": engines}) + "\n").encode()
-                self.rendered[cache_key] = (body, "text/plain; charset=utf-8")
-            else:
-                text = json.dumps(document, indent=2 if form == "pretty" else None,
-                                  default=str)
-                self.rendered[cache_key] = ((text + "\n").encode() if form == "pretty" else
-                                            text.encode(), "application/json")
-        body, content_type = self.rendered[cache_key]
-        return body, content_type, unhealthy
+        document = engines[0] if engine is not None else self.document
+        if form == "text":
+            from llm_supervisor.control.render import format_status
+            body = (format_status(self.document if engine is None else
+                                  {"engines": engines}) + "\n").encode()
+            content_type = "text/plain; charset=utf-8"
+        else:
+            text = json.dumps(document, indent=2 if form == "pretty" else None, default=str)
+            body = (text + "\n").encode() if form == "pretty" else text.encode()
+            content_type = "application/json"
+        return Response(200, body=body, content_type=content_type,
+                        headers=[("X-Unhealthy-Engines", str(unhealthy))])
 
 
 def tiers_document(sup: Daemon) -> dict[str, Any]:
@@ -314,9 +319,7 @@ class Api:
         form = request.query.get("format") or "json"
         if form not in ("json", "pretty", "text"):
             raise HTTPError(400, "format must be json, pretty or text", {"format": form})
-        body, content_type, unhealthy = self.cache.status(self.sup, name, form)
-        return Response(200, body=body, content_type=content_type,
-                        headers=[("X-Unhealthy-Engines", str(unhealthy))])
+        return self.cache.response(self.sup, name, form)
 
     async def status(self, request: Request, __: dict[str, str]) -> Response:
         """``GET /v1/status``: every engine."""

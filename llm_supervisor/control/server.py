@@ -4,6 +4,13 @@ One request per connection is enough for ``llm-supervisorctl`` and ``curl --unix
 keep-alive works too. Malformed requests get 400, oversized ones 413, slow ones 408; none of
 them disturbs the daemon. Writes need uid 0, checked with ``SO_PEERCRED``.
 
+One shortcut, for the requests every status poll makes: a *plain GET* (``plain_get`` says
+which: a whole ``GET <target> HTTP/1.1`` with a few common headers, no body, nothing behind
+it) is routed, checked and handled like any other, but neither parsed by h11 nor encoded per
+request: its answer is the bytes h11 would send (``wire``), encoded once per ``Response`` and
+kept on it, so a handler that returns a kept response (the status cache) is answered with
+bytes ready made. Everything else, and a plain GET answered with a stream, is h11's.
+
 Root is never locked out. Admission looks at the peer's credentials before any cap: uid 0 is
 only bounded by ``MAX_CONNECTIONS`` (and the file-descriptor limit, raised at start), while
 every other uid shares ``MAX_OTHER_CONNECTIONS`` at most ``MAX_PER_UID`` at a time. Every
@@ -21,12 +28,13 @@ import asyncio
 import grp
 import json
 import os
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -47,6 +55,44 @@ MAX_PER_UID = 128            # one non-root uid
 BACKLOG = 1024               # a burst queues in the kernel instead of being reset
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 
+# A plain GET (``plain_get``): the request line, then header lines of visible ASCII.
+_PLAIN = re.compile(rb"GET (/[\w.~!$&'()*+,;=:@/?%-]*) HTTP/1\.1\r\n"
+                    rb"((?:[A-Za-z-]+: *[\x21-\x7e][\x20-\x7e]*\r\n)*)\r\n")
+PLAIN_FIELDS = frozenset({b"host", b"connection", b"accept", b"user-agent", b"content-length"})
+
+
+class Plain(NamedTuple):
+    """A plain GET, read without h11: its target, its bytes (h11 reads them after all when
+    the answer is a stream) and whether it asked to close the connection after the answer."""
+
+    target: str
+    raw: bytes
+    close: bool
+
+
+def plain_get(data: bytes) -> Plain | None:
+    """``data`` (the first read of a request) as a plain GET, or None: h11 reads it. Plain:
+    ``GET <target> HTTP/1.1``, the target in plain URL characters; the whole request and
+    nothing behind it (no second request, no body); ``Host`` once; besides it at most one
+    each of ``Connection`` (``close`` or ``keep-alive``), ``Accept``, ``User-Agent`` and
+    ``Content-Length: 0``. Every plain GET is one h11 reads the same way (the rule is the
+    narrower)."""
+    found = _PLAIN.fullmatch(data)
+    if found is None:
+        return None
+    fields: dict[bytes, bytes] = {}
+    for line in found[2].split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name not in PLAIN_FIELDS or name in fields:
+            return None
+        fields[name] = value.strip().lower()
+    connection = fields.get(b"connection", b"keep-alive")
+    if b"host" not in fields or fields.get(b"content-length", b"0") != b"0" or \
+            connection not in (b"close", b"keep-alive"):
+        return None
+    return Plain(found[1].decode("ascii"), data, connection == b"close")
+
 
 @dataclass
 class Request:
@@ -58,6 +104,16 @@ class Request:
     gid: int
     pid: int
     groups: tuple[int, ...] = ()
+    plain: Plain | None = None  # read without h11 (``plain_get``)
+
+    @classmethod
+    def of(cls, method: str, target: str, body: bytes = b"",
+           plain: Plain | None = None) -> Request:
+        """A request as it came (its peer unknown yet): the target split into path and
+        query (the last value of a repeated key)."""
+        parts = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return cls(method, parts.path or "/", query, body, -1, -1, -1, plain=plain)
 
     def json(self) -> Any:
         if not self.body:
@@ -76,6 +132,9 @@ class Response:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # its bytes as h11 sends them to a plain GET, by whether that asked to close: encoded at
+    # the first such request (``wire``), reused while the handler returns this same object
+    encoded: dict[bool, bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
@@ -166,6 +225,40 @@ def _encode(response: Response) -> bytes:
 
 def error_response(status: int, error: str, detail: Any = None) -> Response:
     return Response(status, {"error": error, "detail": detail})
+
+
+def _whole(conn: h11.Connection, response: Response) -> bytes:
+    """A response that is no stream, as ``conn`` sends it: head, body, end."""
+    body = _encode(response)
+    headers = [("Content-Type", response.content_type), *response.headers,
+               ("Content-Length", str(len(body)))]
+    return b"".join(conn.send(event) or b"" for event in (
+        h11.Response(status_code=response.status, headers=headers), h11.Data(data=body),
+        h11.EndOfMessage()))
+
+
+# what a plain GET says that shapes h11's answer: whether it asked to close
+_PRIMERS = {close: b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" if close else b"")
+            + b"\r\n" for close in (False, True)}
+
+
+def wire(response: Response, close: bool) -> bytes:
+    """``response`` (no stream) as h11 answers a plain GET with or without ``Connection:
+    close``: encoded by h11 at the first call, then kept on the response."""
+    encoded = response.encoded.get(close)
+    if encoded is None:
+        conn = h11.Connection(h11.SERVER)
+        _take(conn, _PRIMERS[close])
+        encoded = response.encoded[close] = _whole(conn, response)
+    return encoded
+
+
+def _take(conn: h11.Connection, plain: bytes) -> None:
+    """h11 reads a plain GET (one it reads as a request and its end: no body)."""
+    conn.receive_data(plain)
+    events = conn.next_event(), conn.next_event()
+    if not isinstance(events[1], h11.EndOfMessage):
+        raise h11.LocalProtocolError(f"not a plain GET: {events}")
 
 
 MayRead = Callable[[int, int, tuple[int, ...]], bool]
@@ -271,21 +364,46 @@ class ControlServer:
                 return
             request.uid, request.gid, request.pid, request.groups = uid, gid, pid, groups
             response = await self._dispatch(request)
-            await self._send(conn, writer, response, reader)
-            if response.stream is not None:
-                return  # a stream ends its connection
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            if not await self._respond(conn, reader, writer, request, response):
                 return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+
+    async def _respond(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter, request: Request,
+                       response: Response) -> bool:
+        """Send the response; whether the connection stays open for another request."""
+        plain = request.plain
+        if plain is not None and response.stream is None:
+            writer.write(wire(response, plain.close))  # h11's bytes, ready made
+            await _drain(writer)
+            return not plain.close
+        if plain is not None:  # h11 frames a stream: it reads the request after all
+            _take(conn, plain.raw)
+        await self._send(conn, writer, response, reader)
+        if response.stream is not None:
+            return False  # a stream ends its connection
+        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            return False
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        return True
 
     async def _read_timed(self, conn: h11.Connection, reader: asyncio.StreamReader,
                           reading: _Reading) -> Request | None:
         """A request within IDLE_TIMEOUT of the last one and READ_TIMEOUT of its first byte
-        (one timeout, moved when the first byte comes: no task of its own per request)."""
+        (one timeout, moved when the first byte comes: no task of its own per request).
+        The first read of a request is a plain GET (``plain_get``), or h11's to read."""
         async with asyncio.timeout(IDLE_TIMEOUT) as reading.timeout:
+            if not conn.trailing_data[0]:  # nothing of this request came with the last
+                data = await reader.read(4096)
+                if not data:
+                    return None
+                plain = plain_get(data)
+                if plain is not None:  # whole: nothing more to wait for
+                    return Request.of("GET", plain.target, plain=plain)
+                reading.start()
+                conn.receive_data(data)
             return await self._read_request(conn, reader, reading)
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
@@ -319,10 +437,8 @@ class ControlServer:
                     raise HTTPError(413, f"request body over {MAX_BODY} bytes")
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
-                target = urlsplit(head.target.decode("ascii", "replace"))
-                query = {k: v[-1] for k, v in parse_qs(target.query).items()}
-                return Request(head.method.decode("ascii", "replace"), target.path or "/",
-                               query, bytes(body), -1, -1, -1)
+                return Request.of(head.method.decode("ascii", "replace"),
+                                  head.target.decode("ascii", "replace"), bytes(body))
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
@@ -345,15 +461,11 @@ class ControlServer:
                     response: Response, reader: asyncio.StreamReader | None = None) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # h11 allows an error response even before a request was understood
-        headers = [("Content-Type", response.content_type), *response.headers]
         if response.stream is None:
-            body = _encode(response)
-            headers.append(("Content-Length", str(len(body))))
-            writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
-            writer.write(conn.send(h11.Data(data=body)))
-            writer.write(conn.send(h11.EndOfMessage()))
+            writer.write(_whole(conn, response))
             await _drain(writer)
             return
+        headers = [("Content-Type", response.content_type), *response.headers]
         writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
         # A follower's client has nothing more to say: EOF (or anything) from it ends the stream
         # at once, rather than at the next event.
@@ -398,7 +510,11 @@ class _Reading:
 
 async def _drain(writer: asyncio.StreamWriter) -> None:
     """The client takes what was written within WRITE_TIMEOUT (a timeout, not ``wait_for``:
-    no task of its own per write)."""
+    no task of its own per write). Nothing to wait for when the socket took it all and the
+    connection is not going (a lost one raises from ``drain``)."""
+    transport = writer.transport
+    if not transport.get_write_buffer_size() and not transport.is_closing():
+        return
     async with asyncio.timeout(WRITE_TIMEOUT):
         await writer.drain()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from llm_supervisor.control import client
 from llm_supervisor.control.cli import cli
@@ -36,6 +37,20 @@ def test_daemon_check_is_like_nginx_t(tmp_path, capsys):
     assert daemon_main(["--check", "--config", str(write(tmp_path, GOOD))]) == 0
     assert daemon_main(["--check", "--config", str(write(tmp_path, BAD))]) == 1
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_the_daemon_checks_its_config_itself(tmp_path, capsys, monkeypatch):
+    """No ``ExecStartPre=llm-supervisord --check`` (a second interpreter before READY): the
+    daemon refuses a broken config before it starts anything, exit 1, the problems said."""
+    unit = (Path(__file__).resolve().parents[2] / "units/llm-supervisor.service").read_text()
+    assert "ExecStart=/usr/bin/llm-supervisord\n" in unit
+    assert not [line for line in unit.splitlines() if line.startswith("ExecStartPre=")]
+    monkeypatch.setattr("llm_supervisor.daemon.configure", lambda: None)  # the journal's
+    with capture_logs() as logs:
+        assert daemon_main(["--config", str(write(tmp_path, BAD))]) == 1
+    assert "unknown key" in capsys.readouterr().err
+    assert [e["event"] for e in logs] == ["invalid config; not starting"]
+    assert any("unknown key" in p for p in logs[0]["problems"])
 
 
 def test_render_prints_units_and_writes_nothing(tmp_path, capsys):

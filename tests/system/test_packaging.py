@@ -89,7 +89,7 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
                        " _llm_supervisorctl; echo ${COMPREPLY[@]}"]).stdout.split()
     assert completed == ["status"], completed
 
-    # the installed commands' exit statuses are their main()'s: the unit's ExecStartPre check
+    # the installed commands' exit statuses are their main()'s: the admin's config check
     ok = c.run(["/usr/bin/llm-supervisord", "--check"], check=False)
     assert ok.returncode == 0 and "ok" in ok.stdout, (ok.stdout, ok.stderr)
     c.write("/tmp/bad.toml", "[health]\ninterval = \"never\"\n")
