@@ -10,6 +10,8 @@ back out of text. What a cause makes the engine do is a property of the cause:
 - ``REBOOT``: the reset failed: reboot required, every GPU tier skipped until the next boot;
 - ``BLOCK``: no tier change can fix it (the model is missing, the port is taken, the program or
   a user is missing, a wrong key or flag): the engine is ``blocked`` until the cause goes away;
+- ``STAND_DOWN``: not a fault either: someone outside the daemon stopped the engine
+  (``systemctl stop``, a clean exit): ``stopped``, never restarted or counted, until started;
 - ``NONE``: not a fault; the reason for an action (the operator, a reload, a promotion...).
 No dependencies, so anything may import it.
 """
@@ -27,6 +29,7 @@ class Action(StrEnum):
     RESTART = "restart"
     REBOOT = "reboot"
     BLOCK = "block"
+    STAND_DOWN = "stand_down"
     NONE = "none"
 
 
@@ -53,6 +56,8 @@ class Cause(StrEnum):
     PERMISSION = "permission"
     AUTH = "auth"
     CONFIG = "config"
+    # the operator's hand, outside the daemon: no fault
+    STOPPED = "stopped"
     # why the supervisor acted when nothing was wrong
     START = "start"
     OPERATOR = "operator"
@@ -86,6 +91,7 @@ _ACTIONS: dict[Cause, Action] = {
     Cause.MODEL_MISSING: Action.BLOCK, Cause.PORT_IN_USE: Action.BLOCK,
     Cause.EXEC_MISSING: Action.BLOCK, Cause.PERMISSION: Action.BLOCK, Cause.AUTH: Action.BLOCK,
     Cause.CONFIG: Action.BLOCK,
+    Cause.STOPPED: Action.STAND_DOWN,
     Cause.START: Action.NONE, Cause.OPERATOR: Action.NONE, Cause.RELOAD: Action.NONE,
     Cause.PROMOTION: Action.NONE, Cause.PROMOTION_FAILED: Action.NONE, Cause.RETRY: Action.NONE,
     Cause.RECOVERED: Action.NONE,
@@ -102,6 +108,7 @@ _DESCRIPTIONS: dict[Cause, str] = {
     Cause.MODEL_MISSING: "model missing", Cause.PORT_IN_USE: "port in use",
     Cause.EXEC_MISSING: "program missing", Cause.PERMISSION: "permission denied",
     Cause.AUTH: "authentication failed", Cause.CONFIG: "bad engine configuration",
+    Cause.STOPPED: "stopped outside the daemon",
     Cause.START: "started", Cause.OPERATOR: "operator", Cause.RELOAD: "config reloaded",
     Cause.PROMOTION: "promotion", Cause.PROMOTION_FAILED: "promotion failed",
     Cause.RETRY: "retry", Cause.RECOVERED: "recovered",
@@ -109,8 +116,8 @@ _DESCRIPTIONS: dict[Cause, str] = {
 assert set(_ACTIONS) == set(Cause) == set(_DESCRIPTIONS)
 
 # the most serious first, when one check sees several
-_PRECEDENCE = (Action.REBOOT, Action.BLOCK, Action.RESTART, Action.DEMOTE, Action.COUNT,
-               Action.NONE)
+_PRECEDENCE = (Action.STAND_DOWN, Action.REBOOT, Action.BLOCK, Action.RESTART, Action.DEMOTE,
+               Action.COUNT, Action.NONE)
 
 
 def precedence(cause: Cause) -> int:

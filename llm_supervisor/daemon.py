@@ -218,7 +218,7 @@ class Supervisor:
                       tuning: Tuning) -> tuple[str, str] | None:
         """Adopt an engine that runs as its units say; else the tier to (re)start it on and
         why, the engine showing as starting until ``place`` has done it."""
-        if tier is None:
+        if tier is None and not engine.memory.stopped_by:  # a held engine stays held
             engine.memory.tier = None
             with engine.batch():
                 await engine.fail(Finding(Cause.CONFIG, "no usable tier on this host: "
@@ -234,6 +234,14 @@ class Supervisor:
         if status.need_daemon_reload:  # a switch died between writing and daemon-reload
             await self.daemon_reload()
             changed = True
+        if engine.memory.stopped_by:
+            # held stopped by the operator: nothing started (its units as the config says);
+            # one that runs again was started by someone: its next check resumes it
+            engine.adopt(running=status.running, tuning=tuning)
+            log.info("engine held stopped", engine=engine.name, by=engine.memory.stopped_by,
+                     running=status.running)
+            return None
+        assert tier is not None  # no tier and not held: failed above
         ran_on = diagnosis.process_tier(status.main_pid) if status.running else None
         if ran_on is not None and ran_on != tier:  # the process runs the old tier
             log.warning("finishing an interrupted switch", engine=engine.name,
@@ -425,7 +433,8 @@ class Supervisor:
             old, new, change, {name: e.facts() for name, e in self.engines.items()},
             probes=self.probes, device_skips=self.hostview.device_skips,
             waiting={name for name, e in self.engines.items()
-                     if e.state in (EngineState.FAILED, EngineState.BLOCKED)})
+                     if e.state in (EngineState.FAILED, EngineState.BLOCKED)},
+            held={name for name, e in self.engines.items() if e.memory.stopped_by})
         candidates = {e.name: e for e in new.engines}
         changed = False  # a unit file written or removed since the last daemon-reload
         for step in steps:

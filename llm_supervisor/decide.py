@@ -54,6 +54,7 @@ class Do(StrEnum):
     HOLD = "hold"          # pinned, and a restart changes nothing: degraded, with the fix
     BLOCK = "block"        # no tier change fixes it: blocked, retried with backoff
     PULL = "pull"          # the model is missing and the engine may pull it
+    STAND_DOWN = "stand_down"  # stopped outside the daemon: stopped, held until started
     RETRY = "retry"        # failed or blocked, and its retry is due: start on ``target``
     RECHECK = "recheck"    # blocked while it serves (a model, a key): let a canary tell
     PASSED = "passed"      # a promotion held through its probation
@@ -105,6 +106,8 @@ def decide(s: Situation, found: Sequence[Observation]) -> Decision:
     finding = worst.finding
     assert finding is not None
     action = finding.cause.action
+    if action == Action.STAND_DOWN:
+        return Decision(Do.STAND_DOWN, finding, observation=worst)
     if action == Action.BLOCK:
         pull = finding.cause == Cause.MODEL_MISSING and s.may_pull
         return Decision(Do.PULL if pull else Do.BLOCK, finding, observation=worst)

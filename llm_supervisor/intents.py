@@ -1,5 +1,5 @@
-"""Operator intents: restart, demote, promote, pin, unpin — asked over the control socket,
-applied by the engine's own loop.
+"""Operator intents: restart, demote, promote, pin, unpin, stop, start — asked over the
+control socket, applied by the engine's own loop.
 
 The verbs are ``Verb``: the one list the control API's routes, the CLI's commands (and so its
 bash completion) are made from, with how each is asked over HTTP (``Verb.route``) and what the
@@ -39,6 +39,8 @@ class Verb(StrEnum):
     PROMOTE = "promote"
     PIN = "pin"
     UNPIN = "unpin"
+    STOP = "stop"
+    START = "start"
 
     @property
     def route(self) -> tuple[str, str]:
@@ -65,6 +67,10 @@ class Verb(StrEnum):
                 return "freeze an engine on a tier until unpinned"
             case Verb.UNPIN:
                 return "release a pinned tier"
+            case Verb.STOP:
+                return "stop an engine and hold it stopped (kept across daemon restarts)"
+            case Verb.START:
+                return "start a stopped engine and supervise it again"
             case _:
                 assert_never(self)
 
@@ -102,16 +108,21 @@ class View:
     pinned: str | None
     usable: Sequence[str]
     why_not: Mapping[str, str] = field(default_factory=dict)  # unusable tier -> why
+    stopped_by: str | None = None  # held stopped by the operator (outside or asked)
 
 
 def check(view: View, verb: Verb, tier: object = None, *, probed: bool = True) -> str | None:
     """The rules of an intent, the one place they are written: the tier it goes to (pin: the
-    tier asked for; restart: where it restarts; demote: the tier below; promote: the best
-    usable one; unpin: None), or ``Refused`` with why not.
+    tier asked for; restart and start: where it (re)starts; demote: the tier below; promote:
+    the best usable one; unpin and stop: None), or ``Refused`` with why not. An engine held
+    stopped takes start and unpin only.
 
     ``probed``: ``view.usable`` is what the host has now. The engine probes again before a
     promote, so the handler, whose view is older, leaves the want of a better tier to it."""
     if verb is Verb.UNPIN:
+        return None
+    check_held(view, verb)
+    if verb is Verb.STOP:
         return None
     if verb is Verb.PIN:
         if tier not in view.chain:
@@ -125,7 +136,7 @@ def check(view: View, verb: Verb, tier: object = None, *, probed: bool = True) -
         if below is None:
             raise Refused(409, f"no usable tier below {view.tier}")
         return below
-    if verb is Verb.RESTART:
+    if verb in (Verb.RESTART, Verb.START):
         target = policy.start_tier(view.chain, view.usable, pinned=view.pinned,
                                    current=view.tier)
         if target is None:
@@ -135,6 +146,16 @@ def check(view: View, verb: Verb, tier: object = None, *, probed: bool = True) -
     if probed and (best is None or best == view.tier):
         raise Refused(409, f"{view.name} is already on its best usable tier")
     return best
+
+
+def check_held(view: View, verb: Verb) -> None:
+    """An engine held stopped takes start (and unpin); start is for a held engine only."""
+    if verb is Verb.STOP and view.stopped_by:
+        raise Refused(409, f"{view.name} is already stopped ({view.stopped_by})")
+    if view.stopped_by and verb not in (Verb.START, Verb.STOP):
+        raise Refused(409, f"{view.name} is stopped ({view.stopped_by}); start it first")
+    if verb is Verb.START and not view.stopped_by:
+        raise Refused(409, f"{view.name} is not stopped; restart it instead")
 
 
 def check_usable(name: str, tier: str, usable: Sequence[str], why_not: Mapping[str, str]

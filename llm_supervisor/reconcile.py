@@ -137,13 +137,15 @@ def configured(facts: EngineFacts | None, new: Config, name: str) -> EngineFacts
 
 def plan(old: Config, new: Config, change: ConfigDiff, engines: Mapping[str, EngineFacts], *,
          probes: Mapping[str, HostTier], device_skips: Mapping[str, Mapping[str, str]],
-         waiting: Set[str] = frozenset()) -> list[Step]:
+         waiting: Set[str] = frozenset(), held: Set[str] = frozenset()) -> list[Step]:
     """The steps that take the engines from ``old`` to ``new`` (``change``: their diff).
 
     ``engines``: every engine running under ``old``, by name, in the daemon's order;
     ``probes`` and ``device_skips``: the host's tiers and, per engine, the tiers its build does
     not list (``HostView``), both for ``new``; ``waiting``: the engines failed or blocked,
-    whose retry schedule stands (a reload moves none of them unless it restarts them)."""
+    whose retry schedule stands (a reload moves none of them unless it restarts them);
+    ``held``: the engines an operator stopped, which a reload neither starts nor moves
+    (their units take the new settings; they start on them when the operator says)."""
 
     def where(name: str) -> str | None:
         return place(new, configured(engines.get(name), new, name), probes,
@@ -158,9 +160,9 @@ def plan(old: Config, new: Config, change: ConfigDiff, engines: Mapping[str, Eng
         steps.append(ReloadSystemd())
     steps += [Configure(name) for name in engines if name not in change.removed]
     steps += [AddEngine(name) for name in change.added]
-    steps += _starts(placed, set(change.added))
+    steps += _starts({n: t for n, t in placed.items() if n not in held}, set(change.added))
     for name, facts in engines.items():
-        if name in placed or name in change.removed or name in waiting:
+        if name in placed or name in change.removed or name in waiting or name in held:
             continue
         tier = where(name)
         if tier is not None and tier != facts.tier:

@@ -112,7 +112,8 @@ def test_the_verbs_are_one_list_the_api_and_the_cli_are_made_from(monkeypatch):
     completion offers engine names after each."""
     from llm_supervisor.control import cli, completion
 
-    assert {v.value for v in Verb} == {"restart", "demote", "promote", "pin", "unpin"}
+    assert {v.value for v in Verb} == {"restart", "demote", "promote", "pin", "unpin", "stop",
+                                       "start"}
     routed = {(method, pattern[3]) for method, pattern, _, write in handlers.routes(
         None).routes if pattern[:3] == ["v1", "engines", "{name}"] and len(pattern) == 4}
     assert routed == {v.route for v in Verb}

@@ -304,6 +304,7 @@ class Units(FakeActuator):
 
     def __init__(self, api: Ollama) -> None:
         super().__init__(["rocm", "vulkan", "cpu"])
+        self.unit = dataclasses.replace(self.unit, main_pid=4242)  # its main process
         self.api = api
 
     async def switch(self, cfg: config.EngineConfig, tier: str, running: str | None,
@@ -639,12 +640,27 @@ def nothing(w: World) -> None:
     pass
 
 
+def operator_stop(w: World) -> None:
+    """`systemctl stop` of the engine's unit: SIGTERM, which systemd counts as clean."""
+    w.actuator.unit = UnitStatus("llm-main.service", "inactive", "dead", 0, 15, 0, "success",
+                                 raw={"ExecMainCode": "2"})
+    w.api.hung = True  # nothing answers any more
+
+
+def operator_restart(w: World) -> None:
+    """`systemctl restart`: another main process, systemd's restart count unchanged."""
+    w.actuator.unit = dataclasses.replace(w.actuator.unit, main_pid=w.actuator.unit.main_pid + 1)
+    w.api.restarted()
+    w.api.hung = False
+
+
 FAULTS = {"crash at start": crash, "crash later": crash, "hang from the first generation": hang,
           "hang after serving": hang, "slow tokens": slow, "GPU error lines": gpu_errors,
           "silent CPU": silent_cpu, "backend mismatch": backend_mismatch,
           "garbage text": garbage, "speed like the CPU's": cpu_speed,
           "GPU reset": gpu_reset, "failed reset": failed_reset,
-          "model missing": model_missing, "port held": port_held, "none (busy)": nothing}
+          "model missing": model_missing, "port held": port_held, "none (busy)": nothing,
+          "operator stop": operator_stop, "operator restart": operator_restart}
 
 # --------------------------------------------------------------------------- the table
 
@@ -691,7 +707,8 @@ CAUSES: dict[str, str | None] = {
     "slow tokens": "slow", "GPU error lines": "gpu_fault", "silent CPU": "placement",
     "backend mismatch": "backend_mismatch", "garbage text": "degenerate",
     "speed like the CPU's": "placement", "GPU reset": "reset", "failed reset": "fatal_reset",
-    "model missing": "model_missing", "port held": "port_in_use", "none (busy)": None}
+    "model missing": "model_missing", "port held": "port_in_use", "none (busy)": None,
+    "operator stop": "stopped", "operator restart": None}
 
 
 def cause(fault: str, phase: str, axes: Axes = DEFAULT) -> str | None:
@@ -705,7 +722,8 @@ def cause(fault: str, phase: str, axes: Axes = DEFAULT) -> str | None:
 WAITS_BEHIND_USER = ("none (busy)", "slow tokens", "garbage text", "speed like the CPU's")
 # the first action whatever the phase
 FIXED_ACTIONS = {"model missing": "block", "port held": "block", "failed reset": "reboot",
-                 "GPU reset": "restart"}
+                 "GPU reset": "restart", "operator stop": "stand down",
+                 "operator restart": "fresh start"}
 # taken off the tier at once: a finding no restart on the same tier can fix
 DEMOTES = ("GPU error lines", "silent CPU", "backend mismatch", "speed like the CPU's")
 
@@ -761,7 +779,8 @@ IDS = [f"{p}-{f}" if a == DEFAULT else f"{a.label}/{p}-{f}" for f, p, a, _, _ in
 
 def acted(w: World, switches: int) -> bool:
     e = w.engine
-    return (len(w.actuator.switches) > switches or e.state == EngineState.BLOCKED
+    return (len(w.actuator.switches) > switches or e.state in (EngineState.BLOCKED,
+                                                               EngineState.STOPPED)
             or e.memory.reboot_required)
 
 
@@ -771,7 +790,7 @@ def assert_cause(w: World, action: str, want: str | None, events: int) -> None:
     with a failed GPU reset is rolled back (promotion_failed), then taken off the GPU."""
     e = w.engine
     left = [ev for ev in w.actuator.events[events:]
-            if ev["type"] == "state" and ev["to"] in ("degraded", "blocked")]
+            if ev["type"] == "state" and ev["to"] in ("degraded", "blocked", "stopped")]
     assert left, w.actuator.events[events:]
     assert want is not None
     if action == "rollback":  # the rollback's cause; the fault's, rendered in its reason
@@ -835,6 +854,27 @@ def assert_action(w: World, action: str, tier: str | None, switches: int) -> Non
         assert done == [] and e.state == EngineState.BLOCKED and e.memory.fix
     elif action == "reboot":
         assert e.memory.reboot_required and done == ["cpu"], done
+    elif action == "stand down":  # the operator's stop: held, nothing started or counted
+        assert done == [] and e.state == EngineState.STOPPED and e.failures == 0
+        assert e.memory.stopped_by and "systemctl stop" in e.memory.stopped_by
+
+
+async def assert_fresh_start(w: World, phase: str, switches: int, events: int) -> None:
+    """An operator's restart outside the daemon: no fault, healthy again on its tier, and
+    said as a restart wherever the engine had seen the process it replaced."""
+    e = w.engine
+    await w.until(lambda: e.state == EngineState.HEALTHY and e.canary.passed
+                  and not e.placing, e.checking.startup_grace + 10 * e.checking.interval)
+    for _ in range(3 * e.checking.failures):
+        await w.step()
+    assert w.actuator.switches[switches:] == [] and e.state == EngineState.HEALTHY
+    since = w.actuator.events[events:]
+    assert not [ev for ev in since if ev["type"] == "state"
+                and ev["to"] in ("degraded", "blocked", "failed", "stopped")], since
+    if phase in ("serving idle", "serving busy", "model load", "promotion probation",
+                 "during a reload"):
+        said = [ev for ev in since if ev["type"] == "restart"]
+        assert said and said[0]["cause"] == Cause.OPERATOR.value, since
 
 
 @pytest.mark.parametrize(("fault", "phase", "axes", "action", "want"), CELLS, ids=IDS)
@@ -850,12 +890,19 @@ async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str
     if action == "nothing":
         await assert_nothing_done(w, axes, switches, events)
         return
+    if action == "fresh start":
+        await assert_fresh_start(w, phase, switches, events)
+        return
     took = await w.until(lambda: acted(w, switches), limit)
     assert took <= limit
     if want in ("hang", "stall"):
         assert_deadline(w, phase, axes)
     assert_action(w, action, tier, switches)
     assert_cause(w, action, want, events)
+    if action == "stand down":  # held: however long, never started, counted or demoted
+        for _ in range(3 * e.checking.failures):
+            await w.step()
+        assert w.actuator.switches[switches:] == [] and e.state == EngineState.STOPPED
     if axes.kind == "embedding":  # asked for embeddings, never for a generation
         assert w.api.embeds and not w.api.thinks
 
@@ -913,8 +960,8 @@ def test_every_phase_and_fault_is_in_the_table() -> None:
     assert {p for _, p in default} == set(PHASES)
     assert {f for f, _ in default} == set(FAULTS)
     assert set(CAUSES) == set(FAULTS)
-    for f, p, _, action, want in CELLS:  # every action names its cause; nothing has none
-        assert (want is None) == (action == "nothing"), (f, p)
+    for f, p, _, action, want in CELLS:  # every action names its cause; no fault has none
+        assert (want is None) == (action in ("nothing", "fresh start")), (f, p)
         assert want is None or Cause(want).action.value != "none"
     for axes in VARIANTS:  # each axis meets every fault that applies to it
         faults = {f for f, _, a, _, _ in CELLS if a == axes}

@@ -60,11 +60,12 @@ def facts(cfg: config.Config, name: str, tier: str | None, **fields: object) -> 
 def planned(old: config.Config, new: config.Config, engines: dict[str, EngineFacts], *,
             change: ConfigDiff | None = None, probes: dict[str, Probe] | None = None,
             device_skips: dict[str, dict[str, str]] | None = None,
-            waiting: frozenset[str] = frozenset()) -> list[reconcile.Step]:
+            waiting: frozenset[str] = frozenset(),
+            held: frozenset[str] = frozenset()) -> list[reconcile.Step]:
     if change is None:
         change = diff(old, new, {name: f.tier for name, f in engines.items()}, HOST)
     return plan(old, new, change, engines, probes=PROBES if probes is None else probes,
-                device_skips=device_skips or {}, waiting=waiting)
+                device_skips=device_skips or {}, waiting=waiting, held=held)
 
 
 def test_an_added_engine_is_written_added_started_then_supervised() -> None:
@@ -92,6 +93,23 @@ def test_a_changed_engine_restarts_on_the_tier_it_is_on() -> None:
         Configure("b"),
         StartOn("a", "vulkan", "config changed: restarting on vulkan"),
     ]
+
+
+def test_an_engine_the_operator_stopped_takes_its_new_units_and_is_neither_started_nor_moved(
+        ) -> None:
+    """The operator's hand is law: a reload writes a held engine's units with the new
+    settings, but starts it only when the operator does; nor does it move one whose tier
+    went away."""
+    old = conf("a", "b")
+    new = conf("a", "b", a='environment = { OLLAMA_NUM_PARALLEL = "2" }\n')
+    engines = {"a": facts(old, "a", "vulkan"), "b": facts(old, "b", "rocm")}
+    assert planned(old, new, engines, held=frozenset({"a"})) == [
+        WriteUnits((("a", "vulkan"),)), UseConfig(), ReloadSystemd(), Configure("a"),
+        Configure("b")]
+    gone = {**PROBES, "rocm": Probe(False, "gone")}
+    assert planned(old, old, engines, probes=gone, held=frozenset({"b"})) == [
+        UseConfig(), Configure("a"), Configure("b")]
+    assert Replace("b", "vulkan", "rocm") in planned(old, old, engines, probes=gone)
 
 
 def test_a_removed_engine_goes_before_systemd_reloads_and_is_not_configured() -> None:

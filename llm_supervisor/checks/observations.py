@@ -21,11 +21,20 @@ KINDS = {"ollama": "Ollama", "vllm": "vLLM"}
 def unit_observations(unit: UnitStatus, restarts_seen: int | None, since_start: float,
                       grace: float) -> list[Observation]:
     """systemd restarted it (NRestarts rose), it is down, or still not running past the
-    grace: a crash. Nothing while it runs or still activates within the grace."""
+    grace: a crash. Stopped cleanly (``Result=success``: ``systemctl stop``, an admin's
+    ``kill``, its process ending with status 0) is no crash: the operator's hand
+    (``stopped``). Nothing while it runs, while a stop is under way, or while it still
+    activates within the grace."""
     if restarts_seen is not None and unit.n_restarts > restarts_seen:
         return [Observation.bad(
             "unit", Cause.CRASH, f"systemd restarted it {unit.n_restarts - restarts_seen}"
             f" time(s) (exit status {unit.exec_main_status})", evidence=unit.raw)]
+    if unit.active_state == "inactive" and unit.result == "success":
+        return [Observation.bad("unit", Cause.STOPPED, stopped_how(unit), evidence=unit.raw,
+                                fix=f"`systemctl start {unit.name}` or `llm-supervisorctl"
+                                " start ENGINE` to serve and supervise it again")]
+    if unit.active_state == "deactivating" and unit.sub_state.startswith("stop"):
+        return []  # a stop job under way: the next check sees how it ended
     down = (unit.active_state in ("failed", "inactive", "deactivating")
             or unit.sub_state in ("auto-restart", "dead", "failed"))
     stuck = not unit.running and since_start > grace
@@ -35,6 +44,17 @@ def unit_observations(unit: UnitStatus, restarts_seen: int | None, since_start: 
             f" (exit status {unit.exec_main_status}, result {unit.result or '-'})",
             evidence=unit.raw)]
     return []
+
+
+def stopped_how(unit: UnitStatus) -> str:
+    """How a unit that stopped cleanly ended, as far as systemd says. Whether a stop job or
+    the engine itself ended it, systemd does not tell (Ollama and llama-server exit 0 on
+    SIGTERM), so neither does this."""
+    if unit.raw.get("ExecMainCode") == "2":  # CLD_KILLED
+        return (f"ended by signal {unit.exec_main_status}, which systemd counts as clean"
+                " (systemctl stop, or an admin's kill)")
+    return (f"exited with status {unit.exec_main_status} (systemctl stop, an admin's kill,"
+            " or the engine ending by itself)")
 
 
 def backend_observations(tier: str | None, devices: Sequence[Device], settled: bool,

@@ -76,6 +76,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         # its own speed on this tier: the learned reference, the last canary rates
         "speed": engine.speedbook.summary(engine.tier),
         "pull": engine.pull_progress,
+        "stopped_by": engine.memory.stopped_by,
         # the derived values its unit runs with, which bound won (CPUs or VRAM), and what its
         # next start would get when the host's facts have changed since (None: the same)
         "derived_environment": running.environment,

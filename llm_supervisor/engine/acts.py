@@ -53,8 +53,36 @@ async def act(e: Core, d: Decision) -> None:
         await rollback(e, finding, d)
     elif d.do == Do.PULL:
         start_pull(e)
+    elif d.do == Do.STAND_DOWN:
+        stand_down(e, finding)
     else:
         await e.block(finding)
+
+
+def stand_down(e: Core, finding: Finding) -> None:
+    """Stopped outside the daemon (``systemctl stop``, a clean exit): the operator's hand.
+    Stopped, held so (no restart, no count, no demotion) until someone starts it."""
+    e.memory.stopped_by = finding.text()
+    e.held_pid = 0  # it is down: any process from now on is someone's start
+    e.forget_checks()
+    e.transition(EngineState.STOPPED, finding.cause, finding.detail, evidence=finding.evidence,
+                 fix=finding.fix)
+
+
+async def held_tick(e: Core) -> None:
+    """A check of an engine held stopped: supervised again once someone started its unit
+    (``systemctl start``); what its log said meanwhile is no concern."""
+    e.intake.take()
+    unit = await e.actuator.unit_status(e.cfg)
+    if not (unit.running or unit.active_state == "activating") or \
+            (unit.main_pid and unit.main_pid == e.held_pid):  # the stop is still under way
+        return
+    e.memory.stopped_by = None
+    e.forget_checks()
+    e.started_at = e.clock()
+    e.intake.began(e.started_at)
+    e.transition(EngineState.STARTING, Cause.OPERATOR, f"started outside the daemon"
+                 f" ({unit.active_state}/{unit.sub_state}): supervised again", plain=True)
 
 
 def passed(e: Core, d: Decision) -> None:

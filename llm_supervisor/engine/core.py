@@ -105,6 +105,7 @@ class Core:
         self.started_at = clock()
         self.nrestarts_seen: int | None = None
         self.main_pid = 0                    # the engine's main process, as systemd says
+        self.held_pid = 0                    # its main process when the operator stopped it
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.pull_task: asyncio.Task[None] | None = None
@@ -191,7 +192,8 @@ class Core:
             busy=str(self.canary.busy or "").startswith("busy"),
             speed_reference=learned.get("reference"), pinned=memory.pinned,
             demoted_from=memory.demoted_from, demoted_at=memory.demoted_at,
-            trouble=cause.description if troubled and cause is not None else None)
+            trouble=memory.stopped_by if self.state == EngineState.STOPPED else
+            cause.description if troubled and cause is not None else None)
 
     def promoting(self) -> bool:
         """A promotion in progress, or on probation (failing now counts as a failed one)."""
@@ -291,6 +293,7 @@ class Core:
         self.memory.offload = None
         self.failures = 0
         self.nrestarts_seen = None
+        self.main_pid = 0  # a start's process is the next check's to see
         self.intake.forget()
         self.memory.backend = None
 

@@ -85,8 +85,15 @@ class Engine(Core):
             self.record("unpin", cause=Cause.OPERATOR.value, reason=f"unpinned {by}")
             return "unpinned"
         target = intents.check(self.intent_view(usable), intent.verb, intent.tier)
-        assert target is not None  # only unpin goes nowhere
+        if intent.verb == "stop":
+            await self._stop_asked(by)
+            return "stopped"
+        assert target is not None  # only unpin and stop go nowhere
         self.record("operator", **record, evidence={"tier": target})
+        if intent.verb == "start":
+            self.memory.stopped_by = None
+            await self.start_on(target, Cause.OPERATOR, f"started {by}")
+            return f"started on {target}"
         if intent.verb == "pin":
             self.memory.pinned = target
             self.memory.next_promotion_at = None
@@ -107,7 +114,17 @@ class Engine(Core):
         """What an intent's rules read of this engine (``intents.check``): plain data, with
         the tiers usable for it now (and why the others are not, when that is known)."""
         return intents.View(self.name, self.chain, self.tier, self.memory.pinned, usable,
-                            why_not or {})
+                            why_not or {}, self.memory.stopped_by)
+
+    async def _stop_asked(self, by: str) -> None:
+        """``llm-supervisorctl stop``: held stopped, its unit stopped, until started."""
+        self.record("operator", cause=Cause.OPERATOR.value, reason=f"stop {by}", evidence=None)
+        self.memory.stopped_by = f"llm-supervisorctl stop {by}"
+        self.held_pid = self.main_pid  # until the stop is done, it is no start of anyone's
+        self.forget_checks()
+        self.transition(EngineState.STOPPED, Cause.OPERATOR, self.memory.stopped_by, plain=True,
+                        fix=f"`llm-supervisorctl start {self.name}` to serve again")
+        await self.actuator.stop(self.cfg)
 
     async def tick(self) -> None:
         async with self.lock:
@@ -120,6 +137,8 @@ class Engine(Core):
         await self._apply_intents()
         state = self.state
         if state == EngineState.STOPPED:
+            if self.memory.stopped_by:  # the operator's: until they start it
+                await acts.held_tick(self)
             return
         if state == EngineState.FAILED:
             if acts.due(self):
@@ -264,11 +283,34 @@ class Engine(Core):
                         " rest computes on the CPU", evidence={"layers": layers, "of": of})
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
-        self.main_pid = unit.main_pid
+        self._restarted_outside(unit)
+        self.main_pid = unit.main_pid or self.main_pid  # none between two processes
         self.intake.started(unit.main_started)
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         return observations.unit_observations(unit, seen, self.clock() - self.started_at,
                                               self.checking.startup_grace)
+
+    def _restarted_outside(self, unit: UnitStatus) -> None:
+        """Another main process than the one this engine's last check saw, with neither
+        systemd's restart count nor a start of ours behind it: someone restarted it
+        (``systemctl restart``). No fault: a fresh start, its grace and a clean slate."""
+        seen = self.nrestarts_seen
+        if not (self.main_pid and unit.main_pid and unit.main_pid != self.main_pid
+                and seen is not None and unit.n_restarts == seen):
+            return
+        was = self.main_pid
+        log.info("engine restarted outside the daemon", engine=self.name, tier=self.tier,
+                 pid=unit.main_pid, was=was)
+        self.forget_checks()
+        self.nrestarts_seen = unit.n_restarts
+        self.started_at = self.clock()
+        self.intake.began(self.started_at)
+        self.record("restart", to=self.tier, tier=self.tier, cause=Cause.OPERATOR.value,
+                    reason="restarted outside the daemon (systemctl restart): a fresh start,"
+                    " no fault", evidence={"pid": unit.main_pid, "was": was})
+        if self.state != EngineState.STARTING:
+            self.transition(EngineState.STARTING, Cause.OPERATOR, "restarted outside the"
+                            " daemon (systemctl restart)", plain=True)
 
     # ------------------------------------------------------------------ decisions
 

@@ -55,6 +55,8 @@ class EngineMemory:
     offload: str | None = None            # "29/29": layers the engine put on its GPU (its log)
     speed: dict[str, Any] = field(default_factory=dict)  # checks.speed.SpeedBook's data
     tuning: dict[str, Any] = field(default_factory=dict)  # host.tuning.Tuning the unit runs with
+    stopped_by: str | None = None         # who stopped it (outside the daemon, or asked):
+    #                                       held stopped until they start it
     journal_cursor: str | None = None     # where the engine's journal was last read
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -86,7 +88,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "tier": (str,), "pinned": (str,), "reboot_required": (bool,), "reboot_evidence": (str,),
     "promote_wait": (int, float), "next_promotion_at": (int, float), "state": (str,),
     "since": (int, float), "reason": (str,), "journal_cursor": (str,), "history": (list,),
-    "offload": (str,), "speed": (dict,), "tuning": (dict,),
+    "offload": (str,), "speed": (dict,), "tuning": (dict,), "stopped_by": (str,),
 }
 
 

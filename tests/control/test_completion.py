@@ -23,7 +23,7 @@ def complete(script: Path, words: list[str], config_dir: Path | None = None) -> 
 def test_commands_options_subcommands_and_engine_names(tmp_path: Path) -> None:
     script = tmp_path / "llm-supervisorctl"
     script.write_text(completion.bash())
-    assert complete(script, ["llm-supervisorctl", "st"]) == ["status"]
+    assert complete(script, ["llm-supervisorctl", "sta"]) == ["start", "status"]
     assert set(complete(script, ["llm-supervisorctl", "''"])) >= {"status", "events", "adopt",
                                                                    "models", "doctor"}
     assert complete(script, ["llm-supervisorctl", "models", "''"]) == ["export", "import"]

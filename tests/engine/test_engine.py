@@ -212,7 +212,8 @@ async def test_each_cause_takes_its_action(cause):
     action = cause.action
     ticks = 3 if action == Action.COUNT else 1
     for _ in range(ticks):
-        source = "unit" if cause == Cause.CRASH else "canary" if cause.blocking else "log"
+        source = "unit" if cause in (Cause.CRASH, Cause.STOPPED) else \
+            "canary" if cause.blocking else "log"
         engine.intake.inbox.append(Observation.bad(source, cause, "detail", fix="do this"))
         await engine.tick()
     switches = actuator.switches[1:]
@@ -230,6 +231,11 @@ async def test_each_cause_takes_its_action(cause):
         assert engine.memory.cause == cause.value and engine.memory.fix == "do this"
         assert actuator.stops == (1 if cause in STOPS else 0)
         assert not engine.memory.reboot_required
+    elif action == Action.STAND_DOWN:  # the operator's stop: held, neither fought nor counted
+        assert switches == [] and engine.state == EngineState.STOPPED
+        assert engine.memory.stopped_by == "stopped outside the daemon: detail"
+        assert engine.failures == 0
+        assert actuator.stops == 0 and engine.memory.fix == "do this"
     else:  # reasons for actions, never observations of a fault: should one come as a failed
         # observation (a bug), it is one failed check, counted, and nothing moves yet
         assert switches == [] and engine.state == EngineState.HEALTHY

@@ -1,0 +1,144 @@
+"""The operator's hand is law: a stop the daemon did not make (``systemctl stop``, an admin's
+kill with a clean exit) holds the engine stopped — no restart, no count, no demotion — until
+someone starts it; a restart outside the daemon is a fresh start, no fault; the operator's
+own ``stop``/``start``; crashes stay crashes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from fakes import RUNNING, later, settle, started
+
+from llm_supervisor.causes import Cause
+from llm_supervisor.errors import Refused
+from llm_supervisor.intents import Intent
+from llm_supervisor.states import EngineState
+from llm_supervisor.systemd.systemctl import UnitStatus
+
+SERVING = dataclasses.replace(RUNNING, main_pid=4242)
+# what systemd shows after `systemctl stop` (SIGTERM, which it counts as clean)
+STOPPED = UnitStatus("llm-main.service", "inactive", "dead", 0, 15, 0, "success",
+                     raw={"ExecMainCode": "2", "ExecMainStatus": "15"})
+EXITED_0 = UnitStatus("llm-main.service", "inactive", "dead", 0, 0, 0, "success",
+                      raw={"ExecMainCode": "1", "ExecMainStatus": "0"})
+
+
+async def serving():
+    engine, actuator, api, clock, wall = await started()
+    actuator.unit = SERVING
+    await settle(engine)
+    assert engine.state == EngineState.HEALTHY and engine.main_pid == 4242
+    return engine, actuator, api, clock, wall
+
+
+@pytest.mark.parametrize("unit, how", [(STOPPED, "ended by signal 15"),
+                                       (EXITED_0, "exited with status 0")])
+async def test_a_stop_outside_the_daemon_is_held_never_fought(unit, how):
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = unit
+    for _ in range(10):  # well past `failures`, the grace and the restart budget
+        await engine.tick()
+        later(clock, wall, engine.checking.startup_grace)
+    assert engine.state == EngineState.STOPPED and how in engine.memory.reason
+    assert engine.memory.cause == Cause.STOPPED.value
+    assert engine.memory.stopped_by == engine.memory.reason  # what status and STATUS= say
+    assert actuator.switches == ["rocm"] and actuator.stops == 0  # not started, not stopped
+    assert engine.failures == 0 and engine.tier == "rocm" and not engine.memory.skipped
+    stops = [e for e in actuator.events if e["type"] == "state" and e["to"] == "stopped"]
+    assert len(stops) == 1 and "systemctl start" in stops[0]["fix"]
+    assert engine.view().trouble == engine.memory.stopped_by  # STATUS= says why
+    # someone starts it again: supervised again, a fresh start with its grace
+    actuator.unit = dataclasses.replace(SERVING, main_pid=5151)
+    await engine.tick()
+    assert engine.state == EngineState.STARTING and engine.memory.stopped_by is None
+    assert "started outside the daemon" in engine.memory.reason
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
+
+
+async def test_a_restart_outside_the_daemon_is_a_fresh_start_never_a_fault():
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4343)  # NRestarts unchanged
+    await engine.tick()
+    restarts = [e for e in actuator.events if e["type"] == "restart"]
+    assert len(restarts) == 1 and restarts[0]["cause"] == Cause.OPERATOR.value
+    assert restarts[0]["evidence"] == {"pid": 4343, "was": 4242}
+    assert engine.failures == 0 and engine.state == EngineState.STARTING
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
+
+
+async def test_a_start_of_its_own_is_no_restart_outside():
+    engine, actuator, api, clock, wall = await serving()
+    await engine.start_on("rocm", Cause.OPERATOR, "restarted by uid 0")
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4444)
+    await settle(engine, 2)
+    assert not [e for e in actuator.events if e["type"] == "restart"]
+    assert engine.state == EngineState.HEALTHY
+
+
+@pytest.mark.parametrize("unit", [
+    dataclasses.replace(SERVING, n_restarts=1),  # systemd restarted it: its own restart
+    UnitStatus("llm-main.service", "activating", "auto-restart", 0, 9, 0, "signal"),
+    UnitStatus("llm-main.service", "failed", "failed", 0, 1, 0, "exit-code"),
+    UnitStatus("llm-main.service", "inactive", "dead", 0, 1, 0, "exit-code"),
+])
+async def test_a_crash_stays_a_crash(unit):
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = unit
+    await engine.tick()
+    assert engine.failures == 1 and engine.last_failure is not None
+    assert engine.last_failure.cause == Cause.CRASH and engine.memory.stopped_by is None
+
+
+async def test_a_stop_under_way_is_no_verdict():
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = UnitStatus("llm-main.service", "deactivating", "stop-sigterm", 0, 0, 4242)
+    later(clock, wall, engine.checking.startup_grace + 1)
+    await engine.tick()
+    assert engine.failures == 0 and engine.state == EngineState.HEALTHY
+
+
+async def test_stop_and_start_asked_of_the_daemon():
+    engine, actuator, api, clock, wall = await serving()
+    done = engine.submit(Intent("stop", 0))
+    await engine.tick()
+    assert done.result() == "stopped" and actuator.stops == 1
+    assert engine.state == EngineState.STOPPED
+    assert engine.memory.stopped_by == "llm-supervisorctl stop by uid 0"
+    actuator.unit = STOPPED
+    for _ in range(5):
+        await engine.tick()
+        later(clock, wall, engine.checking.startup_grace)
+    assert engine.state == EngineState.STOPPED and actuator.switches == ["rocm"]
+    for verb in ("restart", "demote", "promote", "stop"):
+        refused = engine.submit(Intent(verb, 0))
+        await engine.tick()
+        with pytest.raises(Refused) as exc:
+            refused.result()
+        assert exc.value.status == 409
+    started_ = engine.submit(Intent("start", 0))
+    actuator.unit = SERVING
+    await engine.tick()
+    assert started_.result() == "started on rocm" and actuator.switches == ["rocm", "rocm"]
+    assert engine.memory.stopped_by is None
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY
+    refused = engine.submit(Intent("start", 0))
+    await engine.tick()
+    with pytest.raises(Refused, match="not stopped"):
+        refused.result()
+
+
+async def test_a_restart_outside_seen_half_way_is_still_a_fresh_start():
+    """A check that lands inside `systemctl restart` (no main process yet) does not lose the
+    process it saw before."""
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = UnitStatus("llm-main.service", "activating", "start", 0, 0, 0)
+    await engine.tick()
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4545)
+    await engine.tick()
+    assert [e for e in actuator.events if e["type"] == "restart"]
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
