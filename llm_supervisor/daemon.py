@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import sdnotify
 import structlog
 
+from llm_supervisor import __version__
 from llm_supervisor import reconcile as reload_plan  # not the method reconcile()
 from llm_supervisor.actuator import SystemdActuator
 from llm_supervisor.causes import Cause, Finding
@@ -535,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="main config file (default %(default)s; conf.d/ beside it)")
     parser.add_argument("--check", action="store_true",
                         help="validate the config, print the errors, exit 0 or 1")
+    parser.add_argument("--version", action="version",
+                        version=f"llm-supervisord {__version__}")
     args = parser.parse_args(argv)
     if args.check:
         try:

@@ -54,8 +54,24 @@ def ago(iso: str | None, now: float) -> str:
         then = epoch(iso)
     except ValueError:
         return iso
-    seconds = max(0, int(now - then))
+    return f"{span(now - then)} ago"
+
+
+def within(iso: str | None, now: float) -> str:
+    """``"in 26m"`` (``"now"`` once due); ``"-"`` for no time; the text if it is not a time."""
+    if not iso:
+        return "-"
+    try:
+        then = epoch(iso)
+    except ValueError:
+        return iso
+    return f"in {span(then - now)}" if then > now else "now"
+
+
+def span(seconds: float) -> str:
+    """``"4m"``: a length of time in its largest whole unit (d, h, m, s)."""
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"

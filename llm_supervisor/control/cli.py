@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_supervisor.control import client
-from llm_supervisor.control.render import format_event, format_status, format_tiers
+from llm_supervisor.control.render import Look, format_event, format_status, format_tiers
+from llm_supervisor.control.terminal import terminal
 from llm_supervisor.errors import AdviseError, BundleError, Exit, Failure, ProtocolError
 from llm_supervisor.tiers import TIERS
 
@@ -69,12 +70,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     document = _call(args, "GET", target)
     assert isinstance(document, dict)
     engines = [document] if args.engine else document.get("engines", [])
+    width, colour = terminal()
+    look = Look(width, colour, args.output == "wide")
     if args.json:
         print(json.dumps(document, indent=2))
     elif args.engine:
-        print(format_status({"engines": engines}))
+        print(format_status({"engines": engines}, look))
     else:
-        print(format_status(document))
+        print(format_status(document, look))
     return Exit.OK if all(e.get("state") == "healthy" for e in engines) else Exit.UNHEALTHY
 
 
@@ -268,11 +271,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=os.environ.get("LLM_SUPERVISOR_SOCKET",
                                                       client.DEFAULT_SOCKET),
                    help="control socket (default %(default)s)")
+    p.add_argument("--version", action="store_true",
+                   help="this client's version and the running daemon's")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("status", help="engines, their state and tier")
     s.add_argument("engine", nargs="?")
     s.add_argument("--json", action="store_true", help="print the API document")
+    s.add_argument("-o", "--output", choices=["wide"],
+                   help="wide: every column (backend, usable tiers), nothing cut")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
@@ -405,6 +412,8 @@ def _status_args(argv: list[str]) -> _Args | None:
 
 def cli(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"] or argv[2:3] == ["--version"] and argv[0] == "--socket":
+        return versions(argv[1] if argv[0] == "--socket" else None)
     args: Any = _status_args(argv)
     if args is None:
         try:
@@ -419,6 +428,25 @@ def cli(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `events | head -1`: the reader had enough
         _stdout_gone()
         return Exit.OK
+
+
+def versions(sock: str | None) -> int:
+    """``--version``: this client's, and the running daemon's as its status says."""
+    from llm_supervisor import __version__
+
+    print(f"llm-supervisorctl {__version__}")
+    socket = sock or os.environ.get("LLM_SUPERVISOR_SOCKET", client.DEFAULT_SOCKET)
+    import argparse
+
+    try:
+        document = _call(argparse.Namespace(socket=socket), "GET", "/v1/status")
+    except Failure as exc:
+        print(exc)  # "llm-supervisord is not reachable: …"
+        return Exit.OK
+    daemon = document.get("supervisor", {}).get("version") if isinstance(document, dict) \
+        else None
+    print(f"llm-supervisord {daemon or 'unknown'}")
+    return Exit.OK
 
 
 def _stdout_gone() -> None:

@@ -1,7 +1,8 @@
 """``llm-supervisorctl``'s entry point: ``status`` at the interpreter's floor.
 
-``status [ENGINE] [--json]`` asks the daemon for the table (or the indented document) it
-keeps rendered (``GET /v1/status?format=text``) and prints the bytes: no argparse, no json,
+``status [ENGINE] [--json] [-o wide]`` asks the daemon for the table (or the indented
+document) it keeps rendered (``GET /v1/status?format=text``, drawn for this terminal: its
+width, colour unless piped or ``NO_COLOR``) and prints the bytes: no argparse, no json,
 no ``re``. The exit code (``errors.Exit``, the CLI's own) comes from the
 ``X-Unhealthy-Engines`` header. Everything else, and a daemon that does not render (an older
 one), goes through ``llm_supervisor.control.cli``.
@@ -13,6 +14,7 @@ import os
 import sys
 
 from llm_supervisor.control import client
+from llm_supervisor.control.terminal import terminal
 from llm_supervisor.errors import Exit, ProtocolError
 
 
@@ -25,10 +27,16 @@ def fast_status(argv: list[str]) -> int | None:
     if rest[:1] != ["status"]:
         return None
     words = [w for w in rest[1:] if w != "--json"]
+    wide = words[-2:] == ["-o", "wide"]
+    words = words[:-2] if wide else words
     if len(words) > 1 or any(w.startswith("-") or "/" in w or "?" in w for w in words):
         return None
     form = "pretty" if "--json" in rest[1:] else "text"
     target = (f"/v1/engines/{words[0]}" if words else "/v1/status") + f"?format={form}"
+    if form == "text":
+        width, colour = terminal()
+        target += (f"&width={width}" if width else "") + ("&colour=1" if colour else "") + \
+            ("&wide=1" if wide else "")
     try:
         response = client.request(sock, "GET", target)
     except client.Unreachable as exc:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_supervisor import __version__, intents, names, timefmt
+from llm_supervisor.control.render import PLAIN, Look, format_status
 from llm_supervisor.control.server import Request, Response, Router
 from llm_supervisor.errors import HTTPError, Refused, SupervisorError
 from llm_supervisor.host import tiers
@@ -84,6 +85,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "derived_next": (None if fresh.environment == running.environment
                          else fresh.to_dict()),
         "demoted_from": memory.demoted_from,
+        "demoted_at": utc(memory.demoted_at) if memory.demoted_at else None,
         "promoting_from": memory.promoted_from if memory.probation_until is None else None,
         "probation_until": utc(memory.probation_until) if memory.probation_until else None,
     }
@@ -126,6 +128,23 @@ def parse_since(value: str | None) -> str | None:
                         " 2026-11-22T16:00:00Z", {"since": value}) from None
 
 
+KEPT_RENDERINGS = 64  # status tables kept per document (widths, colour, wide)
+
+
+def look_of(query: Mapping[str, str]) -> Look:
+    """How ``?format=text`` is drawn: ``width`` (the terminal's columns, 20 to 1000),
+    ``colour`` and ``wide`` (0 or 1); 400 for anything else."""
+    width = query.get("width")
+    if width is not None and not (width.isdigit() and 20 <= int(width) <= 1000):
+        raise HTTPError(400, "width must be a number of columns from 20 to 1000",
+                        {"width": width})
+    for flag in ("colour", "wide"):
+        if query.get(flag, "0") not in ("0", "1"):
+            raise HTTPError(400, f"{flag} must be 0 or 1", {flag: query[flag]})
+    return Look(int(width) if width else None, query.get("colour") == "1",
+                query.get("wide") == "1")
+
+
 class StatusCache:
     """The status document and its renderings, rebuilt only when something changed: an
     engine finished a check (``Engine.ticks``), or the daemon recorded an event, reloaded or
@@ -144,18 +163,22 @@ class StatusCache:
         if key != self.key:
             self.document, self.rendered, self.key = status_document(sup), {}, key
 
-    def response(self, sup: Daemon, engine: str | None, form: str) -> Response:
+    def response(self, sup: Daemon, engine: str | None, form: str,
+                 look: Look = PLAIN) -> Response:
         """The whole status or one engine's, as JSON (``json``), indented JSON (``pretty``,
         what ``status --json`` prints) or the table ``llm-supervisorctl status`` prints
-        (``text``), with the count of unhealthy engines in ``X-Unhealthy-Engines``."""
+        (``text``, drawn as ``look`` says), with the count of unhealthy engines in
+        ``X-Unhealthy-Engines``."""
         self._fresh(sup)
-        cache_key = f"{engine or ''}/{form}"
+        cache_key = f"{engine or ''}/{form}/{look}" if form == "text" else f"{engine or ''}/{form}"
         kept = self.rendered.get(cache_key)
         if kept is None:
-            kept = self.rendered[cache_key] = self._render(engine, form)
+            if len(self.rendered) >= KEPT_RENDERINGS:  # terminals of every width: bounded
+                self.rendered.clear()
+            kept = self.rendered[cache_key] = self._render(engine, form, look)
         return kept
 
-    def _render(self, engine: str | None, form: str) -> Response:
+    def _render(self, engine: str | None, form: str, look: Look) -> Response:
         engines = self.document["engines"]
         if engine is not None:
             engines = [e for e in engines if e["name"] == engine]
@@ -165,9 +188,8 @@ class StatusCache:
         unhealthy = sum(e["state"] != "healthy" for e in engines)
         document = engines[0] if engine is not None else self.document
         if form == "text":
-            from llm_supervisor.control.render import format_status
             body = (format_status(self.document if engine is None else
-                                  {"engines": engines}) + "\n").encode()
+                                  {"engines": engines}, look) + "\n").encode()
             content_type = "text/plain; charset=utf-8"
         else:
             text = json.dumps(document, indent=2 if form == "pretty" else None, default=str)
@@ -320,7 +342,7 @@ class Api:
         form = request.query.get("format") or "json"
         if form not in ("json", "pretty", "text"):
             raise HTTPError(400, "format must be json, pretty or text", {"format": form})
-        return self.cache.response(self.sup, name, form)
+        return self.cache.response(self.sup, name, form, look_of(request.query))
 
     async def status(self, request: Request, __: dict[str, str]) -> Response:
         """``GET /v1/status``: every engine."""

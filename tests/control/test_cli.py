@@ -3,6 +3,7 @@ and exit codes (a real socket with a real daemon is in tests/system)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_ago_without_strptime():
 
 
 def test_status_table_shows_backend_fix_and_pull_progress():
-    from llm_supervisor.control.render import format_status
+    from llm_supervisor.control.render import Look, format_status
     doc = {"engines": [
         {"name": "main", "state": "blocked", "tier": "rocm", "backend": None, "since": None,
          "usable_tiers": ["rocm", "cpu"], "reason": "port in use: 127.0.0.1:11434 is held by"
@@ -123,8 +124,88 @@ def test_status_table_shows_backend_fix_and_pull_progress():
          "usable_tiers": ["vulkan", "cpu"], "reason": "serving on vulkan",
          "pull": {"model": "qwen2.5", "status": "pulling abc", "completed": 50, "total": 200}},
     ]}
-    text = format_status(doc)
-    assert "BACKEND" in text.splitlines()[0]
+    text = format_status(doc, Look(wide=True))
+    assert "BACKEND" in text.splitlines()[0] and "USABLE" in text.splitlines()[0]
     assert "Vulkan: AMD Instinct MI50 (RADV VEGA20)" in text
+    assert "BACKEND" not in format_status(doc).splitlines()[0]  # the narrow table
     assert "main: fix: systemctl disable --now ollama.service" in text
     assert "mi50: pulling qwen2.5: pulling abc 25%" in text
+
+
+def test_status_reads_at_a_glance_demoted_from_where_and_when_what_comes_next():
+    """A demoted engine says where it came from and since when; every engine what it does
+    next on its own (a promotion, a retry, a probation's end); states in colour on a
+    terminal only; rows cut to the terminal's width, or every column whole with -o wide."""
+    import time
+
+    from llm_supervisor.control.render import Look, format_status
+    from llm_supervisor.timefmt import utc
+
+    now = time.time()
+    doc = {"engines": [
+        {"name": "main", "state": "healthy", "tier": "vulkan", "demoted_from": "rocm",
+         "demoted_at": utc(now - 240), "next_promotion_at": utc(now + 1560 + 30),
+         "since": utc(now - 240), "usable_tiers": ["rocm", "vulkan"],
+         "reason": "demoted from rocm: generation hung: no token within 20s; nobody else"
+                   " connected (3 checks in a row)"},
+        {"name": "side", "state": "failed", "tier": "cpu", "next_retry_at": utc(now + 40),
+         "since": utc(now - 5), "usable_tiers": [], "reason": "every usable tier exhausted"},
+        {"name": "held", "state": "stopped", "tier": "rocm", "since": utc(now - 60),
+         "usable_tiers": ["rocm"], "reason": "stopped outside the daemon: exited with status 0"},
+    ]}
+    plain = format_status(doc)
+    main, side, held = plain.splitlines()[1:4]
+    assert "vulkan (from rocm 4m ago)" in main and "promote in 26m" in main
+    assert "retry in " in side and "\033[" not in plain  # no colour unless asked
+    assert main.endswith("(3 checks in a row)")  # piped: nothing cut
+    narrow = format_status(doc, Look(width=80))
+    assert all(len(line) <= 80 for line in narrow.splitlines()[:4]), narrow
+    assert narrow.splitlines()[1].endswith("…")
+    coloured = format_status(doc, Look(width=80, colour=True))
+    assert "\033[32mhealthy\033[0m" in coloured and "\033[31mfailed\033[0m" in coloured
+    assert "\033[34mstopped\033[0m" in coloured
+    stripped = coloured.replace("\033[32m", "").replace("\033[31m", "").replace(
+        "\033[34m", "").replace("\033[0m", "")
+    assert stripped == narrow  # colour adds no width
+    wide = format_status(doc, Look(width=80, wide=True))
+    assert "USABLE" in wide and wide.splitlines()[1].endswith("(3 checks in a row)")
+
+
+def test_the_status_table_is_asked_for_this_terminal(monkeypatch):
+    """The fast path asks the daemon for the table drawn for this terminal: its width, colour
+    unless NO_COLOR (or piped), -o wide; a bad look is refused by the daemon (400)."""
+    from llm_supervisor.control import handlers, terminal
+    from llm_supervisor.errors import HTTPError
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return 1
+
+    monkeypatch.setattr(terminal.sys, "stdout", Tty())
+    monkeypatch.setattr(terminal.os, "get_terminal_size", lambda fd: os.terminal_size((97, 40)))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert terminal.terminal() == (97, True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert terminal.terminal() == (97, False)
+    assert handlers.look_of({"width": "97", "colour": "1", "wide": "0"}) == \
+        handlers.Look(97, True, False)
+    for bad in ({"width": "5"}, {"width": "x"}, {"colour": "yes"}, {"wide": "2"}):
+        with pytest.raises(HTTPError) as exc:
+            handlers.look_of(bad)
+        assert exc.value.status == 400
+
+
+def test_both_commands_say_their_version(tmp_path, capsys):
+    """--version: the client's own, and the daemon's (or why it cannot be asked)."""
+    from llm_supervisor import __version__
+
+    assert cli(["--socket", str(tmp_path / "none.sock"), "--version"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"llm-supervisorctl {__version__}"
+    assert out[1].startswith("llm-supervisord is not reachable: ")
+    with pytest.raises(SystemExit) as exc:
+        daemon_main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"llm-supervisord {__version__}\n"

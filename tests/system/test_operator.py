@@ -20,6 +20,8 @@ from sandbox import (
     watch,
 )
 
+from llm_supervisor import __version__
+
 UNIT = "llm-main.service"
 
 
@@ -34,6 +36,8 @@ def test_an_operators_stop_and_restart_are_never_fought(fresh_container):
     configure(c, engine_toml("main", port))
     start_daemon(c)
     wait_engine(c, "main", state="healthy", tier="rocm", timeout=90)
+    version = c.run(["llm-supervisorctl", "--version"]).stdout.splitlines()
+    assert version == [f"llm-supervisorctl {__version__}", f"llm-supervisord {__version__}"]
 
     # systemctl stop: held stopped, well past failures x interval, the grace and a restart
     c.run(["systemctl", "stop", UNIT])
