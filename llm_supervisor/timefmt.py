@@ -75,3 +75,58 @@ def span(seconds: float) -> str:
         if whole >= size:
             return f"{whole // size}{unit}"
     return f"{whole}s"
+
+
+# systemd.time(7)'s units, as journalctl --since takes them
+_UNITS = {**dict.fromkeys(("us", "usec"), 1e-6), **dict.fromkeys(("ms", "msec"), 1e-3),
+          **dict.fromkeys(("s", "sec", "second", "seconds"), 1.0),
+          **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
+          **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+          **dict.fromkeys(("d", "day", "days"), 86400.0),
+          **dict.fromkeys(("w", "week", "weeks"), 7 * 86400.0),
+          **dict.fromkeys(("M", "month", "months"), 30.44 * 86400.0),
+          **dict.fromkeys(("y", "year", "years"), 365.25 * 86400.0)}
+WHEN_HELP = ("a time as journalctl takes it: 'now', 'today', 'yesterday', 'tomorrow',"
+             " '-1h', '+5min', '2 hours ago', '@1733500000', '2026-12-07 08:00[:00]' (local)"
+             " or ISO-8601 with an offset")
+
+
+def when(text: str, now: float) -> float:
+    """A time as journalctl's ``--since`` takes it (systemd.time(7)), in seconds since the
+    epoch: the words, relative times, ``@epoch``, a local date and time, or ISO-8601 (an
+    offset-less one is local time). ``ValueError`` naming what was not understood."""
+    import re
+    from datetime import datetime, timedelta
+
+    word = text.strip()
+    midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = {"today": 0, "yesterday": -1, "tomorrow": 1}
+    if word == "now":
+        return now
+    if word in days:
+        return (midnight + timedelta(days=days[word])).timestamp()
+    if word.startswith("@") and re.fullmatch(r"@\d+(\.\d+)?", word):
+        return float(word[1:])
+    relative = re.fullmatch(r"([+-])?\s*((?:\d+(?:\.\d+)?\s*[A-Za-z]+\s*)+?)\s*(ago)?", word)
+    if relative and (relative.group(1) or relative.group(3)):
+        seconds = 0.0
+        for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)", relative.group(2)):
+            if unit not in _UNITS:
+                raise ValueError(f"{unit!r} is no unit of time (s, min, h, d, w, M, y)")
+            seconds += float(number) * _UNITS[unit]
+        future = relative.group(1) == "+" and not relative.group(3)
+        return now + seconds if future else now - seconds
+    try:
+        parsed = datetime.fromisoformat(word)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {WHEN_HELP}") from None
+    return parsed.timestamp()  # naive: local time, as journalctl reads it
+
+
+def local(iso: str) -> str:
+    """An event's time (``utc``'s format) as the reader's local time, ``2026-12-07 09:00:00
+    CET``; the text itself when it is no such time."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch(iso)))
+    except (ValueError, IndexError):
+        return iso

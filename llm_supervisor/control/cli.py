@@ -15,7 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from llm_supervisor.control import client
 from llm_supervisor.control.render import Look, format_event, format_status, format_tiers
@@ -114,12 +114,36 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
-    query = {"limit": args.n, "engine": args.engine, "since": args.since,
+    from llm_supervisor.timefmt import utc
+
+    # the type and --until are kept here: with either, the daemon is asked for every event
+    # since --since, and the last N of those that match are shown
+    filtering = bool(args.type or args.until is not None)
+    query = {"limit": 0 if filtering and not args.follow else args.n, "engine": args.engine,
+             "since": utc(args.since) if args.since is not None else None,
              "follow": 1 if args.follow else None}
     target = "/v1/events?" + urlencode({k: v for k, v in query.items() if v is not None})
+    until = utc(args.until) if args.until is not None else None
+    types = {t for group in args.type or [] for t in group}
+
+    def wanted(event: dict[str, Any]) -> bool:
+        return (not types or event.get("type") in types) and \
+            (until is None or str(event.get("ts", "")) <= until)
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event) if args.json else format_event(event, utc=args.utc),
+              flush=True)
+
     try:
-        for event in client.stream_lines(args.socket, target):
-            print(json.dumps(event) if args.json else format_event(event), flush=True)
+        events = client.stream_lines(args.socket, target)
+        if filtering and not args.follow:
+            kept = [e for e in events if wanted(e)]
+            for event in kept[-args.n:] if args.n else kept:
+                show(event)
+        else:
+            for event in events:
+                if wanted(event):
+                    show(event)
     except client.Unreachable as exc:
         raise Failure(f"llm-supervisord is not reachable: {exc}", Exit.UNREACHABLE) from None
     except ProtocolError as exc:
@@ -127,6 +151,35 @@ def cmd_events(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return Exit.OK
+
+
+def _count(text: str) -> int:
+    """``-n``: a count of events, 0 for all."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of events (0 for all)")
+    return int(text)
+
+
+def _when(text: str) -> float:
+    """``--since``/``--until``: a time as journalctl takes it (``timefmt.when``)."""
+    import time
+
+    from llm_supervisor.timefmt import when
+    try:
+        return when(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _types(text: str) -> list[str]:
+    """``--type``: event types, comma-separated (``state,tier``)."""
+    import re
+
+    types = [t for t in text.split(",") if t]
+    if not types or not all(re.fullmatch(r"[a-z_]{1,32}", t) for t in types):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of event types"
+                                         " (e.g. state,tier,reload)")
+    return types
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -245,6 +298,16 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return adopt.main(args)
 
 
+def _params(text: str) -> str:
+    """``advise --params``: a parameter count (``7.6B``), checked here like every argument."""
+    from llm_supervisor.tools.advise import parse_count
+    try:
+        parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number above 0 (or 0 itself with ``zero``), else a clear
     error naming the value (never NaN, infinity, 1e309 or a negative size)."""
@@ -261,13 +324,25 @@ def positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[
     return parse
 
 
-def parser() -> argparse.ArgumentParser:
+def _parser_class() -> type[argparse.ArgumentParser]:
     import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """A bad argument is one line naming it, and exit status 2 (usage)."""
+
+        def error(self, message: str) -> NoReturn:
+            print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+            sys.exit(Exit.USAGE)
+
+    return Parser
+
+
+def parser() -> argparse.ArgumentParser:
 
     from llm_supervisor.intents import Verb
 
-    p = argparse.ArgumentParser(prog="llm-supervisorctl",
-                                description="Query and steer llm-supervisord.")
+    Parser = _parser_class()
+    p = Parser(prog="llm-supervisorctl", description="Query and steer llm-supervisord.")
     p.add_argument("--socket", default=os.environ.get("LLM_SUPERVISOR_SOCKET",
                                                       client.DEFAULT_SOCKET),
                    help="control socket (default %(default)s)")
@@ -288,10 +363,18 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("events", help="the history: state changes, tier switches, reloads")
     s.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    s.add_argument("-n", type=int, default=50,
+    s.add_argument("-n", "--lines", dest="n", type=_count, default=50,
                    help="the last N events, 0 for all (default %(default)s)")
+    s.add_argument("-e", "--pager-end", action="store_true",
+                   help="the end of the history (what is shown anyway: the last N)")
     s.add_argument("--engine")
-    s.add_argument("--since", help="ISO-8601 time, e.g. 2026-11-22T16:00:00Z")
+    s.add_argument("-S", "--since", type=_when,
+                   help="from this time: '-1h', '2 hours ago', 'today', 'yesterday',"
+                   " '2026-12-07 08:00' (local), ISO-8601")
+    s.add_argument("-U", "--until", type=_when, help="up to this time (the same forms)")
+    s.add_argument("-t", "--type", action="append", type=_types,
+                   help="only these event types, comma-separated (state,tier,reload,...)")
+    s.add_argument("--utc", action="store_true", help="times in UTC (default: local time)")
     s.add_argument("--json", action="store_true", help="one JSON document per line")
     s.set_defaults(func=cmd_events)
 
@@ -332,7 +415,8 @@ def parser() -> argparse.ArgumentParser:
                    help="GPU memory (default: detected)")
     s.add_argument("--bandwidth", type=positive(float), metavar="GB/S",
                    help="GPU memory bandwidth")
-    s.add_argument("--params", help="parameter count (7.6B): no engine is asked")
+    s.add_argument("--params", type=_params,
+                   help="parameter count (7.6B): no engine is asked")
     s.add_argument("--layers", type=positive(int))
     s.add_argument("--kv-heads", type=positive(int))
     s.add_argument("--head-size", type=positive(int))
@@ -414,6 +498,7 @@ def cli(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--version"] or argv[2:3] == ["--version"] and argv[0] == "--socket":
         return versions(argv[1] if argv[0] == "--socket" else None)
+    argv = _times_joined(argv)
     args: Any = _status_args(argv)
     if args is None:
         try:
@@ -428,6 +513,21 @@ def cli(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `events | head -1`: the reader had enough
         _stdout_gone()
         return Exit.OK
+
+
+TIME_OPTIONS = ("-S", "--since", "-U", "--until")
+
+
+def _times_joined(argv: list[str]) -> list[str]:
+    """``--since -1h`` as journalctl takes it: argparse would read ``-1h`` as an option, so a
+    time option and its value become one word (``--since=-1h``)."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1] in TIME_OPTIONS and word.startswith("-"):
+            out[-1] = f"{out[-1]}={word}" if out[-1].startswith("--") else out[-1] + word
+        else:
+            out.append(word)
+    return out
 
 
 def versions(sock: str | None) -> int:

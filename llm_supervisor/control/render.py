@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llm_supervisor.timefmt import ago, within
+from llm_supervisor.timefmt import ago, local, within
 
 NO_ENGINES = ("no engines configured: add an [[engine]] in /etc/llm-supervisor/conf.d/ and"
               " `systemctl reload llm-supervisor`, or `llm-supervisorctl adopt ollama.service`")
@@ -162,11 +162,13 @@ def format_tiers(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_event(event: dict[str, Any]) -> str:
+def format_event(event: dict[str, Any], *, utc: bool = True) -> str:
+    """One event on a line, its time in UTC as recorded (``utc``) or the reader's local."""
     move = ""
     if event.get("from") or event.get("to"):
         move = f" {event.get('from') or '-'} -> {event.get('to') or '-'}"
     who = event.get("engine") or "-"
     cause = f"[{event['cause']}] " if event.get("cause") else ""
-    return f"{event.get('ts', '')} {who:<12} {event.get('type', ''):<8}{move}  " \
+    ts = str(event.get("ts", ""))
+    return f"{ts if utc else local(ts)} {who:<12} {event.get('type', ''):<8}{move}  " \
         f"{cause}{event.get('reason') or ''}"

@@ -230,7 +230,7 @@ def test_cli_advise_text_and_errors(capsys):
     assert cli.cli(["advise", "--params", "7.6B", "--vram", "16"]) == 0
     out = capsys.readouterr().out
     assert "note: KV cache not counted" in out and "recommended: Q5_K_M" in out
-    assert cli.cli(["advise", "--params", "seven", "--vram", "16"]) == 1
+    assert cli.cli(["advise", "--params", "seven", "--vram", "16"]) == 2  # a bad argument: usage, like --layers -3
     assert "not a parameter count" in capsys.readouterr().err
 
 
