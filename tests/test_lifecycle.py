@@ -89,6 +89,13 @@ async def test_startup_reload_and_shutdown_through_the_seams(tmp_path: Path) -> 
         assert ("restart", "llm-added.service") in fake.calls
         assert fake.calls.count(("restart", "llm-main.service")) == 1  # untouched
         assert any(s.startswith("RELOADING=1") for s in notes.sent)
+        # the client's reload --json prints the daemon's answer: applied, or rejected and why
+        from llm_supervisor.control.cli import cli
+        code = await asyncio.to_thread(cli, ["--socket", socket, "reload", "--json"])
+        assert code == 0
+        (tmp_path / "etc" / "supervisor.toml").write_text("[[engine]]\nname = 'x y'\n")
+        code = await asyncio.to_thread(cli, ["--socket", socket, "reload", "--json"])
+        assert code == 1
     finally:
         stop.set()
         await asyncio.wait_for(serving, 30)

@@ -103,6 +103,10 @@ def cmd_action(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Waits for the outcome: `systemctl reload` (ExecReload) fails on a bad config."""
+    if args.json:  # the daemon's answer as it is: applied (its diff) or rejected (why)
+        response = _request(args, "POST", "/v1/reload", timeout=300)
+        print(response.body.decode(errors="replace").strip())
+        return Exit.OK if response.status < 400 else Exit.ERROR
     document = _call(args, "POST", "/v1/reload", timeout=300)
     assert isinstance(document, dict)
     changes = {k: v for k, v in document.get("diff", {}).items() if v}
@@ -224,11 +228,29 @@ def _load_config(path: str) -> Any:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.json:
+        return _check_config_json(args.path)
     config = _load_config(args.path)
     if config is None:
         return Exit.ERROR
     names = ", ".join(e.name for e in config.engines) or "none"
     print(f"{args.path}: ok ({len(config.files)} file(s); engines: {names})")
+    return Exit.OK
+
+
+def _check_config_json(path: str) -> int:
+    """``check-config --json``: ``{"path", "ok", "files", "engines"}`` or ``{"path", "ok":
+    false, "problems"}``; exit 0 or 1 as without it."""
+    from llm_supervisor.config import load
+    from llm_supervisor.errors import ConfigError
+
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        print(json.dumps({"path": path, "ok": False, "problems": list(exc.problems)}, indent=2))
+        return Exit.ERROR
+    print(json.dumps({"path": path, "ok": True, "files": [str(f) for f in config.files],
+                      "engines": [e.name for e in config.engines]}, indent=2))
     return Exit.OK
 
 
@@ -383,6 +405,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bundle)
 
     s = sub.add_parser("reload", help="reload the config; fails (exit 1) if it is rejected")
+    s.add_argument("--json", action="store_true", help="print the daemon's answer")
     s.set_defaults(func=cmd_reload)
 
     for verb in Verb:  # the operator's verbs: one command each
@@ -399,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("check-config", help="validate a config and exit 0 (valid) or 1")
     s.add_argument("path", nargs="?", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--json", action="store_true", help="the outcome as a JSON document")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("render", help="print the units that would be written; write nothing")

@@ -209,3 +209,21 @@ def test_both_commands_say_their_version(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         daemon_main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out == f"llm-supervisord {__version__}\n"
+
+
+def test_check_config_and_reload_print_json(tmp_path, capsys):
+    """--json on the commands that print data: check-config's outcome either way."""
+    import json
+
+    good = tmp_path / "good.toml"
+    good.write_text('[[engine]]\nname = "main"\n')
+    assert cli(["check-config", str(good), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["engines"] == ["main"] and doc["files"] == [str(good)]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[engine]]\nname = "main"\nlisten = "nowhere"\n')
+    assert cli(["check-config", str(bad), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and any("listen" in p for p in doc["problems"]), doc
+    assert cli(["--socket", str(tmp_path / "none.sock"), "reload", "--json"]) == 4
+    assert "not reachable" in capsys.readouterr().err
