@@ -23,6 +23,7 @@ from llm_supervisor.control.terminal import terminal
 from llm_supervisor.errors import AdviseError, BundleError, Exit, Failure, ProtocolError
 from llm_supervisor.tiers import TIERS
 
+DEFAULT_CONFIG_PATH = "/etc/llm-supervisor/supervisor.toml"
 TYPE_CHECKING = False  # typing itself costs milliseconds of import on this path
 if TYPE_CHECKING:
     import argparse
@@ -189,19 +190,42 @@ def _types(text: str) -> list[str]:
 def cmd_bundle(args: argparse.Namespace) -> int:
     print("collecting a support bundle (config, units, state, events, journals)...",
           file=sys.stderr, flush=True)
-    response = _request(args, "GET", "/v1/bundle", timeout=120)
-    if response.status != 200:
-        raise Failure(f"bundle failed: HTTP {response.status}: {response.body[:500]!r}")
-    disposition = response.headers.get("content-disposition", "")
-    default = disposition.split('filename="', 1)[-1].rstrip('"') or "llm-supervisor-bundle.tar.zst"
+    try:
+        response = client.request(args.socket, "GET", "/v1/bundle", timeout=120)
+    except (client.Unreachable, ProtocolError) as exc:
+        body, default = _offline_bundle(str(exc), args.config)
+    else:
+        if response.status != 200:
+            raise Failure(f"bundle failed: HTTP {response.status}: {response.body[:500]!r}")
+        disposition = response.headers.get("content-disposition", "")
+        body = response.body
+        default = disposition.split('filename="', 1)[-1].rstrip('"') or \
+            "llm-supervisor-bundle.tar.zst"
     path = args.output or default
     if path == "-":
-        sys.stdout.buffer.write(response.body)
+        sys.stdout.buffer.write(body)
     else:
         with open(path, "wb") as fh:
-            fh.write(response.body)
-        print(f"wrote {path} ({len(response.body) / 1024:.0f} KiB)", file=sys.stderr)
+            fh.write(body)
+        print(f"wrote {path} ({len(body) / 1024:.0f} KiB)", file=sys.stderr)
     return Exit.OK
+
+
+def _offline_bundle(why: str, config: str) -> tuple[bytes, str]:
+    """The daemon is down: the bundle read from where it keeps things (as root)."""
+    from pathlib import Path
+
+    from llm_supervisor.records import support
+    from llm_supervisor.timefmt import compact
+    from llm_supervisor.tools import bundle
+
+    if not bundle.root():
+        raise Failure(f"llm-supervisord is not reachable ({why}); a bundle without it reads"
+                      " its state and journals: run as root", Exit.UNREACHABLE)
+    print(f"llm-supervisord is not reachable ({why}): reading its files instead",
+          file=sys.stderr, flush=True)
+    return support.build(bundle.files(why, Path(config))), \
+        f"llm-supervisor-bundle-{compact()}.tar.zst"
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
@@ -400,8 +424,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON document per line")
     s.set_defaults(func=cmd_events)
 
-    s = sub.add_parser("bundle", help="write a .tar.zst support bundle")
+    s = sub.add_parser("bundle", help="write a .tar.zst support bundle (the daemon down: as"
+                       " root, from its files)")
     s.add_argument("-o", "--output", help="file to write (- for stdout)")
+    s.add_argument("--config", default=str(DEFAULT_CONFIG_PATH),
+                   help="the config to read when the daemon is down (default %(default)s)")
     s.set_defaults(func=cmd_bundle)
 
     s = sub.add_parser("reload", help="reload the config; fails (exit 1) if it is rejected")

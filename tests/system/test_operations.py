@@ -64,3 +64,20 @@ def test_events_follow_and_bundle(fresh_container):
         "vulkan"
     assert "systemd 252" in texts["llm-supervisor-bundle/versions.txt"]
 
+    # the daemon down: the bundle is read from its files (as root), the same names
+    c.run(["systemctl", "stop", "llm-supervisor"])
+    done = c.run(["llm-supervisorctl", "bundle", "-o", "/root/down.tar.zst"])
+    assert "not reachable" in done.stderr
+    listing = c.run(["tar", "--zstd", "-tf", "/root/down.tar.zst"]).stdout.split()
+    for name in ("config/supervisor.toml", "units/llm-main.service", "state.json",
+                 "status.json", "tiers.json", "events.jsonl", "journal/main.log",
+                 "journal/llm-supervisor.log", "journal/kernel.log", "versions.txt"):
+        assert f"llm-supervisor-bundle/{name}" in listing, (name, listing)
+    data = c.host_path("/root/down.tar.zst").read_bytes()
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        down = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
+    assert not any("hf_secret_value_42" in text for text in down.values())
+    assert "library=Vulkan" in down["llm-supervisor-bundle/journal/main.log"]
+    assert '"type": "operator"' in down["llm-supervisor-bundle/events.jsonl"]
+
