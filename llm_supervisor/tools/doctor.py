@@ -45,6 +45,10 @@ GFX_BUILDS = {"ollama": "a gfx906-capable Ollama or llama.cpp build (e.g. mxxm-t
               "vllm": "a gfx906-capable vLLM build (e.g. nlzy/vllm-gfx906)"}
 MIN_SYSTEMD = 247  # ProtectProc=, and what the units use, are in 247+ (Debian 12 has 252)
 
+# the program an engine kind runs, as an admin installs it
+PROGRAMS = {"ollama": "Ollama (ollama)", "llama-server": "llama.cpp's llama-server",
+            "vllm": "vLLM (vllm)"}
+
 
 @dataclass(frozen=True)
 class Check:
@@ -179,6 +183,11 @@ def _rocm_build(f: Facts, engine: EngineConfig, targets: list[str]) -> Check:
     override = engine.tiers.get("rocm")
     if override is not None and override.exec:
         return Check(name, PASS, f"the rocm tier runs its own build: {override.exec}")
+    if engine.kind == "llama-server":  # built by its admin: its own device list says
+        return Check(name, PASS, "llama-server's ROCm is its build's (GGML_HIP with"
+                     f" AMDGPU_TARGETS for {', '.join(targets)}): the daemon asks its"
+                     " --list-devices when it starts and at every reload, and skips rocm"
+                     " without the card")
     dropped = OLLAMA_DROPPED_GFX if engine.kind == "ollama" else VLLM_DROPPED_GFX
     bad = [t for t in targets if t.split(":")[0] in dropped]
     if not bad or len(bad) < len(targets):
@@ -236,7 +245,8 @@ def check_engines(f: Facts) -> list[Check]:
             name = f"{engine.name}: {os.path.basename(program)}"
             if not f.programs.get(program):
                 out.append(Check(name, FAIL, f"{program} is missing or not executable",
-                                 f"install {engine.kind} there, or set `exec` for {engine.name}"))
+                                 f"install {PROGRAMS.get(engine.kind, engine.kind)} there,"
+                                 f" or set `exec` for {engine.name}"))
                 continue
             version = f.versions.get(program)
             out.append(Check(name, PASS, f"{program}" + (f": {version}" if version else "")))

@@ -122,6 +122,14 @@ def test_models_files_users_and_config_problems():
     assert by_name(doctor.diagnose(root_owned))["main: models dir"].status == FAIL
     missing = by_name(doctor.diagnose(mi50_host(programs={}, users={"root"})))
     assert missing["main: ollama"].status == FAIL and missing["user ollama"].status == FAIL
+    assert missing["main: ollama"].fix.startswith("install Ollama (ollama) there")
+    llama = config.loads('[[engine]]\nname = "l"\nkind = "llama-server"\n'
+                         'exec = "/opt/llama/bin/llama-server -m /models/x.gguf"\n'
+                         'listen = "127.0.0.1:8080"\nuser = "root"\ngroup = "root"\n')
+    facts = mi50_host(programs={})
+    facts.config = llama
+    fix = by_name(doctor.diagnose(facts))["l: llama-server"].fix
+    assert fix.startswith("install llama.cpp's llama-server there") and "ollama" not in fix
     no_group = by_name(doctor.diagnose(mi50_host(groups={"video": {"ollama"}})))
     assert no_group["socket group"].status == FAIL and no_group["group render"].status == WARN
     broken = by_name(doctor.diagnose(Facts(config_errors=["supervisor.toml: engine.x: bad"])))
