@@ -362,7 +362,7 @@ def test_signals_exit_128_plus_their_number(host, sig, monkeypatch, capsys):
     bundle = str(write(host["tmp"], hb.forge(NEW.honest())))
     before = hb.tree(host["models"])
 
-    def progress(verb: str) -> Any:
+    def progress(verb: str, what: str) -> Any:
         return lambda done, total, label: os.kill(os.getpid(), sig)
 
     from llm_supervisor.tools.models import cli as command
@@ -559,3 +559,35 @@ def test_generated_archives_leave_the_old_state_or_the_new_and_nothing_outside(t
         for hex_, content in NEW.blobs.items():
             assert (models / "blobs" / f"sha256-{hex_}").read_bytes() == content
         assert not [p for p in after if ".llm-supervisor-import-" in p]
+
+
+def test_progress_names_the_model_its_rate_and_time_left_and_says_100_once():
+    """What an admin reads while a model moves: the model, the rate, the time left; shares
+    rounded down, so the one 100 % line is the last, with the time it took."""
+    from llm_supervisor.tools.models.cli import progress_printer
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream in (io.StringIO(), Tty()):
+        now = [0.0]
+        report = progress_printer("exporting", "qwen2.5:7b-instruct", stream,
+                                  clock=lambda now=now: now[0])
+        total = 4 << 30
+        for step in range(1, 400):
+            now[0] = step * 0.05
+            report(min(total * step // 400, total - 1), total, "sha256-0123abcd")
+        now[0] = 20.0
+        report(total, total, "done")
+        lines = [x for x in stream.getvalue().replace("\r", "\n").split("\n") if x.strip()]
+        assert all(x.startswith("exporting qwen2.5:7b-instruct: ") for x in lines), lines
+        assert not any("sha256" in x for x in lines)
+        assert not [x for x in lines if "100%" in x], lines  # 99.9 % is 99 %
+        assert lines[-1] == "exporting qwen2.5:7b-instruct: 4.00 GiB in 20s (204.8 MiB/s)"
+        assert [x for x in lines if " in 20s " in x] == [lines[-1]]  # one final line
+        assert "/s, " in lines[1] and " left" in lines[1] and "(" in lines[1], lines[1]
+        if isinstance(stream, Tty):
+            assert "\x1b[K" in stream.getvalue()  # rewritten in place
+        else:
+            assert len(lines) <= 11  # a line per 10 % and the last

@@ -200,7 +200,7 @@ def test_cli_export_and_import(tmp_path, capsys):
                     "--owner", f"{OWNER.uid}:{OWNER.gid}"]) == 0
     captured = capsys.readouterr()
     assert "imported qwen2.5:7b-instruct" in captured.out
-    assert "import:" in captured.err  # progress on stderr
+    assert "importing m.tar.zst: " in captured.err  # progress on stderr, the bundle named
     assert (target / "manifests/registry.ollama.ai/library/qwen2.5/7b-instruct").is_file()
     out.write_bytes(out.read_bytes()[:-100])
     assert cli.cli(["models", "import", str(out), "--models-dir", str(tmp_path / "c"), "-q"]) == 1
