@@ -122,5 +122,8 @@ class SystemdActuator:
     def observe_check(self, engine: str, check: str, seconds: float) -> None:
         self.recorder.metrics.observe_check(engine, check, seconds)
 
+    def observe_failure(self, engine: str, cause: str) -> None:
+        self.recorder.metrics.observe_failure(engine, cause)
+
     def commit(self, view: EngineView, events: list[tuple[str, dict[str, Any]]]) -> None:
         self.recorder.commit(view, events)

@@ -50,6 +50,7 @@ class FakeActuator:
         self.switch_error: Exception | None = None
         self.commits: list[list[str]] = []  # the event types of each commit
         self.views: list[EngineView] = []  # the engine's view at each commit
+        self.failures: list[str] = []  # the causes of failed checks, as the metrics count
 
     async def switch(self, cfg: EngineConfig, tier: str, running: str | None,
                      kept: Tuning | None) -> Tuning:
@@ -87,6 +88,9 @@ class FakeActuator:
             return
         self.commits.append([type for type, _ in events])
         self.events.extend({"type": type, **fields} for type, fields in events)
+
+    def observe_failure(self, engine: str, cause: str) -> None:
+        self.failures.append(cause)
 
     def observe_check(self, engine: str, check: str, seconds: float) -> None:
         self.checks.append((check, seconds))

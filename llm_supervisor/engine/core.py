@@ -70,6 +70,9 @@ class Actuator(Protocol):
 
     def observe_check(self, engine: str, check: str, seconds: float) -> None: ...
 
+    def observe_failure(self, engine: str, cause: str) -> None:
+        """A check that failed, by the cause its decision took (the metrics count them)."""
+
     def commit(self, view: EngineView, events: list[Event]) -> None:
         """The engine's view after a check, and the check's events in order: recorded, then
         the engine's memory persisted, STATUS= and the metrics updated once (best effort,

@@ -22,6 +22,7 @@ from llm_supervisor.checks import health, observations, speed
 from llm_supervisor.checks.canary import Ended, Look
 from llm_supervisor.checks.model import ModelFacts
 from llm_supervisor.checks.observations import opencl_on_cpu
+from llm_supervisor.decide import Do
 from llm_supervisor.engine.core import Core
 from llm_supervisor.engine.intake import Taken
 from llm_supervisor.errors import Refused
@@ -319,7 +320,10 @@ class Engine(Core):
         found = opencl_on_cpu(self.tier, observations)
         failed = any(not o.ok for o in found)
         loading = any(o.finding is not None and o.finding.facts.get("loading") for o in found)
-        await acts.act(self, decide.decide(self.situation(tiers=failed, loading=loading), found))
+        d = decide.decide(self.situation(tiers=failed, loading=loading), found)
+        if d.finding is not None and d.do not in (Do.WAIT, Do.STAND_DOWN):  # not excused
+            self.actuator.observe_failure(self.name, d.finding.cause.value)
+        await acts.act(self, d)
 
     # ------------------------------------------------------------------ the loop
 

@@ -152,6 +152,10 @@ class Metrics:
             ["engine", "from", "to", "cause"], registry=self.registry)
         self.reloads = Counter("llm_supervisor_reloads_total", "Config reloads, by result",
                                ["result"], registry=self.registry)
+        self.failed_checks = Counter(
+            "llm_supervisor_failed_checks_total", "Checks that failed (outside the start-up"
+            " grace), by the cause the decision took", ["engine", "cause"],
+            registry=self.registry)
         self.check_latency = Histogram(
             "llm_supervisor_check_latency_seconds", "How long a health check took",
             ["engine", "check"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -175,6 +179,9 @@ class Metrics:
 
     def observe_check(self, engine: str, check: str, seconds: float) -> None:
         self.check_latency.labels(engine, check).observe(seconds)
+
+    def observe_failure(self, engine: str, cause: str) -> None:
+        self.failed_checks.labels(engine, _cause_label(cause)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -492,3 +492,29 @@ async def test_a_demotion_is_recorded_once_after_its_switch():
     assert actuator.commits[commits:] == [["state", "tier", "state"]]
     assert order == ["switch", "commit"]
     assert actuator.views[-1].tier == "vulkan" and actuator.views[-1].state == "starting"
+
+
+async def test_failed_checks_are_counted_by_cause_for_the_metrics():
+    """Every check that failed (not one the start-up grace excuses, not an operator's stop)
+    reaches the metrics once, with the cause its decision took."""
+    engine, actuator, api, clock, _ = await started()
+    engine.intake.inbox.append(Observation.bad("log", Cause.OOM, "cudaMalloc failed"))
+    await engine.tick()
+    assert actuator.failures == ["oom"]
+    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    await engine.tick()  # demoted: a failed check too
+    assert actuator.failures == ["oom", "gpu_fault"]
+    engine.intake.inbox.append(Observation.bad("liveness", Cause.UNRESPONSIVE, "refused"))
+    await engine.tick()  # just restarted: not answering yet is what its grace excuses
+    assert actuator.failures == ["oom", "gpu_fault"]
+
+
+def test_the_failed_checks_counter_is_exported():
+    from llm_supervisor.records.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe_failure("main", "hang")
+    metrics.observe_failure("main", "not a cause")
+    text = metrics.render().decode()
+    assert 'llm_supervisor_failed_checks_total{cause="hang",engine="main"} 1.0' in text
+    assert 'llm_supervisor_failed_checks_total{cause="other",engine="main"} 1.0' in text
