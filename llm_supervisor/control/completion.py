@@ -1,8 +1,13 @@
-"""Bash completion for ``llm-supervisorctl``, written from its own argument parser (so it can
-never list a command or an option the CLI does not have). The package installs the output as
-``/usr/share/bash-completion/completions/llm-supervisorctl``:
+"""Bash and zsh completion for ``llm-supervisorctl``, written from its own argument parser (so
+it can never list a command or an option the CLI does not have). The package installs the
+outputs as ``/usr/share/bash-completion/completions/llm-supervisorctl`` and
+``/usr/share/zsh/vendor-completions/_llm-supervisorctl`` (zsh runs the bash one through its
+``bashcompinit``):
 
-    python -m llm_supervisor.control.completion > llm-supervisorctl
+    python -m llm_supervisor.control.completion [bash|zsh] > FILE
+
+Tiers complete after ``pin ENGINE`` and ``--tier``, engines after the commands that take one
+and ``--engine``, service units after ``adopt``, files only where a file goes.
 
 Engine names are completed from the config files (``name = "…"`` in
 ``/etc/llm-supervisor/supervisor.toml`` and ``conf.d/*.toml``): no daemon needed.
@@ -14,6 +19,7 @@ import argparse
 import shlex
 
 from llm_supervisor.control.cli import parser
+from llm_supervisor.tiers import TIERS
 
 HEADER = "# bash completion for llm-supervisorctl: generated from its parser; do not edit\n"
 
@@ -82,11 +88,22 @@ _llm_supervisorctl() {{
     case "$cmd${{sub:+ $sub}}" in
 {cases}
     esac
+    local prev=${{COMP_WORDS[COMP_CWORD-1]}}
+    case $prev in
+        --engine) COMPREPLY=($(compgen -W "$(_llm_supervisorctl_engines)" -- "$cur")); return ;;
+        --tier) COMPREPLY=($(compgen -W "{' '.join(TIERS)}" -- "$cur")); return ;;
+        -o|--output|--config|--models-dir|--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts --help" -- "$cur"))
     elif [[ " {' '.join(engine_commands(p))} " == *" $cmd "* ]] && [ -z "$sub" ]; then
         COMPREPLY=($(compgen -W "$(_llm_supervisorctl_engines)" -- "$cur"))
-    else
+    elif [ "$cmd" = pin ] && [ -n "$sub" ]; then  # pin ENGINE TIER
+        COMPREPLY=($(compgen -W "{' '.join(TIERS)}" -- "$cur"))
+    elif [ "$cmd" = adopt ] && [ -z "$sub" ]; then  # a unit to take over
+        COMPREPLY=($(compgen -W "$(systemctl list-unit-files --type=service --no-legend \
+            2>/dev/null | awk '{{print $1}}')" -- "$cur"))
+    elif [ "$cmd" = check-config ] || [ "$cmd $sub" = "models import" ]; then
         COMPREPLY=($(compgen -f -- "$cur"))
     fi
 }}
@@ -94,5 +111,13 @@ complete -F _llm_supervisorctl llm-supervisorctl
 """
 
 
+def zsh() -> str:
+    """The bash completion, run by zsh's ``bashcompinit``."""
+    return ("#compdef llm-supervisorctl\n" + HEADER.replace("bash completion", "zsh completion")
+            + "autoload -U +X bashcompinit && bashcompinit\n" + bash().removeprefix(HEADER))
+
+
 if __name__ == "__main__":
-    print(bash(), end="")
+    import sys
+
+    print(zsh() if sys.argv[1:] == ["zsh"] else bash(), end="")

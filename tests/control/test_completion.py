@@ -38,3 +38,27 @@ def test_commands_options_subcommands_and_engine_names(tmp_path: Path) -> None:
     offered = set(complete(script, ["llm-supervisorctl", "''"]))
     assert offered - {"--help"} == {c for c in completion.commands(
         completion.parser()) if " " not in c}
+
+
+def test_tiers_engines_units_and_files_where_they_go(tmp_path: Path) -> None:
+    """Tiers after ``pin ENGINE`` and ``--tier``, engines after ``--engine``, files only
+    where a file goes (never after an engine that takes none)."""
+    script = tmp_path / "llm-supervisorctl"
+    script.write_text(completion.bash())
+    (tmp_path / "supervisor.toml").write_text('[[engine]]\nname = "main"\n')
+    (tmp_path / "somefile").write_text("")
+    tiers = ["rocm", "vulkan", "opencl", "cpu"]
+    assert complete(script, ["llm-supervisorctl", "pin", "main", "''"], tmp_path) == tiers
+    assert complete(script, ["llm-supervisorctl", "render", "--tier", "v"], tmp_path) == \
+        ["vulkan"]
+    assert complete(script, ["llm-supervisorctl", "events", "--engine", "''"], tmp_path) == \
+        ["main"]
+    assert complete(script, ["llm-supervisorctl", "restart", "main", "''"], tmp_path) == []
+    assert complete(script, ["llm-supervisorctl", "check-config", str(tmp_path / "some")],
+                    tmp_path) == [str(tmp_path / "somefile")]
+
+
+def test_zsh_runs_the_same_completion_through_bashcompinit() -> None:
+    text = completion.zsh()
+    assert text.startswith("#compdef llm-supervisorctl\n")
+    assert "bashcompinit" in text and completion.bash().removeprefix(completion.HEADER) in text

@@ -87,7 +87,9 @@ def test_install_engine_upgrade_remove_purge(fresh_container, debs):
     completed = c.run(["bash", "-c", "source /usr/share/bash-completion/completions/"
                        "llm-supervisorctl; COMP_WORDS=(llm-supervisorctl sta); COMP_CWORD=1;"
                        " _llm_supervisorctl; echo ${COMPREPLY[@]}"]).stdout.split()
-    assert completed == ["status"], completed
+    assert completed == ["start", "status"], completed
+    zsh = c.run(["head", "-1", "/usr/share/zsh/vendor-completions/_llm-supervisorctl"])
+    assert zsh.stdout.strip() == "#compdef llm-supervisorctl", zsh.stdout
 
     # the installed commands' exit statuses are their main()'s: the admin's config check
     ok = c.run(["/usr/bin/llm-supervisord", "--check"], check=False)
