@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Detection time per phase: from a fault to the supervisor's first action, measured through
 the real engine loop on its injected clock (the harness of tests/test_matrix.py), beside the
-README's bound, with the defaults and with the test config, for an Ollama with a token signal
-(0.30 and later: its runner's /slots) and without one (before 0.30: the kernel's view of its
-clients). Prints a Markdown table.
+bound in docs/decisions.md, with the defaults and with the test config, for an Ollama with a
+token signal (0.30 and later: its runner's /slots) and without one (before 0.30: the kernel's
+view of its clients). Prints a Markdown table.
 
     /opt/llm-supervisor-dev/venv-*/bin/python dev/detection.py
 """

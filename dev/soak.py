@@ -21,7 +21,7 @@ passed (the engine's log: users never call /api/generate, the canary does), busy
 Then the users stop, the engine idles, and its GPU hangs (the fault plan's `hang_after`,
 counted from the engine's start and placed after the soak, so nothing restarts it first):
 generations never return, `/` answers 200. Measured: the hang's start to the daemon's first
-action (systemd told to restart the unit, on the same tier), beside the README's bound for
+action (systemd told to restart the unit, on the same tier), beside docs/decisions.md's bound for
 "serving idle, generation hangs": k*i + t + max(C, S') + n*i (S' = 0 with two slots). Nothing
 is read from the container while the hang is being caught (the journals of a long soak are big,
 and reading them would take the CPU from the daemon): the record is read once, after.
@@ -111,14 +111,15 @@ class Settings:
         return "\n".join(lines)
 
     def idle_bound(self, slots: int) -> float:
-        """README, serving idle, generation hangs: k*i + t + max(C, S') + n*i (t: the
+        """docs/decisions.md, serving idle, generation hangs: k*i + t + max(C, S') + n*i (t: the
         progress read before a canary is sent, which a wedged GPU's silence makes wait)."""
         s_prime = self.stall_after if slots == 1 else 0.0
         return self.canary_period + self.timeout + max(self.canary_timeout, s_prime) + \
             self.failures * self.interval
 
     def blind_bound(self) -> float:
-        """README, serving with no token signal (Ollama < 0.30): k*i + max(C, B) + n*i."""
+        """docs/decisions.md, serving with no token signal (Ollama < 0.30):
+        k*i + max(C, B) + n*i."""
         return self.canary_period + max(self.canary_timeout, self.blind_timeout) + \
             self.failures * self.interval
 
@@ -617,7 +618,7 @@ def report_record(record: Record, watcher: Watcher, found: dict[str, list[Any]],
 
 def report_hang(c: Container, record: Record, settings: Settings, hang_at: float,
                 version: str | None, tier: str | None) -> bool:
-    """The hang's detection; True when beyond the README's bound (or not seen)."""
+    """The hang's detection; True when beyond docs/decisions.md's bound (or not seen)."""
     bound = settings.idle_bound(slots=2)
     if tier != "rocm":
         print(f"\n== no hang to measure: the engine runs on {tier}, the plan hangs rocm only")
@@ -628,7 +629,7 @@ def report_hang(c: Container, record: Record, settings: Settings, hang_at: float
           f" {settings.failures * settings.interval:g} ="
           f" {bound:g}s; S' = 0 with 2 slots)")
     if version and tuple(map(int, version.split("."))) < (0, 30, 0):
-        print(f"   (the README's row without a token signal, for a busy engine: k*i + max(C,"
+        print(f"   (docs/decisions.md's row without a token signal, for a busy engine: k*i + max(C,"
               f" B) + n*i = {settings.blind_bound():g}s)")
     seen = record.first_action(hang_at)
     if seen is None:

@@ -2,7 +2,7 @@
 observations, returning a ``Decision``. No I/O, no clock, no mutation — the engine carries the
 decision out (``Engine.act``) and records it once.
 
-The rule (SPEC §5, the README's "How it decides"):
+The rule (docs/contract.md §5; in depth, docs/decisions.md):
 
 - nothing failed: the failure count goes back to 0; the engine is healthy once a generation
   worked since its start (``generation_passed``); while nothing answered yet, no verdict;

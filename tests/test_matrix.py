@@ -1,18 +1,19 @@
 """The fault × phase matrix: every fault in every phase, through the real engine loop.
 
-Each cell injects one fault into one phase of an engine's life and asserts the first action
-the supervisor takes (restart on the tier, demote, roll a promotion back, block, reboot
-required, or nothing), that it comes within a bound computed from the config — the README's
-formulas — and the cause it carries. The engine is an Ollama behind ``httpx.MockTransport``
-that answers as the real one does: liveness, ``/api/version``, ``/api/show`` (the model's
-capabilities), ``/api/tags``, ``/api/ps``, a generation (or an embedding) that can hang, queue
-behind a user or crawl, and, from 0.30, its runner's ``/slots`` (one slot) whose counters
-advance while a user's answer streams. The kernel's view of the engine's clients is injected
-(``Canary.view``): a user's connection, with its bytes growing while the answer streams. Log
-lines reach the engine through the daemon's own sinks (``Supervisor._engine_line``,
-``Supervisor._kernel_line``) and the real classifier. systemd is the fake actuator; time is an
-injected clock, one ``interval`` per tick; the daemon restart runs the daemon's reconcile, the
-reload its ``_reload``, against a fake systemd and a fixed host probe.
+Each cell injects one fault into one phase of an engine's life and asserts the first action the
+supervisor takes (restart on the tier, demote, roll a promotion back, block, reboot required,
+or nothing), that it comes within a bound computed from the config — the formulas of
+docs/decisions.md — and the cause it carries. The engine is an Ollama behind
+``httpx.MockTransport`` that answers as the real one does: liveness, ``/api/version``,
+``/api/show`` (the model's capabilities), ``/api/tags``, ``/api/ps``, a generation (or an
+embedding) that can hang, queue behind a user or crawl, and, from 0.30, its runner's ``/slots``
+(one slot) whose counters advance while a user's answer streams. The kernel's view of the
+engine's clients is injected (``Canary.view``): a user's connection, with its bytes growing
+while the answer streams. Log lines reach the engine through the daemon's own sinks
+(``Supervisor._engine_line``, ``Supervisor._kernel_line``) and the real classifier. systemd is
+the fake actuator; time is an injected clock, one ``interval`` per tick; the daemon restart
+runs the daemon's reconcile, the reload its ``_reload``, against a fake systemd and a fixed
+host probe.
 
 The grid: every fault × every phase on the default engine (a completion model, one model,
 Ollama ≥ 0.30), and each other value of each axis — the model's kind (reasoning, embedding),
@@ -666,7 +667,7 @@ FAULTS = {"crash at start": crash, "crash later": crash, "hang from the first ge
 
 
 def bound(fault: str, phase: str, axes: Axes, h: config.HealthSection) -> float:
-    """The README's worst case from the fault to the first action, in seconds."""
+    """docs/decisions.md's worst case from the fault to the first action, in seconds."""
     i, n, k = h.interval, h.failures, h.canary_every
     # a canary's deadline: canary_timeout; one whose model Ollama unloaded pays the load
     deadline = h.load_deadline if axes.models == "evicted" else h.canary_timeout

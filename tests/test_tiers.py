@@ -62,7 +62,7 @@ def test_the_tiers_module_imports_nothing_of_the_package():
 
 
 def test_the_order_and_the_gpu():
-    assert tiers.TIERS == ("rocm", "vulkan", "opencl", "cpu")  # SPEC §4: best first
+    assert tiers.TIERS == ("rocm", "vulkan", "opencl", "cpu")  # docs/contract.md §4: best first
     assert set(tiers.TIERS) - {tiers.CPU_TIER} == tiers.GPU_TIERS
     assert config.TIERS is tiers.TIERS and config.GPU_TIERS is tiers.GPU_TIERS
 

@@ -1,8 +1,8 @@
 """The log classifier: engine and kernel journal lines -> findings with the line as evidence.
 
 Built-in patterns come from what Ollama, ROCm, rocBLAS, vLLM and amdgpu really print
-(FIELD-NOTES); ``[logs]`` in the config adds more. Classification is pure; the journal is read by
-``journal.JournalReader``.
+(docs/field-notes.md); ``[logs]`` in the config adds more. Classification is pure; the journal
+is read by ``journal.JournalReader``.
 """
 
 from __future__ import annotations

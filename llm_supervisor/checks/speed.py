@@ -5,7 +5,7 @@ Nobody knows a good ``min_tokens_per_second`` for their card in advance, and sin
 offload is assumed when they do not parse). The engine's own speed is the witness left: each
 engine learns its tokens/s per tier from its healthy canaries, and judges a drop against that.
 
-The rule (README, "The engine's own speed"):
+The rule (docs/decisions.md, "The engine's own speed"):
 
 - **Learning.** A canary's rate counts toward its tier's reference when the canary passed and
   nothing else ran on the engine meanwhile (a busy engine shares its compute: its rate says

@@ -1,6 +1,6 @@
 """``llm-supervisorctl``: query and steer the daemon over its control socket.
 
-Exit codes: ``llm_supervisor.errors.Exit`` (SPEC §9), shared with the status fast path
+Exit codes: ``llm_supervisor.errors.Exit`` (docs/contract.md §9), shared with the status fast path
 (``control.ctl``). The operator's verbs (restart, pin, …) are ``llm_supervisor.intents.Verb``:
 their commands are made from it. Only the standard library is imported at the top; commands
 that need more (the config for ``check-config`` and ``render``, the verbs) import it

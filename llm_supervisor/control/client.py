@@ -1,7 +1,7 @@
 """A minimal, strict HTTP/1.1 client for the control socket: standard library only.
 
 ``llm-supervisorctl status`` must start about as fast as Python itself, and ``http.client``
-or ``h11`` alone cost 30-40 ms of imports (FIELD-NOTES). So this path speaks just enough
+or ``h11`` alone cost 30-40 ms of imports (docs/field-notes.md). So this path speaks just enough
 HTTP/1.1: one request with ``Connection: close``, the status line and ``Content-Length``
 checked, anything unexpected an error. The server side always uses a real HTTP library.
 Even ``json`` (which imports ``re``) is imported only when a body is parsed: the status table

@@ -1,9 +1,10 @@
 """Tiers: what each tier means for each engine kind, and which tiers an engine can use here.
 
-The environment table is SPEC §4. ``OLLAMA_GPU_DRIVER`` is our operator-visible contract;
-Ollama itself does not read it, so each tier also sets the variables Ollama really reads
-(FIELD-NOTES: ``OLLAMA_LLM_LIBRARY``, ``OLLAMA_VULKAN``, ``ROCR_VISIBLE_DEVICES``...). ROCm
-wins over Vulkan for the same card, so the Vulkan tier hides the ROCm devices.
+The environment table is docs/contract.md §4. ``OLLAMA_GPU_DRIVER`` is our operator-visible
+contract; Ollama itself does not read it, so each tier also sets the variables Ollama really
+reads (docs/field-notes.md: ``OLLAMA_LLM_LIBRARY``, ``OLLAMA_VULKAN``,
+``ROCR_VISIBLE_DEVICES``...). ROCm wins over Vulkan for the same card, so the Vulkan tier hides
+the ROCm devices.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Ollama's concurrency sized from the host, by the deployment notes' rules.
+"""Ollama's concurrency sized from the host, by the deployment notes' rules
+(docs/field-notes.md).
 
 One ``OLLAMA_NUM_PARALLEL`` per 4 CPU cores — but no more slots than fit in the GPU's memory:
 each slot holds a whole context of KV cache in VRAM beside the model's weights (advise's

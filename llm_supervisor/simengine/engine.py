@@ -24,7 +24,7 @@ from llm_supervisor.simengine.plan import Faults
 
 GPU_TOKENS_PER_SECOND = 45.0
 CPU_TOKENS_PER_SECOND = 8.0
-RADV_SLOWDOWN = 20  # Vulkan (RADV) against a gfx906 ROCm build on an MI50 (FIELD-NOTES)
+RADV_SLOWDOWN = 20  # Vulkan (RADV) against a gfx906 ROCm build on an MI50 (docs/field-notes.md)
 PREFILL_SPEEDUP = 10  # prompt tokens are evaluated this many times faster than generated ones
 PREFILL_BATCH = 512  # llama-server's default batch: the prompt is decoded this many at a time
 LOAD_SECONDS = 0.03  # the first generation "loads" the model

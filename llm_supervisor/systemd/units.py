@@ -45,7 +45,7 @@ DROPIN = "50-tier.conf"
 ENV_FILE = "environment.env"
 GPU_GROUPS = ("render", "video")
 
-# Hardening (FIELD-NOTES: scored 1.7 OK by systemd-analyze security, against 9.2 for
+# Hardening (docs/field-notes.md: scored 1.7 OK by systemd-analyze security, against 9.2 for
 # Ollama's stock unit). Not hardened, on purpose: ProcSubset=pid (engines read
 # /proc/meminfo and cpuinfo), PrivateUsers= (GPU access goes through groups),
 # MemoryDenyWriteExecute= (GPU and Vulkan drivers JIT).

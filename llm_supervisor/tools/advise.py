@@ -11,7 +11,7 @@ reads every weight once per token, so memory bandwidth / weights bounds tokens/s
 The recommendation prefers llama.cpp's "recommended" k-quants, Q5_K_M then Q4_K_M (quality
 within about 1 % of F16 at a third of its size, and the fastest per unit of quality); larger
 ones that fit are listed as better quality but slower. For the deployment notes' host (a 7B
-model on a 16 GB MI50) that is Q5_K_M, as Task 24 found.
+model on a 16 GB MI50) that is Q5_K_M, as the notes found (docs/field-notes.md).
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ from llm_supervisor.host.process import run
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 # ROCm targets stock Ollama no longer runs: PR #12481 blocks gfx900/gfx906 and its ROCm
-# builds target gfx908 and later (FIELD-NOTES "gfx906 today"); discovery logs "dropping
-# ROCm device — no rocblas support for gfx target" and goes on with Vulkan or the CPU.
+# builds target gfx908 and later (docs/field-notes.md, "gfx906 (MI50) today"); discovery
+# logs "dropping ROCm device — no rocblas support for gfx target" and goes on with Vulkan or
+# the CPU.
 OLLAMA_DROPPED_GFX = frozenset({"gfx803", "gfx900", "gfx902", "gfx904", "gfx906", "gfx909",
                                 "gfx90c"})
 # vLLM's ROCm builds start at gfx90a (MI200); older cards need a community build.

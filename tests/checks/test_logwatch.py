@@ -1,4 +1,4 @@
-"""The log classifier on lines the real engines and the kernel print (FIELD-NOTES) and on
+"""The log classifier on lines the real engines and the kernel print (docs/field-notes.md) and on
 what the simulated engine prints."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Ollama sized from the host (deployment notes: one OLLAMA_NUM_PARALLEL per 4 CPU cores, one
-OLLAMA_MAX_LOADED_MODELS per 64 GB of RAM), never overriding what the operator set."""
+"""Ollama sized from the host (the deployment notes, docs/field-notes.md: one
+OLLAMA_NUM_PARALLEL per 4 CPU cores, one OLLAMA_MAX_LOADED_MODELS per 64 GB of RAM), never
+overriding what the operator set."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Every decision names its true cause (SPEC §5), under a real systemd: what no tier change can
-fix blocks instead of demoting, the backend in use is what the engine reports, promotions go
-on probation, and facts expire with the boot they belong to."""
+"""Every decision names its true cause (docs/contract.md §5), under a real systemd: what no
+tier change can fix blocks instead of demoting, the backend in use is what the engine reports,
+promotions go on probation, and facts expire with the boot they belong to."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon under a real systemd, supervising simulated engines (SPEC §5, §7, §8)."""
+"""The daemon under a real systemd, supervising simulated engines (docs/contract.md §5, §7, §8)."""
 
 from __future__ import annotations
 

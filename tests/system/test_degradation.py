@@ -1,4 +1,4 @@
-"""Degradation that HTTP 200 hides, and the way back up (SPEC §5), under a real systemd."""
+"""Degradation that HTTP 200 hides, and the way back up (docs/contract.md §5), under a real systemd."""
 
 from __future__ import annotations
 

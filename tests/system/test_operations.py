@@ -1,4 +1,4 @@
-"""What an operator woken at 3 a.m. uses: events, the support bundle (SPEC §10)."""
+"""What an operator woken at 3 a.m. uses: events, the support bundle (docs/contract.md §10)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def tiers_of(c, name: str) -> list[dict]:
 
 def test_rocm_hanging_from_the_first_generation_is_restarted_then_demoted(fresh_container):
     """The usual ROCm failure on gfx906: the first kernel launch hangs while the model loads;
-    / answers all along. Restarted on rocm, then demoted, within the README's bound:
+    / answers all along. Restarted on rocm, then demoted, within docs/decisions.md's bound:
     (restarts_per_tier + 1) × (start + interval + load_timeout + failures × interval)."""
     c = fresh_container
     install(c)

@@ -1,4 +1,4 @@
-"""Reconfiguration without downtime (SPEC §7): file edits, `systemctl reload`, SIGHUP."""
+"""Reconfiguration without downtime (docs/contract.md §7): file edits, `systemctl reload`, SIGHUP."""
 
 from __future__ import annotations
 

@@ -78,7 +78,8 @@ def test_hardened_unit_scores_far_better_than_the_stock_one(fresh_container):
         out = c.run(["systemd-analyze", "security", "--no-pager", "llm-main.service"]).stdout
         score = float(out.strip().splitlines()[-1].split("level for llm-main.service:")[1]
                       .split()[0])
-        assert score <= 2.0, (tier, out[-500:])  # Ollama's stock unit: 9.2 UNSAFE (FIELD-NOTES)
+        # Ollama's stock unit: 9.2 UNSAFE (docs/field-notes.md)
+        assert score <= 2.0, (tier, out[-500:])
 
 
 CAP_PERFMON = 38

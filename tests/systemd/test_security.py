@@ -1,5 +1,5 @@
 """`systemd-analyze security --offline=true`: the daemon's own unit <= 5.0 and a rendered
-engine unit <= 2.0 (Ollama's stock unit: 9.2 UNSAFE, FIELD-NOTES)."""
+engine unit <= 2.0 (Ollama's stock unit: 9.2 UNSAFE, docs/field-notes.md)."""
 
 from __future__ import annotations
 
