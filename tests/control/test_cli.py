@@ -227,3 +227,17 @@ def test_check_config_and_reload_print_json(tmp_path, capsys):
     assert doc["ok"] is False and any("listen" in p for p in doc["problems"]), doc
     assert cli(["--socket", str(tmp_path / "none.sock"), "reload", "--json"]) == 4
     assert "not reachable" in capsys.readouterr().err
+
+
+def test_the_man_page_names_every_exit_code() -> None:
+    """llm-supervisorctl(1)'s EXIT STATUS lists each of errors.Exit's codes (a new one fails
+    here until the page says it)."""
+    from llm_supervisor.errors import Exit
+
+    page = (Path(__file__).resolve().parents[2] / "packaging" / "man" /
+            "llm-supervisorctl.1").read_text()
+    section = page.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
+    codes = {v for k, v in vars(Exit).items() if k.isupper()}
+    for code in codes - {Exit.SIGNALLED}:
+        assert f".B {code}\n" in section, code
+    assert ".BI 128+ n" in section
