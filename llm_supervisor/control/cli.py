@@ -497,6 +497,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
     for v in verbs.choices.values():
         v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+        v.add_argument("--json", action="store_true",
+                       help="the outcome as one JSON document on stdout")
     s.set_defaults(func=cmd_models)
 
 

@@ -10,6 +10,7 @@ exit code 128 + the signal's number; a closed stdout is SIGPIPE's 141.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -192,6 +193,10 @@ def _export(args: Any, models_dir: Path, progress: Progress, signals: Signals) -
     except (Interrupted, KeyboardInterrupt) as exc:
         raise Failure(f"{cause(exc)}: nothing was written", exit_code(exc)) from None
     size = Path(path).stat().st_size
+    if args.json:
+        _say(json.dumps({"exported": args.model, "file": str(path), "bytes": size,
+                         "files": document["files"]}, indent=2), f"{path} is written")
+        return Exit.OK
     _say(f"wrote {path}: {args.model}, {len(document['files'])} files, {size_text(size)}",
          f"{path} is written")
     return Exit.OK
@@ -224,6 +229,11 @@ def _import(args: Any, engine: Any, models_dir: Path, progress: Progress,
     if imported.trouble is not None:
         raise Failure(f"{installed}, but then: {cause(imported.trouble)}",
                       exit_code(imported.trouble))
+    if args.json:
+        lines = [json.dumps({"imported": imported.name, "models_dir": str(imported.models_dir),
+                             "owner": f"{owner.uid}:{owner.gid}",
+                             "replaced": imported.replaced, "repaired": imported.repaired},
+                            indent=2)]
     _say("\n".join(lines), installed)
     return Exit.OK
 

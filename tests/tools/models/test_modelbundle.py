@@ -202,6 +202,17 @@ def test_cli_export_and_import(tmp_path, capsys):
     assert "imported qwen2.5:7b-instruct" in captured.out
     assert "importing m.tar.zst: " in captured.err  # progress on stderr, the bundle named
     assert (target / "manifests/registry.ollama.ai/library/qwen2.5/7b-instruct").is_file()
+    # --json: one document on stdout, the same outcome
+    assert cli.cli(["models", "export", "qwen2.5:7b-instruct", "--models-dir", str(source),
+                    "-o", str(tmp_path / "j.tar.zst"), "-q", "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["exported"] == "qwen2.5:7b-instruct" and exported["bytes"] > 0
+    assert exported["file"] == str(tmp_path / "j.tar.zst") and exported["files"]
+    assert cli.cli(["models", "import", str(tmp_path / "j.tar.zst"), "--models-dir",
+                    str(target), "--owner", f"{OWNER.uid}:{OWNER.gid}", "-q", "--json"]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert imported["imported"] == "qwen2.5:7b-instruct" and imported["models_dir"] == \
+        str(target) and imported["replaced"] is None and imported["repaired"] == []
     out.write_bytes(out.read_bytes()[:-100])
     assert cli.cli(["models", "import", str(out), "--models-dir", str(tmp_path / "c"), "-q"]) == 1
     assert "truncated" in capsys.readouterr().err
