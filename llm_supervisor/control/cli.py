@@ -404,7 +404,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("tiers", help="host probe results, and tiers each engine skips")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the API document")
     s.set_defaults(func=cmd_tiers)
 
     s = sub.add_parser("events", help="the history: state changes, tier switches, reloads")
@@ -413,7 +413,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the last N events, 0 for all (default %(default)s)")
     s.add_argument("-e", "--pager-end", action="store_true",
                    help="the end of the history (what is shown anyway: the last N)")
-    s.add_argument("--engine")
+    s.add_argument("--engine", help="only this engine's events")
     s.add_argument("-S", "--since", type=_when,
                    help="from this time: '-1h', '2 hours ago', 'today', 'yesterday',"
                    " '2026-12-07 08:00' (local), ISO-8601")
@@ -443,8 +443,8 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(func=cmd_action)
 
     s = sub.add_parser("endpoint", help="URL of a healthy engine (local first) for clients")
-    s.add_argument("--model")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--model", help="a healthy engine serving this model")
+    s.add_argument("--json", action="store_true", help="the URL and the engine as JSON")
     s.set_defaults(func=cmd_endpoint)
 
     s = sub.add_parser("check-config", help="validate a config and exit 0 (valid) or 1")
@@ -454,7 +454,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("render", help="print the units that would be written; write nothing")
     s.add_argument("engine", nargs="?")
-    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml",
+                   help="the config to read (default %(default)s)")
     s.add_argument("--tier", choices=TIERS,
                    help="render for this tier (default: the engine's current tier)")
     s.set_defaults(func=cmd_render)
@@ -468,17 +469,18 @@ def parser() -> argparse.ArgumentParser:
                    help="GPU memory bandwidth")
     s.add_argument("--params", type=_params,
                    help="parameter count (7.6B): no engine is asked")
-    s.add_argument("--layers", type=positive(int))
-    s.add_argument("--kv-heads", type=positive(int))
-    s.add_argument("--head-size", type=positive(int))
+    s.add_argument("--layers", type=positive(int), help="the model's layers (with --params)")
+    s.add_argument("--kv-heads", type=positive(int), help="its KV heads (with --params)")
+    s.add_argument("--head-size", type=positive(int), help="its head size (with --params)")
     s.add_argument("--context", type=positive(int),
                    help="context length (default: the engine's, 4096)")
     s.add_argument("--parallel", type=positive(int),
                    help="parallel sequences (default: the engine's)")
     s.add_argument("--overhead", type=positive(float, zero=True), default=1.0, metavar="GIB",
                    help="runtime and compute buffers (default %(default)s)")
-    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml",
+                   help="the config to read (default %(default)s)")
+    s.add_argument("--json", action="store_true", help="the advice as JSON")
     s.set_defaults(func=cmd_advise)
 
     s = sub.add_parser("models", help="offline model bundles: export and import")
@@ -488,13 +490,15 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("-o", "--output", help="file to write (default: MODEL-TAG.ollama.tar.zst)")
     v.add_argument("--engine", help="the engine whose models directory to read")
     v.add_argument("--models-dir", help="read this models directory instead")
-    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml",
+                   help="the config to read (default %(default)s)")
     v = verbs.add_parser("import", help="verify a bundle, then install it for an engine")
     v.add_argument("file")
     v.add_argument("--engine", help="the engine whose models directory to fill")
     v.add_argument("--models-dir", help="fill this models directory instead (owner: --owner)")
     v.add_argument("--owner", help="USER[:GROUP] owning what lands (default: the engine's)")
-    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    v.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml",
+                   help="the config to read (default %(default)s)")
     for v in verbs.choices.values():
         v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
         v.add_argument("--json", action="store_true",
@@ -503,8 +507,9 @@ def parser() -> argparse.ArgumentParser:
 
 
     s = sub.add_parser("doctor", help="is this host ready for its config? (needs no daemon)")
-    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml",
+                   help="the config to read (default %(default)s)")
+    s.add_argument("--json", action="store_true", help="the checks as JSON")
     s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("adopt", help="take over an existing Ollama unit (e.g. ollama.service)")
@@ -512,7 +517,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="engine name (default: from the unit's name)")
     s.add_argument("--dry-run", action="store_true",
                    help="print what it would do; change nothing")
-    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml")
+    s.add_argument("--config", default="/etc/llm-supervisor/supervisor.toml",
+                   help="the config to read (default %(default)s)")
     s.set_defaults(func=cmd_adopt)
     return p
 

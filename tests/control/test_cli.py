@@ -241,3 +241,34 @@ def test_the_man_page_names_every_exit_code() -> None:
     for code in codes - {Exit.SIGNALLED}:
         assert f".B {code}\n" in section, code
     assert ".BI 128+ n" in section
+
+
+def test_the_man_page_says_every_option_the_parser_takes(monkeypatch) -> None:
+    """llm-supervisorctl(1)'s OPTIONS section is the parser's (dev/manpage.py writes it):
+    the page fails here when a command or an option changes and the page does not; every
+    option has its help."""
+    import argparse
+
+    from llm_supervisor.control import completion, manual
+
+    page = (Path(__file__).resolve().parents[2] / "packaging" / "man" /
+            "llm-supervisorctl.1").read_text()
+    monkeypatch.setenv("LLM_SUPERVISOR_SOCKET", "/somewhere/else.sock")  # not in the page
+    assert manual.roff() in page, "run dev/manpage.py: llm-supervisorctl(1) drifted"
+    section = page.split(manual.BEGIN, 1)[1].replace("\\-", "-")
+    for command, every in completion.commands(completion.parser()).items():
+        options = [o for o in every if o != "--help"]
+        assert f".SS {command}\n" in section or not options, command
+        for option in options:
+            assert option in section, (command, option)
+
+    def without_help(p: argparse.ArgumentParser) -> list[str]:
+        found = [f"{p.prog} {' '.join(a.option_strings)}" for a in p._actions
+                 if a.option_strings and a.dest != "help" and not a.help]
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += without_help(sub)
+        return found
+
+    assert without_help(completion.parser()) == []
