@@ -272,3 +272,15 @@ def test_the_man_page_says_every_option_the_parser_takes(monkeypatch) -> None:
         return found
 
     assert without_help(completion.parser()) == []
+
+
+def test_the_daemons_page_names_each_of_its_options(capsys) -> None:
+    """llm-supervisord(8) lists every option its --help shows."""
+    import re
+
+    with pytest.raises(SystemExit):
+        daemon_main(["--help"])
+    options = set(re.findall(r"--[a-z-]+", capsys.readouterr().out)) - {"--help"}
+    page = (Path(__file__).resolve().parents[2] / "packaging" / "man" /
+            "llm-supervisord.8").read_text().replace("\\-", "-")
+    assert options and all(f".B {o}" in page or f".BI {o}" in page for o in options), options
