@@ -48,24 +48,27 @@ def epoch(iso: str) -> float:
 
 def ago(iso: str | None, now: float) -> str:
     """``"4m ago"``; ``"-"`` for no time; the text itself if it is not a time."""
-    if not iso:
-        return "-"
-    try:
-        then = epoch(iso)
-    except ValueError:
-        return iso
-    return f"{span(now - then)} ago"
+    then = _when_of(iso)
+    return then if isinstance(then, str) else f"{span(now - then)} ago"
 
 
 def within(iso: str | None, now: float) -> str:
     """``"in 26m"`` (``"now"`` once due); ``"-"`` for no time; the text if it is not a time."""
+    then = _when_of(iso)
+    if isinstance(then, str):
+        return then
+    return f"in {span(then - now)}" if then > now else "now"
+
+
+def _when_of(iso: str | None) -> float | str:
+    """An event's time in seconds since the epoch, or what to show instead: ``"-"`` for no
+    time, the text itself when it is not a time."""
     if not iso:
         return "-"
     try:
-        then = epoch(iso)
+        return epoch(iso)
     except ValueError:
         return iso
-    return f"in {span(then - now)}" if then > now else "now"
 
 
 def span(seconds: float) -> str:

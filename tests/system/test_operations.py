@@ -51,10 +51,7 @@ def test_events_follow_and_bundle(fresh_container):
                  "tiers.json", "events.jsonl", "journal/main.log", "journal/llm-supervisor.log",
                  "versions.txt"):
         assert f"llm-supervisor-bundle/{name}" in listing, (name, listing)
-    data = c.host_path("/root/bundle.tar.zst").read_bytes()
-    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        texts = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
+    texts = unpacked(c, "/root/bundle.tar.zst")
     assert not any("hf_secret_value_42" in text for text in texts.values())
     assert "HF_TOKEN" in texts["llm-supervisor-bundle/config/conf.d/50-token.toml"]
     unit = texts["llm-supervisor-bundle/units/llm-main.service"]
@@ -73,11 +70,15 @@ def test_events_follow_and_bundle(fresh_container):
                  "status.json", "tiers.json", "events.jsonl", "journal/main.log",
                  "journal/llm-supervisor.log", "journal/kernel.log", "versions.txt"):
         assert f"llm-supervisor-bundle/{name}" in listing, (name, listing)
-    data = c.host_path("/root/down.tar.zst").read_bytes()
-    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        down = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
+    down = unpacked(c, "/root/down.tar.zst")
     assert not any("hf_secret_value_42" in text for text in down.values())
     assert "library=Vulkan" in down["llm-supervisor-bundle/journal/main.log"]
     assert '"type": "operator"' in down["llm-supervisor-bundle/events.jsonl"]
 
+
+def unpacked(c, path: str) -> dict[str, str]:
+    """A bundle's files (name -> text), as a maintainer unpacks it."""
+    data = c.host_path(path).read_bytes()
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        return {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
