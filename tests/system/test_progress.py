@@ -58,7 +58,7 @@ def test_rocm_hanging_from_the_first_generation_is_restarted_then_demoted(fresh_
 
 
 def test_one_slot_and_long_answers_back_to_back_are_busy_not_broken(fresh_container):
-    """One generation slot; a user asks for ~3 s answers back to back for 30 s; the canary
+    """One generation slot; a user asks for ~5 s answers back to back for 30 s; the canary
     (2 s deadline) waits behind each. Busy, never restarted, never demoted, every answer
     served."""
     c = fresh_container
@@ -77,7 +77,7 @@ def test_one_slot_and_long_answers_back_to_back_are_busy_not_broken(fresh_contai
                 r = client.post(f"http://127.0.0.1:{port}/api/chat", json={
                     "model": "qwen2.5:7b-instruct", "stream": False,
                     "messages": [{"role": "user", "content": "tell me a long story"}],
-                    "options": {"num_predict": 135}})  # 3 s at 45 tokens/s
+                    "options": {"num_predict": 225}})  # 5 s at 45 tokens/s
                 codes.append(r.status_code)
 
     thread = threading.Thread(target=user)
@@ -91,7 +91,7 @@ def test_one_slot_and_long_answers_back_to_back_are_busy_not_broken(fresh_contai
     finally:
         stop.set()
         thread.join(timeout=60)
-    assert len(codes) >= 8 and set(codes) == {200}, codes
+    assert len(codes) >= 5 and set(codes) == {200}, codes
     assert {d["state"] for d in samples} == {"healthy"}, [d["reason"] for d in samples]
     assert {d["tier"] for d in samples} == {"rocm"}
     busy = [d["busy"] for d in samples if (d.get("busy") or "").startswith("busy:")]
