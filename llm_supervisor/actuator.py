@@ -36,7 +36,8 @@ log = structlog.get_logger("llm-supervisor")
 
 class SystemdActuator:
     def __init__(self, systemd: Systemd, hostview: HostView, recorder: Recorder,
-                 config: Callable[[], Config], hostfacts: units.HostFacts) -> None:
+                 config: Callable[[], Config],
+                 hostfacts: Callable[[], units.HostFacts]) -> None:
         self.systemd = systemd
         self.hostview = hostview
         self.recorder = recorder
@@ -63,7 +64,7 @@ class SystemdActuator:
 
     async def _write_and_restart(self, cfg: EngineConfig, tier: str) -> Tuning:
         config = self.config()
-        rendered = units.render(config, cfg, tier, self.hostfacts)
+        rendered = units.render(config, cfg, tier, self.hostfacts())
         changed = units.write_files(config.supervisor.unit_dir, rendered.files())
         if changed or (await self.systemd.status(cfg.unit, fresh=True)).need_daemon_reload:
             await self.daemon_reload()
@@ -80,7 +81,7 @@ class SystemdActuator:
         the next start (systemd's own restart included) is on the tier we report."""
         try:
             config = self.config()
-            rendered = units.render(config, cfg, tier, self.hostfacts, kept)
+            rendered = units.render(config, cfg, tier, self.hostfacts(), kept)
             if units.write_files(config.supervisor.unit_dir, rendered.files()):
                 await self.daemon_reload()
         except Exception as exc:  # best effort: the switch's own error is what is reported
@@ -112,6 +113,10 @@ class SystemdActuator:
 
     def usable(self, facts: EngineFacts) -> list[str]:
         return self.hostview.usable(self.config(), facts)
+
+    def cards(self, cfg: EngineConfig) -> tuple[str, ...] | None:
+        placement = self.hostview.placement(cfg)
+        return None if placement is None else placement.addresses
 
     def boot_id(self) -> str | None:
         try:

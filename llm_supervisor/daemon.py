@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import os
 import signal
@@ -103,7 +104,7 @@ class Supervisor:
         self.config = setup.config  # the config in force: a reload replaces it
         self.state = setup.state
         self.state_path = state_file(setup.config)  # a reload cannot move it (RESTART_ONLY)
-        self.hostfacts = setup.hostfacts
+        self.static_facts = setup.hostfacts  # read once; the cards come from each probe
         self.tls = setup.tls
         self.systemd = systemd or BusSystemd()  # systemctl when D-Bus is away
         self.notifier: Notifier | None = notifier  # sd_notify, made by serve() by default
@@ -128,7 +129,7 @@ class Supervisor:
                                  before_save=self._journal_cursor)
         self.recorder.textfile_dir = self.config.metrics.textfile_dir
         self.actuator = SystemdActuator(self.systemd, self.hostview, self.recorder,
-                                        lambda: self.config, self.hostfacts)
+                                        lambda: self.config, lambda: self.hostfacts)
         self.supervision = Supervision(state=self.state, actuator=self.actuator,
                                        recorder=self.recorder, journal=self.journal,
                                        systemd=self.systemd, tls=self.tls,
@@ -175,6 +176,11 @@ class Supervisor:
     @property
     def probes(self) -> dict[str, ProbeResult]:
         return self.hostview.probes
+
+    @property
+    def hostfacts(self) -> units.HostFacts:
+        """What rendering knows of the host: read at start, with the cards of the last probe."""
+        return dataclasses.replace(self.static_facts, cards=self.hostview.cards)
 
     async def reprobe(self, config: Config | None = None) -> None:
         await self.hostview.reprobe(config or self.config)

@@ -142,11 +142,19 @@ class Supervision:
         return sink
 
     def kernel_line(self, message: str, cursor: str, at: float | None) -> None:
+        """A kernel line concerns the engines on its card (amdgpu names it: ``amdgpu
+        0000:43:00.0: GPU reset begin!``): an engine that names its cards (``gpus``) hears
+        only of them; one that names none may use any card, and hears of every one."""
         rules = classify.rules_for(self.config().logs)[1]
         for engine in self.engines.values():
             found = classify.classify(rules, message, tier=engine.tier, kernel=True)
-            if found is not None:
-                engine.intake.finding(found, at)
+            if found is None or found.finding is None:
+                continue
+            card = found.finding.facts.get("card")
+            own = self.actuator.cards(engine.cfg)
+            if card is not None and own is not None and card not in own:
+                continue
+            engine.intake.finding(found, at)
 
     async def close(self, starting: asyncio.Task[None] | None) -> None:
         """The daemon stops: every loop (and the placing of engines, when it still runs)

@@ -51,6 +51,7 @@ class FakeActuator:
         self.commits: list[list[str]] = []  # the event types of each commit
         self.views: list[EngineView] = []  # the engine's view at each commit
         self.failures: list[str] = []  # the causes of failed checks, as the metrics count
+        self.own_cards: tuple[str, ...] | None = None  # the engine's cards (None: any)
 
     async def switch(self, cfg: EngineConfig, tier: str, running: str | None,
                      kept: Tuning | None) -> Tuning:
@@ -78,6 +79,9 @@ class FakeActuator:
     def usable(self, facts: EngineFacts) -> list[str]:
         return [t for t in self.tiers if not (facts.reboot_required and t != "cpu")
                 and t not in facts.skipped]
+
+    def cards(self, cfg: EngineConfig) -> tuple[str, ...] | None:
+        return self.own_cards
 
     def boot_id(self) -> str | None:
         return self.boot

@@ -33,7 +33,7 @@ def setup(tmp_path: Path) -> tuple[SystemdActuator, FakeSystemd, Recorder, Notes
                         state_path=tmp_path / "state.json",
                         notify=notes.notify, gauges=lambda: ({}, SupervisorView()))
     actuator = SystemdActuator(fake, HostView(recorder.event), recorder, lambda: cfg,
-                               units.HostFacts(groups=frozenset({"render", "video"})))
+                               lambda: units.HostFacts(groups=frozenset({"render", "video"})))
     return actuator, fake, recorder, notes, disk, cfg.engines[0]
 
 

@@ -44,6 +44,7 @@ from llm_supervisor.checks.observations import DEVICES_SETTLE
 from llm_supervisor.checks.progress import Reading, from_clients
 from llm_supervisor.daemon import Setup, Supervisor
 from llm_supervisor.engine import Engine
+from llm_supervisor.host import cards
 from llm_supervisor.host.clients import Clients, Connection
 from llm_supervisor.host.probes import ProbeResult
 from llm_supervisor.host.tuning import Tuning
@@ -81,6 +82,7 @@ probation = "120s"
 [[engine]]
 name = "main"
 model = "qwen2.5:7b-instruct"
+{cards}
 [engine.environment]
 OLLAMA_MODELS = "{tmp}/models"
 """
@@ -93,6 +95,7 @@ class Axes:
     kind: str = "completion"  # completion | reasoning (capabilities: thinking) | embedding
     models: str = "one"       # one | two (another model on the CPU beside it) | evicted
     version: str = "0.30"     # "0.30": its runner's /slots; "0.12": no token signal
+    cards: str = "any"        # any (it names no card: every card's faults are its own) | own
 
     @property
     def label(self) -> str:
@@ -113,7 +116,13 @@ class Axes:
 
 DEFAULT = Axes()
 VARIANTS = (Axes(kind="reasoning"), Axes(kind="embedding"), Axes(models="two"),
-            Axes(models="evicted"), Axes(version="0.12"))
+            Axes(models="evicted"), Axes(version="0.12"), Axes(cards="own"))
+# a host of two MI50s; with cards=own the engine names the first (`gpus`), the faults'
+# card; the other card is another engine's
+OWN_CARD, OTHER_CARD = "0000:43:00.0", "0000:83:00.0"
+CARDS = cards.inventory({"rocm": [cards.Seen(OWN_CARD, 0, "AMD Instinct MI50", "gfx906"),
+                                  cards.Seen(OTHER_CARD, 1, "AMD Instinct MI50", "gfx906")],
+                         "vulkan": [cards.Seen(OWN_CARD, 0), cards.Seen(OTHER_CARD, 1)]}, {})
 CAPABILITIES = {"completion": ["completion", "tools"],
                 "reasoning": ["completion", "tools", "thinking"],
                 "embedding": ["embedding"]}
@@ -370,7 +379,7 @@ class World:
 
     @property
     def settings(self) -> str:
-        return SETTINGS.format(extra=self.extra, tmp=self.tmp)
+        return SETTINGS.format(extra=self.extra, tmp=self.tmp, cards=engine_cards(self.axes))
 
     def log(self, line: str) -> None:
         """One line of the engine's journal, through the daemon's sink for it."""
@@ -423,6 +432,7 @@ def daemon(w: World) -> Supervisor:
                   ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), boot_id="")
     sup = Supervisor(setup, systemd=Systemd(w.actuator))  # type: ignore[arg-type]
     sup.hostview.probes = dict(PROBES)
+    sup.hostview.cards = CARDS
 
     async def keep(config: config.Config) -> None:
         pass
@@ -433,6 +443,10 @@ def daemon(w: World) -> Supervisor:
     return sup
 
 
+def engine_cards(axes: Axes) -> str:
+    return f'gpus = ["{OWN_CARD}"]' if axes.cards == "own" else ""
+
+
 def world(tmp: Path, axes: Axes = DEFAULT, extra: str = "",
           memory: EngineMemory | None = None, settings: str = SETTINGS) -> World:
     """An engine behind the mock, on the matrix's settings (``settings``: another
@@ -441,9 +455,11 @@ def world(tmp: Path, axes: Axes = DEFAULT, extra: str = "",
     if not models.exists():
         manifest(models, MODEL, OWN_BLOB)
         manifest(models, OTHER, OTHER_BLOB)
-    cfg = config.loads(settings.format(extra=extra, tmp=tmp))
+    cfg = config.loads(settings.format(extra=extra, tmp=tmp, cards=engine_cards(axes)))
     api = Ollama(axes)
     actuator = Units(api)
+    if axes.cards == "own":
+        actuator.own_cards = (OWN_CARD,)
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
     clock, wall = Clock(), Clock()
     engine = Engine(cfg, cfg.engines[0], memory or EngineMemory(), actuator, http,
@@ -529,7 +545,7 @@ async def daemon_restart(w: World, inject: Any) -> None:
     old.canary.task and old.canary.task.cancel()
     cfg = w.cfg
     units.write_files(cfg.supervisor.unit_dir, units.files_of(  # the old daemon's switch
-        [units.render(cfg, cfg.engines[0], old.tier or "rocm", HOST, old.tuning())]))
+        [units.render(cfg, cfg.engines[0], old.tier or "rocm", w.sup.hostfacts, old.tuning())]))
     switches = list(w.actuator.switches)
     w.engine = Engine(cfg, cfg.engines[0], old.memory, w.actuator, old.http,
                       clock=w.clock, wall=w.wall)
@@ -625,6 +641,22 @@ def failed_reset(w: World) -> None:
     w.kernel("amdgpu 0000:43:00.0: amdgpu: GPU Recovery Failed: -22")
 
 
+def other_card_reset(w: World) -> None:
+    w.kernel(f"amdgpu {OTHER_CARD}: amdgpu: GPU reset begin!")
+
+
+def other_card_failed_reset(w: World) -> None:
+    w.kernel(f"amdgpu {OTHER_CARD}: amdgpu: GPU Recovery Failed: -22")
+
+
+def other_card(w: World) -> None:
+    """Ollama says it computes on ROCm — on the other card, not the engine's own."""
+    w.log('time=2026-12-03T08:00:00Z level=INFO source=types.go:42 msg="inference compute"'
+          ' id=GPU-bb library=ROCm compute=gfx906 name=ROCm0 description="AMD Instinct MI50"'
+          f' pci_id={OTHER_CARD} type=discrete total="32.0 GiB" available="31.9 GiB"')
+    w.clock.now += DEVICES_SETTLE
+
+
 def model_missing(w: World) -> None:
     w.api.present = False
     w.api.user = False
@@ -660,6 +692,9 @@ FAULTS = {"crash at start": crash, "crash later": crash, "hang from the first ge
           "silent CPU": silent_cpu, "backend mismatch": backend_mismatch,
           "garbage text": garbage, "speed like the CPU's": cpu_speed,
           "GPU reset": gpu_reset, "failed reset": failed_reset,
+          "GPU reset on another card": other_card_reset,
+          "failed reset on another card": other_card_failed_reset,
+          "computing on another card": other_card,
           "model missing": model_missing, "port held": port_held, "none (busy)": nothing,
           "operator stop": operator_stop, "operator restart": operator_restart}
 
@@ -708,12 +743,16 @@ CAUSES: dict[str, str | None] = {
     "slow tokens": "slow", "GPU error lines": "gpu_fault", "silent CPU": "placement",
     "backend mismatch": "backend_mismatch", "garbage text": "degenerate",
     "speed like the CPU's": "placement", "GPU reset": "reset", "failed reset": "fatal_reset",
+    "GPU reset on another card": "reset", "failed reset on another card": "fatal_reset",
+    "computing on another card": "backend_mismatch",
     "model missing": "model_missing", "port held": "port_in_use", "none (busy)": None,
     "operator stop": "stopped", "operator restart": None}
 
 
 def cause(fault: str, phase: str, axes: Axes = DEFAULT) -> str | None:
     """The cause a cell's first action must carry."""
+    if fault in ELSEWHERE and not concerns(fault, axes):
+        return None
     if fault == "hang after serving" and phase == "serving busy" and axes.tokens:
         return "stall"  # the user's request is in flight and its tokens stopped
     return CAUSES[fault]
@@ -724,9 +763,12 @@ WAITS_BEHIND_USER = ("none (busy)", "slow tokens", "garbage text", "speed like t
 # the first action whatever the phase
 FIXED_ACTIONS = {"model missing": "block", "port held": "block", "failed reset": "reboot",
                  "GPU reset": "restart", "operator stop": "stand down",
+                 "failed reset on another card": "reboot",
+                 "GPU reset on another card": "restart",
                  "operator restart": "fresh start"}
 # taken off the tier at once: a finding no restart on the same tier can fix
-DEMOTES = ("GPU error lines", "silent CPU", "backend mismatch", "speed like the CPU's")
+DEMOTES = ("GPU error lines", "silent CPU", "backend mismatch", "speed like the CPU's",
+           "computing on another card")
 
 
 def axis_excludes(fault: str, phase: str, axes: Axes) -> bool:
@@ -752,10 +794,24 @@ def phase_excludes(fault: str, phase: str) -> bool:
     return fault in ("crash later", "hang after serving") and phase in LOADS
 
 
+# a fault on another card than the engine's own: its own only when it names no card (it may
+# use any), and a device on another card is no mismatch for an engine that names none
+ELSEWHERE = ("GPU reset on another card", "failed reset on another card",
+             "computing on another card")
+
+
+def concerns(fault: str, axes: Axes) -> bool:
+    if fault == "computing on another card":
+        return axes.cards == "own"
+    return axes.cards == "any"
+
+
 def expected(fault: str, phase: str, axes: Axes = DEFAULT) -> str | None:
     """The action each cell must take; None where the fault cannot happen in that phase."""
     if axis_excludes(fault, phase, axes) or phase_excludes(fault, phase):
         return None
+    if fault in ELSEWHERE and not concerns(fault, axes):
+        return "unmoved"
     if phase == "serving busy" and fault in WAITS_BEHIND_USER:
         return "nothing"
     if fault in FIXED_ACTIONS:
@@ -878,6 +934,19 @@ async def assert_fresh_start(w: World, phase: str, switches: int, events: int) -
         assert said and said[0]["cause"] == Cause.OPERATOR.value, since
 
 
+async def assert_unmoved(w: World, switches: int, events: int) -> None:
+    """Another card's trouble: the engine goes on as it would have without it (its start,
+    its load, its promotion), and is never restarted, demoted or held for a reboot."""
+    e = w.engine
+    for _ in range(int(e.checking.startup_grace + e.checking.load_deadline
+                       + 3 * e.checking.failures)):
+        await w.step()
+    assert w.actuator.switches[switches:] == [], (w.actuator.switches, e.memory.reason)
+    assert e.state == EngineState.HEALTHY and not e.memory.reboot_required, e.memory.reason
+    assert not [ev for ev in w.actuator.events[events:] if ev["type"] == "state"
+                and ev["to"] in ("degraded", "blocked", "failed", "stopped")]
+
+
 @pytest.mark.parametrize(("fault", "phase", "axes", "action", "want"), CELLS, ids=IDS)
 async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str | None,
                       tmp_path: Path) -> None:
@@ -893,6 +962,9 @@ async def test_matrix(fault: str, phase: str, axes: Axes, action: str, want: str
         return
     if action == "fresh start":
         await assert_fresh_start(w, phase, switches, events)
+        return
+    if action == "unmoved":
+        await assert_unmoved(w, switches, events)
         return
     took = await w.until(lambda: acted(w, switches), limit)
     assert took <= limit
@@ -962,7 +1034,7 @@ def test_every_phase_and_fault_is_in_the_table() -> None:
     assert {f for f, _ in default} == set(FAULTS)
     assert set(CAUSES) == set(FAULTS)
     for f, p, _, action, want in CELLS:  # every action names its cause; no fault has none
-        assert (want is None) == (action in ("nothing", "fresh start")), (f, p)
+        assert (want is None) == (action in ("nothing", "fresh start", "unmoved")), (f, p)
         assert want is None or Cause(want).action.value != "none"
     for axes in VARIANTS:  # each axis meets every fault that applies to it
         faults = {f for f, _, a, _, _ in CELLS if a == axes}

@@ -20,7 +20,7 @@ import pytest
 from llm_supervisor import config, tiers
 from llm_supervisor.checks import observations
 from llm_supervisor.control import cli
-from llm_supervisor.host import probes
+from llm_supervisor.host import cards, probes
 from llm_supervisor.host import tiers as host_tiers
 from llm_supervisor.simengine import plan
 
@@ -81,6 +81,7 @@ def test_every_table_keyed_by_tier_names_each_tier():
         assert tuple(table) == tiers.TIERS, kind
     assert tuple(observations.TIER_LIBRARIES) == tiers.TIERS
     assert set(probes.DEFAULT_COMMANDS) == tiers.GPU_TIERS  # the CPU needs no probe
+    assert set(host_tiers.CARD_VARIABLES) == set(cards.SEEN) == tiers.GPU_TIERS
     assert probes.TIERS is tiers.TIERS
 
 

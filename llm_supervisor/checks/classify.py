@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from llm_supervisor import pci
 from llm_supervisor.causes import Cause, Finding, Observation, precedence
 from llm_supervisor.config import LogsSection
 from llm_supervisor.tiers import GPU_TIERS
@@ -127,8 +128,10 @@ def classify(rules: list[Rule], line: str, *, tier: str | None, kernel: bool = F
         if kernel and cause == Cause.RESET and not on_gpu:
             return None
         text = line.strip()
+        card = pci.in_line(text) if kernel else None  # amdgpu's lines name their card
         return Observation(False, "log", Finding(cause, text[:200], fix=FIXES.get(cause, ""),
-                                                 evidence=text[:2000]))
+                                                 evidence=text[:2000],
+                                                 facts={"card": card} if card else {}))
     return None
 
 
@@ -159,6 +162,7 @@ class Device:
     reason: str = ""      # why it was dropped (or, for the CPU, why it computes there)
     line: str = ""
     supersedes: bool = False  # the engine put nothing on the devices it reported before
+    pci: str = ""         # its card's PCI address, when the engine says it
 
     def label(self) -> str:
         what = self.description or self.name or self.compute
@@ -171,8 +175,11 @@ class Device:
 
 
 # llama.cpp (llama-model-load, llama-model.cpp): the device a model is loaded onto, and how
-# many of its layers went there ("offloaded 0/3 layers to GPU": none, it computes on the CPU)
+# many of its layers went there ("offloaded 0/3 layers to GPU": none, it computes on the CPU).
+# Newer builds add the device's id, its PCI address for ROCm and Vulkan:
+# "using device ROCm0 (AMD Instinct MI50/MI60) (0000:43:00.0) - 32732 MiB free"
 _LLAMA_DEVICE = re.compile(r"\busing device ((\w+?)\d+) \((.*)\)(?: - \d+ MiB free)?\s*$")
+_LLAMA_DEVICE_ID = re.compile(rf" \(({pci.WRITTEN}|unknown id)\)(?= - \d+ MiB free)")
 _LLAMA_OFFLOAD = re.compile(r"\boffloaded (\d+)/(\d+) layers to GPU\b")
 # llama.cpp's OpenCL backend (ggml-opencl.cpp) takes Adreno, Qualcomm and Intel GPUs only:
 # any other is dropped ("ggml_opencl: unsupported GPU '…'") and the model runs on the CPU
@@ -195,8 +202,13 @@ def parse_device(line: str) -> Device | None:
     if "ggml_opencl:" in line and (match := _OPENCL_UNSUPPORTED.search(line)):
         return Device(False, "OpenCL", "", match.group(1).strip(), reason="llama.cpp's OpenCL"
                       " backend does not support this GPU", line=line.strip())
-    if "using device" in line and (match := _LLAMA_DEVICE.search(line)):
-        return Device(True, match.group(2), match.group(1), match.group(3), line=line.strip())
+    if "using device" in line:
+        device_id = _LLAMA_DEVICE_ID.search(line)
+        bare = line[:device_id.start()] + line[device_id.end():] if device_id else line
+        if match := _LLAMA_DEVICE.search(bare):
+            card = pci.address(device_id.group(1)) if device_id else None
+            return Device(True, match.group(2), match.group(1), match.group(3),
+                          line=line.strip(), pci=card or "")
     if "layers to GPU" in line and (match := _LLAMA_OFFLOAD.search(line)):
         if int(match.group(1)) > 0:
             return None  # the device it named ("using device") holds them
@@ -207,7 +219,8 @@ def parse_device(line: str) -> Device | None:
         if kv.get("msg") != "inference compute":
             return None
         return Device(True, kv.get("library", ""), kv.get("name") or kv.get("id", ""),
-                      kv.get("description", ""), kv.get("compute", ""), line=line.strip())
+                      kv.get("description", ""), kv.get("compute", ""), line=line.strip(),
+                      pci=pci.address(kv.get("pci_id", "")) or "")
     if "dropping" in line and "device" in line and "msg=" in line:
         kv = logfmt(line)
         match = re.match(r"dropping (\w+) device", kv.get("msg", ""))

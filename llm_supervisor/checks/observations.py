@@ -58,10 +58,12 @@ def stopped_how(unit: UnitStatus) -> str:
 
 
 def backend_observations(tier: str | None, devices: Sequence[Device], settled: bool,
-                         backend: str, kind: str) -> list[Observation]:
+                         backend: str, kind: str, cards: Sequence[str] | None = None
+                         ) -> list[Observation]:
     """On a GPU tier, the backend the engine reports must be that tier's: all on the CPU is
     ``placement`` (on opencl, ``opencl_on_cpu`` makes it a ``backend_mismatch``), another GPU
-    backend ``backend_mismatch`` (with the device it dropped)."""
+    backend ``backend_mismatch`` (with the device it dropped); and it must be on its own
+    ``cards`` (None: it names none), where the engine says the card's address."""
     used = [d for d in devices if d.used]
     if tier not in GPU_TIERS or not settled:
         return []
@@ -70,7 +72,8 @@ def backend_observations(tier: str | None, devices: Sequence[Device], settled: b
     if not used and not (tier == "opencl" and dropped):
         return []
     if any(d.library.lower() in wanted for d in used):
-        return []  # a device of this tier is in use (a dropped iGPU beside it is fine)
+        # a device of this tier is in use (a dropped iGPU beside it is fine): on its cards?
+        return other_cards(tier, used, cards)
     if tier == "opencl" and all(d.library.lower() == "cpu" for d in used):
         # llama.cpp's OpenCL dropped the GPU and computes on the CPU (``opencl_on_cpu``)
         why = dropped[0].reason if dropped else used[0].reason or "library=cpu"
@@ -92,6 +95,24 @@ def backend_observations(tier: str | None, devices: Sequence[Device], settled: b
     return [Observation.bad("backend", Cause.BACKEND_MISMATCH, detail, fix=fix,
                             evidence=[d.line for d in devices],
                             facts={"tier": tier, "backend": backend})]
+
+
+def other_cards(tier: str, used: Sequence[Device], cards: Sequence[str] | None
+                ) -> list[Observation]:
+    """A device in use on a card that is not one of the engine's own: a ``backend_mismatch``
+    naming the card (its tier's variables did not hold it to its cards)."""
+    if cards is None:
+        return []
+    strays = [d for d in used if d.pci and d.pci not in cards]
+    if not strays:
+        return []
+    d = strays[0]
+    return [Observation.bad(
+        "backend", Cause.BACKEND_MISMATCH, f"{tier} tier, but the engine computes on card"
+        f" {d.pci} ({d.label()}), not its own ({', '.join(cards)})",
+        fix=f"check the {tier} tier's device variables (status, `llm-supervisorctl render`);"
+            " a build that ignores them cannot be held to its cards",
+        evidence=[x.line for x in used], facts={"tier": tier, "card": d.pci})]
 
 
 def opencl_on_cpu(tier: str | None, found: list[Observation]) -> list[Observation]:

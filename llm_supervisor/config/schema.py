@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from llm_supervisor import pci
 from llm_supervisor.tiers import TIERS, Tier
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -33,6 +34,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 MIN_DURATION = 0.001              # 1ms: anything shorter is a typo, or a busy loop
 MAX_DURATION = 365 * 86400.0      # 365d
 MAX_SIZE = 1 << 40                # 1TiB
+MAX_CARD = 63                     # a card's number in `gpus`
 
 
 # --------------------------------------------------------------------------- value types
@@ -364,6 +366,20 @@ class EngineConfig(_Model):
     chain: tuple[Tier, ...] | None = None
     health: HealthOverride = HealthOverride()
     tiers: dict[Tier, TierOverride] = Field(default_factory=dict)
+    gpus: tuple[str, ...] = ()  # its cards: PCI addresses, or numbers among the host's cards
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            raise ValueError("gpus is a list of PCI addresses (\"0000:43:00.0\") or card numbers")
+        found: list[str] = []
+        for item in value:
+            card = _card(item)
+            if card in found:
+                raise ValueError(f"card {card} is named twice")
+            found.append(card)
+        return tuple(found)
 
     @field_validator("name")
     @classmethod
@@ -439,6 +455,22 @@ class EngineConfig(_Model):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}"
+
+
+def _card(item: Any) -> str:
+    """One of ``gpus``: a PCI address, written ``0000:43:00.0``, or a card's number among
+    the host's cards ordered by address (resolved when the host is probed)."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        if not 0 <= item <= MAX_CARD:
+            raise ValueError(f"card number {item} is out of range (0-{MAX_CARD})")
+        return str(item)
+    if isinstance(item, str):
+        if item.strip().isdigit():
+            return _card(int(item.strip()))
+        found = pci.address(item)
+        if found is not None:
+            return found
+    raise ValueError(f"{item!r} is neither a PCI address (0000:43:00.0) nor a card number")
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -33,7 +33,7 @@ API = 1
 def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
     memory = engine.memory
     choices = sup.choices(engine)
-    fresh = sup.hostfacts.tuning(engine.cfg)
+    fresh = sup.hostfacts.tuning(engine.cfg, sup.config.engines)
     kept = engine.tuning()
     running = fresh if kept is None else kept.kept_for(engine.cfg, fresh)
     return {
@@ -56,6 +56,7 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "pinned": memory.pinned is not None,
         "pinned_tier": memory.pinned,
         "reboot_required": memory.reboot_required,
+        "reboot_card": memory.reboot_card,  # the card whose reset failed, when the kernel said
         "since": utc(memory.since) if memory.since else None,
         "reason": engine.reason,
         "last_check": engine.last_check,

@@ -70,7 +70,8 @@ def _cells(engine: dict[str, Any], now: float) -> dict[str, str]:
     """One engine's row, every column (the look picks which)."""
     state = engine["state"] + (" (pinned)" if engine.get("pinned") else "")
     if engine.get("reboot_required"):
-        state += " REBOOT REQUIRED"
+        state += " REBOOT REQUIRED" + (f" (card {engine['reboot_card']})"
+                                       if engine.get("reboot_card") else "")
     backend = engine.get("backend") or "-"
     if engine.get("offload"):
         backend += f" ({engine['offload']} layers)"

@@ -130,8 +130,9 @@ def reboot_required(e: Core, finding: Finding) -> None:
     e.memory.reboot_required = True
     e.memory.reboot_evidence = str(finding.evidence or finding.detail)
     e.memory.reboot_boot_id = e.actuator.boot_id()
+    e.memory.reboot_card = finding.facts.get("card")
     log.error("reboot required", engine=e.name, tier=e.tier, cause=finding.cause.value,
-              reason=finding.text())
+              card=e.memory.reboot_card, reason=finding.text())
 
 
 async def restart(e: Core, finding: Finding) -> None:

@@ -66,6 +66,10 @@ class Actuator(Protocol):
 
     def usable(self, facts: EngineFacts) -> list[str]: ...
 
+    def cards(self, cfg: EngineConfig) -> tuple[str, ...] | None:
+        """The PCI addresses of the engine's own cards on this host (None: it names none,
+        and may use any)."""
+
     def boot_id(self) -> str | None: ...
 
     def observe_check(self, engine: str, check: str, seconds: float) -> None: ...
@@ -401,6 +405,7 @@ class Core:
         self.memory.reboot_required = False
         self.memory.reboot_evidence = ""
         self.memory.reboot_boot_id = None
+        self.memory.reboot_card = None
         log.info("reboot done: GPU tiers usable again", engine=self.name)
         self.record("reboot", to="done", cause=Cause.RECOVERED.value,
                     reason="the host rebooted: GPU tiers are usable again",

@@ -202,7 +202,7 @@ class Engine(Core):
     def _backend(self) -> list[Observation]:
         return observations.backend_observations(
             self.tier, self.intake.devices, self.intake.settled(), self.memory.backend or "",
-            self.cfg.kind)
+            self.cfg.kind, self.actuator.cards(self.cfg))
 
     # ------------------------------------------------------------------ the generation check
 

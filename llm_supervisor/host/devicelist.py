@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llm_supervisor.config import EngineConfig
 from llm_supervisor.errors import CommandError
+from llm_supervisor.host.cards import Seen
 from llm_supervisor.host.process import run
 from llm_supervisor.host.tiers import DEVICE_VARIABLE, tier_environment, tier_exec
 
@@ -75,18 +76,21 @@ def parse(stdout: str) -> dict[str, str] | None:
     return devices
 
 
-def probe_environment(engine: EngineConfig, tier: str) -> dict[str, str]:
+Cards = Mapping[str, Sequence[Seen]] | None  # the engine's own cards (``tier_environment``)
+
+
+def probe_environment(engine: EngineConfig, tier: str, cards: Cards = None) -> dict[str, str]:
     """The engine's environment on ``tier``, as far as device discovery goes: the unit's
     variables without llama-server's own flags (``LLAMA_ARG_*``: a bad one would fail the
     listing for another reason)."""
     env = {k: v for k, v in os.environ.items() if k in _PASSED}
     env.update(engine.environment)
-    env.update(tier_environment(engine, tier))
+    env.update(tier_environment(engine, tier, cards))
     return {k: v for k, v in env.items() if not k.startswith("LLAMA_ARG_")}
 
 
-def wanted_devices(engine: EngineConfig, tier: str) -> tuple[str, ...]:
-    value = tier_environment(engine, tier).get(DEVICE_VARIABLE, "")
+def wanted_devices(engine: EngineConfig, tier: str, cards: Cards = None) -> tuple[str, ...]:
+    value = tier_environment(engine, tier, cards).get(DEVICE_VARIABLE, "")
     return tuple(d.strip() for d in value.split(",") if d.strip() and d.strip() != "none")
 
 
@@ -95,11 +99,12 @@ def program(engine: EngineConfig, tier: str) -> str:
     return words[0] if words else ""
 
 
-async def list_devices(engine: EngineConfig, tier: str, timeout: float) -> Listing:
-    wanted = wanted_devices(engine, tier)
+async def list_devices(engine: EngineConfig, tier: str, timeout: float, cards: Cards = None
+                       ) -> Listing:
+    wanted = wanted_devices(engine, tier, cards)
     try:
         done = await run([program(engine, tier), "--list-devices"], timeout=timeout,
-                         env=probe_environment(engine, tier))
+                         env=probe_environment(engine, tier, cards))
     except CommandError as exc:
         return Listing(tier, wanted, error=str(exc))
     if done.timed_out:
@@ -111,16 +116,16 @@ async def list_devices(engine: EngineConfig, tier: str, timeout: float) -> Listi
     return Listing(tier, wanted, devices)
 
 
-async def skipped_tiers(engine: EngineConfig, tiers: Iterable[str], timeout: float
-                        ) -> tuple[dict[str, str], list[Listing]]:
+async def skipped_tiers(engine: EngineConfig, tiers: Iterable[str], timeout: float,
+                        cards: Cards = None) -> tuple[dict[str, str], list[Listing]]:
     """tier -> why, for the given tiers of a llama-server engine whose device is not listed;
     and every listing, as evidence. Tiers that name no device (cpu: ``none``) pass."""
     skipped: dict[str, str] = {}
     listings = []
     for tier in tiers:
-        if engine.kind != "llama-server" or not wanted_devices(engine, tier):
+        if engine.kind != "llama-server" or not wanted_devices(engine, tier, cards):
             continue
-        listing = await list_devices(engine, tier, timeout)
+        listing = await list_devices(engine, tier, timeout, cards)
         listings.append(listing)
         if not listing.usable:
             skipped[tier] = listing.reason(os.path.basename(program(engine, tier)))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from llm_supervisor import names
+from llm_supervisor import names, pci
 
 GIB = 1024**3
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}   # OLLAMA_KV_CACHE_TYPE
@@ -35,6 +35,7 @@ class Gpu:
     source: str                     # where the figure came from
     bandwidth: float | None = None  # bytes per second
     bandwidth_source: str = ""
+    pci: str = ""                   # its PCI address, when sysfs gave it
 
 
 def gpus_from_sysfs(drm: Path = Path("/sys/class/drm")) -> list[Gpu]:
@@ -51,7 +52,7 @@ def gpus_from_sysfs(drm: Path = Path("/sys/class/drm")) -> list[Gpu]:
             device = ""
         bandwidth, what = BANDWIDTH.get(device, (None, ""))
         found.append(Gpu(vram, f"sysfs {total.parent.parent.name} mem_info_vram_total",
-                         bandwidth, what))
+                         bandwidth, what, pci.address(total.parent.resolve().name) or ""))
     return found
 
 

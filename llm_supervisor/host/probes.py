@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from llm_supervisor.errors import CommandError
+from llm_supervisor.host.cards import SEEN, Seen
 from llm_supervisor.host.process import Completed, run
 from llm_supervisor.tiers import TIERS
 from llm_supervisor.timefmt import utc
@@ -50,6 +51,7 @@ class ProbeResult:
     evidence: str  # stdout (+ stderr), ANSI-stripped, capped at EVIDENCE_LIMIT
     duration: float
     checked_at: str  # ISO-8601 UTC, e.g. "2026-11-22T16:00:00Z"
+    cards: tuple[Seen, ...] = ()  # the cards it lists by PCI address, with the tier's numbers
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -204,7 +206,8 @@ async def probe(tier: str, *, timeout: float = 10.0, kfd: str = "/dev/kfd",
         verdict = f"{tool} {_exit_text(done.returncode)}"
         reason = f"{verdict}, although it listed: {reason}" if present else f"{reason} ({verdict})"
         present = False
-    return _result(tier, present, reason, done, evidence)
+    cards = tuple(SEEN[tier](done.stdout)) if present else ()
+    return _result(tier, present, reason, done, evidence, cards=cards)
 
 
 async def probe_all(tiers: Iterable[str] = TIERS, *, timeout: float = 10.0,
@@ -218,7 +221,8 @@ async def probe_all(tiers: Iterable[str] = TIERS, *, timeout: float = 10.0,
 
 
 def _result(tier: str, present: bool, reason: str, done: Completed | None = None,
-            evidence: str = "", *, command: tuple[str, ...] = ()) -> ProbeResult:
+            evidence: str = "", *, command: tuple[str, ...] = (),
+            cards: tuple[Seen, ...] = ()) -> ProbeResult:
     return ProbeResult(
         tier=tier, present=present, reason=reason,
         command=done.argv if done else command,
@@ -226,6 +230,7 @@ def _result(tier: str, present: bool, reason: str, done: Completed | None = None
         evidence=evidence,
         duration=round(done.duration, 3) if done else 0.0,
         checked_at=utc(),
+        cards=cards,
     )
 
 

@@ -9,11 +9,12 @@ the ROCm devices.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from llm_supervisor.config import Config, EngineConfig
+from llm_supervisor.host.cards import Seen
 from llm_supervisor.tiers import GPU_TIERS
 
 TIER_ENV: dict[str, dict[str, dict[str, str] | None]] = {
@@ -44,6 +45,13 @@ TIER_ENV: dict[str, dict[str, dict[str, str] | None]] = {
     },
 }
 DEVICE_VARIABLE = "LLAMA_ARG_DEVICE"  # llama-server's --device
+# An engine's own cards (``gpus``), by each library's number for them: ROCm's by its unique
+# id or index, Vulkan's by its enumeration index (ggml's and Ollama's), ROCm's OpenCL by
+# ordinal. Ollama drives both GPU libraries at once: on the rocm tier its Vulkan is held to
+# the same cards too (or hidden, when Vulkan does not list them all).
+CARD_VARIABLES = {"rocm": "ROCR_VISIBLE_DEVICES", "vulkan": "GGML_VK_VISIBLE_DEVICES",
+                  "opencl": "GPU_DEVICE_ORDINAL"}
+LLAMA_DEVICES = {"rocm": "ROCm", "vulkan": "Vulkan"}  # llama-server's device names
 # Whatever the kind, the drop-in names its tier, so `systemctl show` tells the truth.
 TIER_VARIABLE = "LLM_SUPERVISOR_TIER"
 OPENCL_ENV = {"ollama": {"OLLAMA_GPU_DRIVER": "opencl"}, "vllm": {}, "llama-server": {}}
@@ -66,8 +74,11 @@ class TierChoice:
     reason: str  # why usable or not, for status
 
 
-def tier_environment(engine: EngineConfig, tier: str) -> dict[str, str]:
-    """The environment ``50-tier.conf`` sets for ``engine`` on ``tier`` (defaults + overrides)."""
+def tier_environment(engine: EngineConfig, tier: str,
+                     cards: Mapping[str, Sequence[Seen]] | None = None) -> dict[str, str]:
+    """The environment ``50-tier.conf`` sets for ``engine`` on ``tier``: the tier's
+    defaults, the engine's own cards (``cards``: how each tier numbers them, the tiers that
+    list them all; None for an engine that names none), then its overrides."""
     base = TIER_ENV[engine.kind][tier]
     if base is None:
         base = OPENCL_ENV[engine.kind] if tier == "opencl" else {}
@@ -75,8 +86,26 @@ def tier_environment(engine: EngineConfig, tier: str) -> dict[str, str]:
             base = {**base, "OLLAMA_GPU_DRIVER": tier}
     override = engine.tiers.get(tier)  # type: ignore[call-overload]
     env = {TIER_VARIABLE: tier, **base}
+    if cards is not None:
+        env.update(card_environment(engine.kind, tier, cards))
     if override is not None:
         env.update(override.environment)
+    return env
+
+
+def card_environment(kind: str, tier: str, cards: Mapping[str, Sequence[Seen]]
+                     ) -> dict[str, str]:
+    """The variables that hold an engine on ``tier`` to its own cards (``CARD_VARIABLES``)."""
+    own = cards.get(tier)
+    if tier not in CARD_VARIABLES or not own:
+        return {}
+    env = {CARD_VARIABLES[tier]: ",".join(seen.selector() for seen in own)}
+    if kind == "ollama" and tier == "rocm":  # (the vulkan tier hides ROCm altogether)
+        vulkan = cards.get("vulkan")
+        env[CARD_VARIABLES["vulkan"]] = ",".join(s.selector() for s in vulkan) if vulkan \
+            else "-1"
+    if kind == "llama-server" and tier in LLAMA_DEVICES:
+        env[DEVICE_VARIABLE] = ",".join(f"{LLAMA_DEVICES[tier]}{i}" for i in range(len(own)))
     return env
 
 

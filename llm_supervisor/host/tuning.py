@@ -52,14 +52,17 @@ class Fit:
     per_slot: int          # bytes of KV cache for one slot's context
     context: int
     kv_type: str
+    where: str = ""        # whose VRAM: the engine's own cards, and who shares them
 
     def says(self) -> str:
+        where = f" ({self.where})" if self.where else ""
         return (f"{self.slots} slot(s) of {self.context} tokens ({self.kv_type} KV cache,"
                 f" {self.per_slot / GIB:.2f} GiB each) fit in {self.vram / GIB:.1f} GiB of VRAM"
-                f" beside the model's {self.weights / GIB:.2f} GiB")
+                f"{where} beside the model's {self.weights / GIB:.2f} GiB")
 
 
-def fit(engine: EngineConfig, vram: int | None, model: ModelFile | None) -> Fit | None:
+def fit(engine: EngineConfig, vram: int | None, model: ModelFile | None, where: str = ""
+        ) -> Fit | None:
     """The VRAM bound, when the card's memory and the model's shape are known."""
     env = dict(engine.environment)
     per_token = model.kv_bytes_per_token(kv_cache_type(env)[0]) if model else None
@@ -72,7 +75,7 @@ def fit(engine: EngineConfig, vram: int | None, model: ModelFile | None) -> Fit 
     per_slot = round(per_token * max(1, context))
     room = vram * (1 - COMFORT_SHARE) - model.weights - OVERHEAD
     return Fit(max(1, int(room // per_slot)), vram, model.weights, per_slot, context,
-               kv_cache_type(env)[0])
+               kv_cache_type(env)[0], where)
 
 
 def num_parallel(cpu_count: int | None) -> int:

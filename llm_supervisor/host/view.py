@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llm_supervisor import policy
 from llm_supervisor.config import Config, EngineConfig
-from llm_supervisor.host import devicelist, tiers
+from llm_supervisor.host import cards, devicelist, tiers
 from llm_supervisor.host.probes import ProbeResult, probe_all
+from llm_supervisor.tiers import GPU_TIERS
 
 Record = Callable[..., Any]  # record(type, **fields): an event
 
@@ -65,14 +67,18 @@ def place(config: Config, engine: EngineFacts, host: Mapping[str, tiers.HostTier
 
 
 class HostView:
-    def __init__(self, record: Record) -> None:
+    def __init__(self, record: Record, drm: Path = Path("/sys/class/drm")) -> None:
         self.record = record
+        self.drm = drm
         self.probes: dict[str, ProbeResult] = {}
-        self.device_skips: dict[str, dict[str, str]] = {}  # engine -> tier -> why (its build)
+        self.cards: tuple[cards.Card, ...] = ()  # the host's cards, by PCI address
+        # engine -> tier -> why it cannot use the tier's devices here: its cards are not
+        # all listed there, or its llama-server build does not list the device
+        self.device_skips: dict[str, dict[str, str]] = {}
 
     async def reprobe(self, config: Config) -> None:
-        """The host's tiers, then what each llama-server build lists (``config``: the one in
-        force, or the one about to be applied on reload)."""
+        """The host's tiers and cards, then what each llama-server build lists (``config``:
+        the one in force, or the one about to be applied on reload)."""
         sup = config.supervisor
         previous = self.probes
         self.probes = await probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path))
@@ -81,27 +87,58 @@ class HostView:
             if old is None or old.present != result.present or old.reason != result.reason:
                 self.record("probe", to="present" if result.present else "absent",
                             reason=f"{tier}: {result.reason}", evidence=result.to_dict())
+        found = cards.inventory({t: p.cards for t, p in self.probes.items()},
+                                cards.sysfs_vram(self.drm))
+        if found != self.cards and (found or self.cards):
+            self.record("probe", to="cards", reason=cards.summary(found),
+                        evidence=[c.to_dict() for c in found])
+        self.cards = found
         await self.probe_devices(config)
 
+    def placement(self, engine: EngineConfig) -> cards.Placement | None:
+        """The engine's cards on this host; None when it names none (it may use them all)."""
+        return cards.place(engine.gpus, self.cards) if engine.gpus else None
+
+    def listed(self, engine: EngineConfig) -> dict[str, tuple[cards.Seen, ...]] | None:
+        """How each tier numbers the engine's cards (``tiers.tier_environment``)."""
+        placement = self.placement(engine)
+        return None if placement is None else placement.listed()
+
     async def probe_devices(self, config: Config) -> None:
-        """``llama-server --list-devices`` per GPU tier the host has: a tier whose device this
-        build does not list is skipped for that engine."""
+        """Per engine, the GPU tiers that do not list all its cards; then
+        ``llama-server --list-devices`` per GPU tier left: a tier whose device this build
+        does not list is skipped for that engine."""
         found: dict[str, dict[str, str]] = {}
         for engine in config.engines:
-            if engine.kind != "llama-server":
-                continue
-            candidates = [t for t in config.chain_for(engine)
-                          if tiers.kind_supports(engine, t)[0]
-                          and tiers.host_has(config, t, self.probes)[0]]
-            skipped, listings = await devicelist.skipped_tiers(
-                engine, candidates, config.supervisor.probe_timeout)
+            skipped = self.card_skips(config, engine)
+            if engine.kind == "llama-server":
+                candidates = [t for t in config.chain_for(engine)
+                              if t not in skipped and tiers.kind_supports(engine, t)[0]
+                              and tiers.host_has(config, t, self.probes)[0]]
+                listed, listings = await devicelist.skipped_tiers(
+                    engine, candidates, config.supervisor.probe_timeout, self.listed(engine))
+                skipped.update(listed)
+                if listings and listed != self.device_skips.get(engine.name):
+                    self.record("probe", engine=engine.name, to="devices",
+                                reason="; ".join(f"{t}: {why}" for t, why in listed.items())
+                                or "every GPU tier's device is listed",
+                                evidence=[listing.to_dict() for listing in listings])
             found[engine.name] = skipped
-            if listings and skipped != self.device_skips.get(engine.name):
-                self.record("probe", engine=engine.name, to="devices",
-                            reason="; ".join(f"{t}: {why}" for t, why in skipped.items())
-                            or "every GPU tier's device is listed",
-                            evidence=[listing.to_dict() for listing in listings])
         self.device_skips = found
+
+    def card_skips(self, config: Config, engine: EngineConfig) -> dict[str, str]:
+        """tier -> why, for the GPU tiers of the engine's chain that cannot take its cards
+        (a tier the operator declared ``available = "always"`` still has to list them: the
+        engine would land on another card)."""
+        placement = self.placement(engine)
+        if placement is None:
+            return {}
+        skipped = {}
+        for tier in config.chain_for(engine):
+            if tier in GPU_TIERS and tiers.kind_supports(engine, tier)[0] \
+                    and (why := placement.on(tier)[1]):
+                skipped[tier] = why
+        return skipped
 
     def choices(self, config: Config, engine: EngineFacts) -> list[tiers.TierChoice]:
         return choices(config, engine, self.probes, self.device_skips.get(engine.name, {}))

@@ -38,6 +38,7 @@ class EngineMemory:
     promote_wait: float | None = None     # current wait before the next promotion try (s)
     next_promotion_at: float | None = None  # wall clock (time.time())
     reboot_boot_id: str | None = None     # the boot the failed reset was seen in
+    reboot_card: str | None = None        # the card whose reset failed (its PCI address)
     state: str = "stopped"
     since: float | None = None
     reason: str = ""
@@ -89,6 +90,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "promote_wait": (int, float), "next_promotion_at": (int, float), "state": (str,),
     "since": (int, float), "reason": (str,), "journal_cursor": (str,), "history": (list,),
     "offload": (str,), "speed": (dict,), "tuning": (dict,), "stopped_by": (str,),
+    "reboot_card": (str,),
 }
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from llm_supervisor import names
 from llm_supervisor.config import Config, EngineConfig, split_listen
 from llm_supervisor.errors import UnitFileError
+from llm_supervisor.host.cards import Card, Seen, place
 from llm_supervisor.host.gpu import ModelFile, largest_vram, ollama_model_file
 from llm_supervisor.host.tiers import (
     OPENCL_ENV,
@@ -88,6 +89,11 @@ class HostFacts:
     cpu_count: int | None = None      # None: unknown (derived values fall to their floors)
     mem_total: int | None = None      # bytes, /proc/meminfo MemTotal
     vram: int | None = None           # bytes, the largest AMD card's (sysfs); None: none seen
+    cards: tuple[Card, ...] = ()      # the host's cards as the last probe found them
+
+    def listed(self, engine: EngineConfig) -> dict[str, tuple[Seen, ...]] | None:
+        """How each tier numbers the engine's own cards (None: it names none)."""
+        return place(engine.gpus, self.cards).listed() if engine.gpus else None
 
     @classmethod
     def read(cls, group_file: Path = Path("/etc/group"),
@@ -101,18 +107,39 @@ class HostFacts:
                    cpu_count=read_cpu_count(), mem_total=read_mem_total(meminfo),
                    vram=largest_vram(drm))
 
-    def fit(self, engine: EngineConfig) -> Fit | None:
+    def vram_for(self, engine: EngineConfig, engines: Sequence[EngineConfig] = ()
+                 ) -> tuple[int | None, str]:
+        """The VRAM the engine's slots are sized by, and whose it is: an engine that names
+        its cards has their memory, each card's shared evenly with the other engines of
+        ``engines`` that name it; one that names none, the largest card's (today's rule)."""
+        if not engine.gpus:
+            return self.vram, ""
+        own = place(engine.gpus, self.cards)
+        if own.unresolved or not own.cards or any(c.vram is None for c in own.cards):
+            return None, ""
+        total, said = 0, []
+        for card in own.cards:
+            sharers = sum(1 for other in engines if other.gpus
+                          and card in place(other.gpus, self.cards).cards) or 1
+            total += (card.vram or 0) // sharers
+            said.append(f"card {card.pci}" + (f", shared by {sharers} engines"
+                                               if sharers > 1 else ""))
+        return total, "; ".join(said)
+
+    def fit(self, engine: EngineConfig, engines: Sequence[EngineConfig] = ()) -> Fit | None:
         """How many slots the VRAM holds for the engine's model (its file in Ollama's models
         directory), or None when either is unknown."""
-        if engine.kind != "ollama" or not engine.model or not self.vram:
+        vram, where = self.vram_for(engine, engines)
+        if engine.kind != "ollama" or not engine.model or not vram:
             return None
         models = Path(names.models_dir(engine.environment, names.user_home(engine.user)))
-        return fit(engine, self.vram, model_file(models, engine.model))
+        return fit(engine, vram, model_file(models, engine.model), where)
 
-    def tuning(self, engine: EngineConfig) -> Tuning:
+    def tuning(self, engine: EngineConfig, engines: Sequence[EngineConfig] = ()) -> Tuning:
         """Variables sized from this host that the operator left unset, and which bound won
-        (llm_supervisor.host.tuning): what the engine's next start gets."""
-        fitted = self.fit(engine)
+        (llm_supervisor.host.tuning): what the engine's next start gets. ``engines``: the
+        engines of the config, who may share its cards."""
+        fitted = self.fit(engine, engines)
         return Tuning(derived_environment(engine, self.cpu_count, self.mem_total, fitted),
                       explain(self.cpu_count, self.mem_total, fitted))
 
@@ -313,12 +340,13 @@ def render_env_file(config: Config, engine: EngineConfig) -> str:
 TIER_CAPABILITIES = {("ollama", "vulkan"): "CAP_PERFMON"}
 
 
-def render_dropin(config: Config, engine: EngineConfig, tier: str) -> str:
+def render_dropin(config: Config, engine: EngineConfig, tier: str,
+                  cards: Mapping[str, Sequence[Seen]] | None = None) -> str:
     lines = [header(config, engine), "[Service]"]
     capability = TIER_CAPABILITIES.get((engine.kind, tier))
     if capability:  # merged with the unit's empty bounding set: only this one
         lines += [f"CapabilityBoundingSet={capability}", f"AmbientCapabilities={capability}"]
-    for key, value in tier_environment(engine, tier).items():
+    for key, value in tier_environment(engine, tier, cards).items():
         lines.append(environment_line(key, value))
     command = tier_exec(engine, tier)
     if command:
@@ -330,13 +358,13 @@ def render(config: Config, engine: EngineConfig, tier: str, host: HostFacts,
            tuning: Tuning | None = None) -> EngineUnits:
     """Everything one engine needs on ``tier``: a pure function of its inputs. ``tuning``:
     the derived values it runs with (kept while it runs); None derives them afresh."""
-    fresh = host.tuning(engine)
+    fresh = host.tuning(engine, config.engines)
     tuning = fresh if tuning is None else tuning.kept_for(engine, fresh)
     return EngineUnits(
         unit=engine.unit,
         unit_text=render_unit(config, engine, host, tuning),
         dropin=f"{engine.unit}.d/{DROPIN}",
-        dropin_text=render_dropin(config, engine, tier),
+        dropin_text=render_dropin(config, engine, tier, host.listed(engine)),
         env=f"{engine.unit}.d/{ENV_FILE}",
         env_text=render_env_file(config, engine),
         tuning=tuning,

@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_supervisor.config import EngineConfig
 from llm_supervisor.errors import AdviseError
+from llm_supervisor.host import cards
 from llm_supervisor.host.gpu import (
     COMFORT_SHARE,
     DEFAULT_CONTEXT,
@@ -364,6 +366,43 @@ def detect_gpu(drm: Path = Path("/sys/class/drm"), run: Runner = _run) -> Gpu:
                       " pass --vram GIB")
 
 
+def which_gpu(args: Any, engine: EngineConfig | None, engines: Sequence[EngineConfig],
+              drm: Path, run: Runner) -> Gpu:
+    """The memory advice sizes by: ``--vram``, else the engine's own cards, else the
+    host's largest card; ``--bandwidth`` over what is known of the card."""
+    if args.vram:
+        found = gpus_from_sysfs(drm)
+        best = max(found, key=lambda g: g.vram) if found else None
+        gpu = Gpu(int(args.vram * GIB), "--vram", best.bandwidth if best else None,
+                  best.bandwidth_source if best else "")
+    elif engine is not None and engine.gpus:
+        gpu = engine_gpu(engine, engines, drm)
+    else:
+        gpu = detect_gpu(drm, run)
+    if args.bandwidth:
+        gpu = Gpu(gpu.vram, gpu.source, args.bandwidth * 1e9, "--bandwidth")
+    return gpu
+
+
+def engine_gpu(engine: EngineConfig, engines: Sequence[EngineConfig], drm: Path) -> Gpu:
+    """The memory of the engine's own cards (``gpus``), shared with the engines that name
+    them too (the rule the derived tuning uses: ``HostFacts.vram_for``)."""
+    from llm_supervisor.systemd.units import HostFacts
+
+    host = HostFacts(frozenset(), cards=cards.inventory({}, cards.sysfs_vram(drm)))
+    vram, where = host.vram_for(engine, engines)
+    if not vram:
+        known = ", ".join(c.pci for c in host.cards) or "none"
+        raise AdviseError(f"the memory of engine {engine.name}'s cards ({', '.join(engine.gpus)})"
+                          f" is not known (sysfs has the cards: {known}); pass --vram GIB")
+    own = cards.place(engine.gpus, host.cards).addresses
+    speeds = [g for g in gpus_from_sysfs(drm) if g.pci in own and g.bandwidth]
+    slowest = min(speeds, key=lambda g: g.bandwidth or 0) if speeds else None
+    return Gpu(vram, f"sysfs mem_info_vram_total: {where}",
+               slowest.bandwidth if slowest else None,
+               slowest.bandwidth_source if slowest else "")
+
+
 # --------------------------------------------------------------------------- the command
 
 def _engine_url(listen: str) -> str:
@@ -376,7 +415,8 @@ def _engine_url(listen: str) -> str:
 def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
             client: Any = None) -> Advice:
     """``llm-supervisorctl advise``: gather the model, the GPU and the engine's settings."""
-    engine = None
+    engine: EngineConfig | None = None
+    engines: Sequence[EngineConfig] = ()
     if args.engine or not args.params:
         from llm_supervisor.config import load
         from llm_supervisor.errors import ConfigError
@@ -385,6 +425,7 @@ def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
             config = load(args.config)
         except ConfigError as exc:
             raise AdviseError("; ".join(exc.problems)) from None
+        engines = config.engines
         ollama = [e for e in config.engines if e.kind == "ollama"]
         if args.engine:
             engine = next((e for e in config.engines if e.name == args.engine), None)
@@ -409,20 +450,12 @@ def command(args: Any, drm: Path = Path("/sys/class/drm"), run: Runner = _run,
             raise AdviseError(f"engine {engine.name} has no `model`: pass --model")
         model = shape_from_show(name, fetch_show(_engine_url(engine.listen), name, client))
 
-    if args.vram:
-        cards = gpus_from_sysfs(drm)
-        best = max(cards, key=lambda g: g.vram) if cards else None
-        gpu = Gpu(int(args.vram * GIB), "--vram", best.bandwidth if best else None,
-                  best.bandwidth_source if best else "")
-    else:
-        gpu = detect_gpu(drm, run)
-    if args.bandwidth:
-        gpu = Gpu(gpu.vram, gpu.source, args.bandwidth * 1e9, "--bandwidth")
+    gpu = which_gpu(args, engine, engines, drm, run)
 
     if engine is not None and "OLLAMA_NUM_PARALLEL" not in env:
         from llm_supervisor.systemd.units import HostFacts
 
-        env.update(HostFacts.read().tuning(engine).environment)
+        env.update(HostFacts.read(drm=drm).tuning(engine, engines).environment)
     context = args.context or int(env.get("OLLAMA_CONTEXT_LENGTH") or DEFAULT_CONTEXT)
     parallel = args.parallel or int(env.get("OLLAMA_NUM_PARALLEL") or 1)
     kv_type, note = kv_cache_type(env)

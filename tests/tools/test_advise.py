@@ -186,6 +186,42 @@ def test_gpu_from_sysfs_and_smi(tmp_path):
         advise.detect_gpu(tmp_path / "none", run=lambda argv: None)
 
 
+def sysfs_cards(root):
+    """Two MI50s and an RX 580 as sysfs has them: each card's device is its PCI address."""
+    drm = root / "drm"
+    for card, address, vram, device in (("card0", "0000:03:00.0", 8 << 30, "0x67df"),
+                                        ("card1", "0000:43:00.0", 32 << 30, "0x66a1"),
+                                        ("card2", "0000:83:00.0", 32 << 30, "0x66a1")):
+        where = root / "devices" / address
+        where.mkdir(parents=True)
+        (where / "mem_info_vram_total").write_text(f"{vram}\n")
+        (where / "device").write_text(f"{device}\n")
+        (drm / card).mkdir(parents=True)
+        (drm / card / "device").symlink_to(where)
+    return drm
+
+
+def test_advice_for_an_engine_is_on_its_own_cards_share(tmp_path):
+    """Two engines on one MI50: each is advised for half its memory, not the largest card."""
+    drm = sysfs_cards(tmp_path)
+    conf = tmp_path / "supervisor.toml"
+    conf.write_text('[[engine]]\nname = "a"\ngpus = ["0000:43:00.0"]\n'
+                    'listen = "127.0.0.1:11401"\n'
+                    '[[engine]]\nname = "b"\ngpus = [1]\nlisten = "127.0.0.1:11402"\n'
+                    '[[engine]]\nname = "small"\ngpus = ["0000:03:00.0"]\n'
+                    'listen = "127.0.0.1:11403"\n')
+    args = _args(engine="a", config=str(conf), params="7.6B", layers=28, kv_heads=4,
+                 head_size=128)
+    a = advise.command(args, drm=drm)
+    assert a.gpu.vram == 16 << 30 and a.gpu.bandwidth == 1024e9
+    assert "card 0000:43:00.0, shared by 2 engines" in a.gpu.source
+    small = advise.command(_args(**{**vars(args), "engine": "small"}), drm=drm)
+    assert small.gpu.vram == 8 << 30 and small.gpu.bandwidth is None
+    conf.write_text('[[engine]]\nname = "a"\ngpus = ["0000:44:00.0"]\n')
+    with pytest.raises(AdviseError, match="0000:44:00.0.*not known.*0000:03:00.0"):
+        advise.command(_args(**{**vars(args), "config": str(conf)}), drm=drm)
+
+
 def _args(**kw):
     base = dict(engine=None, model=None, vram=None, bandwidth=None, params=None, layers=None,
                 kv_heads=None, head_size=None, context=None, parallel=None, overhead=1.0,
