@@ -278,7 +278,19 @@ def _check_config_json(path: str) -> int:
     return Exit.OK
 
 
+async def probe_cards(config: Any) -> Any:
+    """The host's cards, as the daemon's probes find them (``HostView.reprobe``)."""
+    from llm_supervisor.host import cards
+    from llm_supervisor.host.probes import probe_all
+
+    sup = config.supervisor
+    return cards.of_host(await probe_all(timeout=sup.probe_timeout, kfd=str(sup.kfd_path)))
+
+
 def cmd_render(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
     from llm_supervisor.host.tiers import kind_supports
     from llm_supervisor.records.memory import load_state
     from llm_supervisor.systemd.units import HostFacts, render
@@ -294,6 +306,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     state = load_state(config.supervisor.state_dir / "state.json", missing_ok=True,
                        move_aside=False)
     host = HostFacts.read()
+    if any(engine.gpus for engine in engines):  # which number each tier gives its cards
+        host = dataclasses.replace(host, cards=asyncio.run(probe_cards(config)))
     for engine in engines:
         tier = args.tier or state.tier_of(engine.name) or next(
             (t for t in config.chain_for(engine)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_supervisor import __version__, intents, names, timefmt
+from llm_supervisor.config import EngineConfig
 from llm_supervisor.control.render import PLAIN, Look, format_status
 from llm_supervisor.control.server import Request, Response, Router
 from llm_supervisor.errors import HTTPError, Refused, SupervisorError
-from llm_supervisor.host import tiers
+from llm_supervisor.host import cards, tiers
 from llm_supervisor.records import support
 from llm_supervisor.records.history import TooManyFollowers
 from llm_supervisor.states import EngineState
@@ -57,6 +58,8 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         "pinned_tier": memory.pinned,
         "reboot_required": memory.reboot_required,
         "reboot_card": memory.reboot_card,  # the card whose reset failed, when the kernel said
+        # its own cards (`gpus`) as this host has them; null: it names none and may use any
+        "cards": own_cards(sup, engine.cfg),
         "since": utc(memory.since) if memory.since else None,
         "reason": engine.reason,
         "last_check": engine.last_check,
@@ -200,9 +203,20 @@ class StatusCache:
                         headers=[("X-Unhealthy-Engines", str(unhealthy))])
 
 
+def own_cards(sup: Daemon, cfg: EngineConfig) -> dict[str, Any] | None:
+    if not cfg.gpus:
+        return None
+    return {"named": list(cfg.gpus), **cards.place(cfg.gpus, sup.hostfacts.cards).to_dict()}
+
+
 def tiers_document(sup: Daemon) -> dict[str, Any]:
+    host = sup.hostfacts.cards
     return {
         "api": API,
+        # the host's cards by PCI address, each tier's number for them, and whose they are
+        "cards": [{**c.to_dict(), "engines": [e.name for e in sup.config.engines
+                                              if c in cards.place(e.gpus, host).cards]}
+                  for c in host],
         "tiers": [
             {**result.to_dict(), "available": sup.config.availability(tier),
              "host_has": tiers.host_has(sup.config, tier, sup.probes)[0]}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llm_supervisor.tiers import GPU_TIERS, TIERS
 from llm_supervisor.timefmt import ago, local, within
 
 NO_ENGINES = ("no engines configured: add an [[engine]] in /etc/llm-supervisor/conf.d/ and"
@@ -80,9 +81,19 @@ def _cells(engine: dict[str, Any], now: float) -> dict[str, str]:
     if demoted_from and demoted_from != engine.get("tier"):
         tier += f" (from {demoted_from} {ago(engine.get('demoted_at'), now)})"
     return {"ENGINE": engine["name"], "STATE": state, "TIER": tier, "BACKEND": backend,
+            "CARDS": format_cards(engine.get("cards")),
             "SPEED": format_speed(engine.get("speed")), "SINCE": ago(engine.get("since"), now),
             "NEXT": _next(engine, now), "USABLE": ",".join(engine.get("usable_tiers", [])),
             "REASON": engine.get("reason") or ""}
+
+
+def format_cards(own: dict[str, Any] | None) -> str:
+    """``43:00.0,83:00.0``: the engine's cards (the domain when it is not 0000); ``-`` when
+    it names none; what it named but this host lacks, with a ``?``."""
+    if not own:
+        return "-"
+    found = [str(c["pci"]).removeprefix("0000:") for c in own.get("cards", [])]
+    return ",".join(found + (["?"] if own.get("unresolved") else [])) or "?"
 
 
 def _next(engine: dict[str, Any], now: float) -> str:
@@ -100,7 +111,9 @@ def _next(engine: dict[str, Any], now: float) -> str:
 
 def format_status(document: dict[str, Any], look: Look = PLAIN) -> str:
     now = time.time()
-    head = WIDE if look.wide else NARROW
+    head = list(WIDE if look.wide else NARROW)
+    if any(engine.get("cards") for engine in document.get("engines", [])):
+        head.insert(head.index("TIER") + 1, "CARDS")  # only where an engine names its cards
     rows = [list(head)]
     notes = []
     for engine in document.get("engines", []):
@@ -156,11 +169,26 @@ def format_tiers(document: dict[str, Any]) -> str:
     for tier in document.get("tiers", []):
         rows.append([tier["tier"], "yes" if tier["present"] else "no", tier["reason"]])
     lines = [_table(rows)]
+    if document.get("cards"):
+        lines += ["", format_card_table(document["cards"])]
     for engine in document.get("engines", []):
         skipped = [f"{c['tier']} ({c['reason']})" for c in engine["choices"] if not c["usable"]]
         if skipped:
             lines.append(f"{engine['name']}: skips " + "; ".join(skipped))
     return "\n".join(lines)
+
+
+def format_card_table(found: list[dict[str, Any]]) -> str:
+    """The host's cards: number, address, name, each tier's number for it, its engines."""
+    gpu_tiers = [t for t in TIERS if t in GPU_TIERS]
+    rows = [["CARD", "PCI", "NAME", "GFX", "VRAM", *(t.upper() for t in gpu_tiers), "ENGINES"]]
+    for card in found:
+        vram = f"{card['vram'] / 2**30:.1f} GiB" if card.get("vram") else "-"
+        rows.append([str(card["number"]), card["pci"], card.get("name") or "-",
+                     card.get("gfx") or "-", vram,
+                     *(str(card[t]) if card.get(t) is not None else "-" for t in gpu_tiers),
+                     ",".join(card.get("engines", [])) or "-"])
+    return _table(rows)
 
 
 def format_event(event: dict[str, Any], *, utc: bool = True) -> str:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llm_supervisor.pci import address as pci_address
 
@@ -107,6 +107,9 @@ def vulkan_seen(text: str) -> list[Seen]:
 
 _CL_TOPOLOGY = re.compile(r"(?:CL_DEVICE_TOPOLOGY_AMD|CL_DEVICE_PCI_BUS_INFO_KHR|"
                           r"Device Topology \(AMD\)|PCI bus info \(KHR\))\s+PCI-E,\s*(\S+)")
+# clinfo widens the AMD topology's signed 8-bit bus to 32 bits: a card at 83:00.0 reads
+# "PCI-E, 0000:ffffff83:00.0"
+_CL_WIDENED_BUS = re.compile(r"(?<=:)ffffff(?=[89a-f][0-9a-f]:)", re.IGNORECASE)
 
 
 def opencl_seen(text: str) -> list[Seen]:
@@ -127,7 +130,7 @@ def opencl_seen(text: str) -> list[Seen]:
             if "GPU" in kind:
                 count += 1
         elif (m := _CL_TOPOLOGY.search(line)) and "GPU" in kind:
-            pci = pci_address(m.group(1))
+            pci = pci_address(_CL_WIDENED_BUS.sub("", m.group(1)))
             if pci is not None and all(s.pci != pci for s in seen):
                 seen.append(Seen(pci, count - 1, f"{name} ({platform})"))
         if line.startswith("NULL platform behavior"):
@@ -172,6 +175,19 @@ class Card:
     def to_dict(self) -> dict[str, Any]:
         return {"pci": self.pci, "number": self.number, "name": self.name, "gfx": self.gfx,
                 "vram": self.vram, **{tier: s.index for tier, s in self.seen.items()}}
+
+
+class Listing(Protocol):
+    """What a probe found of a tier's cards (``host.probes.ProbeResult`` fits)."""
+
+    @property
+    def cards(self) -> tuple[Seen, ...]: ...
+
+
+def of_host(probes: Mapping[str, Listing], drm: Path = Path("/sys/class/drm")
+            ) -> tuple[Card, ...]:
+    """The host's cards from its probes and sysfs (the daemon's, ``render``'s, the same)."""
+    return inventory({tier: probe.cards for tier, probe in probes.items()}, sysfs_vram(drm))
 
 
 def inventory(seen: Mapping[str, Sequence[Seen]], vram: Mapping[str, int]) -> tuple[Card, ...]:

@@ -53,6 +53,7 @@ class Fit:
     context: int
     kv_type: str
     where: str = ""        # whose VRAM: the engine's own cards, and who shares them
+    fits: bool = True      # one slot fits at all (``slots`` is never below 1)
 
     def says(self) -> str:
         where = f" ({self.where})" if self.where else ""
@@ -75,7 +76,7 @@ def fit(engine: EngineConfig, vram: int | None, model: ModelFile | None, where: 
     per_slot = round(per_token * max(1, context))
     room = vram * (1 - COMFORT_SHARE) - model.weights - OVERHEAD
     return Fit(max(1, int(room // per_slot)), vram, model.weights, per_slot, context,
-               kv_cache_type(env)[0], where)
+               kv_cache_type(env)[0], where, room >= per_slot)
 
 
 def num_parallel(cpu_count: int | None) -> int:

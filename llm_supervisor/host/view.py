@@ -87,8 +87,7 @@ class HostView:
             if old is None or old.present != result.present or old.reason != result.reason:
                 self.record("probe", to="present" if result.present else "absent",
                             reason=f"{tier}: {result.reason}", evidence=result.to_dict())
-        found = cards.inventory({t: p.cards for t, p in self.probes.items()},
-                                cards.sysfs_vram(self.drm))
+        found = cards.of_host(self.probes, self.drm)
         if found != self.cards and (found or self.cards):
             self.record("probe", to="cards", reason=cards.summary(found),
                         evidence=[c.to_dict() for c in found])

@@ -11,6 +11,10 @@ one upstream llama-server per model (with ``/slots``), before that Ollama's own 
 ``/slots``); before 0.12.4 a reasoning model does not think unless asked. With
 ``OLLAMA_MODELS`` set, each model's manifest is written there (one already there is used as
 it is). vLLM serves one model, a generating or an embedding (pooling) one.
+
+``rocminfo``, ``vulkaninfo --summary`` and ``clinfo --raw`` instead of ``serve`` print what
+those tools print on the simulated host (``SIMENGINE_CARDS``), so a test can install them
+under the tools' names.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from llm_supervisor.simengine.api import SimServer
+from llm_supervisor.simengine.cards import host_cards
 from llm_supervisor.simengine.engine import OLLAMA_VERSION, Engine, parse_version
+from llm_supervisor.simengine.listings import LISTINGS
 from llm_supervisor.simengine.logs import Log
 from llm_supervisor.simengine.models import (
     KINDS,
@@ -68,7 +74,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in LISTINGS:
+        return listing(words[0], words[1:], os.environ)
+    args = parse_args(words)
     env = os.environ
     model, port = DEFAULTS[args.kind]
     try:
@@ -77,15 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = parse_listen(listen, port)
         parse_version(args.ollama_version)
         specs = served(args.kind, args.model or [model], plan)
+        host_cards(env)  # a bad SIMENGINE_CARDS stops it here, whatever picks the library
+        if args.library:
+            library, reason = args.library, "--library"
+        elif args.kind == "ollama":
+            library, reason = choose_library(env)
+        else:
+            library, reason = "rocm", "vLLM default"
     except (PlanError, ValueError) as e:
         print(f"llm-supervisor-simengine: {e}", file=sys.stderr, flush=True)
         return 2
-    if args.library:
-        library, reason = args.library, "--library"
-    elif args.kind == "ollama":
-        library, reason = choose_library(env)
-    else:
-        library, reason = "rocm", "vLLM default"
     slots = parallel(args.kind, env)
     engine = Engine(kind=args.kind, model=specs[0][0], library=library,
                     faults=plan.faults_for(library), log=Log(args.kind), parallel=slots,
@@ -97,6 +107,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.models_dir = Path(env["OLLAMA_MODELS"])
         manifests(engine)
     return run(engine, host, port, env, reason)
+
+
+def listing(tool: str, args: Sequence[str], env: Mapping[str, str]) -> int:
+    """Print what ``tool`` prints on the simulated host; 2 for arguments it was not meant to
+    be run with (only the probes' own are simulated)."""
+    wanted, render = LISTINGS[tool]
+    try:
+        cards = host_cards(env)
+    except ValueError as e:
+        print(f"llm-supervisor-simengine: {e}", file=sys.stderr, flush=True)
+        return 2
+    if tuple(args) != wanted:
+        print(f"llm-supervisor-simengine: only `{' '.join((tool, *wanted))}` is simulated",
+              file=sys.stderr, flush=True)
+        return 2
+    sys.stdout.write(render(cards))
+    return 0
 
 
 def served(kind: str, values: Sequence[str], plan: Plan) -> list[tuple[str, str]]:

@@ -17,19 +17,32 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import TextIO
 
-GPU_DEVICES = {  # library -> attributes of the one simulated card (an MI50, 16 GiB)
-    "rocm": dict(id="0", filter_id="0", library="ROCm", compute="gfx906", name="ROCm0",
-                 description="AMD Instinct MI50", libdirs="ollama,rocm", driver="60342.13",
-                 pci_id="0000:03:00.0", type="discrete"),
-    "vulkan": dict(id="00000000-0300-0000-0000-000000000000", filter_id="", library="Vulkan",
-                   compute="0.0", name="Vulkan0", description="AMD Instinct MI50 (RADV VEGA20)",
-                   libdirs="ollama,vulkan", driver="0.0", pci_id="0000:03:00.0",
-                   type="discrete"),
-    "opencl": dict(id="0", filter_id="", library="OpenCL", compute="gfx906", name="OpenCL0",
-                   description="AMD Instinct MI50 (rusticl)", libdirs="ollama,opencl",
-                   driver="3.0", pci_id="0000:03:00.0", type="discrete"),
-}
-GPU_MEMORY = ("16.0 GiB", "15.9 GiB")
+from llm_supervisor.simengine.cards import Card
+
+LIBRARY_NAMES = {"rocm": "ROCm", "vulkan": "Vulkan", "opencl": "OpenCL"}
+DRIVERS = {"rocm": "60342.13", "vulkan": "0.0", "opencl": "3.0"}
+
+
+def gib(mib: int) -> str:
+    """Memory as Ollama writes it (format.HumanBytes2)."""
+    return f"{mib / 1024:.1f} GiB"
+
+
+def inference_compute(library: str, card: Card, number: int) -> dict[str, str]:
+    """The attributes of Ollama's "inference compute" line for ``card``, the ``number``-th
+    device ``library`` sees (ROCm0, Vulkan1…): ROCm and OpenCL give it that number as its id,
+    Vulkan RADV's deviceUUID. OpenCL is llama.cpp's backend on Mesa's rusticl."""
+    label = LIBRARY_NAMES[library]
+    description = {"rocm": card.name, "vulkan": card.radv, "opencl": f"{card.name} (rusticl)"}
+    return dict(id=card.radv_uuid if library == "vulkan" else str(number),
+                filter_id=str(number) if library == "rocm" else "", library=label,
+                compute="0.0" if library == "vulkan" else card.gfx, name=f"{label}{number}",
+                description=description[library], libdirs=f"ollama,{library}",
+                driver=DRIVERS[library], pci_id=card.pci,
+                type="iGPU" if card.integrated else "discrete",
+                total=gib(card.vram_mib), available=gib(card.free_mib))
+
+
 CPU_MEMORY = ("31.2 GiB", "29.8 GiB")
 
 _GGML = "//ml/backend/ggml/ggml/src"

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from llm_supervisor.simengine.api import VLLM_VERSION, RunnerServer
+from llm_supervisor.simengine.cards import Card, card_for, host_cards
 from llm_supervisor.simengine.engine import LLAMA_SERVER_RUNNER, RUNNER_LINE, Engine
-from llm_supervisor.simengine.logs import CPU_MEMORY, GPU_DEVICES, GPU_MEMORY, error_lines
+from llm_supervisor.simengine.logs import CPU_MEMORY, error_lines, inference_compute
 from llm_supervisor.simengine.models import Model
 from llm_supervisor.simengine.placement import go_false, host_gpus
 
@@ -80,6 +81,15 @@ class Ollama:
     def crashed(self, lines: tuple[str, ...], on_start: bool) -> None:
         self.log.lines(lines + GO_ABORT)
 
+    def _device(self, library: str) -> tuple[Card, int]:
+        """The card it computes on with ``library``, and its number among the devices the
+        library sees: the one the selection variables leave, or the library's first when
+        ``--library`` forced a library they hide."""
+        cards = host_cards(self.env)
+        found = card_for(cards, library, self.env) or card_for(cards, library, {})
+        assert found is not None, "every simulated host has a card each library lists"
+        return found
+
     def ready(self) -> None:
         engine = self.engine
         if engine.faults.cpu_fallback and engine.library != "cpu":
@@ -89,9 +99,9 @@ class Ollama:
                           extra_envs="map[GGML_CUDA_INIT:1 ROCR_VISIBLE_DEVICES:0]",
                           error="runner crashed")
         if engine.on_gpu:
-            total, available = GPU_MEMORY
-            self.log.slog("INFO", "types.go:42", "inference compute",
-                          **GPU_DEVICES[engine.placement], total=total, available=available)
+            device = inference_compute(engine.placement, *self._device(engine.placement))
+            total = device["total"]
+            self.log.slog("INFO", "types.go:42", "inference compute", **device)
         else:
             total, available = CPU_MEMORY
             self.log.slog("INFO", "types.go:60", "inference compute", id="cpu", library="cpu",
@@ -151,16 +161,19 @@ class Ollama:
         layers = p.layers
         lines: list[str] = []
         if engine.faults.opencl_unsupported and engine.library == "opencl":
-            name = GPU_DEVICES["opencl"]["description"]
+            name = inference_compute("opencl", *self._device("opencl"))["description"]
             lines += ["ggml_opencl: selected platform: 'rusticl'",
                       f"ggml_opencl: device: '{name}'",
                       f"ggml_opencl: unsupported GPU '{name}'",
                       "ggml_opencl: drop unsupported device."]
         loading = "load_tensors: loading model tensors, this can take a while... (mmap = true)"
         if engine.model_offloaded(model):
-            device = GPU_DEVICES[engine.placement]
+            card, number = self._device(engine.placement)
+            device = inference_compute(engine.placement, card, number)
+            # llama.cpp names the device's PCI address since the release Ollama 0.30 runs
+            where = f" ({card.pci})" if engine.llama_server_runners else ""
             lines += [f"llama_model_load_from_file_impl: using device {device['name']}"
-                      f" ({device['description']}) - 16304 MiB free", loading,
+                      f" ({device['description']}){where} - {card.free_mib} MiB free", loading,
                       f"load_tensors: offloading {layers - 1} repeating layers to GPU",
                       "load_tensors: offloading output layer to GPU",
                       f"load_tensors: offloaded {layers}/{layers} layers to GPU",

@@ -2,8 +2,10 @@
 
 Ollama's choice is rebuilt from the variables real Ollama reads (discover/runner.go,
 ml/device.go, envconfig/config.go): every library folder found is tried unless
-``OLLAMA_LLM_LIBRARY`` names another one or Vulkan is switched off; ``-1`` device lists hide a
-library's devices; ROCm wins over Vulkan for the same card; no GPU left means the CPU.
+``OLLAMA_LLM_LIBRARY`` names another one or Vulkan is switched off; a device list naming none
+of a library's devices (``-1``, or an index or id the host's cards do not have: see
+``cards``) hides the library; ROCm wins over Vulkan for the same card; no GPU left means the
+CPU.
 ``OLLAMA_GPU_DRIVER`` is not an Ollama variable: it is the supervisor's contract, honoured only
 when none of the real ones is set.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
+from llm_supervisor.simengine.cards import card_for, host_cards
 from llm_supervisor.simengine.plan import LIBRARIES
 
 PREFERRED_GPUS = ("rocm", "vulkan")  # what stock Ollama can drive on an AMD card, best first
@@ -37,7 +40,9 @@ def host_gpus(env: Mapping[str, str]) -> list[str]:
 
 
 def choose_library(env: Mapping[str, str]) -> tuple[str, str]:
-    """The library Ollama would use on the simulated host, and why, in one phrase."""
+    """The library Ollama would use on the simulated host, and why, in one phrase; ValueError
+    for an unknown ``SIMENGINE_CARDS``."""
+    cards = host_cards(env)
     candidates = [lib for lib in PREFERRED_GPUS if lib in host_gpus(env)]
     if not any(_set(env, name) for name in OLLAMA_VARS):
         driver = _set(env, "OLLAMA_GPU_DRIVER").lower()
@@ -48,10 +53,10 @@ def choose_library(env: Mapping[str, str]) -> tuple[str, str]:
                 return driver, f"OLLAMA_GPU_DRIVER={driver}"
             return "cpu", f"OLLAMA_GPU_DRIVER={driver} but the host has no {driver} device"
     reasons = []
-    if "-1" in (_set(env, "ROCR_VISIBLE_DEVICES"), _set(env, "HIP_VISIBLE_DEVICES")):
+    if card_for(cards, "rocm", env) is None:
         candidates = [c for c in candidates if c != "rocm"]
         reasons.append("ROCm devices hidden")
-    if _set(env, "GGML_VK_VISIBLE_DEVICES") == "-1" or go_false(_set(env, "OLLAMA_VULKAN")):
+    if card_for(cards, "vulkan", env) is None or go_false(_set(env, "OLLAMA_VULKAN")):
         candidates = [c for c in candidates if c != "vulkan"]
         reasons.append("Vulkan disabled")
     requested = _set(env, "OLLAMA_LLM_LIBRARY")

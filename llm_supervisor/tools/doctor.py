@@ -23,7 +23,8 @@ from typing import Any
 from llm_supervisor import names
 from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
 from llm_supervisor.errors import ConfigError
-from llm_supervisor.host import ports
+from llm_supervisor.host import cards, ports
+from llm_supervisor.host.gpu import OVERHEAD
 from llm_supervisor.host.probes import (
     DEFAULT_COMMANDS,
     parse_clinfo,
@@ -31,6 +32,9 @@ from llm_supervisor.host.probes import (
     parse_vulkan_summary,
 )
 from llm_supervisor.host.process import run
+from llm_supervisor.host.tiers import kind_supports
+from llm_supervisor.systemd.units import HostFacts
+from llm_supervisor.tiers import GPU_TIERS
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -89,6 +93,14 @@ class Facts:
     holders: dict[str, ports.Holder | None] = field(default_factory=dict)  # listen -> holder
     files: dict[str, FileInfo | None] = field(default_factory=dict)  # path -> info (None: absent)
     systemd_version: str = ""
+    vram: dict[str, int] = field(default_factory=dict)  # each card's memory by PCI address
+
+    def cards(self) -> tuple[cards.Card, ...]:
+        """The host's cards as the daemon numbers them (``host.cards.inventory``)."""
+        listed = {t: cards.SEEN[t](text) for t, text in (
+            ("rocm", self.rocminfo), ("vulkan", self.vulkaninfo), ("opencl", self.clinfo))
+            if text}
+        return cards.inventory(listed, self.vram)
 
 
 # --------------------------------------------------------------------------- the checks
@@ -359,9 +371,67 @@ def check_systemd(f: Facts) -> list[Check]:
     return [Check("systemd", PASS, f.systemd_version.splitlines()[0])]
 
 
+def check_cards(f: Facts) -> list[Check]:
+    """Each card (address, gfx target, memory, each tier's number, its engines); an engine
+    that names a card the host lacks, or a tier of its chain that cannot take its cards; a
+    card given more engines than its memory holds (``HostFacts.vram_for``: shared evenly)."""
+    found = f.cards()
+    engines = f.config.engines if f.config else ()
+    host = HostFacts(frozenset(), cards=found)
+    users = {c.pci: [e.name for e in engines if c in cards.place(e.gpus, found).cards]
+             for c in found}
+    out = [Check(f"card {c.number}", PASS, _card_line(c, users[c.pci])) for c in found]
+    for engine in engines:
+        if not engine.gpus:
+            if len(found) > 1:
+                out.append(Check(f"engine {engine.name} cards", WARN, f"{engine.name} names no"
+                                 f" card: it may use all {len(found)} (llama.cpp splits a model"
+                                 " across every GPU it sees)", "name its cards with `gpus`"))
+            continue
+        out += _engine_cards(f, engine, host, engines)
+    return out
+
+
+def _card_line(card: cards.Card, engines: list[str]) -> str:
+    vram = f"{card.vram / 2**30:.1f} GiB" if card.vram else "memory unknown"
+    numbers = ", ".join(f"{t} {s.index}" for t, s in card.seen.items()) or "no tier lists it"
+    return (f"{card.pci} {card.name or '?'} {card.gfx or ''} {vram}; {numbers}; engines:"
+            f" {', '.join(engines) or 'none'}").replace("  ", " ")
+
+
+def _engine_cards(f: Facts, engine: EngineConfig, host: HostFacts,
+                  engines: Iterable[EngineConfig]) -> list[Check]:
+    name = f"engine {engine.name} cards"
+    placement = cards.place(engine.gpus, host.cards)
+    if placement.unresolved:
+        return [Check(name, FAIL, "; ".join(placement.unresolved),
+                      "name cards this host has (their PCI addresses are listed above)")]
+    out = []
+    assert f.config is not None
+    for tier in f.config.chain_for(engine):
+        if tier in GPU_TIERS and kind_supports(engine, tier)[0] and (why := placement.on(tier)[1]):
+            out.append(Check(name, WARN, f"{engine.name} skips {tier}: {why}",
+                             f"leave {tier} out of its chain, or give it a card {tier} lists"))
+    fitted = host.fit(engine, tuple(engines))
+    share, where = host.vram_for(engine, tuple(engines))
+    if fitted is not None and not fitted.fits:
+        out.append(Check(name, FAIL, f"{engine.name}'s model does not fit: {fitted.says()}",
+                         "give it a card of its own, or fewer engines on its card"))
+    elif share is not None and share < OVERHEAD:
+        out.append(Check(name, FAIL, f"{engine.name} has {share / 2**30:.2f} GiB of VRAM"
+                         f" ({where}), less than an engine needs beside its model"
+                         f" ({OVERHEAD / 2**30:.0f} GiB)",
+                         "give it a card of its own, or fewer engines on its card"))
+    else:
+        out.append(Check(name, PASS, f"{', '.join(placement.addresses)}"
+                         + (f": {fitted.says()}" if fitted else
+                            f" ({share / 2**30:.1f} GiB: {where})" if share else "")))
+    return out
+
+
 CHECKS: tuple[Callable[[Facts], list[Check]], ...] = (
     check_config, check_devices, check_groups, check_rocm, check_vulkan, check_opencl,
-    check_engines, check_socket_group, check_systemd)
+    check_cards, check_engines, check_socket_group, check_systemd)
 
 
 def diagnose(facts: Facts) -> list[Check]:
@@ -424,6 +494,7 @@ async def gather(config_path: Path = DEFAULT_CONFIG, *, timeout: float = 10.0,
         _tool(DEFAULT_COMMANDS["rocm"], timeout), _tool(DEFAULT_COMMANDS["vulkan"], timeout),
         _tool(DEFAULT_COMMANDS["opencl"], timeout), _tool(("systemctl", "--version"), timeout))
     f.rocminfo, f.vulkaninfo, f.clinfo, f.systemd_version = rocm, vulkan, opencl, systemd or ""
+    f.vram = cards.sysfs_vram()
     for engine in f.config.engines if f.config else ():
         for program in engine_programs(engine):
             f.programs[program] = (os.access(program, os.X_OK)

@@ -171,6 +171,29 @@ def test_status_reads_at_a_glance_demoted_from_where_and_when_what_comes_next():
     assert "USABLE" in wide and wide.splitlines()[1].endswith("(3 checks in a row)")
 
 
+def test_status_shows_each_engines_cards_where_engines_name_them():
+    from llm_supervisor.control.render import format_status, format_tiers
+    mi50 = {"pci": "0000:43:00.0", "number": 2, "name": "AMD Instinct MI50/MI60",
+            "gfx": "gfx906", "vram": 32 << 30, "rocm": 1, "vulkan": 1, "opencl": None}
+    doc = {"engines": [
+        {"name": "a", "state": "healthy", "tier": "rocm", "usable_tiers": ["rocm"],
+         "cards": {"named": ["2"], "cards": [mi50], "unresolved": []}},
+        {"name": "b", "state": "healthy", "tier": "cpu", "usable_tiers": ["cpu"],
+         "reboot_required": True, "reboot_card": "0000:83:00.0",
+         "cards": {"named": ["9"], "cards": [], "unresolved": ["card 9 is not on this host"]}},
+        {"name": "c", "state": "healthy", "tier": "rocm", "usable_tiers": ["rocm"],
+         "cards": None}]}
+    head, a, b, c = format_status(doc).splitlines()[:4]
+    assert head.split()[:4] == ["ENGINE", "STATE", "TIER", "CARDS"]
+    assert " 43:00.0 " in a and " ? " in b and "REBOOT REQUIRED (card 0000:83:00.0)" in b
+    assert c.split()[3] == "-"
+    assert "CARDS" not in format_status({"engines": [doc["engines"][2]]})  # nobody names one
+    tiers = format_tiers({"tiers": [], "engines": [], "cards": [{**mi50, "engines": ["a"]}]})
+    assert tiers.splitlines()[-1].split() == ["2", "0000:43:00.0", "AMD", "Instinct",
+                                              "MI50/MI60", "gfx906", "32.0", "GiB", "1", "1",
+                                              "-", "a"]
+
+
 def test_the_status_table_is_asked_for_this_terminal(monkeypatch):
     """The fast path asks the daemon for the table drawn for this terminal: its width, colour
     unless NO_COLOR (or piped), -o wide; a bad look is refused by the daemon (400)."""

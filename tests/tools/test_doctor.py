@@ -152,3 +152,104 @@ def test_zero_engines_say_what_to_do():
     out = format_status({"engines": [], "supervisor": {}})
     assert "no engines configured" in out and "adopt ollama.service" in out
     assert by_name(doctor.diagnose(mi50_host("")))["config"].status == WARN
+
+
+FOUR = """
+[[engine]]
+name = "polaris"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11401"
+gpus = ["0000:03:00.0"]
+[[engine]]
+name = "a"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11402"
+gpus = [2]
+[[engine]]
+name = "b"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11403"
+gpus = ["0000:43:00.0"]
+[[engine]]
+name = "igpu"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11404"
+gpus = ["0000:0c:00.0"]
+[[engine]]
+name = "igpu2"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11405"
+gpus = ["0000:0c:00.0"]
+[[engine]]
+name = "gone"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11406"
+gpus = [7]
+[[engine]]
+name = "anywhere"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11407"
+"""
+
+
+def four_card_host(text: str = FOUR) -> Facts:
+    """Two MI50s, an iGPU and an RX 580 ROCm dropped (the probe fixtures of four cards)."""
+    return mi50_host(
+        text, rocminfo=(PROBES / "rocminfo-four-cards.txt").read_text(),
+        vulkaninfo=(PROBES / "vulkaninfo-summary-four-cards.txt").read_text(),
+        clinfo=(PROBES / "clinfo-raw-four-cards.txt").read_text(),
+        vram={"0000:03:00.0": 8 << 30, "0000:0c:00.0": 512 << 20, "0000:43:00.0": 32 << 30,
+              "0000:83:00.0": 32 << 30})
+
+
+def test_doctor_lists_the_cards_each_tiers_number_and_whose_they_are():
+    checks = doctor.check_cards(four_card_host())
+    lines = {c.name: c for c in checks if c.name.startswith("card ")}
+    assert [lines[f"card {n}"].evidence.split()[0] for n in range(4)] == [
+        "0000:03:00.0", "0000:0c:00.0", "0000:43:00.0", "0000:83:00.0"]
+    mi50 = lines["card 2"].evidence
+    assert "gfx906" in mi50 and "32.0 GiB" in mi50 and "rocm 1" in mi50 and "vulkan 1" in mi50
+    assert "opencl 1" in mi50 and mi50.endswith("engines: a, b")
+    assert "vulkan 0" in lines["card 0"].evidence and "rocm" not in lines["card 0"].evidence
+    assert lines["card 3"].evidence.endswith("engines: none")
+
+
+def test_doctor_fails_a_card_with_more_engines_than_fit_and_a_card_the_host_lacks():
+    checks = doctor.check_cards(four_card_host())
+    said = {}
+    for c in checks:
+        said.setdefault(c.name, []).append(c)
+    # the iGPU's 512 MiB for two engines: 256 MiB each, less than an engine needs
+    igpu = said["engine igpu cards"]
+    assert [c.status for c in igpu] == [FAIL] and "0.25 GiB" in igpu[0].evidence
+    assert "shared by 2 engines" in igpu[0].evidence
+    assert [c.status for c in said["engine gone cards"]] == [FAIL]
+    assert "card 7 is not on this host (it has 4 cards)" in said["engine gone cards"][0].evidence
+    # ROCm dropped the RX 580: that engine skips rocm, said, and its 8 GiB are its own
+    polaris = said["engine polaris cards"]
+    assert [c.status for c in polaris] == [WARN, PASS]
+    assert "skips rocm: rocm does not list card 0000:03:00.0" in polaris[0].evidence
+    assert [c.status for c in said["engine a cards"]] == [PASS]
+    assert "16.0 GiB: card 0000:43:00.0, shared by 2 engines" in said["engine a cards"][0].evidence
+    anywhere = said["engine anywhere cards"]
+    assert [c.status for c in anywhere] == [WARN] and "may use all 4" in anywhere[0].evidence
+    assert not doctor.document(doctor.diagnose(four_card_host()))["ok"]
+
+
+def test_doctor_passes_engines_each_on_a_card_of_its_own():
+    text = """
+[[engine]]
+name = "a"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11402"
+gpus = [2]
+[[engine]]
+name = "b"
+exec = "/usr/local/bin/ollama serve"
+listen = "127.0.0.1:11403"
+gpus = ["0000:83:00.0"]
+"""
+    checks = doctor.check_cards(four_card_host(text))
+    assert {c.status for c in checks} == {PASS}, [c for c in checks if c.status != PASS]
+    assert [c.name for c in checks if c.name.startswith("engine")] == ["engine a cards",
+                                                                       "engine b cards"]
