@@ -321,6 +321,8 @@ class Units(FakeActuator):
                      kept: Tuning | None) -> Tuning:
         tuning = await super().switch(cfg, tier, running, kept)
         self.api.restarted()
+        if self.unit.main_pid:  # systemd's restart: another main process
+            self.unit = dataclasses.replace(self.unit, main_pid=self.unit.main_pid + 100)
         return tuning
 
 

@@ -112,6 +112,8 @@ class Core:
         self.started_at = clock()
         self.nrestarts_seen: int | None = None
         self.main_pid = 0                    # the engine's main process, as systemd says
+        self.replaced_pid = 0                # the process a start of ours replaces, while
+        #                                      it may still be seen stopping
         self.held_pid = 0                    # its main process when the operator stopped it
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
@@ -300,7 +302,10 @@ class Core:
         self.memory.offload = None
         self.failures = 0
         self.nrestarts_seen = None
-        self.main_pid = 0  # a start's process is the next check's to see
+        # a start's process is the next check's to see; ours are queued, not waited for,
+        # so that check may still see the process it replaces
+        self.replaced_pid = self.main_pid or self.replaced_pid
+        self.main_pid = 0
         self.intake.forget()
         self.memory.backend = None
 

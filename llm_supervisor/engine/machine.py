@@ -285,7 +285,8 @@ class Engine(Core):
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
         self._restarted_outside(unit)
-        self.main_pid = unit.main_pid or self.main_pid  # none between two processes
+        if unit.main_pid and unit.main_pid != self.replaced_pid:
+            self.main_pid, self.replaced_pid = unit.main_pid, 0  # (none between two processes)
         self.intake.started(unit.main_started)
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         return observations.unit_observations(unit, seen, self.clock() - self.started_at,

@@ -78,6 +78,22 @@ async def test_a_start_of_its_own_is_no_restart_outside():
     assert engine.state == EngineState.HEALTHY
 
 
+async def test_a_start_of_its_own_seen_before_the_old_process_left_is_no_restart_outside():
+    """Our restart is queued, not waited for: the next check may still see the process it
+    replaces (the demo's demotion showed it as an operator's restart, one check later)."""
+    engine, actuator, api, clock, wall = await serving()
+    await engine.start_on("vulkan", Cause.HANG, "demoted")
+    await engine.tick()  # the old process, 4242, is still stopping
+    assert engine.main_pid == 0
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4444)  # the new one
+    await settle(engine, 2)
+    assert not [e for e in actuator.events if e["type"] == "restart"], actuator.events
+    assert engine.state == EngineState.HEALTHY and engine.main_pid == 4444
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4545)  # then an admin's restart
+    await engine.tick()
+    assert [e["cause"] for e in actuator.events if e["type"] == "restart"] == ["operator"]
+
+
 @pytest.mark.parametrize("unit", [
     dataclasses.replace(SERVING, n_restarts=1),  # systemd restarted it: its own restart
     UnitStatus("llm-main.service", "activating", "auto-restart", 0, 9, 0, "signal"),
