@@ -174,7 +174,8 @@ class Card:
 
     def to_dict(self) -> dict[str, Any]:
         return {"pci": self.pci, "number": self.number, "name": self.name, "gfx": self.gfx,
-                "vram": self.vram, **{tier: s.index for tier, s in self.seen.items()}}
+                "vram": self.vram,  # and each tier's number for it (None: not listed)
+                **{tier: self.seen[tier].index if tier in self.seen else None for tier in SEEN}}
 
 
 class Listing(Protocol):
