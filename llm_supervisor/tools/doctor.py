@@ -407,6 +407,12 @@ def _engine_cards(f: Facts, engine: EngineConfig, host: HostFacts,
         return [Check(name, FAIL, "; ".join(placement.unresolved),
                       "name cards this host has (their PCI addresses are listed above)")]
     out = []
+    numbers = [g for g in engine.gpus if g.isdigit()]
+    if numbers:
+        out.append(Check(name, WARN, f"{engine.name} names card {', '.join(numbers)} by number:"
+                         " numbers count the cards the host has at each probe, and shift when"
+                         " a card leaves the bus", "name it by address: gpus = ["
+                         + ", ".join(f'"{c.pci}"' for c in placement.cards) + "]"))
     assert f.config is not None
     for tier in f.config.chain_for(engine):
         if tier in GPU_TIERS and kind_supports(engine, tier)[0] and (why := placement.on(tier)[1]):

@@ -92,6 +92,17 @@ def test_a_reset_of_card_2_moves_only_the_engine_on_card_2(fresh_container):
             line.removeprefix("Environment=") for line in rendered.splitlines()
             if "VISIBLE_DEVICES" in line or "DEVICE_ORDINAL" in line))
 
+    # what the admin sees: the cards, each tier's number for them and whose they are
+    tiers = c.run(["llm-supervisorctl", "tiers"]).stdout
+    assert [line.split()[1] for line in tiers.splitlines() if line[:1].isdigit()] == [
+        "0000:03:00.0", "0000:0c:00.0", "0000:43:00.0", "0000:83:00.0"], tiers
+    doctor = c.run(["llm-supervisorctl", "doctor"], check=False).stdout
+    cards_said = [line for line in doctor.splitlines() if " card" in line[:30]]
+    assert any("card 2" in line and CARD_2 in line and "engines: mi50a" in line
+               for line in cards_said), doctor
+    print("\n".join(["", "$ llm-supervisorctl tiers", tiers, "$ llm-supervisorctl doctor"
+                      " (its card lines)", *cards_said]))
+
     pids = {name: main_pid(c, f"llm-{name}.service") for name in ENGINES}
     c.run(["logger", "-t", KERNEL_TAG, f"amdgpu {CARD_2}: amdgpu: GPU reset begin!"])
     mark(f"kernel: amdgpu {CARD_2}: GPU reset begin!")

@@ -229,8 +229,9 @@ def test_doctor_fails_a_card_with_more_engines_than_fit_and_a_card_the_host_lack
     polaris = said["engine polaris cards"]
     assert [c.status for c in polaris] == [WARN, PASS]
     assert "skips rocm: rocm does not list card 0000:03:00.0" in polaris[0].evidence
-    assert [c.status for c in said["engine a cards"]] == [PASS]
-    assert "16.0 GiB: card 0000:43:00.0, shared by 2 engines" in said["engine a cards"][0].evidence
+    assert [c.status for c in said["engine a cards"]] == [WARN, PASS]  # named by number
+    assert said["engine a cards"][0].fix == 'name it by address: gpus = ["0000:43:00.0"]'
+    assert "16.0 GiB: card 0000:43:00.0, shared by 2 engines" in said["engine a cards"][1].evidence
     anywhere = said["engine anywhere cards"]
     assert [c.status for c in anywhere] == [WARN] and "may use all 4" in anywhere[0].evidence
     assert not doctor.document(doctor.diagnose(four_card_host()))["ok"]
@@ -242,7 +243,7 @@ def test_doctor_passes_engines_each_on_a_card_of_its_own():
 name = "a"
 exec = "/usr/local/bin/ollama serve"
 listen = "127.0.0.1:11402"
-gpus = [2]
+gpus = ["43:00.0"]
 [[engine]]
 name = "b"
 exec = "/usr/local/bin/ollama serve"
