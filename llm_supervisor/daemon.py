@@ -37,8 +37,9 @@ from llm_supervisor import reconcile as reload_plan  # not the method reconcile(
 from llm_supervisor.actuator import SystemdActuator
 from llm_supervisor.causes import Cause, Finding
 from llm_supervisor.checks import diagnosis
-from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load
+from llm_supervisor.config import DEFAULT_CONFIG, Config, EngineConfig, load, split_listen
 from llm_supervisor.control import handlers
+from llm_supervisor.control.agent import AgentServer
 from llm_supervisor.control.server import ControlServer, group_reader
 from llm_supervisor.diff import RESTART_ONLY, ConfigDiff, diff
 from llm_supervisor.engine import Engine
@@ -138,6 +139,7 @@ class Supervisor:
         self.tasks = self.supervision.tasks
         self.control = ControlServer(handlers.routes(self), sup.socket, group=sup.socket_group,
                                      may_read=group_reader(sup.socket_group))
+        self.agent: AgentServer | None = None  # the balancer's port, when [agent] enables it
 
     # ------------------------------------------------------------------ startup
 
@@ -157,6 +159,7 @@ class Supervisor:
             self.supervision.add(self.config, engine_cfg).expire_facts(boot)
         placing = await self.reconcile()
         await self.control.start()
+        await self.open_agent()
         self.event("started", reason=f"llm-supervisord pid {os.getpid()}",
                            evidence={"config_files": list(self.config.files)})
         self.notify("READY=1")
@@ -170,6 +173,29 @@ class Supervisor:
         self.starting = asyncio.create_task(self.supervision.place(placing, self.reload_lock),
                                             name="place")
         gc.freeze()  # what startup built lives as long as the daemon: full collections skip it
+
+    async def open_agent(self) -> None:
+        """The balancer's port as ``[agent]`` says (opened, moved or closed); a port it cannot
+        listen on is said in the journal and the events, and never stops the daemon."""
+        settings = self.config.agent
+        if self.agent is not None:
+            await self.agent.close()
+            self.agent = None
+        if not settings.enabled:
+            return
+        agent = AgentServer(split_listen(settings.listen), settings.allow,
+                            lambda: self.recorder.views, lambda: self.config.agent.full_speed)
+        try:
+            await agent.start()
+        except OSError as exc:
+            log.error("the balancer's port cannot listen", listen=settings.listen,
+                      error=str(exc))
+            self.event("agent", to="failed", cause=Cause.CONFIG.value,
+                       reason=f"[agent] cannot listen on {settings.listen}: {exc}")
+            return
+        self.agent = agent
+        log.info("the balancer's port listens", listen=settings.listen,
+                 allow=list(settings.allow))
 
     # ------------------------------------------------------------------ the host view
 
@@ -396,6 +422,8 @@ class Supervisor:
                 new = new.model_copy(update={
                     "supervisor": new.supervisor.model_copy(update=kept)})
             await self._apply(old, new, change)
+            if new.agent != old.agent:
+                await self.open_agent()
         except asyncio.CancelledError:
             raise
         except (ConfigError, UnitFileError) as exc:
@@ -521,6 +549,8 @@ class Supervisor:
         log.info("stopping; engines keep serving")
         await self.supervision.close(self.starting)
         await self.control.close()
+        if self.agent is not None:
+            await self.agent.close()
         self.save()
         self.event("stopped", reason="SIGTERM: state saved, engines left running")
         await self.disk.drain()

@@ -25,6 +25,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("[fallback]", schema.FallbackSection), ("[tiers.TIER]", schema.TierHost),
     ("[routing]", schema.RoutingSection), ("[logs]", schema.LogsSection),
     ("[history]", schema.HistorySection), ("[metrics]", schema.MetricsSection),
+    ("[agent]", schema.AgentSection),
     ("[[engine]]", schema.EngineConfig), ("[engine.health]", schema.HealthOverride),
     ("[engine.tiers.TIER]", schema.TierOverride),
 )

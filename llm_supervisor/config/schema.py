@@ -7,6 +7,7 @@ into lines that name the file and key, is ``load``'s job: this module reads no f
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import shlex
@@ -290,6 +291,32 @@ class MetricsSection(_Model):
         return value
 
 
+class AgentSection(_Model):
+    """The balancer's port (``control/agent.py``): HAProxy's agent-check and ``/readyz``."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9777"
+    allow: tuple[str, ...] = ("127.0.0.1", "::1")  # the balancers' addresses or networks
+    full_speed: Annotated[float, Field(gt=0, le=1e6)] | None = None  # tokens/s of 100 %
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or a network (e.g. 10.0.0.5,"
+                                 " 10.0.0.0/24)") from None
+        return value
+
+
 class LogsSection(_Model):
     """The log classifier: where the kernel's lines come from, and extra patterns."""
 
@@ -489,6 +516,7 @@ class Config(_Model):
     logs: LogsSection = LogsSection()
     history: HistorySection = HistorySection()
     metrics: MetricsSection = MetricsSection()
+    agent: AgentSection = AgentSection()
     engines: tuple[EngineConfig, ...] = Field(default=(), alias="engine")
     files: tuple[str, ...] = ()
 

@@ -29,7 +29,7 @@ from llm_supervisor.config import Config, EngineConfig, FallbackSection, HealthS
 from llm_supervisor.decide import Situation
 from llm_supervisor.engine.intake import Intake
 from llm_supervisor.engine.outbox import Event, Outbox
-from llm_supervisor.host.tuning import Tuning
+from llm_supervisor.host.tuning import Tuning, slots
 from llm_supervisor.host.view import EngineFacts
 from llm_supervisor.records.memory import EngineMemory
 from llm_supervisor.records.metrics import EngineView
@@ -202,7 +202,10 @@ class Core:
             speed_reference=learned.get("reference"), pinned=memory.pinned,
             demoted_from=memory.demoted_from, demoted_at=memory.demoted_at,
             trouble=memory.stopped_by if self.state == EngineState.STOPPED else
-            cause.description if troubled and cause is not None else None)
+            cause.description if troubled and cause is not None else None,
+            best_reference=next((r for t in self.chain if (r := self.speedbook.reference(t))),
+                                None),
+            slots=slots(self.cfg, kept.environment if (kept := self.tuning()) else {}))
 
     def promoting(self) -> bool:
         """A promotion in progress, or on probation (failing now counts as a failed one)."""

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,3 +190,20 @@ def read_mem_total(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 def read_cpu_count() -> int | None:
     return os.cpu_count()
 
+
+
+def slots(engine: EngineConfig, derived: Mapping[str, str]) -> int | None:
+    """How many requests the engine serves at once, when its config says (or the values
+    derived for it): Ollama's ``OLLAMA_NUM_PARALLEL``, llama-server's ``-np``/``--parallel``
+    (or ``LLAMA_ARG_N_PARALLEL``); None when unknown (vLLM batches as it sees fit)."""
+    env = {**derived, **engine.environment}
+    if engine.kind == "ollama":
+        value = env.get("OLLAMA_NUM_PARALLEL", "")
+    elif engine.kind == "llama-server":
+        words = shlex.split(engine.exec)
+        flag = next((words[i + 1] for i, w in enumerate(words[:-1])
+                     if w in ("-np", "--parallel")), None)
+        value = flag or env.get("LLAMA_ARG_N_PARALLEL", "")
+    else:
+        return None
+    return int(value) if value.isdigit() and int(value) > 0 else None

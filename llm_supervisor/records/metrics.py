@@ -75,6 +75,8 @@ class EngineView:
     demoted_from: str | None = None
     demoted_at: float | None = None
     trouble: str | None = None  # why, for a blocked, failed or degraded engine
+    best_reference: float | None = None  # tokens/s learned on the best tier of its chain
+    slots: int | None = None    # requests it serves at once, when known
 
 
 class _Snapshot(Collector):
