@@ -54,7 +54,9 @@ def diff(old: Config, new: Config, tiers: Mapping[str, str | None], host: HostFa
         assert before is not None
         tier = tiers.get(engine.name) or new.chain_for(engine)[0]
         units_before = render(old, before, tier, host)
-        units_after = render(new, engine, tier, host)
+        # the values derived for it stay until its next start (a neighbour added on its card
+        # shares the card from then on): no restart for them alone
+        units_after = render(new, engine, tier, host, units_before.tuning)
         if (_body(units_before.unit_text) != _body(units_after.unit_text)
                 or _body(units_before.dropin_text) != _body(units_after.dropin_text)
                 or _body(units_before.env_text) != _body(units_after.env_text)):

@@ -7,12 +7,15 @@ stops. The daemon decides when; this is how.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
+import time
 from collections.abc import Callable
 
 import httpx
 import structlog
 
+from llm_supervisor import pci
 from llm_supervisor.causes import Cause
 from llm_supervisor.checks import classify
 from llm_supervisor.config import Config, EngineConfig
@@ -23,8 +26,15 @@ from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.journal import JournalReader, Sink
 from llm_supervisor.systemd.systemctl import Systemd
+from llm_supervisor.tiers import GPU_TIERS, TIERS
 
 log = structlog.get_logger("llm-supervisor")
+
+# kernel lines without a card's address (older kernels): charged to the card an addressed line
+# of the same reset names, BURST seconds before, or waiting HOLD seconds for one after
+BURST = 10.0
+HOLD = 2.0
+GPU_TIER = next(t for t in TIERS if t in GPU_TIERS)  # does a kernel line concern any engine
 
 
 class Supervision:
@@ -40,6 +50,8 @@ class Supervision:
         self.config = config  # the config in force (a reload replaces it)
         self.engines: dict[str, Engine] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}  # each engine's loop; the journal's
+        self.last_card: tuple[str, float] | None = None  # the last kernel line's card, when
+        self.held: list[tuple[str, float | None]] = []   # kernel lines waiting for their card
 
     def add(self, config: Config, cfg: EngineConfig) -> Engine:
         """An engine, shown in the record at once; it runs nothing yet."""
@@ -144,16 +156,52 @@ class Supervision:
     def kernel_line(self, message: str, cursor: str, at: float | None) -> None:
         """A kernel line concerns the engines on its card (amdgpu names it: ``amdgpu
         0000:43:00.0: GPU reset begin!``): an engine that names its cards (``gpus``) hears
-        only of them; one that names none may use any card, and hears of every one."""
+        only of them; one that names none may use any card, and hears of every one.
+
+        Older kernels print the ring timeout and "GPU Recovery Failed" without the address
+        (``DRM_ERROR``), next to addressed lines of the same reset: such a line is charged
+        to the card an addressed line named within ``BURST`` before it, or held up to
+        ``HOLD`` for one that follows (the timeout comes first, "GPU reset begin!" right
+        after); with none, it concerns every engine, as it always did."""
+        rules = classify.rules_for(self.config().logs)[1]
+        if classify.classify(rules, message, tier=GPU_TIER, kernel=True) is None:
+            return  # nothing any engine would act on
+        now = at if at is not None else time.time()
+        card = pci.in_line(message)
+        if card is not None:
+            self.last_card = (card, now)
+            held, self.held = self.held, []
+            for line, when in held:  # the reset it belonged to names its card now
+                self._kernel_to_engines(line, when, card)
+        elif self.last_card and now - self.last_card[1] <= BURST:
+            card = self.last_card[0]
+        else:
+            self.held.append((message, at))
+            asyncio.get_running_loop().call_later(HOLD, self._release, message)
+            return
+        self._kernel_to_engines(message, at, card)
+
+    def _release(self, message: str) -> None:
+        """No addressed line came for a held one: it concerns every engine."""
+        kept = [(line, when) for line, when in self.held if line is not message]
+        if len(kept) != len(self.held):
+            released = [(line, when) for line, when in self.held if line is message]
+            self.held = kept
+            for line, when in released:
+                self._kernel_to_engines(line, when, None)
+
+    def _kernel_to_engines(self, message: str, at: float | None, card: str | None) -> None:
         rules = classify.rules_for(self.config().logs)[1]
         for engine in self.engines.values():
             found = classify.classify(rules, message, tier=engine.tier, kernel=True)
             if found is None or found.finding is None:
                 continue
-            card = found.finding.facts.get("card")
             own = self.actuator.cards(engine.cfg)
             if card is not None and own is not None and card not in own:
                 continue
+            if card is not None and found.finding.facts.get("card") != card:
+                found = dataclasses.replace(found, finding=dataclasses.replace(
+                    found.finding, facts={**found.finding.facts, "card": card}))
             engine.intake.finding(found, at)
 
     async def close(self, starting: asyncio.Task[None] | None) -> None:

@@ -130,7 +130,7 @@ def reboot_required(e: Core, finding: Finding) -> None:
     e.memory.reboot_required = True
     e.memory.reboot_evidence = str(finding.evidence or finding.detail)
     e.memory.reboot_boot_id = e.actuator.boot_id()
-    e.memory.reboot_card = finding.facts.get("card")
+    e.memory.reboot_card = finding.facts.get("card") or e.memory.reboot_card
     log.error("reboot required", engine=e.name, tier=e.tier, cause=finding.cause.value,
               card=e.memory.reboot_card, reason=finding.text())
 

@@ -137,6 +137,10 @@ class Core:
         self.intake.own(engine)
         if previous is not None and previous != engine:
             self.memory.skipped = {}  # another build or flags: judge its backend afresh
+        if previous is not None and previous.gpus != engine.gpus and self.memory.reboot_card:
+            # its failed card is no longer its own: the reboot was that card's
+            self.memory.reboot_required, self.memory.reboot_card = False, None
+            self.memory.reboot_evidence, self.memory.reboot_boot_id = "", None
 
     # ------------------------------------------------------------------ identity
 
@@ -305,10 +309,7 @@ class Core:
         self.memory.offload = None
         self.failures = 0
         self.nrestarts_seen = None
-        # a start's process is the next check's to see; ours are queued, not waited for,
-        # so that check may still see the process it replaces
-        self.replaced_pid = self.main_pid or self.replaced_pid
-        self.main_pid = 0
+        self.main_pid = 0  # a start's process is the next check's to see
         self.intake.forget()
         self.memory.backend = None
 
@@ -322,6 +323,9 @@ class Core:
         the tier its unit runs (the actuator puts its files back), and the error goes on to
         the caller (a reload reports it; the engine's loop tries again at its next check)."""
         before = self.tier
+        # our restart is queued, not waited for: the next check may still see the process it
+        # replaces, which is no one's new start
+        self.replaced_pid = self.main_pid or self.replaced_pid
         self.forget_checks()
         self.started_at = self.clock()
         self.intake.began(self.started_at)

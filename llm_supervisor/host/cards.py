@@ -112,9 +112,13 @@ _CL_TOPOLOGY = re.compile(r"(?:CL_DEVICE_TOPOLOGY_AMD|CL_DEVICE_PCI_BUS_INFO_KHR
 _CL_WIDENED_BUS = re.compile(r"(?<=:)ffffff(?=[89a-f][0-9a-f]:)", re.IGNORECASE)
 
 
+ROCM_OPENCL = "AMD Accelerated Parallel Processing"  # the platform GPU_DEVICE_ORDINAL counts
+
+
 def opencl_seen(text: str) -> list[Seen]:
-    """clinfo's GPU devices, numbered within their platform (``GPU_DEVICE_ORDINAL``), by the
-    address AMD's topology or the KHR bus info gives."""
+    """ROCm's OpenCL GPU devices, numbered within its platform (``GPU_DEVICE_ORDINAL``
+    counts them), by the address AMD's topology or the KHR bus info gives; another
+    platform's devices (rusticl, PoCL) are not what that variable numbers."""
     seen: list[Seen] = []
     platform, name, kind, count = "", "", "", 0
     for line in _ANSI.sub("", text).splitlines():
@@ -129,7 +133,7 @@ def opencl_seen(text: str) -> list[Seen]:
             kind = value.upper()
             if "GPU" in kind:
                 count += 1
-        elif (m := _CL_TOPOLOGY.search(line)) and "GPU" in kind:
+        elif (m := _CL_TOPOLOGY.search(line)) and "GPU" in kind and platform == ROCM_OPENCL:
             pci = pci_address(_CL_WIDENED_BUS.sub("", m.group(1)))
             if pci is not None and all(s.pci != pci for s in seen):
                 seen.append(Seen(pci, count - 1, f"{name} ({platform})"))

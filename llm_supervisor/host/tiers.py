@@ -99,6 +99,9 @@ def card_environment(kind: str, tier: str, cards: Mapping[str, Sequence[Seen]]
     own = cards.get(tier)
     if tier not in CARD_VARIABLES or not own:
         return {}
+    if kind == "vllm" and tier == "rocm":
+        # vLLM (and Ray under it, which refuses ROCR_VISIBLE_DEVICES) counts by HIP's numbers
+        return {"HIP_VISIBLE_DEVICES": ",".join(str(seen.index) for seen in own)}
     env = {CARD_VARIABLES[tier]: ",".join(seen.selector() for seen in own)}
     if kind == "ollama" and tier == "rocm":  # (the vulkan tier hides ROCm altogether)
         vulkan = cards.get("vulkan")

@@ -75,6 +75,7 @@ class HostView:
         # engine -> tier -> why it cannot use the tier's devices here: its cards are not
         # all listed there, or its llama-server build does not list the device
         self.device_skips: dict[str, dict[str, str]] = {}
+        self.listing_skips: dict[str, dict[str, str]] = {}  # of these, llama-server's own
 
     async def reprobe(self, config: Config) -> None:
         """The host's tiers and cards, then what each llama-server build lists (``config``:
@@ -91,8 +92,23 @@ class HostView:
         if found != self.cards and (found or self.cards):
             self.record("probe", to="cards", reason=cards.summary(found),
                         evidence=[c.to_dict() for c in found])
+            self._renumbered(config, found)
         self.cards = found
         await self.probe_devices(config)
+
+    def _renumbered(self, config: Config, found: tuple[cards.Card, ...]) -> None:
+        """An engine that names a card by number is on another card when one leaves or
+        joins the bus: said, with both addresses (``doctor`` suggests the address)."""
+        for engine in config.engines:
+            if not any(g.isdigit() for g in engine.gpus) or not self.cards:
+                continue
+            was = cards.place(engine.gpus, self.cards).addresses
+            now = cards.place(engine.gpus, found).addresses
+            if was != now:
+                self.record("probe", engine=engine.name, to="cards",
+                            reason=f"gpus {list(engine.gpus)} names {', '.join(now) or 'no card'}"
+                            f" now (was {', '.join(was)}): the host's cards changed; name them"
+                            " by address to keep them")
 
     def placement(self, engine: EngineConfig) -> cards.Placement | None:
         """The engine's cards on this host; None when it names none (it may use them all)."""
@@ -108,6 +124,7 @@ class HostView:
         ``llama-server --list-devices`` per GPU tier left: a tier whose device this build
         does not list is skipped for that engine."""
         found: dict[str, dict[str, str]] = {}
+        listed_by: dict[str, dict[str, str]] = {}
         for engine in config.engines:
             skipped = self.card_skips(config, engine)
             if engine.kind == "llama-server":
@@ -117,13 +134,14 @@ class HostView:
                 listed, listings = await devicelist.skipped_tiers(
                     engine, candidates, config.supervisor.probe_timeout, self.listed(engine))
                 skipped.update(listed)
-                if listings and listed != self.device_skips.get(engine.name):
+                listed_by[engine.name] = listed
+                if listings and listed != self.listing_skips.get(engine.name):
                     self.record("probe", engine=engine.name, to="devices",
                                 reason="; ".join(f"{t}: {why}" for t, why in listed.items())
                                 or "every GPU tier's device is listed",
                                 evidence=[listing.to_dict() for listing in listings])
             found[engine.name] = skipped
-        self.device_skips = found
+        self.device_skips, self.listing_skips = found, listed_by
 
     def card_skips(self, config: Config, engine: EngineConfig) -> dict[str, str]:
         """tier -> why, for the GPU tiers of the engine's chain that cannot take its cards

@@ -20,6 +20,7 @@ from llm_supervisor.errors import UnitFileError
 from llm_supervisor.host.cards import Card, Seen, place
 from llm_supervisor.host.gpu import ModelFile, largest_vram, ollama_model_file
 from llm_supervisor.host.tiers import (
+    CARD_VARIABLES,
     OPENCL_ENV,
     TIER_ENV,
     TIER_VARIABLE,
@@ -300,6 +301,8 @@ def tier_variables(engine: EngineConfig) -> frozenset[str]:
         names.update(env)
     for override in engine.tiers.values():
         names.update(override.environment)
+    if engine.gpus:  # its cards' variables, set by the drop-in: never overridden by the file
+        names.update(CARD_VARIABLES.values(), ("HIP_VISIBLE_DEVICES",))
     return frozenset(names)
 
 

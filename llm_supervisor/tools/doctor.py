@@ -381,6 +381,13 @@ def check_cards(f: Facts) -> list[Check]:
     users = {c.pci: [e.name for e in engines if c in cards.place(e.gpus, found).cards]
              for c in found}
     out = [Check(f"card {c.number}", PASS, _card_line(c, users[c.pci])) for c in found]
+    vulkan = f.vulkaninfo or ""
+    if any(e.gpus for e in engines) and "DRIVER_ID_MESA_RADV" in vulkan \
+            and "deviceUUID" not in vulkan:
+        out.append(Check("vulkan card addresses", WARN, "this vulkaninfo prints no deviceUUID"
+                         " in --summary: which Vulkan device is which card cannot be told, so"
+                         " engines that name their cards skip the vulkan tier",
+                         "install a newer vulkan-tools (Debian 12's 1.3.239 prints it)"))
     for engine in engines:
         if not engine.gpus:
             if len(found) > 1:

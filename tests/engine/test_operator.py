@@ -158,3 +158,15 @@ async def test_a_restart_outside_seen_half_way_is_still_a_fresh_start():
     assert [e for e in actuator.events if e["type"] == "restart"]
     await settle(engine, 2)
     assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
+
+
+async def test_a_failed_reset_of_a_card_no_longer_its_own_asks_no_reboot_of_it():
+    """The operator moved the engine to another card (`gpus`): the reboot was the old card's."""
+    engine, actuator, api, clock, wall = await serving()
+    engine.memory.reboot_required, engine.memory.reboot_card = True, "0000:43:00.0"
+    moved = engine.cfg.model_copy(update={"gpus": ("0000:83:00.0",)})
+    engine.configure(engine.config, moved)
+    assert not engine.memory.reboot_required and engine.memory.reboot_card is None
+    engine.memory.reboot_required = True  # a reset that named no card: kept
+    engine.configure(engine.config, engine.cfg.model_copy(update={"gpus": ()}))
+    assert engine.memory.reboot_required

@@ -153,8 +153,37 @@ def test_llama_server_is_held_by_the_device_names_it_sees_after_selection():
     assert "LLAMA_ARG_DEVICE" not in env["opencl"] and env["cpu"]["LLAMA_ARG_DEVICE"] == "none"
 
 
-def test_vllm_is_held_on_rocm():
-    assert environments("vllm", ("2",))["rocm"]["ROCR_VISIBLE_DEVICES"] == "GPU-aa"
+def test_vllm_is_held_on_rocm_by_hips_numbers():
+    """vLLM counts by HIP's numbers, and Ray under it refuses ROCR_VISIBLE_DEVICES."""
+    env = environments("vllm", ("2",))["rocm"]
+    assert env["HIP_VISIBLE_DEVICES"] == "1" and "ROCR_VISIBLE_DEVICES" not in env
+
+
+def test_the_engines_own_environment_cannot_move_it_off_its_cards():
+    """A variable the drop-in sets stays out of the root-only environment file (which
+    systemd would let win): an old ROCR_VISIBLE_DEVICES in `environment` loses to `gpus`."""
+    from llm_supervisor.systemd.units import split_environment
+    for kind, extra in (("vllm", {"model": "m"}),
+                        ("llama-server", {"exec": "/usr/bin/llama-server -m /srv/m.gguf"})):
+        engine = EngineConfig(name="main", kind=kind, gpus=["2"], environment={
+            "ROCR_VISIBLE_DEVICES": "0", "GGML_VK_VISIBLE_DEVICES": "0",
+            "GPU_DEVICE_ORDINAL": "0", "HIP_VISIBLE_DEVICES": "0", "SECRET": "x"}, **extra)
+        public, private = split_environment(engine)
+        assert private == {"SECRET": "x"}, kind
+        plain = EngineConfig(name="main", kind=kind, environment={"ROCR_VISIBLE_DEVICES": "0"},
+                             **extra)
+        assert split_environment(plain)[1] == {"ROCR_VISIBLE_DEVICES": "0"}  # as before
+
+
+def test_only_rocms_opencl_platform_is_numbered():
+    text = ("[AMD/*] CL_PLATFORM_NAME AMD Accelerated Parallel Processing\n"
+            "[AMD/0] CL_DEVICE_NAME gfx906\n[AMD/0] CL_DEVICE_TYPE CL_DEVICE_TYPE_GPU\n"
+            "[AMD/0] CL_DEVICE_TOPOLOGY_AMD PCI-E, 0000:43:00.0\n"
+            "[rusticl/*] CL_PLATFORM_NAME rusticl\n"
+            "[rusticl/0] CL_DEVICE_NAME AMD Radeon RX 580 (radeonsi)\n"
+            "[rusticl/0] CL_DEVICE_TYPE CL_DEVICE_TYPE_GPU\n"
+            "[rusticl/0] CL_DEVICE_PCI_BUS_INFO_KHR PCI-E, 0000:03:00.0\n")
+    assert [(s.pci, s.index) for s in cards.opencl_seen(text)] == [("0000:43:00.0", 0)]
 
 
 def test_an_engine_without_cards_keeps_todays_environment_and_overrides_still_win():
@@ -213,3 +242,17 @@ def test_an_engines_slots_are_sized_by_its_own_cards_shared_with_their_other_eng
     unknown = HostFacts(frozenset(), cards=cards.inventory({"rocm": [Seen("0000:43:00.0", 0)]},
                                                            {}))
     assert unknown.vram_for(a, engines) == (None, "")
+
+
+async def test_a_card_named_by_number_that_moves_is_said():
+    """A card leaves the bus: the engine's number now names the next card, and an event
+    says so with both addresses."""
+    config = Config.model_validate({"engine": [
+        {"name": "num", "gpus": ["2"], "listen": "127.0.0.1:11001"},
+        {"name": "addr", "gpus": ["0000:83:00.0"], "listen": "127.0.0.1:11002"}]})
+    events = []
+    view = HostView(lambda type, **fields: events.append({"type": type, **fields}))
+    view.cards = four_cards()
+    view._renumbered(config, tuple(c for c in four_cards() if c.pci != "0000:03:00.0"))
+    assert [e.get("engine") for e in events] == ["num"]
+    assert "names 0000:83:00.0 now (was 0000:43:00.0)" in events[0]["reason"]

@@ -254,3 +254,14 @@ gpus = ["0000:83:00.0"]
     assert {c.status for c in checks} == {PASS}, [c for c in checks if c.status != PASS]
     assert [c.name for c in checks if c.name.startswith("engine")] == ["engine a cards",
                                                                        "engine b cards"]
+
+
+def test_a_vulkaninfo_too_old_to_say_device_uuids_is_said():
+    old = (PROBES / "vulkaninfo-summary-four-cards.txt").read_text()
+    old = "\n".join(line for line in old.splitlines() if "deviceUUID" not in line)
+    checks = doctor.check_cards(mi50_host(FOUR, rocminfo=(PROBES / "rocminfo-four-cards.txt")
+                                          .read_text(), vulkaninfo=old))
+    said = [c for c in checks if c.name == "vulkan card addresses"]
+    assert [c.status for c in said] == [WARN] and "deviceUUID" in said[0].evidence
+    assert not [c for c in doctor.check_cards(four_card_host())
+                if c.name == "vulkan card addresses"]
