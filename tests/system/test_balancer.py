@@ -1,0 +1,138 @@
+"""A real HAProxy (Debian's package) in front of two engines, asking the daemon's balancer port
+(agent-check) for each: an engine fallen to the CPU gets its speed's share of the requests, an
+engine that stops serving gets none, and a daemon that dies leaves HAProxy with the last word
+it heard while the engines go on serving. The same requests without the agent, side by side."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import httpx
+from sandbox import (
+    FAST,
+    configure,
+    engine_toml,
+    free_port,
+    install,
+    start_daemon,
+    status,
+    wait_engine,
+)
+
+AGENT = free_port()
+SETTINGS = FAST + f"""
+[agent]
+enabled = true
+listen = "127.0.0.1:{AGENT}"
+"""
+
+
+def haproxy_cfg(front: int, ports: dict[str, int], *, agent: bool) -> str:
+    """roundrobin over both engines; with ``agent``, each weighed by the daemon's agent."""
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{port} check inter 1s"
+        + (f' agent-check agent-port {AGENT} agent-inter 500ms agent-send "{name}\\n"'
+           if agent else "") + " weight 100"
+        for name, port in ports.items())
+    return f"""global
+    maxconn 512
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend llm
+    bind 127.0.0.1:{front}
+    default_backend engines
+backend engines
+    balance roundrobin
+    http-response set-header X-Engine %s
+{servers}
+"""
+
+
+def start_haproxy(c, name: str, front: int, ports: dict[str, int], *, agent: bool) -> None:
+    path = f"/etc/haproxy/{name}.cfg"
+    c.write(path, haproxy_cfg(front, ports, agent=agent))
+    c.run(["haproxy", "-c", "-f", path])
+    c.run(["systemd-run", f"--unit={name}", "haproxy", "-f", path, "-db"])
+
+
+def split(front: int, n: int) -> tuple[Counter[str], int]:
+    """``n`` short generations through HAProxy: how many each engine served, and failures."""
+    served: Counter[str] = Counter()
+    failed = 0
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        for _ in range(n):
+            try:
+                r = client.post(f"http://127.0.0.1:{front}/api/generate", json={
+                    "model": "qwen2.5:7b-instruct", "prompt": "x", "stream": False,
+                    "options": {"num_predict": 1}})
+                served[r.headers.get("x-engine", "?")] += r.status_code == 200
+                failed += r.status_code != 200
+            except httpx.HTTPError:
+                failed += 1
+    return served, failed
+
+
+def agent_says(c, engine: str) -> str:
+    return c.run(["bash", "-c", f"printf '{engine}\\n' | timeout 3 bash -c 'exec 3<>/dev/tcp/"
+                  f"127.0.0.1/{AGENT}; cat >&3; cat <&3'"], check=False).stdout.strip()
+
+
+def test_haproxy_weighs_engines_by_their_speed_and_stops_sending_to_one_down(fresh_container):
+    c = fresh_container
+    install(c)
+    ports = {"a": free_port(), "b": free_port()}
+    configure(c, "".join(engine_toml(n, p) for n, p in ports.items()), SETTINGS)
+    start_daemon(c)
+    for name in ports:
+        wait_engine(c, name, state="healthy", tier="rocm")
+    # b learns its ROCm speed, then falls to the CPU (pinned there: the simulated CPU answers
+    # at 8 tokens/s against 45 on the GPU) and learns that too
+    c.wait_for(lambda: status(c, "b")["speed"]["reference"], timeout=60,
+               what="b's ROCm speed learned")
+    c.run(["llm-supervisorctl", "pin", "b", "cpu"])
+    wait_engine(c, "b", state="healthy", tier="cpu")
+    c.wait_for(lambda: status(c, "b")["speed"]["reference"], timeout=60,
+               what="b's CPU speed learned")
+    said = {name: agent_says(c, name) for name in ports}
+    assert said["a"].startswith("up 100%"), said
+    assert said["b"].startswith("up ") and int(said["b"].split()[1].rstrip("%")) < 30, said
+    assert agent_says(c, "nope") == "down #no such engine"
+
+    fronts = {"with": free_port(), "without": free_port()}
+    start_haproxy(c, "lb-agent", fronts["with"], ports, agent=True)
+    start_haproxy(c, "lb-plain", fronts["without"], ports, agent=False)
+    time.sleep(3)  # a few agent and health checks
+    weighed, failed = split(fronts["with"], 120)
+    plain, plain_failed = split(fronts["without"], 120)
+    print(f"\nagent said: {said}\nsplit with the agent: {dict(weighed)} ({failed} failed);"
+          f" without: {dict(plain)} ({plain_failed} failed)")
+    assert failed == 0 and plain_failed == 0
+    share = weighed["b"] / 120
+    assert share <= int(said["b"].split()[1].rstrip("%")) / 100 + 0.05, weighed
+    assert abs(plain["b"] - plain["a"]) <= 2, plain  # without it: half each
+
+    # a stops serving (an operator's stop): the agent says down, HAProxy sends it nothing
+    c.run(["llm-supervisorctl", "stop", "a"])
+    c.wait_for(lambda: agent_says(c, "a").startswith("down #stopped"), timeout=20,
+               what="the agent saying a is down")
+    time.sleep(1.5)  # an agent interval and then some
+    served, failed = split(fronts["with"], 40)
+    assert served == Counter({"b": 40}) and failed == 0, (served, failed)
+    c.run(["llm-supervisorctl", "start", "a"])
+    wait_engine(c, "a", state="healthy", tier="rocm")
+    c.wait_for(lambda: split(fronts["with"], 10)[0]["a"], timeout=10,
+               what="HAProxy sending to a again")
+
+    # the daemon dies (and stays down): HAProxy keeps the last word it heard, the engines go
+    # on serving
+    c.run(["systemctl", "kill", "--signal=SIGKILL", "llm-supervisor.service"])
+    c.run(["systemctl", "stop", "llm-supervisor.service"])  # no restart of it either
+    assert agent_says(c, "a") == ""  # nobody answers on the balancer's port
+    time.sleep(2)
+    served, failed = split(fronts["with"], 60)
+    print(f"the daemon down: {dict(served)} ({failed} failed)")
+    assert failed == 0 and served["a"] > 3 * served["b"] > 0, served
