@@ -41,6 +41,10 @@ from llm_supervisor.tiers import GPU_TIERS
 NOT_YET = frozenset({Cause.UNRESPONSIVE, Cause.GENERATION})
 # the operator holds the tier and a restart changes nothing: say so, do nothing
 RESTART_CHANGES_NOTHING = frozenset({Cause.BACKEND_MISMATCH, Cause.PLACEMENT})
+# an engine that serves, only worse (too slow, on the CPU, on the wrong backend): a balancer
+# in front may move its users away before the switch (``[agent]``: the drain). Anything else
+# — a hang, a crash, a GPU fault, garbage — switches at once: nothing good is being served.
+PLANNED = frozenset({Cause.SLOW, Cause.PLACEMENT, Cause.BACKEND_MISMATCH, Cause.DISCOVERY})
 
 
 class Do(StrEnum):
@@ -61,6 +65,15 @@ class Do(StrEnum):
     PROBE = "probe"        # promote_after elapsed: probe the host afresh (``promotion``)
     PROMOTE = "promote"    # the fresh probe offers a better tier: try ``target``
     POSTPONE = "postpone"  # the fresh probe offers nothing better: the next try, later
+
+
+SWITCHES = frozenset({Do.RESTART, Do.DEMOTE})  # decisions that restart the engine's unit
+
+
+def planned(d: Decision) -> bool:
+    """A switch that may wait for the engine's work to end (``PLANNED``)."""
+    return d.do in SWITCHES and d.target is not None and d.finding is not None \
+        and d.finding.cause in PLANNED
 
 
 @dataclass(frozen=True)

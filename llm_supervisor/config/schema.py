@@ -298,6 +298,8 @@ class AgentSection(_Model):
     listen: str = "127.0.0.1:9777"
     allow: tuple[str, ...] = ("127.0.0.1", "::1")  # the balancers' addresses or networks
     full_speed: Annotated[float, Field(gt=0, le=1e6)] | None = None  # tokens/s of 100 %
+    interval: PositiveDuration = 2.0       # the balancer's agent-inter: it hears us this often
+    drain_timeout: Duration = 120.0        # a planned switch waits this long at most
 
     @field_validator("listen")
     @classmethod

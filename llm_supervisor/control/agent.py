@@ -12,13 +12,14 @@ string — here an engine's name and a newline — and reads one line: ``up 35% 
   tier's usual share (``TIER_SHARE``), so a host fallen to the CPU gets its speed's share;
 - ``maxconn:N``: its slots (what it serves at once), so the balancer queues the rest;
 - ``up``/``down``: serving or not (``down`` while starting, switching, restarting, failed,
-  blocked, stopped, degraded, or unknown).
+  blocked, stopped, degraded, or unknown); ``up 0%`` while draining (a planned switch waits
+  for the requests in flight: nothing new comes, those go on).
 Never ``ready``, ``drain`` or ``maint``: those are administrative, and an agent's ``ready``
 cancels an operator's drain.
 
 ``GET /readyz/<engine>`` on the same port (a request line starting ``GET `` cannot be an
 engine's name): 200 ``ready`` while the engine is healthy, 503 with the reason otherwise, 404
-for an unknown engine — for Kubernetes, Consul, Traefik, Envoy.
+for an unknown engine, 503 while draining — for Kubernetes, Consul, Traefik, Envoy.
 
 Only the ``allow`` addresses are answered (others are closed unread); one request per
 connection, read within ``READ_TIMEOUT``, at most ``MAX_REQUEST`` bytes, answered and closed
@@ -75,11 +76,12 @@ def why_not(view: EngineView | None) -> str | None:
 
 
 def agent_line(view: EngineView | None, full_speed: float | None) -> str:
-    """The agent's answer for one engine (None: unknown)."""
+    """The agent's answer for one engine (None: unknown). Draining: up, weight 0 — nothing
+    new, the requests in flight go on."""
     reason = why_not(view)
     if reason is not None or view is None:
         return f"down #{_safe(reason or 'no such engine')}\n"
-    words = ["up", f"{weight(view, full_speed)}%"]
+    words = ["up", f"{0 if view.draining else weight(view, full_speed)}%"]
     if view.slots:
         words.append(f"maxconn:{view.slots}")
     return " ".join(words) + "\n"
@@ -93,7 +95,8 @@ def _safe(text: str) -> str:
 def readyz(view: EngineView | None) -> tuple[int, str]:
     if view is None:
         return 404, "no such engine\n"
-    reason = why_not(view)
+    reason = why_not(view) or ("draining: a planned switch waits for the requests in flight"
+                               if view.draining else None)
     return (200, "ready\n") if reason is None else (503, _safe(reason) + "\n")
 
 

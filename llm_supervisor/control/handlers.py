@@ -66,6 +66,13 @@ def engine_document(sup: Daemon, engine: Engine) -> dict[str, Any]:
         # a canary overdue while the engine works ("busy: canary queued 41s; 312 tokens…"),
         # or waiting for evidence either way; None while no canary is overdue
         "busy": engine.canary.busy,
+        # a planned switch waiting for the requests in flight ([agent]); null when none
+        "draining": engine.drain and {
+            "to": engine.drain.decision.target,
+            "cause": engine.drain.decision.finding.cause.value
+            if engine.drain.decision.finding else None,
+            "for_s": round(engine.clock() - engine.drain.since, 1),
+            "at_most_s": round(engine.drain.until - engine.drain.since, 1)},
         "consecutive_failures": engine.failures,
         "next_promotion_at": (utc(memory.next_promotion_at)
                               if memory.next_promotion_at else None),

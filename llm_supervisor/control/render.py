@@ -69,7 +69,8 @@ def _cut(text: str, width: int) -> str:
 
 def _cells(engine: dict[str, Any], now: float) -> dict[str, str]:
     """One engine's row, every column (the look picks which)."""
-    state = engine["state"] + (" (pinned)" if engine.get("pinned") else "")
+    state = engine["state"] + (" (pinned)" if engine.get("pinned") else "") + (
+        " (draining)" if engine.get("draining") else "")
     if engine.get("reboot_required"):
         state += " REBOOT REQUIRED" + (f" (card {engine['reboot_card']})"
                                        if engine.get("reboot_card") else "")
@@ -143,6 +144,11 @@ def _notes(engine: dict[str, Any]) -> list[str]:
         notes.append(f"{engine['name']}: fix: {engine['fix']}")
     if engine.get("busy"):  # a canary overdue: busy (working) or waiting for evidence
         notes.append(f"{engine['name']}: {engine['busy']}")
+    drain = engine.get("draining")
+    if drain:
+        notes.append(f"{engine['name']}: draining for {drain['for_s']:g}s before going to"
+                     f" {drain['to']} ({drain['cause']}): the balancer sends it nothing new;"
+                     f" at most {drain['at_most_s']:g}s")
     pull = engine.get("pull")
     if pull and pull.get("status") != "success":
         total, done = pull.get("total") or 0, pull.get("completed") or 0

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -26,7 +27,7 @@ from llm_supervisor.causes import Cause, Finding, Observation
 from llm_supervisor.checks.canary import Canary
 from llm_supervisor.checks.speed import SpeedBook
 from llm_supervisor.config import Config, EngineConfig, FallbackSection, HealthSection
-from llm_supervisor.decide import Situation
+from llm_supervisor.decide import Decision, Situation
 from llm_supervisor.engine.intake import Intake
 from llm_supervisor.engine.outbox import Event, Outbox
 from llm_supervisor.host.tuning import Tuning, slots
@@ -89,6 +90,17 @@ def reason_of(cause: Cause, detail: str = "", tier: str | None = None) -> str:
     return f"{tier}: {text}" if tier else text
 
 
+@dataclass
+class Drain:
+    """A planned switch (``decide.planned``) waiting for the engine's work to end: the
+    balancer has been told to send it nothing new (weight 0) since ``since``; the switch goes
+    ahead once nothing is in flight, or at ``until`` (``[agent] drain_timeout``)."""
+
+    decision: Decision
+    since: float
+    until: float
+
+
 class Core:
     def __init__(self, config: Config, engine: EngineConfig, memory: EngineMemory,
                  actuator: Actuator, http: httpx.AsyncClient, *,
@@ -111,6 +123,7 @@ class Core:
         self.healthy_at = clock()            # healthy since (the restart budget refills)
         self.started_at = clock()
         self.nrestarts_seen: int | None = None
+        self.drain: Drain | None = None      # a planned switch waiting for its users to go
         self.main_pid = 0                    # the engine's main process, as systemd says
         self.replaced_pid = 0                # the process a start of ours replaces, while
         #                                      it may still be seen stopping
@@ -209,6 +222,7 @@ class Core:
             cause.description if troubled and cause is not None else None,
             best_reference=next((r for t in self.chain if (r := self.speedbook.reference(t))),
                                 None),
+            draining=self.drain is not None,
             slots=slots(self.cfg, kept.environment if (kept := self.tuning()) else {}))
 
     def promoting(self) -> bool:
@@ -323,6 +337,7 @@ class Core:
         the tier its unit runs (the actuator puts its files back), and the error goes on to
         the caller (a reload reports it; the engine's loop tries again at its next check)."""
         before = self.tier
+        self.drain = None  # any start ends a drain (its own switch, or one that overtook it)
         # our restart is queued, not waited for: the next check may still see the process it
         # replaces, which is no one's new start
         self.replaced_pid = self.main_pid or self.replaced_pid

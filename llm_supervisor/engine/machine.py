@@ -22,8 +22,9 @@ from llm_supervisor.checks import health, observations, speed
 from llm_supervisor.checks.canary import Ended, Look
 from llm_supervisor.checks.model import ModelFacts
 from llm_supervisor.checks.observations import opencl_on_cpu
-from llm_supervisor.decide import Do
-from llm_supervisor.engine.core import Core
+from llm_supervisor.checks.progress import working
+from llm_supervisor.decide import Decision, Do
+from llm_supervisor.engine.core import Core, Drain
 from llm_supervisor.engine.intake import Taken
 from llm_supervisor.errors import Refused
 from llm_supervisor.intents import Intent
@@ -324,7 +325,64 @@ class Engine(Core):
         d = decide.decide(self.situation(tiers=failed, loading=loading), found)
         if d.finding is not None and d.do not in (Do.WAIT, Do.STAND_DOWN):  # not excused
             self.actuator.observe_failure(self.name, d.finding.cause.value)
-        await acts.act(self, d)
+        if self.drain is not None:
+            await self._draining(d)
+        elif decide.planned(d) and self.config.agent.enabled \
+                and self.state == EngineState.HEALTHY:
+            self._begin_drain(d)
+        else:
+            await acts.act(self, d)
+
+    # ------------------------------------------------------------------ the drain
+
+    def _begin_drain(self, d: Decision) -> None:
+        """A planned switch, with a balancer asking (``[agent]``): it is told to send this
+        engine nothing new (weight 0), and the switch waits for the work in flight to end."""
+        agent, now = self.config.agent, self.clock()
+        self.drain = Drain(d, now, now + agent.drain_timeout)
+        assert d.finding is not None
+        self.record("drain", to=d.target, tier=self.tier, cause=d.finding.cause.value,
+                    reason=f"draining before {d.do.value} to {d.target}: {d.finding.text()};"
+                           f" the switch waits for the requests in flight, at most"
+                           f" {agent.drain_timeout:g}s", evidence=d.finding.evidence)
+        log.info("draining", engine=self.name, tier=self.tier, to=d.target,
+                 cause=d.finding.cause.value)
+
+    async def _draining(self, d: Decision) -> None:
+        """While draining: a fault that cannot wait (not a planned switch) switches at once;
+        other checks go on as usual; the planned switch goes ahead once drained."""
+        assert self.drain is not None
+        if d.do not in (Do.WAIT, Do.OK, Do.HEALTHY, Do.COUNT) and not decide.planned(d):
+            self.drain = None
+            self.record("drain", to="cancelled", tier=self.tier,
+                        cause=d.finding.cause.value if d.finding else None,
+                        reason="drain cancelled: a fault that cannot wait")
+            await acts.act(self, d)
+            return
+        if not decide.planned(d):
+            await acts.act(self, d)
+        drained = await self._drained()
+        if drained is None:
+            return
+        planned, self.drain = self.drain.decision, None
+        self.record("drain", to="done", tier=self.tier, reason=drained)
+        await acts.act(self, planned)
+
+    async def _drained(self) -> str | None:
+        """Why the drain is over, or None while it is not: the balancer has had an agent
+        interval to hear of it, and nothing is in flight (the engine's own words, else the
+        kernel's view of its clients); or its time is up."""
+        assert self.drain is not None
+        now, agent = self.clock(), self.config.agent
+        if now >= self.drain.until:
+            return f"drain timed out after {agent.drain_timeout:g}s"
+        if now - self.drain.since < agent.interval:
+            return None
+        reading = await health.progress(self.http, self.cfg, self.memory.runner_port,
+                                        self.checking.timeout, self.canary.view)
+        if reading is None or working(reading):
+            return None
+        return f"drained in {now - self.drain.since:.0f}s: nothing in flight"
 
     # ------------------------------------------------------------------ the loop
 

@@ -77,6 +77,7 @@ class EngineView:
     trouble: str | None = None  # why, for a blocked, failed or degraded engine
     best_reference: float | None = None  # tokens/s learned on the best tier of its chain
     slots: int | None = None    # requests it serves at once, when known
+    draining: bool = False      # a planned switch waits for its users to go (``[agent]``)
 
 
 class _Snapshot(Collector):
@@ -102,6 +103,9 @@ class _Snapshot(Collector):
         busy = GaugeMetricFamily("llm_supervisor_engine_busy",
                                  "1 while a canary is overdue and the engine makes progress"
                                  " (busy, not broken)", labels=["engine"])
+        draining = GaugeMetricFamily("llm_supervisor_engine_draining",
+                                     "1 while a planned switch waits for the requests in flight"
+                                     " (the balancer sends it nothing new)", labels=["engine"])
         rate = GaugeMetricFamily("llm_supervisor_canary_tokens_per_second",
                                  "The last successful canary's generation rate",
                                  labels=["engine"])
@@ -118,6 +122,7 @@ class _Snapshot(Collector):
             reboot.add_metric([e.name], float(e.reboot_required))
             demoted.add_metric([e.name], float(e.demoted))
             busy.add_metric([e.name], float(e.busy))
+            draining.add_metric([e.name], float(e.draining))
             if e.tokens_per_second is not None:
                 rate.add_metric([e.name], e.tokens_per_second)
             if e.speed_reference is not None and e.tier is not None:
@@ -138,7 +143,7 @@ class _Snapshot(Collector):
         refused = CounterMetricFamily("llm_supervisor_connections_refused",
                                       "Control socket connections turned away by a cap")
         refused.add_metric([], self.health.connections_refused)
-        yield from (up, state, tier, reboot, demoted, busy, rate, reference, available,
+        yield from (up, state, tier, reboot, demoted, busy, draining, rate, reference, available,
                     degraded, dropped, refused)
 
 

@@ -1,10 +1,12 @@
 """A real HAProxy (Debian's package) in front of two engines, asking the daemon's balancer port
 (agent-check) for each: an engine fallen to the CPU gets its speed's share of the requests, an
-engine that stops serving gets none, and a daemon that dies leaves HAProxy with the last word
-it heard while the engines go on serving. The same requests without the agent, side by side."""
+engine that stops serving gets none, a daemon that dies leaves HAProxy with the last word it
+heard while the engines go on serving, and a planned switch under load drains first: no
+request fails. The same requests without the agent, side by side."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -13,6 +15,7 @@ from sandbox import (
     FAST,
     configure,
     engine_toml,
+    events,
     free_port,
     install,
     start_daemon,
@@ -47,6 +50,7 @@ frontend llm
     default_backend engines
 backend engines
     balance roundrobin
+    option http-server-close
     http-response set-header X-Engine %s
 {servers}
 """
@@ -136,3 +140,73 @@ def test_haproxy_weighs_engines_by_their_speed_and_stops_sending_to_one_down(fre
     served, failed = split(fronts["with"], 60)
     print(f"the daemon down: {dict(served)} ({failed} failed)")
     assert failed == 0 and served["a"] > 3 * served["b"] > 0, served
+
+
+class Stream:
+    """A client sending one short generation after another through HAProxy (a second apart:
+    the canary finds enough windows of its own to judge the speed), counting what each engine
+    served and what failed, until stopped."""
+
+    def __init__(self, front: int) -> None:
+        self.front, self.served, self.failed = front, Counter[str](), []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post(f"http://127.0.0.1:{self.front}/api/generate", json={
+                        "model": "qwen2.5:7b-instruct", "prompt": "x", "stream": False,
+                        "options": {"num_predict": 10}})
+                    if r.status_code == 200:
+                        self.served[r.headers.get("x-engine", "?")] += 1
+                    else:
+                        self.failed.append(f"HTTP {r.status_code} from"
+                                           f" {r.headers.get('x-engine', '?')}")
+                except httpx.HTTPError as exc:
+                    self.failed.append(type(exc).__name__)
+                time.sleep(1.0)
+
+    def end(self) -> tuple[Counter[str], list[str]]:
+        self.stop.set()
+        self.thread.join(timeout=40)
+        return self.served, self.failed
+
+
+def degrade_under_load(c, *, agent: bool) -> tuple[Counter[str], list[str], list[str]]:
+    """Engine a falls to the CPU's speed 30 s after its start while a client streams requests
+    through HAProxy; the daemon moves it to vulkan. What was served, what failed, and the
+    drain's events."""
+    install(c)
+    ports = {"a": free_port(), "b": free_port()}
+    engines = engine_toml("a", ports["a"], c=c, faults={"rocm": {"cpu_speed_after": 30}}) \
+        + engine_toml("b", ports["b"])
+    configure(c, engines, SETTINGS if agent else FAST)
+    start_daemon(c)
+    for name in ports:
+        wait_engine(c, name, state="healthy", tier="rocm")
+    front = free_port()
+    start_haproxy(c, "lb", front, ports, agent=agent)
+    time.sleep(2)
+    stream = Stream(front)
+    wait_engine(c, "a", state="healthy", tier="vulkan", timeout=120)
+    time.sleep(3)
+    served, failed = stream.end()
+    drains = [f"{e['to']}: {e['reason']}" for e in events(c) if e["type"] == "drain"]
+    return served, failed, drains
+
+
+def test_a_planned_switch_under_load_drains_first_and_fails_no_request(fresh_container):
+    served, failed, drains = degrade_under_load(fresh_container, agent=True)
+    print(f"\nwith the agent: served {dict(served)}, failed {failed}; drain: {drains}")
+    assert failed == [] and served["a"] > 0 and served["b"] > 0
+    assert drains and drains[0].startswith("vulkan: draining before demote to vulkan")
+    assert drains[-1].startswith("done: drained in")
+
+
+def test_the_same_switch_without_the_agent_for_comparison(fresh_container):
+    served, failed, drains = degrade_under_load(fresh_container, agent=False)
+    print(f"\nwithout the agent: served {dict(served)}, failed {failed}")
+    assert drains == [] and served["a"] > 0  # measured, not asserted: how many failed
