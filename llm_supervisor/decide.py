@@ -71,7 +71,10 @@ SWITCHES = frozenset({Do.RESTART, Do.DEMOTE})  # decisions that restart the engi
 
 
 def planned(d: Decision) -> bool:
-    """A switch that may wait for the engine's work to end (``PLANNED``)."""
+    """A switch that may wait for the engine's work to end: a promotion, or a switch for a
+    cause of ``PLANNED``."""
+    if d.do == Do.PROMOTE:
+        return d.target is not None
     return d.do in SWITCHES and d.target is not None and d.finding is not None \
         and d.finding.cause in PLANNED
 

@@ -45,18 +45,27 @@ async def act(e: Core, d: Decision) -> None:
         e.transition(EngineState.DEGRADED, finding.cause, finding.detail,
                      evidence=finding.evidence, fix="unpin it to let it fall back",
                      tier_prefix=True)
-    elif d.do == Do.RESTART:
-        await restart(e, finding)
-    elif d.do == Do.DEMOTE:
-        await demote(e, finding, d.target)
-    elif d.do == Do.ROLLBACK:
-        await rollback(e, finding, d)
+    elif d.do in (Do.RESTART, Do.DEMOTE, Do.ROLLBACK, Do.PROMOTE):
+        await switch(e, d, finding)
     elif d.do == Do.PULL:
         start_pull(e)
     elif d.do == Do.STAND_DOWN:
         stand_down(e, finding)
     else:
         await e.block(finding)
+
+
+async def switch(e: Core, d: Decision, finding: Finding) -> None:
+    """A decision that restarts the engine's unit: on its tier, down, back, or (after its
+    drain) up."""
+    if d.do == Do.RESTART:
+        await restart(e, finding)
+    elif d.do == Do.DEMOTE:
+        await demote(e, finding, d.target)
+    elif d.do == Do.ROLLBACK:
+        await rollback(e, finding, d)
+    elif d.target is not None:  # a promotion, after its drain
+        await promote(e, d.target, finding.detail)
 
 
 def stand_down(e: Core, finding: Finding) -> None:
@@ -246,6 +255,11 @@ async def way_up(e: Core, d: Decision) -> None:
         await e.actuator.reprobe()  # what the host has now
         chosen = decide.promotion(e.chain, e.usable(), e.tier)
         if chosen.do == Do.PROMOTE and chosen.target is not None:
+            if e.config.agent.enabled:  # a balancer asks: its users go first (the drain)
+                e.begin_drain(Decision(Do.PROMOTE, Finding(Cause.PROMOTION,
+                                                           "promote_after elapsed"),
+                                       chosen.target))
+                return
             await promote(e, chosen.target, "promote_after elapsed")
         else:
             schedule_promotion(e)

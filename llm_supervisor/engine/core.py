@@ -310,6 +310,20 @@ class Core:
 
     # ------------------------------------------------------------------ the few big moves
 
+    def begin_drain(self, d: Decision) -> None:
+        """A planned switch, with a balancer asking (``[agent]``): it is told to send this
+        engine nothing new (weight 0), and the switch waits for the work in flight to end
+        (``Engine._draining``)."""
+        agent, now = self.config.agent, self.clock()
+        self.drain = Drain(d, now, now + agent.drain_timeout)
+        assert d.finding is not None
+        self.record("drain", to=d.target, tier=self.tier, cause=d.finding.cause.value,
+                    reason=f"draining before {d.do.value} to {d.target}: {d.finding.text()};"
+                           f" the switch waits for the requests in flight, at most"
+                           f" {agent.drain_timeout:g}s", evidence=d.finding.evidence)
+        log.info("draining", engine=self.name, tier=self.tier, to=d.target,
+                 cause=d.finding.cause.value)
+
     def loading(self, phase: str) -> None:
         """A canary went out: the first one after a start loads the model, and says so."""
         if phase == "load" and self.cfg.model and self.state == EngineState.STARTING:

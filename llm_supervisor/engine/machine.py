@@ -24,7 +24,7 @@ from llm_supervisor.checks.model import ModelFacts
 from llm_supervisor.checks.observations import opencl_on_cpu
 from llm_supervisor.checks.progress import working
 from llm_supervisor.decide import Decision, Do
-from llm_supervisor.engine.core import Core, Drain
+from llm_supervisor.engine.core import Core
 from llm_supervisor.engine.intake import Taken
 from llm_supervisor.errors import Refused
 from llm_supervisor.intents import Intent
@@ -153,7 +153,7 @@ class Engine(Core):
             return  # pulling the model: judged again when the pull ends
         observations = await self.observe()
         await self.judge(observations)
-        if self.state == EngineState.HEALTHY:
+        if self.state == EngineState.HEALTHY and self.drain is None:
             await acts.way_up(self, decide.between(self.situation(tiers=False),
                                                    acts.schedule(self)))
 
@@ -329,24 +329,11 @@ class Engine(Core):
             await self._draining(d)
         elif decide.planned(d) and self.config.agent.enabled \
                 and self.state == EngineState.HEALTHY:
-            self._begin_drain(d)
+            self.begin_drain(d)
         else:
             await acts.act(self, d)
 
     # ------------------------------------------------------------------ the drain
-
-    def _begin_drain(self, d: Decision) -> None:
-        """A planned switch, with a balancer asking (``[agent]``): it is told to send this
-        engine nothing new (weight 0), and the switch waits for the work in flight to end."""
-        agent, now = self.config.agent, self.clock()
-        self.drain = Drain(d, now, now + agent.drain_timeout)
-        assert d.finding is not None
-        self.record("drain", to=d.target, tier=self.tier, cause=d.finding.cause.value,
-                    reason=f"draining before {d.do.value} to {d.target}: {d.finding.text()};"
-                           f" the switch waits for the requests in flight, at most"
-                           f" {agent.drain_timeout:g}s", evidence=d.finding.evidence)
-        log.info("draining", engine=self.name, tier=self.tier, to=d.target,
-                 cause=d.finding.cause.value)
 
     async def _draining(self, d: Decision) -> None:
         """While draining: a fault that cannot wait (not a planned switch) switches at once;

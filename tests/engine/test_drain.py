@@ -83,3 +83,29 @@ async def test_without_a_balancer_a_planned_switch_goes_at_once():
     await settle(engine)
     assert actuator.switches == ["rocm", "vulkan"] and engine.drain is None
     assert not [e for e in actuator.events if e["type"] == "drain"]
+
+
+async def test_a_promotion_drains_first_too():
+    """On vulkan after a demotion, promote_after elapsed: the way back up waits for the
+    requests in flight like any planned switch, then tries rocm."""
+    engine, actuator, api, clock, wall = await started(tier="vulkan")
+    with_agent = config.loads(SETTINGS.format(rate=0, model="qwen2.5:7b-instruct",
+                                              pull="false") + AGENT)
+    engine.configure(with_agent, with_agent.engines[0])
+    in_flight = [1]
+
+    async def view(cfg):
+        return Reading(in_flight=in_flight[0], source="tcp")
+
+    engine.canary.view = view
+    engine.memory.next_promotion_at = wall.now  # due
+    await settle(engine)
+    assert engine.drain is not None and engine.drain.decision.target == "rocm"
+    assert actuator.switches == ["vulkan"]
+    for _ in range(4):
+        await settle(engine)
+    assert actuator.switches == ["vulkan"]
+    in_flight[0] = 0
+    await settle(engine)
+    assert actuator.switches == ["vulkan", "rocm"] and engine.memory.promoted_from == "vulkan"
+    assert [e["to"] for e in actuator.events if e["type"] == "drain"] == ["rocm", "done"]
