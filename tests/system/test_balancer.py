@@ -149,6 +149,7 @@ class Stream:
 
     def __init__(self, front: int) -> None:
         self.front, self.served, self.failed = front, Counter[str](), []
+        self.log: list[tuple[float, str]] = []  # (when sent, the engine that answered or why not)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -156,17 +157,21 @@ class Stream:
     def run(self) -> None:
         with httpx.Client(trust_env=False, timeout=30) as client:
             while not self.stop.is_set():
+                sent = time.time()
                 try:
                     r = client.post(f"http://127.0.0.1:{self.front}/api/generate", json={
                         "model": "qwen2.5:7b-instruct", "prompt": "x", "stream": False,
                         "options": {"num_predict": 10}})
                     if r.status_code == 200:
                         self.served[r.headers.get("x-engine", "?")] += 1
+                        self.log.append((sent, r.headers.get("x-engine", "?")))
                     else:
                         self.failed.append(f"HTTP {r.status_code} from"
                                            f" {r.headers.get('x-engine', '?')}")
+                        self.log.append((sent, f"HTTP {r.status_code}"))
                 except httpx.HTTPError as exc:
                     self.failed.append(type(exc).__name__)
+                    self.log.append((sent, type(exc).__name__))
                 time.sleep(1.0)
 
     def end(self) -> tuple[Counter[str], list[str]]:
@@ -210,3 +215,52 @@ def test_the_same_switch_without_the_agent_for_comparison(fresh_container):
     served, failed, drains = degrade_under_load(fresh_container, agent=False)
     print(f"\nwithout the agent: served {dict(served)}, failed {failed}")
     assert drains == [] and served["a"] > 0  # measured, not asserted: how many failed
+
+
+def when(event: dict) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+
+
+def test_a_hang_fails_only_what_was_in_flight_and_new_requests_go_elsewhere(fresh_container):
+    """Engine a's generations hang 25 s after its start, under three clients' streams: the
+    requests sent to it before the verdict fail (nothing is being served: no drain); from
+    the verdict and one agent interval on, the agent says down and every new request goes to
+    b until a serves again; none of those fails."""
+    c = fresh_container
+    install(c)
+    ports = {"a": free_port(), "b": free_port()}
+    configure(c, engine_toml("a", ports["a"], c=c, faults={"rocm": {"hang_after": 25}})
+              + engine_toml("b", ports["b"]), SETTINGS)
+    start_daemon(c)
+    for name in ports:
+        wait_engine(c, name, state="healthy", tier="rocm")
+    front = free_port()
+    start_haproxy(c, "lb", front, ports, agent=True)
+    time.sleep(2)
+    streams = [Stream(front) for _ in range(3)]
+    c.wait_for(lambda: [e for e in events(c) if e.get("engine") == "a"
+                        and e["type"] == "state" and e.get("cause") == "hang"],
+               timeout=90, what="the hang's verdict on a")
+    time.sleep(4)
+    for stream in streams:
+        stream.end()
+    log = sorted(entry for stream in streams for entry in stream.log)
+    verdict = next(e for e in events(c) if e.get("engine") == "a" and e["type"] == "state"
+                   and e.get("cause") == "hang")
+    at = when(verdict)
+    back = next((when(e) for e in events(c) if e.get("engine") == "a" and e["type"] == "state"
+                 and e["to"] == "healthy" and when(e) > at), time.time())
+    # from the verdict and one agent interval (and a second's slack) until a serves again
+    moved = [(t - at, what) for t, what in log if at + 0.5 + 1.0 < t < back]
+    before = [(t - at, what) for t, what in log if t <= at + 0.5 + 1.0]
+    failed_after = [(t - at, what) for t, what in log
+                    if t > at + 0.5 + 1.0 and what not in ("a", "b")]
+    failed_before = [x for x in before if x[1] not in ("a", "b")]
+    print(f"\nhang on a: {len(before)} sent before the verdict and the agent's interval"
+          f" ({len(failed_before)} failed: {failed_before}); {len(moved)} sent while a was"
+          f" down ({back - at:.1f}s), answered by {dict(Counter(w for _, w in moved))};"
+          f" a back at +{back - at:.1f}s")
+    assert all(what == "b" for _, what in moved), moved
+    assert failed_after == [], failed_after  # only what was sent to it before the verdict
+    assert failed_before, "the requests in flight on the hung engine fail (no drain for a hang)"
