@@ -44,7 +44,9 @@ RESTART_CHANGES_NOTHING = frozenset({Cause.BACKEND_MISMATCH, Cause.PLACEMENT})
 # an engine that serves, only worse (too slow, on the CPU, on the wrong backend): a balancer
 # in front may move its users away before the switch (``[agent]``: the drain). Anything else
 # — a hang, a crash, a GPU fault, garbage — switches at once: nothing good is being served.
-PLANNED = frozenset({Cause.SLOW, Cause.PLACEMENT, Cause.BACKEND_MISMATCH, Cause.DISCOVERY})
+# An operator's switch (restart, demote, pin, promote) and a promotion may wait as well.
+PLANNED = frozenset({Cause.SLOW, Cause.PLACEMENT, Cause.BACKEND_MISMATCH, Cause.DISCOVERY,
+                     Cause.OPERATOR, Cause.PROMOTION})
 
 
 class Do(StrEnum):
@@ -73,10 +75,8 @@ SWITCHES = frozenset({Do.RESTART, Do.DEMOTE})  # decisions that restart the engi
 def planned(d: Decision) -> bool:
     """A switch that may wait for the engine's work to end: a promotion, or a switch for a
     cause of ``PLANNED``."""
-    if d.do == Do.PROMOTE:
-        return d.target is not None
-    return d.do in SWITCHES and d.target is not None and d.finding is not None \
-        and d.finding.cause in PLANNED
+    return d.do in (*SWITCHES, Do.PROMOTE) and d.target is not None \
+        and d.finding is not None and d.finding.cause in PLANNED
 
 
 @dataclass(frozen=True)

@@ -57,15 +57,17 @@ async def act(e: Core, d: Decision) -> None:
 
 async def switch(e: Core, d: Decision, finding: Finding) -> None:
     """A decision that restarts the engine's unit: on its tier, down, back, or (after its
-    drain) up."""
-    if d.do == Do.RESTART:
+    drain) up, or as an operator asked (after its drain)."""
+    if d.do == Do.PROMOTE and d.target is not None:  # after its drain
+        await promote(e, d.target, finding.detail)
+    elif finding.cause == Cause.OPERATOR and d.target is not None:  # after its drain
+        await e.start_on(d.target, Cause.OPERATOR, finding.detail)
+    elif d.do == Do.RESTART:
         await restart(e, finding)
     elif d.do == Do.DEMOTE:
         await demote(e, finding, d.target)
     elif d.do == Do.ROLLBACK:
         await rollback(e, finding, d)
-    elif d.target is not None:  # a promotion, after its drain
-        await promote(e, d.target, finding.detail)
 
 
 def stand_down(e: Core, finding: Finding) -> None:

@@ -17,7 +17,7 @@ import structlog
 
 import llm_supervisor.engine.acts as acts
 from llm_supervisor import decide, intents
-from llm_supervisor.causes import Cause, Observation
+from llm_supervisor.causes import Cause, Finding, Observation
 from llm_supervisor.checks import health, observations, speed
 from llm_supervisor.checks.canary import Ended, Look
 from llm_supervisor.checks.model import ModelFacts
@@ -102,14 +102,33 @@ class Engine(Core):
             self.record("pin", to=target, cause=Cause.OPERATOR.value,
                         reason=f"pinned to {target} {by}")
             if self.tier != target:
-                await self.start_on(target, Cause.OPERATOR, f"pinned to {target} {by}")
+                return await self._switch_asked(Do.DEMOTE, target, f"pinned to {target} {by}",
+                                                f"pinned to {target}")
             return f"pinned to {target}"
         if intent.verb == "promote":
+            if self._drains():
+                return await self._switch_asked(Do.PROMOTE, target, f"asked {by}",
+                                                f"promoting to {target}")
             await acts.promote(self, target, f"asked {by}")
             return f"promoting to {target}"
         what = "restarted" if intent.verb == "restart" else f"demoted from {self.tier}"
-        await self.start_on(target, Cause.OPERATOR, f"{what} {by}")
-        return "restarted" if intent.verb == "restart" else f"demoted to {target}"
+        return await self._switch_asked(
+            Do.RESTART if intent.verb == "restart" else Do.DEMOTE, target, f"{what} {by}",
+            "restarted" if intent.verb == "restart" else f"demoted to {target}")
+
+    def _drains(self) -> bool:
+        """Does a switch of this engine wait for its users to go (a balancer asks)?"""
+        return self.config.agent.enabled and self.state == EngineState.HEALTHY
+
+    async def _switch_asked(self, do: Do, target: str, detail: str, done: str) -> str:
+        """An operator's switch: at once, or, with a balancer asking, after the drain (the
+        asker hears so at once: the switch follows when the requests in flight are done)."""
+        if not self._drains():
+            await self.start_on(target, Cause.OPERATOR, detail)
+            return done
+        self.begin_drain(Decision(do, Finding(Cause.OPERATOR, detail), target))
+        return (f"draining: {done} once the requests in flight are done (at most"
+                f" {self.config.agent.drain_timeout:g}s)")
 
     def intent_view(self, usable: Sequence[str], why_not: Mapping[str, str] | None = None
                     ) -> intents.View:

@@ -109,3 +109,41 @@ async def test_a_promotion_drains_first_too():
     await settle(engine)
     assert actuator.switches == ["vulkan", "rocm"] and engine.memory.promoted_from == "vulkan"
     assert [e["to"] for e in actuator.events if e["type"] == "drain"] == ["rocm", "done"]
+
+
+async def test_an_operators_restart_drains_first_and_says_so_at_once():
+    from llm_supervisor.intents import Intent
+
+    engine, actuator, api, clock, wall = await started()
+    with_agent = config.loads(SETTINGS.format(rate=0, model="qwen2.5:7b-instruct",
+                                              pull="false") + AGENT)
+    engine.configure(with_agent, with_agent.engines[0])
+    in_flight = [1]
+
+    async def view(cfg):
+        return Reading(in_flight=in_flight[0], source="tcp")
+
+    engine.canary.view = view
+    answer = await engine.apply(Intent("restart", 0))
+    assert answer.startswith("draining: restarted once the requests in flight are done")
+    assert actuator.switches == ["rocm"] and engine.drain is not None
+    for _ in range(4):
+        await settle(engine)
+    assert actuator.switches == ["rocm"]
+    in_flight[0] = 0
+    await settle(engine)
+    assert actuator.switches == ["rocm", "rocm"] and engine.memory.cause == "operator"
+    assert engine.restarts_on_tier == 0  # the operator's: no restart counted against the tier
+    clock.now += 11  # past its grace: healthy again
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY
+    in_flight[0] = 1
+    answer = await engine.apply(Intent("pin", 0, "vulkan"))
+    assert answer.startswith("draining: pinned to vulkan") and engine.memory.pinned == "vulkan"
+    in_flight[0] = 0
+    for _ in range(3):
+        await settle(engine)
+    assert actuator.switches[-1] == "vulkan"
+    # an engine that is not serving is switched at once: there is nobody to drain
+    answer = await engine.apply(Intent("restart", 0))
+    assert answer == "restarted" and engine.drain is None
