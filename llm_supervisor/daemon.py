@@ -519,13 +519,14 @@ class Supervisor:
                 if engine.tier == step.leaving and engine.state not in (EngineState.FAILED,
                                                                         EngineState.BLOCKED):
                     with engine.batch():
-                        await engine.start_on(step.tier, Cause.RELOAD, step.why)
+                        if not engine.drain_first(step.tier, Cause.RELOAD, step.why):
+                            await engine.start_on(step.tier, Cause.RELOAD, step.why)
             return
         with engine.batch():
             if isinstance(step, reload_plan.Fail):
                 await engine.fail(Finding(Cause.CONFIG, step.why))
-            else:
-                await engine.start_on(step.tier, Cause.RELOAD, step.why)
+            elif not engine.drain_first(step.tier, Cause.RELOAD, step.why):  # a balancer
+                await engine.start_on(step.tier, Cause.RELOAD, step.why)     # asks: later
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 at half WATCHDOG_USEC from the main loop; STATUS= kept current."""

@@ -44,9 +44,10 @@ RESTART_CHANGES_NOTHING = frozenset({Cause.BACKEND_MISMATCH, Cause.PLACEMENT})
 # an engine that serves, only worse (too slow, on the CPU, on the wrong backend): a balancer
 # in front may move its users away before the switch (``[agent]``: the drain). Anything else
 # — a hang, a crash, a GPU fault, garbage — switches at once: nothing good is being served.
-# An operator's switch (restart, demote, pin, promote) and a promotion may wait as well.
+# An operator's switch (restart, demote, pin, promote), a promotion and a reload's restart
+# may wait as well.
 PLANNED = frozenset({Cause.SLOW, Cause.PLACEMENT, Cause.BACKEND_MISMATCH, Cause.DISCOVERY,
-                     Cause.OPERATOR, Cause.PROMOTION})
+                     Cause.OPERATOR, Cause.PROMOTION, Cause.RELOAD})
 
 
 class Do(StrEnum):

@@ -1069,3 +1069,24 @@ def test_cells_by_axis() -> None:
     assert sum(table["axes"].values()) == len(CELLS) == len(set(IDS))
     assert table["axes"]["default"] == len([1 for f in FAULTS for p in PHASES
                                             if expected(f, p) is not None])
+
+
+async def test_a_reload_that_changes_the_unit_drains_first_with_a_balancer(tmp_path: Path
+                                                                           ) -> None:
+    """With [agent] on, a reload that changes a serving engine's unit restarts it once its
+    requests in flight are done (here none: after one agent interval), never at once."""
+    agent = '\n[agent]\nenabled = true\ninterval = "2s"\n'
+    w = world(tmp_path, extra=agent)
+    await healthy_on(w)
+    changed = w.settings.replace('OLLAMA_MODELS = "', 'OLLAMA_KEEP_ALIVE = "10m"\n'
+                                 'OLLAMA_MODELS = "')
+    (w.tmp / "llm-supervisor.toml").write_text(changed)
+    ok, outcome = await w.sup._reload("SIGHUP")
+    assert ok and outcome["diff"]["changed"] == ["main"], outcome
+    assert w.actuator.switches == ["rocm"] and w.engine.drain is not None
+    assert w.engine.drain.decision.finding is not None
+    assert w.engine.drain.decision.finding.cause == Cause.RELOAD
+    await w.until(lambda: len(w.actuator.switches) > 1, 10)
+    assert w.actuator.switches == ["rocm", "rocm"] and w.engine.memory.cause == "reload"
+    drains = [e["to"] for e in w.actuator.events if e["type"] == "drain"]
+    assert drains == ["rocm", "done"], drains

@@ -60,8 +60,8 @@ async def switch(e: Core, d: Decision, finding: Finding) -> None:
     drain) up, or as an operator asked (after its drain)."""
     if d.do == Do.PROMOTE and d.target is not None:  # after its drain
         await promote(e, d.target, finding.detail)
-    elif finding.cause == Cause.OPERATOR and d.target is not None:  # after its drain
-        await e.start_on(d.target, Cause.OPERATOR, finding.detail)
+    elif finding.cause in (Cause.OPERATOR, Cause.RELOAD) and d.target is not None:
+        await e.start_on(d.target, finding.cause, finding.detail)  # asked, after its drain
     elif d.do == Do.RESTART:
         await restart(e, finding)
     elif d.do == Do.DEMOTE:

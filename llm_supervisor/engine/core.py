@@ -27,7 +27,7 @@ from llm_supervisor.causes import Cause, Finding, Observation
 from llm_supervisor.checks.canary import Canary
 from llm_supervisor.checks.speed import SpeedBook
 from llm_supervisor.config import Config, EngineConfig, FallbackSection, HealthSection
-from llm_supervisor.decide import Decision, Situation
+from llm_supervisor.decide import Decision, Do, Situation
 from llm_supervisor.engine.intake import Intake
 from llm_supervisor.engine.outbox import Event, Outbox
 from llm_supervisor.host.tuning import Tuning, slots
@@ -309,6 +309,16 @@ class Core:
         self.actuator.commit(self.view(), self.outbox.take())
 
     # ------------------------------------------------------------------ the few big moves
+
+    def drain_first(self, target: str, cause: Cause, detail: str) -> bool:
+        """A switch that may wait for the engine's users (the operator's, a reload's): with
+        a balancer asking and the engine serving, its drain begins (True); else the caller
+        switches at once (False)."""
+        if not (self.config.agent.enabled and self.state == EngineState.HEALTHY):
+            return False
+        do = Do.RESTART if target == self.tier else Do.DEMOTE
+        self.begin_drain(Decision(do, Finding(cause, detail), target))
+        return True
 
     def begin_drain(self, d: Decision) -> None:
         """A planned switch, with a balancer asking (``[agent]``): it is told to send this

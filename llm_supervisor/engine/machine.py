@@ -123,10 +123,11 @@ class Engine(Core):
     async def _switch_asked(self, do: Do, target: str, detail: str, done: str) -> str:
         """An operator's switch: at once, or, with a balancer asking, after the drain (the
         asker hears so at once: the switch follows when the requests in flight are done)."""
-        if not self._drains():
+        if do == Do.PROMOTE:
+            self.begin_drain(Decision(do, Finding(Cause.OPERATOR, detail), target))
+        elif not self.drain_first(target, Cause.OPERATOR, detail):
             await self.start_on(target, Cause.OPERATOR, detail)
             return done
-        self.begin_drain(Decision(do, Finding(Cause.OPERATOR, detail), target))
         return (f"draining: {done} once the requests in flight are done (at most"
                 f" {self.config.agent.drain_timeout:g}s)")
 
