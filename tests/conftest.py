@@ -60,6 +60,17 @@ def fresh_container() -> Iterator[Container]:
         c.shutdown()
 
 
+@pytest.fixture
+def second_container() -> Iterator[Container]:
+    """Another container of the test's own, beside ``fresh_container``: a second host, with
+    a systemd and a daemon of its own (the containers share the host's network)."""
+    c = _booted("second")
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
 # A real llama.cpp llama-server (built by dev/bootstrap) and a tiny real model for it.
 
 

@@ -31,13 +31,23 @@ listen = "127.0.0.1:{AGENT}"
 """
 
 
-def haproxy_cfg(front: int, ports: dict[str, int], *, agent: bool) -> str:
-    """roundrobin over both engines; with ``agent``, each weighed by the daemon's agent."""
-    servers = "\n".join(
+def server_lines(ports: dict[str, int], agents: dict[str, tuple[int, str]] | None) -> str:
+    """A server line per engine port; with ``agents`` (name -> agent port, agent-send), each
+    weighed by a daemon's agent."""
+    return "\n".join(
         f"    server {name} 127.0.0.1:{port} check inter 1s"
-        + (f' agent-check agent-port {AGENT} agent-inter 500ms agent-send "{name}\\n"'
-           if agent else "") + " weight 100"
+        + (f" agent-check agent-port {agents[name][0]} agent-inter 500ms"
+           f' agent-send "{agents[name][1]}\\n"' if agents else "") + " weight 100"
         for name, port in ports.items())
+
+
+def haproxy_cfg(front: int, ports: dict[str, int], *, agent: bool) -> str:
+    """roundrobin over both engines; with ``agent``, each weighed by this host's agent."""
+    return fleet_cfg(front, server_lines(ports, {n: (AGENT, n) for n in ports} if agent
+                                         else None))
+
+
+def fleet_cfg(front: int, servers: str) -> str:
     return f"""global
     maxconn 512
 defaults
@@ -230,7 +240,9 @@ def test_a_hang_fails_only_what_was_in_flight_and_new_requests_go_elsewhere(fres
     c = fresh_container
     install(c)
     ports = {"a": free_port(), "b": free_port()}
-    configure(c, engine_toml("a", ports["a"], c=c, faults={"rocm": {"hang_after": 25}})
+    # each start of a takes 6 s (its model loading): the window while it is down
+    configure(c, engine_toml("a", ports["a"], c=c, faults={"rocm": {"hang_after": 25,
+                                                                     "start_delay": 6}})
               + engine_toml("b", ports["b"]), SETTINGS)
     start_daemon(c)
     for name in ports:
@@ -261,6 +273,46 @@ def test_a_hang_fails_only_what_was_in_flight_and_new_requests_go_elsewhere(fres
           f" ({len(failed_before)} failed: {failed_before}); {len(moved)} sent while a was"
           f" down ({back - at:.1f}s), answered by {dict(Counter(w for _, w in moved))};"
           f" a back at +{back - at:.1f}s")
-    assert all(what == "b" for _, what in moved), moved
+    assert moved and all(what == "b" for _, what in moved), moved
     assert failed_after == [], failed_after  # only what was sent to it before the verdict
     assert failed_before, "the requests in flight on the hung engine fail (no drain for a hang)"
+
+
+def test_two_hosts_each_with_its_daemon_behind_one_haproxy(fresh_container, second_container):
+    """Two hosts (two booted systemds), each with an engine named main and its own daemon
+    answering on its own balancer port; HAProxy on the first asks each host about its main.
+    The second host's engine falls to the CPU: it gets its speed's share; stopped, none."""
+    hosts = {"gpu1": fresh_container, "gpu2": second_container}
+    ports, agents = {}, {}
+    for name, c in hosts.items():
+        install(c)
+        ports[name], agents[name] = free_port(), free_port()
+        configure(c, engine_toml("main", ports[name]), FAST + f"""
+[agent]
+enabled = true
+listen = "127.0.0.1:{agents[name]}"
+""")
+        start_daemon(c)
+    for c in hosts.values():
+        wait_engine(c, "main", state="healthy", tier="rocm")
+    gpu2 = hosts["gpu2"]
+    gpu2.wait_for(lambda: status(gpu2, "main")["speed"]["reference"], timeout=60,
+                  what="gpu2's ROCm speed learned")
+    gpu2.run(["llm-supervisorctl", "pin", "main", "cpu"])
+    wait_engine(gpu2, "main", state="healthy", tier="cpu")
+    gpu2.wait_for(lambda: status(gpu2, "main")["speed"]["reference"], timeout=60,
+                  what="gpu2's CPU speed learned")
+    front = free_port()
+    c = hosts["gpu1"]
+    c.write("/etc/haproxy/fleet.cfg", fleet_cfg(front, server_lines(
+        ports, {name: (agents[name], "main") for name in hosts})))
+    c.run(["haproxy", "-c", "-f", "/etc/haproxy/fleet.cfg"])
+    c.run(["systemd-run", "--unit=fleet", "haproxy", "-f", "/etc/haproxy/fleet.cfg", "-db"])
+    time.sleep(3)
+    served, failed = split(front, 120)
+    print(f"\ntwo hosts, gpu2 on the CPU: {dict(served)} ({failed} failed)")
+    assert failed == 0 and served["gpu1"] > 4 * served["gpu2"] > 0, served
+    gpu2.run(["llm-supervisorctl", "stop", "main"])
+    time.sleep(2)
+    served, failed = split(front, 30)
+    assert served == Counter({"gpu1": 30}) and failed == 0, (served, failed)
