@@ -15,12 +15,9 @@ from llm_supervisor.states import EngineState
 AGENT = '\n[agent]\nenabled = true\ninterval = "2s"\ndrain_timeout = "30s"\n'
 
 
-async def draining(in_flight: list[int]):
-    """An engine found on the CPU (placement) while the balancer asks; once the drain
-    begins, ``in_flight[0]`` requests are in flight (before it, none: a busy engine's
-    canary waits behind its users)."""
-    engine, actuator, api, clock, wall = await started()
-    then, in_flight[0] = in_flight[0], 0
+def behind_a_balancer(engine, in_flight: list[int]) -> None:
+    """The engine's config with [agent] on; ``in_flight[0]`` requests in flight, as the
+    kernel's view of its clients says."""
     with_agent = config.loads(SETTINGS.format(rate=0, model="qwen2.5:7b-instruct",
                                               pull="false") + AGENT)
     engine.configure(with_agent, with_agent.engines[0])
@@ -29,6 +26,15 @@ async def draining(in_flight: list[int]):
         return Reading(in_flight=in_flight[0], source="tcp")
 
     engine.canary.view = view
+
+
+async def draining(in_flight: list[int]):
+    """An engine found on the CPU (placement) while the balancer asks; once the drain
+    begins, ``in_flight[0]`` requests are in flight (before it, none: a busy engine's
+    canary waits behind its users)."""
+    engine, actuator, api, clock, wall = await started()
+    then, in_flight[0] = in_flight[0], 0
+    behind_a_balancer(engine, in_flight)
     api.size_vram = 0  # it computes on the CPU now: serving, only slowly (placement)
     await settle(engine)
     in_flight[0] = then
@@ -89,15 +95,8 @@ async def test_a_promotion_drains_first_too():
     """On vulkan after a demotion, promote_after elapsed: the way back up waits for the
     requests in flight like any planned switch, then tries rocm."""
     engine, actuator, api, clock, wall = await started(tier="vulkan")
-    with_agent = config.loads(SETTINGS.format(rate=0, model="qwen2.5:7b-instruct",
-                                              pull="false") + AGENT)
-    engine.configure(with_agent, with_agent.engines[0])
     in_flight = [1]
-
-    async def view(cfg):
-        return Reading(in_flight=in_flight[0], source="tcp")
-
-    engine.canary.view = view
+    behind_a_balancer(engine, in_flight)
     engine.memory.next_promotion_at = wall.now  # due
     await settle(engine)
     assert engine.drain is not None and engine.drain.decision.target == "rocm"
@@ -115,15 +114,8 @@ async def test_an_operators_restart_drains_first_and_says_so_at_once():
     from llm_supervisor.intents import Intent
 
     engine, actuator, api, clock, wall = await started()
-    with_agent = config.loads(SETTINGS.format(rate=0, model="qwen2.5:7b-instruct",
-                                              pull="false") + AGENT)
-    engine.configure(with_agent, with_agent.engines[0])
     in_flight = [1]
-
-    async def view(cfg):
-        return Reading(in_flight=in_flight[0], source="tcp")
-
-    engine.canary.view = view
+    behind_a_balancer(engine, in_flight)
     answer = await engine.apply(Intent("restart", 0))
     assert answer.startswith("draining: restarted once the requests in flight are done")
     assert actuator.switches == ["rocm"] and engine.drain is not None
