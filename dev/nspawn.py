@@ -3,7 +3,8 @@
 The host's ``/`` becomes the lower layer of an overlay whose upper layer lives on a private
 tmpfs; ``systemd-nspawn -b`` boots the host's own systemd on it, and commands run inside
 through ``nsenter`` into its PID 1. Nothing written inside reaches the host's disk, the
-container shares the host's network namespace (loopback ports are shared), and nspawn
+container shares the host's network namespace (loopback ports are shared) unless it is given
+a namespace of its own (``network=``, a path such as ``/run/netns/x``), and nspawn
 mounts fresh /tmp, /run, /dev, /proc and /sys inside, so those are not reachable through
 the overlay (``write``/``read`` fall back to running a command inside for them).
 
@@ -172,13 +173,14 @@ class Container:
     """One booted systemd; ``with Container("x") as c`` boots it and always tears it down."""
 
     def __init__(self, name: str, *, workdir: Path | None = None,
-                 lower: Path = Path("/")) -> None:
+                 lower: Path = Path("/"), network: Path | None = None) -> None:
         slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:32] or "c"
         self.machine = f"{PREFIX}-{slug}-{os.getpid()}-{next(_counter)}"
         self.base = Path(workdir) if workdir else DEFAULT_BASE
         self.dir = self.base / self.machine
         self.root = self.dir / "fs" / "merged"
         self.lower = lower  # the image booted: the host's / by default, or another root
+        self.network = network  # a network namespace of its own (its path), else the host's
         self.log_path = self.dir / "nspawn.log"
         self.pid: int | None = None  # host pid of the container's PID 1
         self.boot_seconds: float | None = None
@@ -262,6 +264,8 @@ class Container:
         argv = ["systemd-nspawn", "-q", "-D", str(self.root), "-b", "--register=no",
                 "--link-journal=no", "--console=passive", f"--machine={self.machine}",
                 "--capability=CAP_PERFMON"]
+        if self.network is not None:
+            argv.append(f"--network-namespace-path={self.network}")
         if not _host_runs_systemd():
             # No systemd on the host to make a scope: --keep-unit, in a cgroup of our own
             # (else nspawn makes "payload"/"supervisor" in the caller's cgroup, which

@@ -48,7 +48,7 @@ def apt(c: Any, *args: str, timeout: float = 600) -> Any:
 
 
 def engine_toml(name: str, port: int, *, faults: dict[str, Any] | None = None,
-                extra: str = "", c: Any = None) -> str:
+                extra: str = "", c: Any = None, host: str = "127.0.0.1") -> str:
     """An [[engine]] running the simulated Ollama; its fault plan is written next to the config."""
     env = ""
     if faults is not None:
@@ -58,7 +58,7 @@ def engine_toml(name: str, port: int, *, faults: dict[str, Any] | None = None,
         env = f'environment = {{ SIMENGINE_FAULTS = "{path}" }}\n'
     return (f'[[engine]]\nname = "{name}"\nkind = "ollama"\n'
             f'exec = "/usr/bin/llm-supervisor-simengine serve"\n'
-            f'listen = "127.0.0.1:{port}"\nmodel = "qwen2.5:7b-instruct"\n{env}{extra}\n')
+            f'listen = "{host}:{port}"\nmodel = "qwen2.5:7b-instruct"\n{env}{extra}\n')
 
 
 FAST = """

@@ -4,6 +4,9 @@ A machine that cannot boot the container FAILS those tests: it never skips them.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.timeout(SYSTEM_TEST_TIMEOUT))
 
 
-def _booted(name: str) -> Container:
-    c = Container(name)
+def _booted(name: str, network: Path | None = None) -> Container:
+    c = Container(name, network=network)
     try:
         c.boot()
         return c
@@ -60,15 +63,47 @@ def fresh_container() -> Iterator[Container]:
         c.shutdown()
 
 
+# A second host's own network: a namespace joined to this one by a veth pair. This side has
+# BALANCER (where a load balancer on this host connects from) and STRANGER (another address
+# of this host, which the second host's daemon is not told to trust); the far side has REMOTE.
+BALANCER, STRANGER, REMOTE = "10.213.7.1", "10.213.7.3", "10.213.7.2"
+
+
+def _ip(*argv: str) -> None:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _network_of_its_own() -> Iterator[Path]:
+    name, veth = f"llmsup-{os.getpid()}", f"lsv{os.getpid() % 100000}"
+    _ip("netns", "add", name)
+    try:
+        _ip("link", "add", f"{veth}a", "type", "veth", "peer", "name", f"{veth}b")
+        _ip("link", "set", f"{veth}b", "netns", name)
+        for address in (BALANCER, STRANGER):
+            _ip("addr", "add", f"{address}/24", "dev", f"{veth}a")
+        _ip("link", "set", f"{veth}a", "up")
+        for argv in (["addr", "add", f"{REMOTE}/24", "dev", f"{veth}b"],
+                     ["link", "set", f"{veth}b", "up"], ["link", "set", "lo", "up"]):
+            _ip("-n", name, *argv)
+        yield Path("/run/netns") / name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
 @pytest.fixture
 def second_container() -> Iterator[Container]:
     """Another container of the test's own, beside ``fresh_container``: a second host, with
-    a systemd and a daemon of its own (the containers share the host's network)."""
-    c = _booted("second")
-    try:
-        yield c
-    finally:
-        c.shutdown()
+    a systemd, a daemon and a network of its own, reached at REMOTE from this host's
+    BALANCER (or STRANGER) address."""
+    with _network_of_its_own() as network:
+        c = _booted("second", network)
+        try:
+            yield c
+        finally:
+            c.shutdown()
 
 
 # A real llama.cpp llama-server (built by dev/bootstrap) and a tiny real model for it.

@@ -33,6 +33,7 @@ import contextlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 
 import h11
 import structlog
@@ -194,5 +195,6 @@ class AgentServer:
                    ("Content-Length", str(len(data))), ("Cache-Control", "no-store"),
                    ("Connection", "close")]
         return b"".join(conn.send(event) or b"" for event in (
-            h11.Response(status_code=status, headers=headers), h11.Data(data=data),
+            h11.Response(status_code=status, headers=headers,
+                         reason=HTTPStatus(status).phrase), h11.Data(data=data),
             h11.EndOfMessage()))

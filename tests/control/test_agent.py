@@ -84,7 +84,7 @@ async def test_the_agent_and_readyz_on_one_port(server):
     assert await exchange(server.port, b"main\n") == b"up 100% maxconn:4\n"
     assert await exchange(server.port, b"other\r\n") == b"down #no such engine\n"
     answer = await exchange(server.port, b"GET /readyz/main HTTP/1.1\r\nHost: lb\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nready\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nready\n")
     answer = await exchange(server.port, b"GET /readyz/nope HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.0 404 ") or answer.startswith(b"HTTP/1.1 404 ")
     answer = await exchange(server.port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import httpx
+from conftest import BALANCER, REMOTE, STRANGER
 from sandbox import (
     FAST,
     configure,
@@ -31,11 +32,12 @@ listen = "127.0.0.1:{AGENT}"
 """
 
 
-def server_lines(ports: dict[str, int], agents: dict[str, tuple[int, str]] | None) -> str:
-    """A server line per engine port; with ``agents`` (name -> agent port, agent-send), each
-    weighed by a daemon's agent."""
+def server_lines(ports: dict[str, int], agents: dict[str, tuple[int, str]] | None,
+                 hosts: dict[str, str] | None = None) -> str:
+    """A server line per engine port (on loopback, or at ``hosts[name]``); with ``agents``
+    (name -> agent port, agent-send), each weighed by its host's daemon's agent."""
     return "\n".join(
-        f"    server {name} 127.0.0.1:{port} check inter 1s"
+        f"    server {name} {(hosts or {}).get(name, '127.0.0.1')}:{port} check inter 1s"
         + (f" agent-check agent-port {agents[name][0]} agent-inter 500ms"
            f' agent-send "{agents[name][1]}\\n"' if agents else "") + " weight 100"
         for name, port in ports.items())
@@ -278,23 +280,43 @@ def test_a_hang_fails_only_what_was_in_flight_and_new_requests_go_elsewhere(fres
     assert failed_before, "the requests in flight on the hung engine fail (no drain for a hang)"
 
 
+def asks_readyz(source: str, port: int, engine: str) -> str:
+    """``GET /readyz/<engine>`` from this host's ``source`` address to the second host's
+    balancer port: its status line, or what happened instead."""
+    import socket
+    with socket.create_connection((REMOTE, port), timeout=3,
+                                  source_address=(source, 0)) as s:
+        s.sendall(f"GET /readyz/{engine} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        try:
+            answer = s.recv(4096).decode(errors="replace")
+        except ConnectionResetError:
+            return "reset"
+    return answer.splitlines()[0] if answer else "closed unanswered"
+
+
 def test_two_hosts_each_with_its_daemon_behind_one_haproxy(fresh_container, second_container):
-    """Two hosts (two booted systemds), each with an engine named main and its own daemon
-    answering on its own balancer port; HAProxy on the first asks each host about its main.
-    The second host's engine falls to the CPU: it gets its speed's share; stopped, none."""
+    """Two hosts (two booted systemds, the second on a network of its own), each with an
+    engine named main and its own daemon answering on its own balancer port; HAProxy on the
+    first asks each host about its main. The second host's port answers the balancer's
+    address only. Its engine falls to the CPU: it gets its speed's share; stopped, none."""
     hosts = {"gpu1": fresh_container, "gpu2": second_container}
+    where = {"gpu1": "127.0.0.1", "gpu2": REMOTE}
+    allow = {"gpu1": "127.0.0.1", "gpu2": BALANCER}
     ports, agents = {}, {}
     for name, c in hosts.items():
         install(c)
         ports[name], agents[name] = free_port(), free_port()
-        configure(c, engine_toml("main", ports[name]), FAST + f"""
+        configure(c, engine_toml("main", ports[name], host=where[name]), FAST + f"""
 [agent]
 enabled = true
-listen = "127.0.0.1:{agents[name]}"
+listen = "{where[name]}:{agents[name]}"
+allow = ["{allow[name]}"]
 """)
         start_daemon(c)
     for c in hosts.values():
         wait_engine(c, "main", state="healthy", tier="rocm")
+    assert asks_readyz(BALANCER, agents["gpu2"], "main") == "HTTP/1.1 200 OK"
+    assert asks_readyz(STRANGER, agents["gpu2"], "main") in ("closed unanswered", "reset")
     gpu2 = hosts["gpu2"]
     gpu2.wait_for(lambda: status(gpu2, "main")["speed"]["reference"], timeout=60,
                   what="gpu2's ROCm speed learned")
@@ -305,7 +327,7 @@ listen = "127.0.0.1:{agents[name]}"
     front = free_port()
     c = hosts["gpu1"]
     c.write("/etc/haproxy/fleet.cfg", fleet_cfg(front, server_lines(
-        ports, {name: (agents[name], "main") for name in hosts})))
+        ports, {name: (agents[name], "main") for name in hosts}, where)))
     c.run(["haproxy", "-c", "-f", "/etc/haproxy/fleet.cfg"])
     c.run(["systemd-run", "--unit=fleet", "haproxy", "-f", "/etc/haproxy/fleet.cfg", "-db"])
     time.sleep(3)
