@@ -2,7 +2,9 @@
 (agent-check) for each: an engine fallen to the CPU gets its speed's share of the requests, an
 engine that stops serving gets none, a daemon that dies leaves HAProxy with the last word it
 heard while the engines go on serving, and a planned switch under load drains first: no
-request fails. The same requests without the agent, side by side."""
+request fails; a hang fails only what was in flight on the hung engine. The same requests
+without the agent, side by side. HAProxy is Debian 12's (2.6) and, for the weights, Debian
+13's (3.0) too; two hosts on two networks share one HAProxy."""
 
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 import httpx
+import pytest
 from conftest import BALANCER, REMOTE, STRANGER
+from nspawn import Container
+from roots import carry_host_settings, release_root
 from sandbox import (
     FAST,
+    apt,
     configure,
     engine_toml,
     events,
@@ -98,8 +104,36 @@ def agent_says(c, engine: str) -> str:
                   f"127.0.0.1/{AGENT}; cat >&3; cat <&3'"], check=False).stdout.strip()
 
 
-def test_haproxy_weighs_engines_by_their_speed_and_stops_sending_to_one_down(fresh_container):
+# The HAProxy releases MI50 hosts get from their distribution: Debian 12's (this host's own,
+# installed by dev/bootstrap) and Debian 13's, installed from Debian 13's archive into a
+# container booted from that release's root (dev/roots.py) on this host's network.
+RELEASES = {"debian12": "2.6.", "debian13": "3.0."}
+
+
+@pytest.fixture(params=list(RELEASES))
+def balancer(request, fresh_container):
+    """The container HAProxy runs in, and its version: Debian 12's or Debian 13's."""
+    if request.param == "debian12":
+        yield fresh_container, RELEASES["debian12"]
+        return
+    c = Container("trixie-haproxy", lower=release_root("trixie"))
+    c.boot(timeout=120)
+    try:
+        carry_host_settings(c)
+        apt(c, "update")
+        apt(c, "install", "haproxy")
+        c.run(["systemctl", "disable", "--now", "haproxy.service"])
+        yield c, RELEASES["debian13"]
+    finally:
+        c.shutdown()
+
+
+def test_haproxy_weighs_engines_by_their_speed_and_stops_sending_to_one_down(fresh_container,
+                                                                              balancer):
     c = fresh_container
+    lb, release = balancer
+    version = lb.run(["haproxy", "-v"]).stdout.splitlines()[0]
+    assert version.startswith(f"HAProxy version {release}"), version
     install(c)
     ports = {"a": free_port(), "b": free_port()}
     configure(c, "".join(engine_toml(n, p) for n, p in ports.items()), SETTINGS)
@@ -120,12 +154,13 @@ def test_haproxy_weighs_engines_by_their_speed_and_stops_sending_to_one_down(fre
     assert agent_says(c, "nope") == "down #no such engine"
 
     fronts = {"with": free_port(), "without": free_port()}
-    start_haproxy(c, "lb-agent", fronts["with"], ports, agent=True)
-    start_haproxy(c, "lb-plain", fronts["without"], ports, agent=False)
+    start_haproxy(lb, "lb-agent", fronts["with"], ports, agent=True)
+    start_haproxy(lb, "lb-plain", fronts["without"], ports, agent=False)
     time.sleep(3)  # a few agent and health checks
     weighed, failed = split(fronts["with"], 120)
     plain, plain_failed = split(fronts["without"], 120)
-    print(f"\nagent said: {said}\nsplit with the agent: {dict(weighed)} ({failed} failed);"
+    print(f"\n{version}: agent said: {said}\nsplit with the agent:"
+          f" {dict(weighed)} ({failed} failed);"
           f" without: {dict(plain)} ({plain_failed} failed)")
     assert failed == 0 and plain_failed == 0
     share = weighed["b"] / 120
