@@ -24,11 +24,17 @@ def unit_observations(unit: UnitStatus, restarts_seen: int | None, since_start: 
     grace: a crash. Stopped cleanly (``Result=success``: ``systemctl stop``, an admin's
     ``kill``, its process ending with status 0) is no crash: the operator's hand
     (``stopped``). Nothing while it runs, while a stop is under way, or while it still
-    activates within the grace."""
+    activates — or its start job waits in systemd's queue — within the grace."""
     if restarts_seen is not None and unit.n_restarts > restarts_seen:
         return [Observation.bad(
             "unit", Cause.CRASH, f"systemd restarted it {unit.n_restarts - restarts_seen}"
             f" time(s) (exit status {unit.exec_main_status})", evidence=unit.raw)]
+    if unit.job and unit.active_state == "inactive":
+        # a start waiting its turn in systemd's queue (ours, just asked for; an operator's),
+        # not a stop: nothing within the grace, a start that never comes past it
+        return [] if since_start <= grace else [Observation.bad(
+            "unit", Cause.CRASH, f"not running: its start (job {unit.job}) is still queued",
+            evidence=unit.raw)]
     if unit.active_state == "inactive" and unit.result == "success":
         return [Observation.bad("unit", Cause.STOPPED, stopped_how(unit), evidence=unit.raw,
                                 fix=f"`systemctl start {unit.name}` or `llm-supervisorctl"

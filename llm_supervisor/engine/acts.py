@@ -91,7 +91,7 @@ async def held_tick(e: Core) -> None:
     e.memory.stopped_by = None
     e.forget_checks()
     e.started_at = e.clock()
-    e.intake.began(e.started_at)
+    e.intake.began(unit.main_started or e.started_at)  # its lines since its process began
     e.transition(EngineState.STARTING, Cause.OPERATOR, f"started outside the daemon"
                  f" ({unit.active_state}/{unit.sub_state}): supervised again", plain=True)
 

@@ -327,7 +327,7 @@ class Engine(Core):
         self.forget_checks()
         self.nrestarts_seen = unit.n_restarts
         self.started_at = self.clock()
-        self.intake.began(self.started_at)
+        self.intake.began(unit.main_started or self.started_at)  # since its process began
         self.record("restart", to=self.tier, tier=self.tier, cause=Cause.OPERATOR.value,
                     reason="restarted outside the daemon (systemctl restart): a fresh start,"
                     " no fault", evidence={"pid": unit.main_pid, "was": was})

@@ -90,6 +90,8 @@ def show_text(value: Any) -> str:
     """A property as ``systemctl show`` prints it, for evidence and ``UnitStatus.raw``."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list | tuple):  # Job: (id, path), an id of 0 for none
+        return str(value[0] or "") if value else ""
     return str(value)
 
 
@@ -105,7 +107,15 @@ def unit_status(unit: str, props: dict[str, Any]) -> UnitStatus:
                       main_pid=number("MainPID"), result=str(props.get("Result", "")),
                       load_state=str(props.get("LoadState", "")),
                       need_daemon_reload=props.get("NeedDaemonReload") is True,
-                      main_started=number("ExecMainStartTimestampMonotonic") / 1e6, raw=raw)
+                      main_started=number("ExecMainStartTimestampMonotonic") / 1e6,
+                      job=job_id(props.get("Job")), raw=raw)
+
+
+def job_id(value: Any) -> int:
+    """The Job property, ``(uo)``: the id of the job queued for the unit, 0 for none."""
+    if isinstance(value, list | tuple) and value and isinstance(value[0], int):
+        return value[0]
+    return 0
 
 
 class BusSystemd(Systemd):

@@ -18,7 +18,7 @@ from llm_supervisor.host.process import LINE_CAP, bounded_lines, kill_session, r
 UNIT_PROPERTIES = ("ActiveState", "SubState", "NRestarts", "ExecMainStatus", "ExecMainCode",
                    "NeedDaemonReload",
                    "MainPID", "Result", "LoadState", "ActiveEnterTimestampMonotonic",
-                   "ExecMainStartTimestampMonotonic")
+                   "ExecMainStartTimestampMonotonic", "Job")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class UnitStatus:
     load_state: str = ""
     need_daemon_reload: bool = False  # unit files changed on disk since systemd read them
     main_started: float = 0.0  # its main process started (monotonic s; 0: unknown)
+    job: int = 0  # the id of a job queued for it, not yet done (a start waiting its turn
+    #               shows inactive/dead, Result=success, like a stop); 0: none
     raw: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -51,7 +53,7 @@ class UnitStatus:
                    load_state=props.get("LoadState", ""),
                    need_daemon_reload=props.get("NeedDaemonReload") == "yes",
                    main_started=number("ExecMainStartTimestampMonotonic") / 1e6,
-                   raw=dict(props))
+                   job=number("Job"), raw=dict(props))
 
     @property
     def running(self) -> bool:

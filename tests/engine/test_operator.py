@@ -22,6 +22,9 @@ STOPPED = UnitStatus("llm-main.service", "inactive", "dead", 0, 15, 0, "success"
                      raw={"ExecMainCode": "2", "ExecMainStatus": "15"})
 EXITED_0 = UnitStatus("llm-main.service", "inactive", "dead", 0, 0, 0, "success",
                       raw={"ExecMainCode": "1", "ExecMainStatus": "0"})
+# a start job waiting its turn in systemd's queue: inactive/dead, Result=success, as a stop
+QUEUED = UnitStatus("llm-main.service", "inactive", "dead", 0, 0, 0, "success", job=134,
+                    raw={"Job": "134"})
 
 
 async def serving():
@@ -170,3 +173,43 @@ async def test_a_failed_reset_of_a_card_no_longer_its_own_asks_no_reboot_of_it()
     engine.memory.reboot_required = True  # a reset that named no card: kept
     engine.configure(engine.config, engine.cfg.model_copy(update={"gpus": ()}))
     assert engine.memory.reboot_required
+
+
+async def test_a_start_of_its_own_waiting_in_systemds_queue_is_no_stop():
+    """Its start is queued, not yet run (a loaded host): the unit looks stopped, but a job
+    is queued for it. Not the operator's stop, and once it runs no start outside the daemon
+    (which would start the engine's log afresh and lose its first lines)."""
+    engine, actuator, api, clock, wall = await serving()
+    await engine.start_on("rocm", Cause.OPERATOR, "restarted by uid 0")
+    actuator.unit = QUEUED
+    for _ in range(3):  # within the grace
+        await engine.tick()
+        later(clock, wall, 1)
+    assert engine.state == EngineState.STARTING and engine.memory.stopped_by is None
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4444)
+    await settle(engine, 2)
+    assert engine.state == EngineState.HEALTHY and engine.failures == 0
+    assert not [e for e in actuator.events if e["type"] == "restart"
+                or e.get("to") == "stopped" or e.get("cause") == Cause.OPERATOR.value
+                and "outside" in e.get("reason", "")]
+
+
+async def test_a_start_that_stays_queued_past_the_grace_is_a_failed_start():
+    engine, actuator, api, clock, wall = await serving()
+    await engine.start_on("rocm", Cause.OPERATOR, "restarted by uid 0")
+    actuator.unit = QUEUED
+    later(clock, wall, engine.checking.startup_grace + 1)
+    await engine.tick()
+    assert engine.state != EngineState.STOPPED and engine.memory.stopped_by is None
+    assert engine.last_failure is not None and engine.last_failure.finding is not None
+    assert engine.last_failure.finding.cause == Cause.CRASH
+    assert "its start (job 134) is still queued" in engine.last_failure.finding.detail
+
+
+async def test_after_a_start_outside_the_new_process_lines_count_from_its_own_start():
+    """Its first lines (the devices it found or dropped) may be logged before a check sees
+    the new process: they are this run's, the old process's are not."""
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4343, main_started=clock.now - 2)
+    await engine.tick()
+    assert engine.intake.this_run(clock.now - 1) and not engine.intake.this_run(clock.now - 3)

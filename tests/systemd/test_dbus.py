@@ -35,7 +35,12 @@ def test_typed_values_become_a_unit_status_with_systemctl_show_text_as_evidence(
                                                         "signal")
     assert not status.running and not status.need_daemon_reload
     assert status.raw["NeedDaemonReload"] == "no" and status.raw["NRestarts"] == "2"
-    assert "Description" not in status.raw
+    assert "Description" not in status.raw and status.job == 0
+    queued = unit_status("llm-a.service", {"ActiveState": "inactive", "Result": "success",
+                                           "Job": [134, "/org/freedesktop/systemd1/job/134"]})
+    assert queued.job == 134 and queued.raw["Job"] == "134"
+    none = unit_status("llm-a.service", {"Job": [0, "/"]})
+    assert none.job == 0 and none.raw["Job"] == ""
 
 
 async def test_a_unit_state_change_is_pushed_and_a_job_end_remembered():

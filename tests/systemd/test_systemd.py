@@ -26,7 +26,10 @@ def test_parse_show_and_unit_status():
     assert props["Environment"] == "A=b=c"
     crashed = UnitStatus.from_properties("x", {"ActiveState": "activating",
                                                "SubState": "auto-restart", "NRestarts": "x"})
-    assert not crashed.running and crashed.n_restarts == 0
+    assert not crashed.running and crashed.n_restarts == 0 and crashed.job == 0
+    queued = UnitStatus.from_properties("x", parse_show("ActiveState=inactive\nJob=134\n"))
+    assert queued.job == 134 and not queued.running
+    assert UnitStatus.from_properties("x", parse_show("Job=\n")).job == 0
 
 
 def test_journal_message_decodes_byte_arrays():
