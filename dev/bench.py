@@ -26,6 +26,7 @@ which goals were met.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import subprocess
@@ -116,8 +117,6 @@ def build_venvs(reference: str) -> str:
     """The subject (this tree, a regular install) and the reference (REV) venvs."""
     install(SUBJECT_VENV, REPO)
     bench_status.supervisor_venv()
-    if reference == "merge-base":
-        reference = sh(["git", "-C", str(REPO), "merge-base", "HEAD", "main"]).stdout.strip()
     rev = sh(["git", "-C", str(REPO), "rev-parse", "--short", reference]).stdout.strip()
     stamp = REFERENCE_VENV / ".rev"
     if stamp.exists() and stamp.read_text() == rev:
@@ -132,6 +131,16 @@ def build_venvs(reference: str) -> str:
     install(REFERENCE_VENV, src)
     stamp.write_text(rev)
     return rev
+
+
+def merge_base() -> str | None:
+    """Where this branch left main: the local branch, else the clone's origin/main."""
+    for main in ("main", "origin/main"):
+        done = subprocess.run(["git", "-C", str(REPO), "merge-base", "HEAD", main],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return None
 
 
 def use(c: Container, venv: Path) -> None:
@@ -158,17 +167,21 @@ def reset(c: Container) -> None:
           check=False, timeout=300)
 
 
-def all_healthy(c: Container, n: int, timeout: float) -> float | None:
+def all_healthy(c: Container, n: int, timeout: float) -> float:
+    """Seconds until the daemon has ``n`` engines, all healthy; TimeoutError past
+    ``timeout`` (what is measured next would not be of ``n`` healthy engines)."""
     start = time.monotonic()
     deadline = start + timeout
+    states: Any = "no answer"
     while time.monotonic() < deadline:
         done = c.run(["llm-supervisorctl", "status", "--json"], check=False)
-        if done.returncode == 0:
-            doc = json.loads(done.stdout)
-            if len(doc["engines"]) == n:
+        if done.returncode in (0, 3):
+            engines = json.loads(done.stdout)["engines"]
+            if done.returncode == 0 and len(engines) == n:
                 return time.monotonic() - start
+            states = dict(collections.Counter(e["state"] for e in engines))
         time.sleep(1)
-    return None
+    raise TimeoutError(f"not all {n} engines healthy within {timeout:.0f} s (last: {states})")
 
 
 def usage(c: Container, seconds: float) -> dict[str, float]:
@@ -231,7 +244,7 @@ def fleet(c: Container, label: str, venv: Path, counts: list[int],
         measured = usage(c, window)
         rows["scale"][n] = {"ready": ready, "healthy_after": healthy, **measured}
         print(f"  {label}: {n} engines: READY {ready:.2f}s, all healthy after "
-              f"{healthy if healthy is None else round(healthy, 1)}s, CPU {measured['cpu']:.1f}%,"
+              f"{healthy:.1f}s, CPU {measured['cpu']:.1f}%,"
               f" RSS {measured['rss']:.0f}/{measured['rss_all']:.0f} MiB", flush=True)
     reset(c)
     return rows
@@ -350,7 +363,12 @@ def main() -> int:
     args = parser.parse_args()
     counts = [int(x) for x in args.engines.split(",")]
     window, load_seconds, runs, rounds = (8, 3, 10, 3) if args.quick else (20, 8, 30, 5)
-    rev = build_venvs(args.reference)
+    reference = merge_base() if args.reference == "merge-base" else args.reference
+    if reference is None:
+        print(f"dev/bench: no main branch in {REPO} to compare with: give --reference REV",
+              file=sys.stderr)
+        return 2
+    rev = build_venvs(reference)
     results: dict[str, Any] = {"reference": rev, "subject": sh(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -382,4 +400,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    import checkout
+    checkout.use_venv()
     sys.exit(main())

@@ -1,8 +1,9 @@
+#!/usr/bin/env python3
 """Benchmark of the Debian package: .deb size, `apt-get install` time, and the installed
 `/usr/bin/llm-supervisorctl status` next to Supervisor's `supervisorctl status`, in one
 container (the same timing loop as dev/bench_status.py).
 
-    sudo "$(dev/venv)/bin/python" dev/bench_deb.py [RUNS]
+    sudo dev/bench_deb.py [RUNS]
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkout  # noqa: E402
+
+checkout.use_venv()
+
 import sandbox  # noqa: E402
 from bench_status import (  # noqa: E402
     RUNS,
@@ -32,7 +37,7 @@ from nspawn import Container  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
+def main(runs: int) -> int:
     supervisor_venv()
     subprocess.run([str(REPO / "packaging/build-deb"), "--no-lintian"], check=True)
     deb = sorted((REPO / "dist").glob("llm-supervisor_*.deb"), key=lambda p: p.stat().st_mtime)[-1]
@@ -43,7 +48,8 @@ def main() -> int:
     with Container("bench-deb") as c:
         c.run(["rm", "-f", "/usr/sbin/policy-rc.d"])  # the image forbids starting services
         started = time.monotonic()
-        c.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", str(deb)],
+        # a copy: the container cannot see a checkout under /tmp or a home
+        c.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", c.copy_in(deb)],
               env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
         install_s = time.monotonic() - started
         c.ensure_user("ollama")
@@ -61,7 +67,7 @@ def main() -> int:
         c.wait_for(lambda: "RUNNING" in c.run(SUPERVISORCTL + ["status"], check=False).stdout,
                    timeout=30, what="supervisord's sleeper RUNNING")
         print(c.run(["llm-supervisorctl", "status"], check=False).stdout.rstrip())
-        done = c.run(["/usr/bin/python3", "-c", TIMER, json.dumps([RUNS, WARMUP, commands])],
+        done = c.run(["/usr/bin/python3", "-c", TIMER, json.dumps([runs, WARMUP, commands])],
                      check=False, timeout=600)
         if done.returncode not in (0,):
             print(f"timing failed: {done.stderr.strip()}", file=sys.stderr)
@@ -69,7 +75,7 @@ def main() -> int:
         results = json.loads(done.stdout)
     print(f"\n.deb: {deb.name}, {deb.stat().st_size / 1e6:.2f} MB; "
           f"apt-get install: {install_s:.1f} s (byte-compiling and starting the daemon included)")
-    print(f"{RUNS} runs each after {WARMUP} warm-up, interleaved, inside the container")
+    print(f"{runs} runs each after {WARMUP} warm-up, interleaved, inside the container")
     ref = statistics.median(results[commands[1][0]]["wall"])
     for label, _ in commands:
         wall, rss = results[label]["wall"], results[label]["rss"]
@@ -79,4 +85,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else RUNS))

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Benchmark: the event history with the daemon's default sizes (1 MiB segments, 64 MiB budget).
 
 Appends N realistic events (state changes, tier switches, probe results, with reasons and small
@@ -5,7 +6,7 @@ evidence, as the daemon writes them; fsync per event) into a temporary directory
 the append rate, bytes per event on disk (segments + live file) against raw JSONL, and the wall
 time of reads over the whole history (median of RUNS).
 
-    "$(dev/venv)/bin/python" dev/bench_events.py [N] [RUNS]
+    dev/bench_events.py [N] [RUNS]
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import checkout  # noqa: E402 - dev/, the script's own directory
+
+checkout.use_venv()
+
 from llm_supervisor.records.history import EventLog  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Benchmark: `llm-supervisorctl status` against Supervisor's `supervisorctl status`.
 
 Boots a throwaway systemd container (dev/nspawn.py), starts the real llm-supervisord with
@@ -7,7 +8,7 @@ and each venv's bare `python -c pass` INSIDE the container (no nsenter overhead)
 interleaved. Wall time via perf_counter around spawn..wait4, peak RSS from wait4's rusage.
 Every measured run must exit 0, so a failing command cannot look fast.
 
-    sudo "$(dev/venv)/bin/python" dev/bench_status.py [RUNS]
+    sudo dev/bench_status.py [RUNS]
 """
 
 from __future__ import annotations
@@ -154,4 +155,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    import checkout
+    checkout.use_venv()
     sys.exit(main())

@@ -32,16 +32,21 @@ def timed(method: str, target: str, timeout: float = 5.0) -> float | None:
     return time.monotonic() - started if answer.status < 300 else None
 
 
+def summary(latencies: list[float | None]) -> dict[str, object]:
+    """Requests asked and answered, and the slowest answer (None: none answered)."""
+    answered = [x for x in latencies if x is not None]
+    return {"asked": len(latencies), "answered": len(answered),
+            "max_ms": round(max(answered) * 1000, 1) if answered else None}
+
+
 def sample_status(seconds: float, interval: float = 0.2) -> dict[str, object]:
     latencies: list[float | None] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         latencies.append(timed("GET", "/v1/status"))
         time.sleep(interval)
-    answered = [x for x in latencies if x is not None]
-    return {"asked": len(latencies), "answered": len(answered),
-            "max_ms": round(max(answered) * 1000, 1) if answered else None,
-            "unanswered_s": round((len(latencies) - len(answered)) * interval, 1)}
+    unanswered = sum(x is None for x in latencies)
+    return {**summary(latencies), "unanswered_s": round(unanswered * interval, 1)}
 
 
 def opened(n: int, request: bytes) -> list[socket.socket]:
@@ -88,8 +93,7 @@ def socket_abuse(member: str) -> dict[str, object]:
     result["root_restart_ms"] = None if restart is None else round(restart * 1000, 1)
     with ThreadPoolExecutor(500) as pool:
         burst = list(pool.map(lambda _: timed("GET", "/v1/status", timeout=30), range(500)))
-    result["burst"] = {"asked": 500, "answered": sum(x is not None for x in burst),
-                       "max_ms": round(max((x for x in burst if x), default=0) * 1000, 1)}
+    result["burst"] = summary(burst)
     for s in loris:
         s.close()
     os.kill(child, 9)

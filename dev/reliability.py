@@ -6,6 +6,9 @@ container's Unix socket. Run as root (dev/reliability installs what it needs fir
 The "before" figures come from dev/reliability-before.json: this same script run with the
 python of a venv where the code before these changes (commit c5558a4) is installed, as
 `python dev/reliability.py --baseline "" --code "commit c5558a4" --json FILE`.
+
+A figure a scenario could not take is written "not measured: <why>", never as a number; such
+a run counts as failed, and the command exits 1 naming the scenarios that failed.
 """
 
 from __future__ import annotations
@@ -20,16 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sandbox
-from nspawn import Container
+import checkout  # dev/, the script's own directory
+
+checkout.use_venv()
+
+import sandbox  # noqa: E402
+from nspawn import Container  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-HOSTILE = str(REPO / "dev/hostile.py")
+HOSTILE = REPO / "dev/hostile.py"
 STATE_DIR = "/var/lib/llm-supervisor"
 CONFD = "/etc/llm-supervisor/conf.d"
 BASELINE = REPO / "dev/reliability-before.json"  # measured on the code before issue 11
 SETTINGS = sandbox.FAST.replace('probe_timeout = "20s"', 'probe_timeout = "5s"')
+
+
+def not_measured(why: str) -> str:
+    return f"not measured: {why}"
+
+
+class NotMeasured(Exception):
+    """A figure the scenario could not take; the message says why."""
 
 
 @dataclass
@@ -38,7 +53,7 @@ class Row:
     scenario: str
     runs: int = 0
     held: int = 0
-    lost: str = "nothing"
+    lost: str = "-"  # "-": not what this scenario looks at
     unavailable: str = "-"
     before: str = ""
     notes: list[str] = field(default_factory=list)
@@ -52,6 +67,49 @@ def check(row: Row, ok: bool, note: str) -> None:
     row.runs += 1
     row.held += bool(ok)
     row.notes.append(("held: " if ok else "FAILED: ") + note)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """hostile.py's count of requests to the socket: asked, answered, the slowest answer
+    (None: none answered); or, when ``missing`` says why, no count at all."""
+
+    asked: int = 0
+    answered: int = 0
+    max_ms: float | None = None
+    missing: str = ""
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Sample:
+        return cls(doc["asked"], doc["answered"], doc["max_ms"])
+
+    @property
+    def whole(self) -> bool:
+        """Requests were made, and every one was answered."""
+        return not self.missing and 0 < self.answered == self.asked
+
+    def within(self, ms: float) -> bool:
+        return self.whole and self.max_ms is not None and self.max_ms < ms
+
+    def __str__(self) -> str:
+        if self.missing:
+            return not_measured(self.missing)
+        slowest = "none answered" if self.max_ms is None else f"max {self.max_ms:g} ms"
+        return f"{self.answered}/{self.asked} ({slowest})"
+
+
+def unavailable(samples: list[Sample], also: list[str] | None = None) -> str:
+    """The row's unavailability from root's status samples: "never (status at most N ms)"
+    when every request of every sample was answered, else what was not, and what was not
+    measured, and why."""
+    told = [f"root status {s}" for s in samples if not s.missing and not s.whole]
+    told += also or []
+    missing = list(dict.fromkeys(s.missing for s in samples if s.missing))
+    if missing or not samples:
+        told.append(not_measured("; ".join(missing) or "no run"))
+    if told:
+        return "; ".join(told)
+    return f"never (root status at most {max(s.max_ms or 0 for s in samples):.0f} ms)"
 
 
 def ctl(c: Container, *args: str, timeout: float = 60) -> Any:
@@ -96,16 +154,46 @@ def daemon_restarts(c: Container) -> list[str]:
             for p in ("NRestarts", "MainPID", "ActiveState")]
 
 
-def in_background(c: Container, argv: list[str], timeout: float) -> tuple[threading.Thread,
-                                                                          dict[str, Any]]:
-    out: dict[str, Any] = {}
+def hostile(c: Container, *args: str, timeout: float) -> dict[str, Any]:
+    """hostile.py's document, run inside: a copy, for the container cannot see a checkout
+    under /tmp or a home. NotMeasured when it gives none."""
+    what = f"hostile.py {args[0]}"
+    try:
+        done = c.run([PYTHON, c.copy_in(HOSTILE), *args], check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise NotMeasured(f"{what} gave no answer in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise NotMeasured(f"{what} failed (exit {done.returncode}): {last[-400:]}")
+    try:
+        return dict(json.loads(done.stdout))
+    except ValueError:
+        raise NotMeasured(f"{what} printed no document: {done.stdout[-200:]!r}") from None
 
-    def go() -> None:
-        done = c.run(argv, check=False, timeout=timeout)
-        out["rc"], out["stdout"], out["stderr"] = done.returncode, done.stdout, done.stderr
-    thread = threading.Thread(target=go, daemon=True)
-    thread.start()
-    return thread, out
+
+def sample_status(c: Container, seconds: float) -> Sample:
+    """Root's status requests every 0.2 s for ``seconds``, through hostile.py."""
+    try:
+        return Sample.of(hostile(c, "status", f"{seconds:g}", timeout=seconds + 60))
+    except NotMeasured as e:
+        return Sample(missing=str(e))
+
+
+class Sampler:
+    """Root's status sampled in a thread while the scenario goes on."""
+
+    def __init__(self, c: Container, seconds: float) -> None:
+        self.seconds = seconds
+        self.sample = Sample(missing=f"the status sampler did not finish in {seconds + 90:.0f} s")
+        self.thread = threading.Thread(target=self._run, args=(c,), daemon=True)
+        self.thread.start()
+
+    def _run(self, c: Container) -> None:
+        self.sample = sample_status(c, self.seconds)
+
+    def result(self) -> Sample:
+        self.thread.join(self.seconds + 90)
+        return self.sample
 
 
 def tracebacks_since(c: Container, cursor: str) -> int:
@@ -121,27 +209,31 @@ def socket_abuse(c: Container, runs: int) -> Row:
               " 152-179 of 500 answered")
     c.run("id -u member >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh member")
     c.run(["usermod", "-a", "-G", "llm-supervisor", "member"])
-    worst, missed = 0.0, []
+    samples: list[Sample] = []
+    restarts: list[str] = []
     for _ in range(runs):
-        done = c.run([PYTHON, HOSTILE, "socket", "member"], check=False, timeout=180)
-        if done.returncode != 0:
-            check(row, False, f"hostile.py failed: {done.stderr[-500:]}")
+        try:
+            r = hostile(c, "socket", "member", timeout=180)
+        except NotMeasured as e:
+            samples.append(Sample(missing=str(e)))
+            check(row, False, not_measured(str(e)))
             continue
-        r = json.loads(done.stdout)
-        st = r["root_status"]
-        worst = max(worst, st["max_ms"] or 0)
-        if st["answered"] < st["asked"] or r["root_restart_ms"] is None:
-            missed.append(f"root status {st['answered']}/{st['asked']} answered in 5 s,"
-                          f" restart {'unanswered' if r['root_restart_ms'] is None else 'ok'}")
-        ok = (st["answered"] == st["asked"] and (st["max_ms"] or 1e9) < 1000
-              and r["root_restart_ms"] is not None and r["burst"]["answered"] == 500)
-        check(row, ok, f"root status {st['answered']}/{st['asked']} (max {st['max_ms']} ms),"
-              f" root restart {r['root_restart_ms']} ms, burst {r['burst']['answered']}/500"
-              f" (max {r['burst']['max_ms']} ms)")
+        st, burst, restart = Sample.of(r["root_status"]), Sample.of(r["burst"]), \
+            r["root_restart_ms"]
+        samples.append(st)
+        if restart is None:
+            restarts.append("root's restart unanswered in 30 s")
+        check(row, st.within(1000) and restart is not None and burst.whole,
+              f"root status {st}, root restart"
+              f" {'unanswered in 30 s' if restart is None else f'{restart:g} ms'},"
+              f" burst {burst}")
         sandbox.wait_engine(c, "main", state="healthy", timeout=60)
-    row.unavailable = "; ".join(missed) if missed else \
-        f"never (root status at most {worst:.0f} ms)"
+    row.unavailable = unavailable(samples, restarts)
     return row
+
+
+def peak_rss_kib(c: Container, pid: str) -> int:
+    return int(c.run(f"grep VmHWM /proc/{pid}/status | tr -dc 0-9").stdout)
 
 
 def spewing_tool(c: Container, runs: int) -> Row:
@@ -149,28 +241,26 @@ def spewing_tool(c: Container, runs: int) -> Row:
               before="daemon grew to 3.97 GB in 10 s; status blocked 21 s; an orphan per probe")
     c.write("/usr/local/bin/vulkaninfo", "#!/bin/sh\nsleep 600 &\nexec yes spew-spew-spew\n",
             0o755)
-    worst = 0.0
+    samples: list[Sample] = []
     try:
         for _ in range(runs):
             pid = daemon_restarts(c)[1]
-            hwm_before = int(c.run(f"grep VmHWM /proc/{pid}/status | tr -dc 0-9").stdout)
-            sampler, sampled = in_background(c, [PYTHON, HOSTILE, "status", "8"], 60)
+            hwm_before = peak_rss_kib(c, pid)
+            sampler = Sampler(c, 8)
             reload = ctl(c, "reload", timeout=60)
-            sampler.join(60)
-            hwm = int(c.run(f"grep VmHWM /proc/{pid}/status | tr -dc 0-9").stdout)
+            st = sampler.result()
+            hwm = peak_rss_kib(c, pid)
             time.sleep(0.5)
             left = c.run("pgrep -fc '^(yes spew-spew-spew|sleep 600)' || true").stdout.strip()
-            st = json.loads(sampled.get("stdout") or "{}") or {}
-            worst = max(worst, st.get("max_ms") or 1e9)
+            samples.append(st)
             ok = (reload.returncode == 0 and hwm - hwm_before < 64 << 10 and left == "0"
-                  and st.get("answered") == st.get("asked"))
+                  and st.whole)
             check(row, ok, f"reload rc {reload.returncode}; peak RSS {hwm_before // 1024} ->"
-                  f" {hwm // 1024} MiB; processes left {left}; status {st.get('answered')}/"
-                  f"{st.get('asked')} (max {st.get('max_ms')} ms)")
+                  f" {hwm // 1024} MiB; processes left {left}; root status {st}")
     finally:
         c.run(["rm", "-f", "/usr/local/bin/vulkaninfo"])
         ctl(c, "reload")
-    row.unavailable = f"never (status at most {worst:.0f} ms)"
+    row.unavailable = unavailable(samples)
     return row
 
 
@@ -254,7 +344,7 @@ def full_disk(c: Container, runs: int) -> Row:
               before="no demotion for a minute; status said healthy; restart was a traceback"
               " loop")
     lost_flushed = lost_restart = 0
-    unavailable: list[str] = []
+    missed: list[str] = []
     for _ in range(runs):
         c.run(["systemctl", "stop", "llm-supervisor", "llm-main"])
         c.write("/etc/llm-supervisor/faults-main.json", json.dumps({"rocm": {"hang_after": 12}}))
@@ -263,7 +353,7 @@ def full_disk(c: Container, runs: int) -> Row:
         sandbox.start_daemon(c)
         sandbox.wait_engine(c, "main", state="healthy", tier="rocm", timeout=60)
         c.run(f"dd if=/dev/zero of={STATE_DIR}/filler bs=4k 2>/dev/null; true")
-        sampler, sampled = in_background(c, [PYTHON, HOSTILE, "status", "40"], 90)
+        sampler = Sampler(c, 40)
         try:
             demoted = sandbox.wait_engine(c, "main", state="healthy", tier="vulkan",
                                           timeout=90)
@@ -271,10 +361,9 @@ def full_disk(c: Container, runs: int) -> Row:
             demoted = None
             row.notes.append(str(exc)[:500])
         degraded = status(c).get("supervisor", {}).get("degraded")
-        sampler.join(90)
-        st = json.loads(sampled.get("stdout") or "{}") or {}
-        if st.get("answered") != st.get("asked"):
-            unavailable.append(f"status {st.get('answered')}/{st.get('asked')} answered")
+        st = sampler.result()
+        if not st.whole:
+            missed.append(f"root status {st}")
         # the disk still full, the daemon restarts: it must come back (in-memory events die)
         seen = {(e["ts"], e["type"], e.get("reason")) for e in sandbox.events(c)}
         started = time.monotonic()
@@ -284,7 +373,7 @@ def full_disk(c: Container, runs: int) -> Row:
             back = time.monotonic() - started
         except TimeoutError:
             back = None
-            unavailable.append("no status within 60 s of a restart on the full disk")
+            missed.append("no status within 60 s of a restart on the full disk")
         c.run(["rm", "-f", f"{STATE_DIR}/filler"])
         ctl(c, "reload")  # an event: the backlog is flushed before it
         after = status(c).get("supervisor", {})
@@ -295,17 +384,16 @@ def full_disk(c: Container, runs: int) -> Row:
         lost_flushed += gaps + after.get("events_dropped", 0)
         lost_restart += gone
         ok = (demoted is not None and bool(degraded) and after.get("degraded") is None
-              and gaps == 0 and st.get("answered") == st.get("asked") and back is not None)
+              and gaps == 0 and st.whole and back is not None)
         check(row, ok, f"demoted to vulkan with the disk full: {demoted is not None};"
-              f" status said degraded: {degraded!r}; status {st.get('answered')}/"
-              f"{st.get('asked')} (max {st.get('max_ms')} ms); restarted on the full disk:"
-              f" status back in {back if back is None else round(back, 1)} s, {gone} in-memory"
-              f" events lost; after space returned: degraded {after.get('degraded')!r},"
-              f" {len(history)} events, seq gaps {gaps}")
+              f" status said degraded: {degraded!r}; root status {st}; restarted on the full"
+              f" disk: status {'not back in 60 s' if back is None else f'back in {back:.1f} s'},"
+              f" {gone} in-memory events lost; after space returned: degraded"
+              f" {after.get('degraded')!r}, {len(history)} events, seq gaps {gaps}")
         c.write("/etc/llm-supervisor/faults-main.json", "{}")
     row.lost = (f"{lost_flushed} events while running; {lost_restart} events kept in memory"
                 " were lost when the daemon restarted with the disk still full")
-    row.unavailable = "; ".join(unavailable) or "never"
+    row.unavailable = "; ".join(missed) or "never"
     return row
 
 
@@ -354,7 +442,8 @@ def interrupted_switch(c: Container, runs: int) -> Row:
     sandbox.wait_engine(c, "main", state="healthy", tier="rocm", timeout=60)
     ctl(c, "unpin", "main")
     row.unavailable = (f"healthy on the switched tier {max(waits):.1f} s after the daemon"
-                       " started" if waits else "-")
+                       " started" if waits else
+                       not_measured("the engine never served on the switched tier"))
     return row
 
 
@@ -402,7 +491,8 @@ def render(rows: list[Row], seconds: float, baseline: dict[str, Any]) -> str:
              f"`dev/reliability` ran these scenarios against the real daemon under a real"
              f" systemd (a throwaway container) on {time.strftime('%Y-%m-%d', time.gmtime())}"
              f", in {seconds:.0f} s. \"Before\" is what the same attacks did to the daemon"
-             f" before this work, as reported in issue 11{measured}.", "",
+             f" before this work, as reported in issue 11{measured}. \"-\": not what"
+             " the scenario looks at.", "",
              "| scenario | runs | held | failed | lost | status / root's actions unavailable |"
              " before |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -413,7 +503,8 @@ def render(rows: list[Row], seconds: float, baseline: dict[str, Any]) -> str:
             if old.get("unavailable") not in (None, "-"):
                 before += f", unavailable: {old['unavailable']}"
         cells = [r.scenario, r.runs, r.held, r.failed, r.lost, r.unavailable, before]
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+        lines.append("| " + " | ".join(" ".join(str(x).split()).replace("|", "\\|")
+                                       for x in cells) + " |")
     for name, part in NOT_COVERED:
         lines.append(f"| {name} | - | - | - | - | - | not covered here ({part}) |")
     lines += ["", "## Details", ""]
@@ -459,7 +550,9 @@ def main() -> int:
             try:
                 row = SCENARIOS[name](c, max(1, int(RUNS[name] * args.runs)))
             except Exception as exc:  # a scenario that breaks is a failed row, not a crash
-                row = Row(name, name, runs=1, held=0, notes=[f"FAILED: {exc!r}"[:2000]])
+                why = f"the scenario stopped: {exc!r}"[:2000]
+                row = Row(name, name, runs=1, held=0, lost=not_measured(why),
+                          unavailable=not_measured(why), notes=[f"FAILED: {why}"])
             try:
                 if not recover(c):
                     row.runs += 1
@@ -476,7 +569,17 @@ def main() -> int:
             r.key: {"runs": r.runs, "held": r.held, "lost": r.lost,
                     "unavailable": r.unavailable, "notes": r.notes} for r in rows}}, indent=1))
     print(f"wrote {args.output}")
-    return 0 if all(r.failed == 0 for r in rows) else 1
+    return verdict(rows)
+
+
+def verdict(rows: list[Row]) -> int:
+    """0 when every run of every scenario held; else 1, and which failed and why."""
+    failed = [r for r in rows if r.failed]
+    for r in failed:
+        why = next((n for n in r.notes if n.startswith("FAILED: ")), "FAILED: ?")
+        print(f"dev/reliability: {r.key}: {r.failed} of {r.runs} runs failed; first: "
+              f"{why.removeprefix('FAILED: ')[:600]}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

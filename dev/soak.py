@@ -28,7 +28,7 @@ and reading them would take the CPU from the daemon): the record is read once, a
 
 Exit 0 when clean, 1 on any false verdict, failed user request, or a detection beyond bound.
 
-    python dev/soak.py [--minutes N] [--ollama-version 0.12.3] [--scale F] [--smoke]
+    dev/soak.py [--minutes N] [--ollama-version 0.12.3] [--scale F] [--smoke]
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import checkout  # noqa: E402
+
+checkout.use_venv()
+
 import httpx  # noqa: E402
 import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
@@ -361,6 +365,10 @@ class Watcher:
                     "state", "tier", "reason", "busy", "consecutive_failures", "last_check",
                     "speed", "other_models", "offload", "backend")}})
 
+    def last(self) -> dict[str, Any] | None:
+        """The last sample the daemon answered, if any."""
+        return next((s for s in reversed(self.samples) if "error" not in s), None)
+
     def summary(self) -> dict[str, Any]:
         ok = [s for s in self.samples if "error" not in s]
         busy = [s["busy"] or "" for s in ok]
@@ -552,7 +560,7 @@ def run(c: Container, settings: Settings, minutes: float, hang_after: float,
     watcher.stop.set()
     watcher.thread.join()
     units = (before, unit_show(c))
-    tier = (watcher.samples[-1].get("tier") if watcher.samples else None)
+    tier = (watcher.last() or {}).get("tier")
 
     # the hang: hands off while the daemon catches it, then read the record once
     bound = settings.idle_bound(slots=2)
@@ -595,7 +603,8 @@ def setup(c: Container, settings: Settings, hang_after: float, version: str | No
 def report_record(record: Record, watcher: Watcher, found: dict[str, list[Any]], seq: int,
                   since: float, until: float) -> None:
     watched = watcher.summary()
-    speed = (watcher.samples[-1].get("speed") if watcher.samples else None) or {}
+    last = watcher.last()
+    unsampled = "not measured: no status sample"
     events = record.events_between(seq, until)
     print("the daemon's record:")
     table([("canaries (engine's GIN lines)", dict(record.canaries(since, until))),
@@ -603,10 +612,11 @@ def report_record(record: Record, watcher: Watcher, found: dict[str, list[Any]],
            ("busy verdicts seen", f"{watched['busy episodes']} episodes,"
             f" {watched['busy samples']} samples; waiting: {watched['waiting samples']}"),
            ("busy, e.g.", watched["busy examples"][:2]),
-           ("speed (rocm)", {k: speed.get(k) for k in ("reference", "learned", "last")}),
+           ("speed (rocm)", {k: (last.get("speed") or {}).get(k) for k in (
+               "reference", "learned", "last")} if last else unsampled),
            ("other models", [{k: m.get(k) for k in ("embedding", "offload", "backend")}
-                             for m in (watcher.samples[-1].get("other_models") or [])]
-            if watcher.samples else None),
+                             for m in (last.get("other_models") or [])]
+            if last else unsampled),
            ("events in the soak", dict(collections.Counter(e["type"] for e in events)))]
           + [(f"FALSE: {k}", len(v)) for k, v in found.items()])
     for kind, evidence in found.items():
@@ -621,7 +631,8 @@ def report_hang(c: Container, record: Record, settings: Settings, hang_at: float
     """The hang's detection; True when beyond docs/decisions.md's bound (or not seen)."""
     bound = settings.idle_bound(slots=2)
     if tier != "rocm":
-        print(f"\n== no hang to measure: the engine runs on {tier}, the plan hangs rocm only")
+        where = f"the engine runs on {tier}" if tier else "no status sample of the engine"
+        print(f"\n== the hang's detection: not measured: {where}; the plan hangs rocm only")
         return True
     print(f"\n== GPU hang while idle at {time.strftime('%H:%M:%S', time.localtime(hang_at))}"
           f" (bound: k*i + t + max(C, S') + n*i = {settings.canary_period:g} +"
