@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import bench_status  # noqa: E402
+import checkout  # noqa: E402
 import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
 
@@ -371,7 +372,8 @@ def main() -> int:
     rev = build_venvs(reference)
     results: dict[str, Any] = {"reference": rev, "subject": sh(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip(),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "provenance": checkout.provenance()}
     with Container("bench") as c:
         sandbox.install(c)
         c.ensure_user("ollama")
@@ -400,6 +402,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    import checkout
     checkout.use_venv()
     sys.exit(main())

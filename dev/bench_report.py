@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import checkout  # dev/, the script's own directory
+
 # the goals (benchmarks, not tests)
 GOAL_CPU_64 = 10.0        # % of one core at 64 engines, 1 s interval
 GOAL_RSS_8 = 45.0         # MiB, daemon plus children, 8 engines
@@ -85,11 +87,13 @@ def at(rows: dict[str, Any], part: str, n: int) -> dict[str, Any]:
 def render(r: dict[str, Any], figures: Path) -> str:
     figures.mkdir(parents=True, exist_ok=True)
     ours, ref = r["fleet"]["subject"], r["fleet"]["reference"]
-    out = [f"# Benchmarks\n\nMeasured by `dev/bench` on {r['when']}, at {r['subject']} (this "
-           f"tree) against {r['reference']} (the reference), both under a real systemd 252 in "
-           "a throwaway container on this 2-core machine, shared with other work: expect "
-           "noise. Simulated engines (`llm-supervisor-simengine`), checked every 1 s, a "
-           "canary every 5th check. Re-render with `dev/bench_report.py`; raw numbers in "
+    where = checkout.measured_at(r["provenance"]) if "provenance" in r else \
+        f"at {r['subject']}, on {r['when']}"
+    out = [f"# Benchmarks\n\nMeasured by `dev/bench` {where}: this tree against"
+           f" {r['reference']} (the reference), both under a real systemd in a throwaway"
+           " container on that machine, shared with other work: expect noise. Simulated"
+           " engines (`llm-supervisor-simengine`), checked every 1 s, a canary every 5th"
+           " check. Re-render with `dev/bench_report.py`; raw numbers in "
            "`benchmarks/results.json`.\n"]
     out += status_section(r["status"], figures)
     out += load_section(ours, ref, figures)

@@ -5,13 +5,16 @@ by any Python (``./dev/soak.py``, ``python3 dev/soak.py``) from any directory, i
 dev/bootstrap (as root: the venv and, for a checkout under /tmp or a home, the copy of the
 package the containers can see) and re-executes itself with the checkout's venv; run by that
 venv's Python already, it goes on. ``tool()`` adds a tool the venv lacks (py-spy).
+``measured_at()`` says what a measurement was taken at: commit, machine, date.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DEV = Path(__file__).resolve().parent
@@ -54,3 +57,37 @@ def tool(name: str) -> Path:
                         "--disable-pip-version-check", name], check=True,
                        stdin=subprocess.DEVNULL, stdout=sys.stderr)
     return path
+
+
+def provenance() -> dict[str, str]:
+    """What a measurement was taken at, for the document it goes into: the commit (and
+    whether the tree had changes beside it), the machine, and the date (UTC)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(DEV.parent), *args], capture_output=True,
+                              text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    commit = git("rev-parse", "--short", "HEAD") or "no git commit"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " with uncommitted changes"
+    return {"commit": commit, "machine": machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def machine() -> str:
+    """This machine as a reader compares it with theirs: CPU, cores, memory, kernel."""
+    def first(path: str, key: str) -> str:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            return ""
+        return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "")
+    cpu = first("/proc/cpuinfo", "model name") or platform.machine()
+    kib = first("/proc/meminfo", "MemTotal").split()
+    memory = f", {int(kib[0]) / 2**20:.0f} GiB" if kib and kib[0].isdigit() else ""
+    return f"{cpu}, {os.cpu_count()} cores{memory}, Linux {platform.release()}"
+
+
+def measured_at(p: dict[str, str] | None = None) -> str:
+    """``provenance()`` as one phrase: 'at <commit>, on <machine>, <date>'."""
+    p = p or provenance()
+    return f"at {p['commit']}, on {p['machine']}, {p['date']}"

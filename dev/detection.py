@@ -3,10 +3,11 @@
 the real engine loop on its injected clock (the harness of tests/test_matrix.py), beside the
 bound in docs/decisions.md, with the defaults and with the test config, for an Ollama with a
 token signal (0.30 and later: its runner's /slots) and without one (before 0.30: the kernel's
-view of its clients). Prints a Markdown table (the engine's log goes to stderr); a case with
-no action is "not measured" with the reason, and the run exits 1.
+view of its clients). Prints DETECTION.md: what it measured at, and a Markdown table (the
+engine's log goes to stderr); a case with no action is "not measured" with the reason, and
+the run exits 1.
 
-    dev/detection.py
+    dev/detection.py > DETECTION.md
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ async def cell(fault: str, phase: str, axes: m.Axes, settings: str) -> tuple[str
 
 
 async def main() -> int:
+    print(f"# Detection times\n\nMeasured by `dev/detection.py` {checkout.measured_at()}:"
+          " from a fault to the daemon's first action, through the real engine loop on an"
+          " injected clock (the harness of `tests/test_matrix.py`), beside its bound in"
+          " docs/decisions.md (\"Loads, and how fast a fault is caught\"), with the [health]"
+          " defaults and with the test config, for an Ollama with a token signal and without"
+          " one. Regenerate with `dev/detection.py > DETECTION.md`.\n")
     print("| phase | fault | engine | defaults: measured / bound (s) |"
           " test config: measured / bound (s) |")
     print("| --- | --- | --- | --- | --- |")

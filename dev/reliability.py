@@ -489,7 +489,7 @@ def render(rows: list[Row], seconds: float, baseline: dict[str, Any]) -> str:
         f" {baseline['code']}" if baseline else ""
     lines = ["# Reliability", "",
              f"`dev/reliability` ran these scenarios against the real daemon under a real"
-             f" systemd (a throwaway container) on {time.strftime('%Y-%m-%d', time.gmtime())}"
+             f" systemd (a throwaway container) {checkout.measured_at()}"
              f", in {seconds:.0f} s. \"Before\" is what the same attacks did to the daemon"
              f" before this work, as reported in issue 11{measured}. \"-\": not what"
              " the scenario looks at.", "",
