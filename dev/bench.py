@@ -373,7 +373,8 @@ def main() -> int:
     results: dict[str, Any] = {"reference": rev, "subject": sh(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "provenance": checkout.provenance()}
+        "provenance": checkout.provenance(),
+        "command": " ".join(["dev/bench", *sys.argv[1:]])}
     with Container("bench") as c:
         sandbox.install(c)
         c.ensure_user("ollama")

@@ -89,7 +89,8 @@ def render(r: dict[str, Any], figures: Path) -> str:
     ours, ref = r["fleet"]["subject"], r["fleet"]["reference"]
     where = checkout.measured_at(r["provenance"]) if "provenance" in r else \
         f"at {r['subject']}, on {r['when']}"
-    out = [f"# Benchmarks\n\nMeasured by `dev/bench` {where}: this tree against"
+    out = [f"# Benchmarks\n\nMeasured by `{r.get('command', 'dev/bench')}` {where}: this"
+           " tree against"
            f" {r['reference']} (the reference), both under a real systemd in a throwaway"
            " container on that machine, shared with other work: expect noise. Simulated"
            " engines (`llm-supervisor-simengine`), checked every 1 s, a canary every 5th"
