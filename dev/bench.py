@@ -375,6 +375,10 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "provenance": checkout.provenance(),
         "command": " ".join(["dev/bench", *sys.argv[1:]])}
+    if rev == results["subject"]:  # on main itself, where this branch left main is HEAD
+        print(f"dev/bench: the reference is this commit ({rev}) itself: the two columns"
+              " measure the same code; give --reference REV to compare with another",
+              file=sys.stderr)
     with Container("bench") as c:
         sandbox.install(c)
         c.ensure_user("ollama")
