@@ -175,12 +175,16 @@ async def test_a_failed_reset_of_a_card_no_longer_its_own_asks_no_reboot_of_it()
     assert engine.memory.reboot_required
 
 
-async def test_a_start_of_its_own_waiting_in_systemds_queue_is_no_stop():
+@pytest.mark.parametrize("tier, cause", [("rocm", Cause.START), ("rocm", Cause.OPERATOR),
+                                         ("rocm", Cause.RELOAD), ("vulkan", Cause.HANG),
+                                         ("rocm", Cause.PROMOTION)])
+async def test_a_start_of_its_own_waiting_in_systemds_queue_is_no_stop(tier, cause):
     """Its start is queued, not yet run (a loaded host): the unit looks stopped, but a job
     is queued for it. Not the operator's stop, and once it runs no start outside the daemon
-    (which would start the engine's log afresh and lose its first lines)."""
+    (which would start the engine's log afresh and lose its first lines) — whichever start:
+    the first, the operator's, a reload's, a demotion's, a promotion's."""
     engine, actuator, api, clock, wall = await serving()
-    await engine.start_on("rocm", Cause.OPERATOR, "restarted by uid 0")
+    await engine.start_on(tier, cause, "a start of its own")
     actuator.unit = QUEUED
     for _ in range(3):  # within the grace
         await engine.tick()

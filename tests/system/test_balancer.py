@@ -99,6 +99,17 @@ def split(front: int, n: int) -> tuple[Counter[str], int]:
     return served, failed
 
 
+def falls_to_the_cpu(c, engine: str) -> None:
+    """``engine`` learns its ROCm speed, then falls to the CPU (pinned there: the simulated
+    CPU answers at 8 tokens/s against 45 on the GPU) and learns that too."""
+    c.wait_for(lambda: status(c, engine)["speed"]["reference"], timeout=60,
+               what=f"{engine}'s ROCm speed learned")
+    c.run(["llm-supervisorctl", "pin", engine, "cpu"])
+    wait_engine(c, engine, state="healthy", tier="cpu")
+    c.wait_for(lambda: status(c, engine)["speed"]["reference"], timeout=60,
+               what=f"{engine}'s CPU speed learned")
+
+
 def agent_says(c, engine: str) -> str:
     return c.run(["bash", "-c", f"printf '{engine}\\n' | timeout 3 bash -c 'exec 3<>/dev/tcp/"
                   f"127.0.0.1/{AGENT}; cat >&3; cat <&3'"], check=False).stdout.strip()
@@ -140,14 +151,7 @@ def test_haproxy_weighs_engines_by_their_speed_and_stops_sending_to_one_down(fre
     start_daemon(c)
     for name in ports:
         wait_engine(c, name, state="healthy", tier="rocm")
-    # b learns its ROCm speed, then falls to the CPU (pinned there: the simulated CPU answers
-    # at 8 tokens/s against 45 on the GPU) and learns that too
-    c.wait_for(lambda: status(c, "b")["speed"]["reference"], timeout=60,
-               what="b's ROCm speed learned")
-    c.run(["llm-supervisorctl", "pin", "b", "cpu"])
-    wait_engine(c, "b", state="healthy", tier="cpu")
-    c.wait_for(lambda: status(c, "b")["speed"]["reference"], timeout=60,
-               what="b's CPU speed learned")
+    falls_to_the_cpu(c, "b")
     said = {name: agent_says(c, name) for name in ports}
     assert said["a"].startswith("up 100%"), said
     assert said["b"].startswith("up ") and int(said["b"].split()[1].rstrip("%")) < 30, said
@@ -384,12 +388,7 @@ allow = ["{allow[name]}"]
     assert asks_readyz(BALANCER, agents["gpu2"], "main") == "HTTP/1.1 200 OK"
     assert asks_readyz(STRANGER, agents["gpu2"], "main") in ("closed unanswered", "reset")
     gpu2 = hosts["gpu2"]
-    gpu2.wait_for(lambda: status(gpu2, "main")["speed"]["reference"], timeout=60,
-                  what="gpu2's ROCm speed learned")
-    gpu2.run(["llm-supervisorctl", "pin", "main", "cpu"])
-    wait_engine(gpu2, "main", state="healthy", tier="cpu")
-    gpu2.wait_for(lambda: status(gpu2, "main")["speed"]["reference"], timeout=60,
-                  what="gpu2's CPU speed learned")
+    falls_to_the_cpu(gpu2, "main")
     front = free_port()
     c = hosts["gpu1"]
     c.write("/etc/haproxy/fleet.cfg", fleet_cfg(front, server_lines(
