@@ -26,6 +26,18 @@ from llm_supervisor.systemd.systemctl import Systemd, UnitStatus
 
 RUNNING = UnitStatus("llm-main.service", "active", "running", 0, 0, 0)  # no real process
 
+# an Ollama's device lines (MI50, gfx906): what it dropped, and what it computes on
+DROPPED_GFX906 = ('time=2026-11-23T10:00:00.000Z level=WARN source=amd.go:120 msg="dropping ROCm'
+                  ' device — no rocblas support for gfx target" device=0 gfx_target=gfx906'
+                  ' supported="[gfx908 gfx90a gfx942]" hint="see docs/gpu.mdx"')
+VULKAN_MI50 = ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference'
+               ' compute" id=0 library=Vulkan compute=0.0 name=Vulkan0 description="AMD Instinct'
+               ' MI50 (RADV VEGA20)" total="16.0 GiB" available="15.9 GiB"')
+ROCM_MI50 = ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference compute"'
+             ' id=0 library=ROCm compute=gfx906 name=ROCm0 description="AMD Instinct MI50"'
+             ' total="16.0 GiB" available="15.9 GiB"')
+DROPPED_IGPU = DROPPED_GFX906.replace("gfx906", "gfx1103").replace("device=0", "device=1")
+
 
 class Clock:
     def __init__(self) -> None:

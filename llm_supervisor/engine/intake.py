@@ -15,6 +15,7 @@ and a finished request reaches the canary that waits on it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from llm_supervisor.checks.observations import DEVICES_SETTLE
 from llm_supervisor.checks.runners import Runner, RunnerLog
 from llm_supervisor.config import EngineConfig
 from llm_supervisor.host import ports
+
+# the lines (and kernel findings) routed last, kept with their stamps: a start someone else
+# made is seen at the next check, after the new process's first lines were routed
+KEPT = 2000
 
 
 def start_fact(observation: Observation) -> bool:
@@ -59,6 +64,10 @@ class Intake:
         self.others: dict[str, dict[str, Any]] = {}  # other models' runners, for status
         self.offloads: list[tuple[int, int]] = []  # its own model's offload lines, unseen
         self.runner_port: int | None = None       # its own model's runner (Ollama)
+        # (logged at, how it was routed): what ``began`` routes again if the new run had
+        # logged it already
+        self.routed: collections.deque[tuple[float, Callable[[], None]]] = \
+            collections.deque(maxlen=KEPT)
 
     def own(self, cfg: EngineConfig) -> None:
         """Whose lines are its own: an Ollama's own model's blob, as its manifest names it
@@ -72,9 +81,16 @@ class Intake:
     # ------------------------------------------------------------------ this run
 
     def began(self, at: float) -> None:
-        """A start of ours: a clean slate, and lines count from ``at``."""
+        """A start: a clean slate, and lines count from ``at``. What was routed already but
+        logged at or after ``at`` is the new run's own (a start outside the daemon is seen
+        at a check, after the new process's first lines — the devices it found or dropped):
+        routed again, on the clean slate."""
+        again = [route for logged, route in self.routed if logged >= at]
         self.forget()
+        self.routed.clear()
         self.run_started = at
+        for route in again:
+            route()
 
     def started(self, at: float) -> None:
         """systemd's word on when this run began (adopted, or restarted by systemd)."""
@@ -87,6 +103,8 @@ class Intake:
         return at is None or at >= self.run_started
 
     def forget(self) -> None:
+        """What this run's lines said, forgotten (the lines themselves are kept, by their
+        stamps, for ``began``)."""
         self.inbox.clear()
         self.start_facts.clear()
         self.devices = []
@@ -104,8 +122,11 @@ class Intake:
         if not self.this_run(at):
             return  # the last words of a run before this one
         if progress.completed_request(message):
-            self.completed_sink()
+            self.completed_sink()  # progress for a canary waiting now: never routed again
             return
+        if at is not None:
+            self.routed.append((at, functools.partial(self.line, message, at, rules, tier,
+                                                      cfg)))
         runner, own = self.runners.line(message)  # which model the line is about
         layers = classify.parse_offload(message)
         device = classify.parse_device(message)
@@ -133,6 +154,8 @@ class Intake:
         """A line said something: the engine's loop handles it at once."""
         if not self.this_run(at):
             return
+        if at is not None:  # the kernel's (a line's own findings come through ``line``)
+            self.routed.append((at, functools.partial(self.finding, observation, at)))
         self.inbox.append(observation)
         self.wake.set()
 

@@ -178,10 +178,10 @@ class Engine(Core):
                                                    acts.schedule(self)))
 
     async def observe(self) -> list[Observation]:
-        found = self._took(self.intake.take())
-        start_facts = self.intake.start_facts
         unit = await self.actuator.unit_status(self.cfg)
-        unit_found = self._unit_observations(unit)
+        unit_found = self._unit_observations(unit)  # first: a new process begins its run
+        found = self._took(self.intake.take())      # ... and what its log said is taken
+        start_facts = self.intake.start_facts
         if unit_found:
             diagnosis = await self.actuator.diagnose(self.cfg, self.tier, unit)
             if diagnosis is not None:

@@ -6,7 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fakes import RUNNING, later, make, settle, started
+from fakes import (
+    DROPPED_GFX906,
+    DROPPED_IGPU,
+    ROCM_MI50,
+    RUNNING,
+    VULKAN_MI50,
+    later,
+    make,
+    settle,
+    started,
+)
 
 from llm_supervisor.causes import Action, Cause, Finding, Observation
 from llm_supervisor.checks.classify import parse_device
@@ -326,16 +336,6 @@ async def test_wrong_api_key_blocks_with_the_fix():
     assert "api_key_file" in engine.memory.fix and actuator.switches == ["rocm"]
 
 
-DROPPED_GFX906 = ('time=2026-11-23T10:00:00.000Z level=WARN source=amd.go:120 msg="dropping ROCm'
-                  ' device — no rocblas support for gfx target" device=0 gfx_target=gfx906'
-                  ' supported="[gfx908 gfx90a gfx942]" hint="see docs/gpu.mdx"')
-VULKAN_MI50 = ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference'
-               ' compute" id=0 library=Vulkan compute=0.0 name=Vulkan0 description="AMD Instinct'
-               ' MI50 (RADV VEGA20)" total="16.0 GiB" available="15.9 GiB"')
-ROCM_MI50 = ('time=2026-11-23T10:00:01.000Z level=INFO source=types.go:42 msg="inference compute"'
-             ' id=0 library=ROCm compute=gfx906 name=ROCm0 description="AMD Instinct MI50"'
-             ' total="16.0 GiB" available="15.9 GiB"')
-DROPPED_IGPU = DROPPED_GFX906.replace("gfx906", "gfx1103").replace("device=0", "device=1")
 
 
 async def test_rocm_tier_running_on_vulkan_is_a_backend_mismatch():

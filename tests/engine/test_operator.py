@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from fakes import RUNNING, later, settle, started
+from fakes import DROPPED_GFX906, ROCM_MI50, RUNNING, VULKAN_MI50, later, settle, started
 
 from llm_supervisor.causes import Cause
+from llm_supervisor.checks import classify
 from llm_supervisor.errors import Refused
 from llm_supervisor.intents import Intent
 from llm_supervisor.states import EngineState
@@ -217,3 +218,34 @@ async def test_after_a_start_outside_the_new_process_lines_count_from_its_own_st
     actuator.unit = dataclasses.replace(SERVING, main_pid=4343, main_started=clock.now - 2)
     await engine.tick()
     assert engine.intake.this_run(clock.now - 1) and not engine.intake.this_run(clock.now - 3)
+
+
+async def test_after_a_start_outside_the_new_process_first_lines_are_kept():
+    """The new process logged its devices before a check saw it (they were routed while the
+    old run was current): a start outside the daemon begins a clean slate, but keeps them —
+    a ROCm engine that dropped its card is judged on it. The old process's last words go."""
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+    engine.intake.line(ROCM_MI50, clock.now - 3, rules, engine.tier, engine.cfg)
+    for line in (DROPPED_GFX906, VULKAN_MI50):  # the new process's first lines
+        engine.intake.line(line, clock.now - 1, rules, engine.tier, engine.cfg)
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4343, main_started=clock.now - 2)
+    await engine.tick()
+    assert [e for e in actuator.events if e["type"] == "restart"]  # seen as a fresh start
+    assert engine.intake.backend() == "Vulkan: AMD Instinct MI50 (RADV VEGA20)"
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm", "vulkan"]
+    assert "dropped the ROCm device" in engine.memory.skipped["rocm"]
+
+
+async def test_after_a_start_outside_the_old_process_last_words_are_not_judged():
+    """The old process's last words (a GPU error as it was killed) were routed before a check
+    saw the restart: the restart is seen first, so they are not the new run's fault."""
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+    engine.intake.line("HIP error: hipErrorLaunchFailure", clock.now - 3, rules, engine.tier,
+                       engine.cfg)
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4343, main_started=clock.now - 2)
+    await settle(engine, 3)
+    assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
+    assert engine.failures == 0 and engine.last_failure is None
