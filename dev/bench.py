@@ -43,9 +43,10 @@ import checkout  # noqa: E402
 import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
 
-OPT = Path("/opt/llm-supervisor-dev")
-REFERENCE_VENV = OPT / "bench-reference"
-SUBJECT_VENV = OPT / "bench-subject"  # this tree, a regular install (as the package)
+# this checkout's own (checkout.own): two clones benchmarking at once keep their own
+REFERENCE_VENV = checkout.own("bench-reference")
+REFERENCE_SRC = checkout.own("bench-reference-src")
+SUBJECT_VENV = checkout.own("bench-subject")  # this tree, a regular install (as the package)
 SCRIPTS = ("llm-supervisord", "llm-supervisorctl")
 CGROUPS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid (these hosts), or unified
 
@@ -121,9 +122,9 @@ def build_venvs(reference: str) -> str:
     rev = sh(["git", "-C", str(REPO), "rev-parse", "--short", reference]).stdout.strip()
     stamp = REFERENCE_VENV / ".rev"
     if stamp.exists() and stamp.read_text() == rev:
-        install(REFERENCE_VENV, OPT / "bench-reference-src")
+        install(REFERENCE_VENV, REFERENCE_SRC)
         return rev
-    src = OPT / "bench-reference-src"
+    src = REFERENCE_SRC
     sh(["rm", "-rf", str(src), str(REFERENCE_VENV)])
     src.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True,
@@ -149,7 +150,7 @@ def use(c: Container, venv: Path) -> None:
     simulated engines stay the same)."""
     for name in SCRIPTS:
         c.run(["ln", "-sf", str(venv / "bin" / name), f"/usr/bin/{name}"])
-    source = REPO if venv == SUBJECT_VENV else OPT / "bench-reference-src"
+    source = REPO if venv == SUBJECT_VENV else REFERENCE_SRC
     c.write("/etc/systemd/system/llm-supervisor.service",
             (source / "units/llm-supervisor.service").read_text())
     c.run(["systemctl", "daemon-reload"])

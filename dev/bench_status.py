@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkout  # noqa: E402
 import sandbox  # noqa: E402
 from nspawn import Container  # noqa: E402
 
@@ -47,7 +48,7 @@ command=sleep infinity
 SUPERVISORCTL = [str(SUP_VENV / "bin/supervisorctl"), "-c", f"{SUP_DIR}/supervisord.conf"]
 # The dev venv has an editable install, whose .pth finder costs ~15 ms at every start; the
 # package ships a regular install, so time that too (a non-editable copy, rebuilt each run).
-INSTALLED_VENV = Path("/opt/llm-supervisor-dev/bench-installed")
+INSTALLED_VENV = checkout.own("bench-installed")  # this checkout's (two clones: two venvs)
 COMMANDS = [  # (label, argv); the first is the subject, the second the reference
     ("llm-supervisorctl status", [str(INSTALLED_VENV / "bin/llm-supervisorctl"), "status"]),
     ("supervisorctl status (4.3.0)", SUPERVISORCTL + ["status"]),
@@ -155,6 +156,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    import checkout
     checkout.use_venv()
     sys.exit(main())

@@ -10,14 +10,17 @@ venv's Python already, it goes on. ``tool()`` adds a tool the venv lacks (py-spy
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 DEV = Path(__file__).resolve().parent
+OPT = Path("/opt/llm-supervisor-dev")
 AGAIN = "LLM_SUPERVISOR_DEV_REEXEC"  # set for the script run again in the venv
 
 
@@ -25,6 +28,15 @@ def venv() -> Path:
     """The checkout's venv, as dev/venv names it (LLM_SUPERVISOR_VENV, else one per path)."""
     done = subprocess.run([str(DEV / "venv")], check=True, capture_output=True, text=True)
     return Path(done.stdout.strip())
+
+
+def own(name: str) -> Path:
+    """A place of this checkout's own under /opt/llm-supervisor-dev (which the containers
+    see), named as dev/venv names its venv: ``<name>-<checkout's basename>-<hash of its
+    path>``, so two clones measuring at once never overwrite each other's."""
+    here = str(DEV.parent)
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", DEV.parent.name)
+    return OPT / f"{name}-{base}-{hashlib.sha256(here.encode()).hexdigest()[:8]}"
 
 
 def use_venv() -> None:
