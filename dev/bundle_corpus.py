@@ -22,7 +22,11 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "dev")]
+
+import checkout  # noqa: E402
+
+checkout.use_venv()
 
 import hostile_bundles as hb  # noqa: E402
 

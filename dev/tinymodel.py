@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A tiny real GGUF model for llama.cpp, written at test time: nothing is downloaded.
 
 Random weights in the llama architecture (2 layers, n_embd 64, 4 heads, n_ff 128, F32) and a
@@ -7,7 +8,7 @@ only knows the letters and the space, each leading to the next one (``a`` → ``
 space → ``a``), so greedy decoding writes text such as ``"nopqrstu"``: a healthy answer to
 the canary's garbage check, where purely random weights write bytes that are no UTF-8 text.
 
-    python dev/tinymodel.py PATH        # write it to PATH
+    ./dev/tinymodel.py PATH        # write it to PATH (as root, from any directory)
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import gguf
-import numpy as np
+if __name__ == "__main__":  # run alone, by any Python: in the checkout's venv (gguf, numpy)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import checkout
+    checkout.use_venv()
+
+import gguf  # noqa: E402
+import numpy as np  # noqa: E402
 
 N_EMBD = 64
 N_HEAD = 4
@@ -103,5 +109,5 @@ def write_tiny_model(path: Path, seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python dev/tinymodel.py PATH")
+        sys.exit("usage: dev/tinymodel.py PATH")
     print(write_tiny_model(Path(sys.argv[1])))

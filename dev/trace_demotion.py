@@ -20,6 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # run by any Python: its trees are traced by the checkout's venv
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import checkout
+    checkout.use_venv()
+
 HERE = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
