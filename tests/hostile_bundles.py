@@ -212,7 +212,8 @@ def corpus() -> list[Case]:
         Case("format '1'", lambda m: forge(_document(m, format="1")), "format"),
         Case("format 2", lambda m: forge(_document(m, format=2)), "format"),
         Case("no format", lambda m: forge([*m.members(), Member(
-            bundle.BUNDLE_MANIFEST, json.dumps({"files": []}).encode())]), "format"),
+            bundle.BUNDLE_MANIFEST, json.dumps({"files": []}).encode())]),
+             "names no bundle format"),
         Case("listing without a file", lambda m: forge([*m.members(), m.listing(
             m.members()[:-1])]), "differ from its list"),
         Case("listing with a wrong SHA-256", lambda m: forge([*m.members(), m.listing(

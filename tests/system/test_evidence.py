@@ -58,6 +58,31 @@ def test_each_evidence_script_runs_from_a_clone_with_a_space_in_its_path(clone, 
     assert "Traceback" not in output
 
 
+# the project's other tools the docs name: (argv, where it runs from, what its output says)
+TOOLS = [
+    (["dev/trace_demotion.py"], "/", "modules: "),
+    (["dev/bundle_corpus.py"], "clone", " steps x 3 faults: "),
+    (["dev/record-llama-server-fixtures"], "/", "/tests/data/llama-server/props.json"),
+    (["dev/build-llama-server"], "/", "/bin/llama-server"),
+]
+
+
+@pytest.mark.parametrize("argv, cwd, says", TOOLS, ids=lambda x: x[0] if isinstance(x, list)
+                         else "")
+def test_each_dev_tool_the_docs_name_runs_from_a_clone(clone, argv, cwd, says):
+    done = run(clone, argv, clone if cwd == "clone" else Path("/"))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert says in done.stdout and "Traceback" not in output, output[-4000:]
+
+
+def test_tinymodel_writes_a_model_from_a_clone(clone, tmp_path):
+    model = tmp_path / "a tiny model.gguf"
+    done = run(clone, ["dev/tinymodel.py", str(model)], Path("/"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert model.read_bytes()[:4] == b"GGUF" and model.stat().st_size > 100_000
+
+
 def test_detection_says_what_it_measured_at(clone):
     done = run(clone, ["dev/detection.py"], Path("/"))
     assert done.returncode == 0, done.stderr[-4000:]
