@@ -6,8 +6,9 @@ the engine's HTTP API through httpx's ``MockTransport``), never a library's inte
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -48,7 +49,7 @@ class Clock:
 
 
 class FakeActuator:
-    def __init__(self, usable: list[str]) -> None:
+    def __init__(self, usable: list[str], clock: Callable[[], float] | None = None) -> None:
         self.tiers = usable
         self.switches: list[str] = []
         self.stops = 0
@@ -64,12 +65,15 @@ class FakeActuator:
         self.views: list[EngineView] = []  # the engine's view at each commit
         self.failures: list[str] = []  # the causes of failed checks, as the metrics count
         self.own_cards: tuple[str, ...] | None = None  # the engine's cards (None: any)
+        self.clock = clock  # the engine's: when a start's process began
 
     async def switch(self, cfg: EngineConfig, tier: str, running: str | None,
                      kept: Tuning | None) -> Tuning:
         if self.switch_error is not None:
             raise self.switch_error
         self.switches.append(tier)
+        if self.clock is not None:  # systemd starts its process now
+            self.unit = dataclasses.replace(self.unit, main_started=self.clock())
         return Tuning({"OLLAMA_NUM_PARALLEL": str(len(self.switches))}, "test host")
 
     async def stop(self, cfg: EngineConfig) -> None:
@@ -196,10 +200,10 @@ pull = {pull}
 def make(usable=("rocm", "vulkan", "cpu"), rate=0, tier="rocm", model="qwen2.5:7b-instruct",
          pull=False):
     cfg = config.loads(SETTINGS.format(rate=rate, model=model, pull=str(pull).lower()))
-    actuator = FakeActuator(list(usable))
+    clock, wall = Clock(), Clock()
+    actuator = FakeActuator(list(usable), clock)
     api = FakeOllama()
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
-    clock, wall = Clock(), Clock()
     engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator, http, clock=clock, wall=wall)
     return engine, actuator, api, clock, wall
 

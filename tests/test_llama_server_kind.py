@@ -175,9 +175,9 @@ canary_timeout = "200ms"
 restarts_per_tier = 1
 promote_after = "0"
 """)
-    actuator = FakeActuator(list(usable))
-    api = FakeLlamaServer()
     clock, wall = Clock(), Clock()
+    actuator = FakeActuator(list(usable), clock)
+    api = FakeLlamaServer()
     engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator, client(api), clock=clock,
                     wall=wall)
     return engine, actuator, api, clock

@@ -64,8 +64,12 @@ class Intake:
         self.others: dict[str, dict[str, Any]] = {}  # other models' runners, for status
         self.offloads: list[tuple[int, int]] = []  # its own model's offload lines, unseen
         self.runner_port: int | None = None       # its own model's runner (Ollama)
+        # a start of ours whose process no check has seen yet: what the log says meanwhile
+        # may be the replaced process's last words, so nothing is taken until the run's
+        # start is known (``began`` again)
+        self.asked = False
         # (logged at, how it was routed): what ``began`` routes again if the new run had
-        # logged it already
+        # logged it already (an unstamped line: when it came)
         self.routed: collections.deque[tuple[float, Callable[[], None]]] = \
             collections.deque(maxlen=KEPT)
 
@@ -80,15 +84,17 @@ class Intake:
 
     # ------------------------------------------------------------------ this run
 
-    def began(self, at: float) -> None:
+    def began(self, at: float, *, asked: bool = False) -> None:
         """A start: a clean slate, and lines count from ``at``. What was routed already but
-        logged at or after ``at`` is the new run's own (a start outside the daemon is seen
-        at a check, after the new process's first lines — the devices it found or dropped):
-        routed again, on the clean slate."""
-        again = [route for logged, route in self.routed if logged >= at]
+        logged at or after ``at`` is the new run's own (a start is seen at a check, after the
+        new process's first lines — the devices it found or dropped): routed again, on the
+        clean slate. ``asked``: a start of ours, asked for ``at``; its process starts later,
+        and the run begins with it (``began`` again, once a check has seen it)."""
+        # (asked now: what came so far is all the replaced process's)
+        again = [] if asked else [route for logged, route in self.routed if logged >= at]
         self.forget()
         self.routed.clear()
-        self.run_started = at
+        self.run_started, self.asked = at, asked
         for route in again:
             route()
 
@@ -96,6 +102,11 @@ class Intake:
         """systemd's word on when this run began (adopted, or restarted by systemd)."""
         if at > self.run_started or self.run_started == float("-inf"):
             self.run_started = at or self.run_started
+
+    def keep(self, at: float, route: Callable[[], None]) -> None:
+        """A line (or the kernel's finding, or a device) routed: kept, by its stamp, for
+        ``began``."""
+        self.routed.append((at, route))
 
     def this_run(self, at: float | None) -> bool:
         """Was a line (logged ``at``, monotonic seconds: ``journal.logged_at``) written by
@@ -119,14 +130,13 @@ class Intake:
     def line(self, message: str, at: float | None, rules: list[Rule], tier: str | None,
              cfg: EngineConfig) -> None:
         """One line of the engine's journal, routed once."""
+        at = self.clock() if at is None else at  # unstamped: logged as it came
         if not self.this_run(at):
             return  # the last words of a run before this one
         if progress.completed_request(message):
             self.completed_sink()  # progress for a canary waiting now: never routed again
             return
-        if at is not None:
-            self.routed.append((at, functools.partial(self.line, message, at, rules, tier,
-                                                      cfg)))
+        self.keep(at, functools.partial(self.line, message, at, rules, tier, cfg))
         runner, own = self.runners.line(message)  # which model the line is about
         layers = classify.parse_offload(message)
         device = classify.parse_device(message)
@@ -141,33 +151,41 @@ class Intake:
         if layers is not None and own:
             self.offloads.append(layers)
         if device is not None:
-            self.device(device)
+            self.computes_on(device, at)
             return
         found = classify.classify(rules, message, tier=tier)
         if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
             held = diagnosis.port_finding(cfg, ports.holder(cfg.listen), message)
             found = Observation(False, "log", held) if held else found
         if found is not None:
-            self.finding(found)
+            self.found(found)
 
     def finding(self, observation: Observation, at: float | None = None) -> None:
         """A line said something: the engine's loop handles it at once."""
+        at = self.clock() if at is None else at
         if not self.this_run(at):
             return
-        if at is not None:  # the kernel's (a line's own findings come through ``line``)
-            self.routed.append((at, functools.partial(self.finding, observation, at)))
+        self.keep(at, functools.partial(self.finding, observation, at))
+        self.found(observation)
+
+    def found(self, observation: Observation) -> None:
         self.inbox.append(observation)
         self.wake.set()
 
     def device(self, device: Device, at: float | None = None) -> None:
         """The engine reported a device it computes on, or one it dropped."""
+        at = self.clock() if at is None else at
         if not self.this_run(at):
             return
+        self.keep(at, functools.partial(self.device, device, at))
+        self.computes_on(device, at)
+
+    def computes_on(self, device: Device, at: float) -> None:
         if device.supersedes:  # llama-server: "offloaded 0/N layers to GPU"
             self.devices = [dataclasses.replace(d, used=False, reason="no layer offloaded to"
                                                 " it") if d.used else d for d in self.devices]
         self.devices.append(device)
-        self.devices_at = self.clock()
+        self.devices_at = at
 
     def other_model(self, runner: Runner, layers: tuple[int, int] | None,
                     device: Device | None) -> None:
@@ -194,6 +212,8 @@ class Intake:
     def take(self) -> Taken:
         """The findings to judge at this check (a blocking cause in the log is kept as a
         start-up fact instead), and the offload lines seen since the last check."""
+        if self.asked:  # whose lines they are is known once the run's start is
+            return Taken([], [])
         findings = [o for o in self.inbox if not start_fact(o)]
         self.start_facts.extend(o for o in self.inbox if start_fact(o))
         self.inbox.clear()

@@ -306,12 +306,34 @@ class Engine(Core):
 
     def _unit_observations(self, unit: UnitStatus) -> list[Observation]:
         self._restarted_outside(unit)
-        if unit.main_pid and unit.main_pid != self.replaced_pid:
+        new = bool(unit.main_pid) and unit.main_pid != self.replaced_pid
+        if new:
             self.main_pid, self.replaced_pid = unit.main_pid, 0  # (none between two processes)
-        self.intake.started(unit.main_started)
+        if self.intake.asked:
+            self._run_began(unit, new)
+        else:
+            self.intake.started(unit.main_started)
         seen, self.nrestarts_seen = self.nrestarts_seen, unit.n_restarts
         return observations.unit_observations(unit, seen, self.clock() - self.started_at,
                                               self.checking.startup_grace)
+
+    def _run_began(self, unit: UnitStatus, new: bool) -> None:
+        """After a start of ours, the run begins with the first process systemd started
+        since (ExecMainStartTimestampMonotonic): what the replaced process said as it was
+        stopped (a GPU error as a wedged runner dies) is not the new run's fault. Lines are
+        counted from when the start was asked (as before) if systemd restarted a process of
+        this start before a check saw one (NRestarts moved, or waiting to restart it: that
+        one's words explain its crash), if no start time is known, or once the grace is over
+        (a start that never shows a process is judged, never waited on)."""
+        asked_at, counted = self.intake.run_started, self.restarts_asked
+        since = unit.main_started >= asked_at  # a process started since the start was asked
+        moved = counted is not None and unit.n_restarts != counted
+        if since and counted is not None and not moved:
+            self.intake.began(unit.main_started)
+        elif since or moved or new or unit.active_state == "failed" or \
+                unit.sub_state == "auto-restart" or \
+                self.clock() - self.started_at > self.checking.startup_grace:
+            self.intake.began(asked_at)
 
     def _restarted_outside(self, unit: UnitStatus) -> None:
         """Another main process than the one this engine's last check saw, with neither

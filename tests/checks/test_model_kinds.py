@@ -105,8 +105,8 @@ class Ollama:
 def engine_for(api: Any, model_name: str = "m", extra: str = ""
                ) -> tuple[Engine, FakeActuator, Clock]:
     cfg = config.loads(SETTINGS.format(model=model_name, extra=extra))
-    actuator = FakeActuator(["rocm", "vulkan", "cpu"])
     clock, wall = Clock(), Clock()
+    actuator = FakeActuator(["rocm", "vulkan", "cpu"], clock)
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
     engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator, http, clock=clock, wall=wall)
     return engine, actuator, clock

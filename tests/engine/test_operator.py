@@ -232,7 +232,6 @@ async def test_after_a_start_outside_the_new_process_first_lines_are_kept():
     actuator.unit = dataclasses.replace(SERVING, main_pid=4343, main_started=clock.now - 2)
     await engine.tick()
     assert [e for e in actuator.events if e["type"] == "restart"]  # seen as a fresh start
-    assert engine.intake.backend() == "Vulkan: AMD Instinct MI50 (RADV VEGA20)"
     await settle(engine, 3)
     assert actuator.switches == ["rocm", "vulkan"]
     assert "dropped the ROCm device" in engine.memory.skipped["rocm"]
@@ -249,3 +248,32 @@ async def test_after_a_start_outside_the_old_process_last_words_are_not_judged()
     await settle(engine, 3)
     assert engine.state == EngineState.HEALTHY and actuator.switches == ["rocm"]
     assert engine.failures == 0 and engine.last_failure is None
+
+
+async def test_the_replaced_process_last_words_are_not_the_new_runs_fault():
+    """A demotion restarts the engine; the process it replaces, stopped on a wedged GPU, logs
+    a GPU error as it dies — after the start was asked, before the new process began. Not
+    the new tier's fault: one demotion, not two. Whatever the new process logs is judged."""
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+
+    def logs(line: str, at: float) -> None:
+        engine.intake.line(line, at, rules, engine.tier, engine.cfg)
+
+    logs("HIP error: hipErrorLaunchFailure", clock.now)
+    await engine.tick()
+    assert actuator.switches == ["rocm", "vulkan"]
+    asked = clock.now
+    actuator.unit = dataclasses.replace(SERVING, active_state="deactivating",
+                                        sub_state="stop-sigterm")  # the old one stopping
+    later(clock, wall, 1)
+    logs("HIP error: hipErrorLaunchFailure (the old runner, stopped)", clock.now)
+    await engine.tick()  # still the old process: nothing taken
+    later(clock, wall, 1)
+    actuator.unit = dataclasses.replace(SERVING, main_pid=5151, main_started=asked + 1.5)
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm", "vulkan"] and engine.state == EngineState.HEALTHY
+    assert engine.failures == 0
+    logs("ggml_vulkan: vk::DeviceLostError", clock.now)  # the new process's own: judged
+    await settle(engine)
+    assert actuator.switches == ["rocm", "vulkan", "cpu"]

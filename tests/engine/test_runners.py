@@ -70,8 +70,8 @@ def engine_with_models(tmp_path: Path) -> tuple[Engine, FakeActuator, Supervisor
     manifest(models, "nomic-embed-text", "latest", EMBED)
     cfg = config.loads(f'[[engine]]\nname = "main"\nmodel = "qwen3:8b"\n'
                        f'[engine.environment]\nOLLAMA_MODELS = "{models}"\n')
-    actuator = FakeActuator(["rocm", "vulkan", "cpu"])
     clock = Clock()
+    actuator = FakeActuator(["rocm", "vulkan", "cpu"], clock)
     http = httpx.AsyncClient(transport=httpx.MockTransport(FakeOllama()))
     engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator, http, clock=clock,
                     wall=Clock())

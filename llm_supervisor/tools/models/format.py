@@ -324,15 +324,19 @@ def stage_blob(tar: tarfile.TarFile, member: tarfile.TarInfo, stage: Dir, hex_: 
         os.close(fd)
 
 
-def _check_listing(document: Any, received: Received, manifest_sha: str) -> None:
-    """The bundle's own list: format 1 exactly, every file once with its size and SHA-256."""
-    if not isinstance(document, dict):
-        raise BundleError(f"{BUNDLE_MANIFEST}: not a JSON object ({type(document).__name__})")
+def _check_format(document: dict[str, Any]) -> None:
     if "format" not in document:
         raise BundleError(f"{BUNDLE_MANIFEST}: names no bundle format (this reads {FORMAT})")
     if type(document["format"]) is not int or document["format"] != FORMAT:
         raise BundleError(f"{BUNDLE_MANIFEST}: unknown bundle format"
                           f" {str(document['format'])[:40]!r} (this reads {FORMAT})")
+
+
+def _check_listing(document: Any, received: Received, manifest_sha: str) -> None:
+    """The bundle's own list: format 1 exactly, every file once with its size and SHA-256."""
+    if not isinstance(document, dict):
+        raise BundleError(f"{BUNDLE_MANIFEST}: not a JSON object ({type(document).__name__})")
+    _check_format(document)
     if not isinstance(document.get("files"), list):
         raise BundleError(f"{BUNDLE_MANIFEST}: no list of files")
     listed: dict[str, tuple[int, str]] = {}
