@@ -68,9 +68,9 @@ class Intake:
         # may be the replaced process's last words, so nothing is taken until the run's
         # start is known (``began`` again)
         self.asked = False
-        # (logged at, how it was routed): what ``began`` routes again if the new run had
-        # logged it already (an unstamped line: when it came)
-        self.routed: collections.deque[tuple[float, Callable[[], None]]] = \
+        # (logged at, how it was routed, the host's and not a process's): what ``began``
+        # routes again if the new run had logged it already (an unstamped line: when it came)
+        self.routed: collections.deque[tuple[float, Callable[[], None], bool]] = \
             collections.deque(maxlen=KEPT)
 
     def own(self, cfg: EngineConfig) -> None:
@@ -90,8 +90,12 @@ class Intake:
         new process's first lines — the devices it found or dropped): routed again, on the
         clean slate. ``asked``: a start of ours, asked for ``at``; its process starts later,
         and the run begins with it (``began`` again, once a check has seen it)."""
-        # (asked now: what came so far is all the replaced process's)
-        again = [] if asked else [route for logged, route in self.routed if logged >= at]
+        # Asked now: what came so far is all the replaced process's. The run of a start asked
+        # before begins: what the kernel said since the ask (a GPU reset as the old process
+        # was stopped) concerns the card, whichever process: kept, as nothing was taken.
+        since = self.run_started if self.asked else at
+        again = [] if asked else [route for logged, route, host in self.routed
+                                  if logged >= (since if host else at)]
         self.forget()
         self.routed.clear()
         self.run_started, self.asked = at, asked
@@ -103,10 +107,10 @@ class Intake:
         if at > self.run_started or self.run_started == float("-inf"):
             self.run_started = at or self.run_started
 
-    def keep(self, at: float, route: Callable[[], None]) -> None:
+    def keep(self, at: float, route: Callable[[], None], host: bool = False) -> None:
         """A line (or the kernel's finding, or a device) routed: kept, by its stamp, for
         ``began``."""
-        self.routed.append((at, route))
+        self.routed.append((at, route, host))
 
     def this_run(self, at: float | None) -> bool:
         """Was a line (logged ``at``, monotonic seconds: ``journal.logged_at``) written by
@@ -161,11 +165,14 @@ class Intake:
             self.found(found)
 
     def finding(self, observation: Observation, at: float | None = None) -> None:
-        """A line said something: the engine's loop handles it at once."""
+        """The kernel said something of the engine's card: its loop handles it at once."""
         at = self.clock() if at is None else at
-        if not self.this_run(at):
-            return
-        self.keep(at, functools.partial(self.finding, observation, at))
+        if self.this_run(at):
+            self.card_finding(observation, at)
+
+    def card_finding(self, observation: Observation, at: float) -> None:
+        # routed again as it is: a start's run may begin after it (``began``)
+        self.keep(at, functools.partial(self.card_finding, observation, at), host=True)
         self.found(observation)
 
     def found(self, observation: Observation) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 from fakes import DROPPED_GFX906, ROCM_MI50, RUNNING, VULKAN_MI50, later, settle, started
 
-from llm_supervisor.causes import Cause
+from llm_supervisor.causes import Cause, Observation
 from llm_supervisor.checks import classify
 from llm_supervisor.errors import Refused
 from llm_supervisor.intents import Intent
@@ -277,3 +277,23 @@ async def test_the_replaced_process_last_words_are_not_the_new_runs_fault():
     logs("ggml_vulkan: vk::DeviceLostError", clock.now)  # the new process's own: judged
     await settle(engine)
     assert actuator.switches == ["rocm", "vulkan", "cpu"]
+
+
+async def test_a_failed_gpu_reset_as_the_replaced_process_stops_is_kept():
+    """The kernel's word is about the card, whichever process ran: a reset that failed while
+    a demotion's restart stopped the old process still asks for a reboot."""
+    engine, actuator, api, clock, wall = await serving()
+    engine.intake.finding(Observation.bad("log", Cause.GPU_FAULT, "HIP error"), clock.now)
+    await engine.tick()
+    assert actuator.switches == ["rocm", "vulkan"]
+    asked = clock.now
+    later(clock, wall, 1)
+    found = classify.classify(classify.rules_for(engine.config.logs)[1],
+                              "amdgpu 0000:43:00.0: amdgpu: GPU Recovery Failed", tier="vulkan",
+                              kernel=True)
+    assert found is not None and found.cause == Cause.FATAL_RESET
+    engine.intake.finding(found, clock.now)
+    later(clock, wall, 1)
+    actuator.unit = dataclasses.replace(SERVING, main_pid=5151, main_started=asked + 1.5)
+    await settle(engine, 2)
+    assert engine.memory.reboot_required and actuator.switches == ["rocm", "vulkan", "cpu"]
