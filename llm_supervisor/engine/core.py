@@ -116,7 +116,7 @@ class Core:
         self.ticks = 0  # checks done: a cached status document is rebuilt when it moves
         self.canary = Canary(http, self.wake, clock)
         # what its log said since this run began (its next check takes it)
-        self.intake = Intake(clock, self.wake, self.canary.completed)
+        self.intake = Intake(clock, self.wake, self.canary.completed, lambda: self.tier)
         self.failures = 0                    # consecutive failed checks
         self.last_failure: Observation | None = None
         self.restarts_on_tier = 0

@@ -53,8 +53,9 @@ class Taken:
 
 class Intake:
     def __init__(self, clock: Callable[[], float], wake: asyncio.Event,
-                 completed: Callable[[], None]) -> None:
+                 completed: Callable[[], None], tier: Callable[[], str | None]) -> None:
         self.clock, self.wake, self.completed_sink = clock, wake, completed
+        self.tier = tier  # the engine's tier now: a line routed again is judged on it
         self.run_started = float("-inf")  # when this run of the engine began (monotonic)
         self.inbox: list[Observation] = []        # findings, handled at the next check
         self.start_facts: list[Observation] = []  # blocking causes in the log, this start
@@ -140,7 +141,7 @@ class Intake:
         if progress.completed_request(message):
             self.completed_sink()  # progress for a canary waiting now: never routed again
             return
-        self.keep(at, functools.partial(self.line, message, at, rules, tier, cfg))
+        self.keep(at, functools.partial(self.line_again, message, at, rules, cfg))
         runner, own = self.runners.line(message)  # which model the line is about
         layers = classify.parse_offload(message)
         device = classify.parse_device(message)
@@ -163,6 +164,12 @@ class Intake:
             found = Observation(False, "log", held) if held else found
         if found is not None:
             self.found(found)
+
+    def line_again(self, message: str, at: float, rules: list[Rule], cfg: EngineConfig
+                   ) -> None:
+        """A line routed again when a run begins, on the tier the engine is on now (it came
+        while a switch was under way, when the tier was still the one before)."""
+        self.line(message, at, rules, self.tier(), cfg)
 
     def finding(self, observation: Observation, at: float | None = None) -> None:
         """The kernel said something of the engine's card: its loop handles it at once."""

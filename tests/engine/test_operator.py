@@ -297,3 +297,26 @@ async def test_a_failed_gpu_reset_as_the_replaced_process_stops_is_kept():
     actuator.unit = dataclasses.replace(SERVING, main_pid=5151, main_started=asked + 1.5)
     await settle(engine, 2)
     assert engine.memory.reboot_required and actuator.switches == ["rocm", "vulkan", "cpu"]
+
+
+async def test_a_line_that_came_during_the_switch_is_judged_on_the_new_tier():
+    """The new process logged a GPU error while the switch was still under way (the engine's
+    tier was still the CPU's, where GPU lines are no fault): judged on the tier it runs."""
+    engine, actuator, api, clock, wall = await started(tier="cpu")
+    rules = classify.rules_for(engine.config.logs)[0]
+    switch = actuator.switch
+
+    async def switching(*args):
+        tuning = await switch(*args)  # systemd started the new process (now)...
+        later(clock, wall, 0.5)       # ... which logs before the switch is done
+        engine.intake.line("ggml_vulkan: vk::DeviceLostError", clock.now, rules, engine.tier,
+                           engine.cfg)
+        return tuning
+
+    actuator.switch = switching
+    await engine.start_on("vulkan", Cause.PROMOTION)
+    assert engine.tier == "vulkan"
+    actuator.switch = switch
+    await settle(engine)
+    assert actuator.switches == ["cpu", "vulkan", "cpu"]
+    assert engine.memory.cause == Cause.GPU_FAULT.value
