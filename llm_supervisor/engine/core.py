@@ -373,7 +373,7 @@ class Core:
         try:
             tuning = await self.actuator.switch(self.cfg, tier, before, self.tuning())
         except Exception as exc:
-            self.intake.asked = False  # no start made: what the log says is the running one's
+            self.intake.began(self.started_at)  # no start made: its lines are the running one's
             what = f"switching to {tier}" if before != tier else f"restarting on {tier}"
             log.error("switch failed", engine=self.name, tier=before, to=tier,
                       cause=cause.value, error=str(exc))

@@ -19,7 +19,7 @@ from fakes import (
 )
 
 from llm_supervisor.causes import Action, Cause, Finding, Observation
-from llm_supervisor.checks.classify import parse_device
+from llm_supervisor.checks.classify import parse_device, rules_for
 from llm_supervisor.config import EngineConfig
 from llm_supervisor.engine import Engine
 from llm_supervisor.errors import SupervisorError
@@ -446,7 +446,9 @@ async def test_a_switch_that_fails_half_way_is_recorded_and_the_tier_stays_the_u
     assert engine.state == EngineState.DEGRADED and "switching to vulkan failed" in \
         engine.memory.reason
     actuator.switch_error = None  # systemd works again: the next check finishes the demotion
-    engine.intake.inbox.append(Observation.bad("log", Cause.GPU_FAULT, "ROCm error"))
+    # the process that still runs logs (no start was made: its lines are judged, not held)
+    engine.intake.line("ROCm error: unspecified launch failure", clock.now,
+                       rules_for(engine.config.logs)[0], engine.tier, engine.cfg)
     await engine.tick()
     assert engine.tier == "vulkan" and actuator.switches[-1] == "vulkan"
     assert [e["to"] for e in actuator.events if e["type"] == "tier"][-1] == "vulkan"
