@@ -26,7 +26,7 @@ from llm_supervisor.records.recorder import Recorder
 from llm_supervisor.systemd import units
 from llm_supervisor.systemd.journal import JournalReader, Sink
 from llm_supervisor.systemd.systemctl import Systemd
-from llm_supervisor.tiers import GPU_TIERS, TIERS
+from llm_supervisor.tiers import A_GPU_TIER
 
 log = structlog.get_logger("llm-supervisor")
 
@@ -34,7 +34,6 @@ log = structlog.get_logger("llm-supervisor")
 # of the same reset names, BURST seconds before, or waiting HOLD seconds for one after
 BURST = 10.0
 HOLD = 2.0
-GPU_TIER = next(t for t in TIERS if t in GPU_TIERS)  # does a kernel line concern any engine
 
 
 class Supervision:
@@ -164,7 +163,7 @@ class Supervision:
         ``HOLD`` for one that follows (the timeout comes first, "GPU reset begin!" right
         after); with none, it concerns every engine, as it always did."""
         rules = classify.rules_for(self.config().logs)[1]
-        if classify.classify(rules, message, tier=GPU_TIER, kernel=True) is None:
+        if classify.classify(rules, message, tier=A_GPU_TIER, kernel=True) is None:
             return  # nothing any engine would act on
         now = at if at is not None else time.time()
         card = pci.in_line(message)

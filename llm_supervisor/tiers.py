@@ -21,5 +21,6 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 CPU_TIER: Tier = "cpu"
 # the tiers that compute on the GPU: a GPU fault or a pending reboot rules them out together
 GPU_TIERS: frozenset[str] = frozenset(TIERS) - {CPU_TIER}
+A_GPU_TIER: Tier = next(t for t in TIERS if t in GPU_TIERS)  # to ask: "on any GPU tier?"
 
 assert TIERS[-1] == CPU_TIER, "the CPU is the last resort: every chain ends there by default"

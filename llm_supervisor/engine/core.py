@@ -128,7 +128,6 @@ class Core:
         self.replaced_pid = 0                # the process a start of ours replaces, while
         #                                      it may still be seen stopping
         self.held_pid = 0                    # its main process when the operator stopped it
-        self.restarts_asked: int | None = None  # NRestarts when a start of ours was asked
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.pull_task: asyncio.Task[None] | None = None
@@ -366,7 +365,6 @@ class Core:
         # our restart is queued, not waited for: the next check may still see the process it
         # replaces, which is no one's new start
         self.replaced_pid = self.main_pid or self.replaced_pid
-        self.restarts_asked = self.nrestarts_seen
         self.forget_checks()
         self.started_at = self.clock()
         self.intake.began(self.started_at, asked=True)  # its process starts later

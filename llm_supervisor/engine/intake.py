@@ -29,9 +29,11 @@ from llm_supervisor.checks.observations import DEVICES_SETTLE
 from llm_supervisor.checks.runners import Runner, RunnerLog
 from llm_supervisor.config import EngineConfig
 from llm_supervisor.host import ports
+from llm_supervisor.tiers import A_GPU_TIER, GPU_TIERS
 
-# the lines (and kernel findings) routed last, kept with their stamps: a start someone else
-# made is seen at the next check, after the new process's first lines were routed
+# the lines that meant something (a runner, a device, an offload, a finding on some tier),
+# the last ones, kept with their stamps: a start is seen at a check, after the new process's
+# first lines were routed
 KEPT = 2000
 
 
@@ -58,6 +60,7 @@ class Intake:
         self.tier = tier  # the engine's tier now: a line routed again is judged on it
         self.run_started = float("-inf")  # when this run of the engine began (monotonic)
         self.inbox: list[Observation] = []        # findings, handled at the next check
+        self.cards: list[Observation] = []        # the kernel's, of the engine's card(s)
         self.start_facts: list[Observation] = []  # blocking causes in the log, this start
         self.devices: list[Device] = []           # what the engine reported it computes on
         self.devices_at = float("-inf")
@@ -69,10 +72,13 @@ class Intake:
         # may be the replaced process's last words, so nothing is taken until the run's
         # start is known (``began`` again)
         self.asked = False
-        # (logged at, how it was routed, the host's and not a process's): what ``began``
-        # routes again if the new run had logged it already (an unstamped line: when it came)
-        self.routed: collections.deque[tuple[float, Callable[[], None], bool]] = \
+        # (logged at, how it was routed): what ``began`` routes again if the new run had
+        # logged it already (an unstamped line: when it came)
+        self.routed: collections.deque[tuple[float, Callable[[], None]]] = \
             collections.deque(maxlen=KEPT)
+        self.newest = float("-inf")  # the newest line's stamp
+        self.judged = float("-inf")  # lines up to this stamp were taken by a check
+        self.again = False  # routing again (``began``): a finding taken already is not new
 
     def own(self, cfg: EngineConfig) -> None:
         """Whose lines are its own: an Ollama's own model's blob, as its manifest names it
@@ -91,27 +97,32 @@ class Intake:
         new process's first lines — the devices it found or dropped): routed again, on the
         clean slate. ``asked``: a start of ours, asked for ``at``; its process starts later,
         and the run begins with it (``began`` again, once a check has seen it)."""
-        # Asked now: what came so far is all the replaced process's. The run of a start asked
-        # before begins: what the kernel said since the ask (a GPU reset as the old process
-        # was stopped) concerns the card, whichever process: kept, as nothing was taken.
-        since = self.run_started if self.asked else at
-        again = [] if asked else [route for logged, route, host in self.routed
-                                  if logged >= (since if host else at)]
+        # (asked now: what came so far is all the replaced process's)
+        again = [] if asked else [route for logged, route in self.routed if logged >= at]
+        cards, self.cards = self.cards, []  # the card's, whichever process: taken as they come
         self.forget()
+        self.cards = cards
         self.routed.clear()
         self.run_started, self.asked = at, asked
-        for route in again:
-            route()
+        self.again = True
+        try:
+            for route in again:
+                route()
+        finally:
+            self.again = False
 
     def started(self, at: float) -> None:
-        """systemd's word on when this run began (adopted, or restarted by systemd)."""
-        if at > self.run_started or self.run_started == float("-inf"):
-            self.run_started = at or self.run_started
+        """systemd's word on when this run began (adopted, or restarted by systemd). The
+        first word (a daemon that started while the engine ran) begins the run: the lines
+        read since the journal's cursor include the last words of a run before."""
+        if self.run_started == float("-inf") and at:
+            self.began(at)
+        elif at > self.run_started:
+            self.run_started = at
 
-    def keep(self, at: float, route: Callable[[], None], host: bool = False) -> None:
-        """A line (or the kernel's finding, or a device) routed: kept, by its stamp, for
-        ``began``."""
-        self.routed.append((at, route, host))
+    def keep(self, at: float, route: Callable[[], None]) -> None:
+        """A line (or a device) that meant something: kept, by its stamp, for ``began``."""
+        self.routed.append((at, route))
 
     def this_run(self, at: float | None) -> bool:
         """Was a line (logged ``at``, monotonic seconds: ``journal.logged_at``) written by
@@ -122,6 +133,7 @@ class Intake:
         """What this run's lines said, forgotten (the lines themselves are kept, by their
         stamps, for ``began``)."""
         self.inbox.clear()
+        self.cards.clear()
         self.start_facts.clear()
         self.devices = []
         self.devices_at = float("-inf")
@@ -141,10 +153,17 @@ class Intake:
         if progress.completed_request(message):
             self.completed_sink()  # progress for a canary waiting now: never routed again
             return
-        self.keep(at, functools.partial(self.line_again, message, at, rules, cfg))
+        self.newest = max(self.newest, at)
+        before = self.runners.current
         runner, own = self.runners.line(message)  # which model the line is about
         layers = classify.parse_offload(message)
         device = classify.parse_device(message)
+        # what it says on a GPU tier (all it can say: on the CPU only some of it counts)
+        anywhere = classify.classify(rules, message, tier=A_GPU_TIER) if device is None \
+            else None
+        if runner is not before or layers is not None or device is not None or \
+                anywhere is not None:
+            self.keep(at, functools.partial(self.line_again, message, at, rules, cfg))
         if runner is not None and not own:
             # another model's placement: shown, never judged (a GPU error is the GPU's,
             # whichever runner printed it: classified below)
@@ -158,12 +177,13 @@ class Intake:
         if device is not None:
             self.computes_on(device, at)
             return
-        found = classify.classify(rules, message, tier=tier)
+        found = anywhere if anywhere is None or tier in GPU_TIERS else \
+            classify.classify(rules, message, tier=tier)
         if found is not None and found.cause == Cause.PORT_IN_USE:  # who holds it?
             held = diagnosis.port_finding(cfg, ports.holder(cfg.listen), message)
             found = Observation(False, "log", held) if held else found
-        if found is not None:
-            self.found(found)
+        if found is not None and (not self.again or at > self.judged or start_fact(found)):
+            self.found(found)  # (routed again: judged once; a start-up fact is kept)
 
     def line_again(self, message: str, at: float, rules: list[Rule], cfg: EngineConfig
                    ) -> None:
@@ -173,14 +193,9 @@ class Intake:
 
     def finding(self, observation: Observation, at: float | None = None) -> None:
         """The kernel said something of the engine's card: its loop handles it at once."""
-        at = self.clock() if at is None else at
         if self.this_run(at):
-            self.card_finding(observation, at)
-
-    def card_finding(self, observation: Observation, at: float) -> None:
-        # routed again as it is: a start's run may begin after it (``began``)
-        self.keep(at, functools.partial(self.card_finding, observation, at), host=True)
-        self.found(observation)
+            self.cards.append(observation)  # the card's, whichever process: never held
+            self.wake.set()
 
     def found(self, observation: Observation) -> None:
         self.inbox.append(observation)
@@ -226,10 +241,12 @@ class Intake:
     def take(self) -> Taken:
         """The findings to judge at this check (a blocking cause in the log is kept as a
         start-up fact instead), and the offload lines seen since the last check."""
-        if self.asked:  # whose lines they are is known once the run's start is
-            return Taken([], [])
-        findings = [o for o in self.inbox if not start_fact(o)]
-        self.start_facts.extend(o for o in self.inbox if start_fact(o))
-        self.inbox.clear()
-        offloads, self.offloads = self.offloads, []
-        return Taken(findings, offloads)
+        taken, self.cards = self.cards, []
+        offloads: list[tuple[int, int]] = []
+        if not self.asked:  # (held: whose lines they are is known once the run's start is)
+            taken += self.inbox
+            self.inbox.clear()
+            offloads, self.offloads = self.offloads, []
+            self.judged = self.newest
+        self.start_facts.extend(o for o in taken if start_fact(o))
+        return Taken([o for o in taken if not start_fact(o)], offloads)

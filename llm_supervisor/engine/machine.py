@@ -320,18 +320,17 @@ class Engine(Core):
     def _run_began(self, unit: UnitStatus, new: bool) -> None:
         """After a start of ours, the run begins with the first process systemd started
         since (ExecMainStartTimestampMonotonic): what the replaced process said as it was
-        stopped (a GPU error as a wedged runner dies) is not the new run's fault. Lines are
-        counted from when the start was asked (as before) if systemd restarted a process of
-        this start before a check saw one (NRestarts moved, or waiting to restart it: that
-        one's words explain its crash), if no start time is known, or once the grace is over
-        (a start that never shows a process is judged, never waited on)."""
-        asked_at, counted = self.intake.run_started, self.restarts_asked
-        since = unit.main_started >= asked_at  # a process started since the start was asked
-        moved = counted is not None and unit.n_restarts != counted
-        if since and counted is not None and not moved:
-            self.intake.began(unit.main_started)
-        elif since or moved or new or unit.active_state == "failed" or \
-                unit.sub_state == "auto-restart" or \
+        stopped (a GPU error as a wedged runner dies) is not the new run's fault. The start
+        resets NRestarts (``reset-failed``): one above 0 says systemd restarted a process of
+        this start before a check saw one, whose words explain its crash — the run counts
+        from when the start was asked, as it does with no start time known (a new process, a
+        failed unit) or once the grace is over (a start that never shows a process is
+        judged, never waited on)."""
+        asked_at = self.intake.run_started
+        if unit.main_started >= asked_at:  # a process of this start began
+            self.intake.began(unit.main_started if unit.n_restarts == 0 else asked_at)
+        elif (not unit.main_started and (new or unit.active_state == "failed"
+                                         or unit.sub_state == "auto-restart")) or \
                 self.clock() - self.started_at > self.checking.startup_grace:
             self.intake.began(asked_at)
 

@@ -320,3 +320,84 @@ async def test_a_line_that_came_during_the_switch_is_judged_on_the_new_tier():
     await settle(engine)
     assert actuator.switches == ["cpu", "vulkan", "cpu"]
     assert engine.memory.cause == Cause.GPU_FAULT.value
+
+
+async def test_a_process_of_the_start_that_crashed_before_a_check_keeps_its_words():
+    """The start resets NRestarts (reset-failed). Its first process logged a GPU error and
+    crashed; systemd started another before a check saw either: NRestarts 1 says so, and the
+    first one's words count (from the ask), whatever NRestarts was before the start."""
+    engine, actuator, api, clock, wall = await serving()
+    actuator.unit = dataclasses.replace(SERVING, n_restarts=1)  # one crash, long ago
+    await settle(engine)
+    rules = classify.rules_for(engine.config.logs)[0]
+    engine.intake.line("HIP error: hipErrorLaunchFailure", clock.now, rules, engine.tier,
+                       engine.cfg)
+    await engine.tick()
+    assert actuator.switches == ["rocm", "vulkan"]
+    asked = clock.now
+    later(clock, wall, 0.5)
+    engine.intake.line("ggml_vulkan: vk::DeviceLostError", clock.now, rules, engine.tier,
+                       engine.cfg)  # its first process, which then crashed
+    later(clock, wall, 3)
+    actuator.unit = dataclasses.replace(SERVING, main_pid=6000, n_restarts=1,
+                                        main_started=asked + 3)  # systemd's second process
+    await engine.tick()
+    assert actuator.switches == ["rocm", "vulkan", "cpu"]
+
+
+async def test_a_fault_logged_in_the_hold_survives_a_chatty_log():
+    """Thousands of ordinary lines after the new process's GPU error, before a check saw
+    it: only the lines that meant something are kept to be routed again."""
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+
+    def logs(line: str) -> None:
+        engine.intake.line(line, clock.now, rules, engine.tier, engine.cfg)
+
+    await engine.start_on("vulkan", Cause.OPERATOR)
+    asked = clock.now
+    later(clock, wall, 1)
+    logs("ggml_vulkan: vk::DeviceLostError")
+    for i in range(5000):
+        logs(f"llama_model_loader: - kv {i}: general.name str = qwen")
+    actuator.unit = dataclasses.replace(SERVING, main_pid=6000, main_started=asked + 0.5)
+    await engine.tick()
+    assert actuator.switches == ["rocm", "vulkan", "cpu"]
+    assert len(engine.intake.routed) < 10
+
+
+async def test_an_adopted_engine_is_not_judged_on_the_run_before():
+    """The daemon restarted while the engine ran: its journal reader goes on from its cursor,
+    and the last words of the run before the one systemd now shows are read again first."""
+    from fakes import make
+
+    from llm_supervisor.host.tuning import Tuning
+
+    engine, actuator, api, clock, wall = make()
+    engine.memory.tier, engine.memory.state = "vulkan", "healthy"
+    clock.now = 5000.0
+    engine.adopt(running=True, tuning=Tuning())
+    rules = classify.rules_for(engine.config.logs)[0]
+    engine.intake.line("ggml_vulkan: vk::DeviceLostError", 990.0, rules, engine.tier,
+                       engine.cfg)  # the run before, read from the cursor
+    actuator.unit = dataclasses.replace(SERVING, main_started=1000.0)
+    await settle(engine, 2)
+    assert actuator.switches == [] and engine.state == EngineState.HEALTHY
+
+
+async def test_a_line_judged_before_the_restart_outside_was_seen_is_not_judged_again():
+    """systemd's word (pushed over D-Bus) may come after the new process's first lines: a
+    check takes them while the unit still shows the old process. When the next check sees
+    the restart, the run is rebuilt from the lines, but what was judged is not judged twice."""
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+    restarted = clock.now
+    later(clock, wall, 1)
+    engine.intake.line("cudaMalloc failed: out of memory", clock.now, rules, engine.tier,
+                       engine.cfg)
+    await engine.tick()  # the status still shows 4242
+    assert engine.failures == 1
+    actuator.unit = dataclasses.replace(SERVING, main_pid=4343, main_started=restarted)
+    await engine.tick()
+    assert [e for e in actuator.events if e["type"] == "restart"]
+    assert engine.failures == 0  # a fresh start: the one failure is not counted again
