@@ -147,12 +147,13 @@ class Supervision:
     def engine_line(self, engine: Engine) -> Sink:
         """The engine's journal goes to its intake (``engine.intake``: one rule for the
         lines of this run, each line routed once)."""
-        def sink(message: str, cursor: str, at: float | None) -> None:
+        def sink(message: str, cursor: str, at: float | None, pid: int | None = None) -> None:
             rules = classify.rules_for(self.config().logs)[0]
-            engine.intake.line(message, at, rules, engine.tier, engine.cfg)
+            engine.intake.line(message, at, rules, engine.tier, engine.cfg, pid)
         return sink
 
-    def kernel_line(self, message: str, cursor: str, at: float | None) -> None:
+    def kernel_line(self, message: str, cursor: str, at: float | None,
+                    pid: int | None = None) -> None:
         """A kernel line concerns the engines on its card (amdgpu names it: ``amdgpu
         0000:43:00.0: GPU reset begin!``): an engine that names its cards (``gpus``) hears
         only of them; one that names none may use any card, and hears of every one.

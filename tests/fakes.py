@@ -205,6 +205,7 @@ def make(usable=("rocm", "vulkan", "cpu"), rate=0, tier="rocm", model="qwen2.5:7
     api = FakeOllama()
     http = httpx.AsyncClient(transport=httpx.MockTransport(api))
     engine = Engine(cfg, cfg.engines[0], EngineMemory(), actuator, http, clock=clock, wall=wall)
+    engine.family = lambda pid: frozenset({pid, pid + 1}) if pid else frozenset()  # + a runner
     return engine, actuator, api, clock, wall
 
 

@@ -30,6 +30,7 @@ from llm_supervisor.config import Config, EngineConfig, FallbackSection, HealthS
 from llm_supervisor.decide import Decision, Do, Situation
 from llm_supervisor.engine.intake import Intake
 from llm_supervisor.engine.outbox import Event, Outbox
+from llm_supervisor.host import process
 from llm_supervisor.host.tuning import Tuning, slots
 from llm_supervisor.host.view import EngineFacts
 from llm_supervisor.records.memory import EngineMemory
@@ -128,6 +129,7 @@ class Core:
         self.replaced_pid = 0                # the process a start of ours replaces, while
         #                                      it may still be seen stopping
         self.held_pid = 0                    # its main process when the operator stopped it
+        self.family: Callable[[int], frozenset[int]] = process.tree_pids  # a process, its own
         self.checks = 0
         self.last_check: dict[str, Any] | None = None
         self.pull_task: asyncio.Task[None] | None = None
@@ -365,13 +367,15 @@ class Core:
         # our restart is queued, not waited for: the next check may still see the process it
         # replaces, which is no one's new start
         self.replaced_pid = self.main_pid or self.replaced_pid
+        replaced = self.family(self.replaced_pid)  # what they write is no line of the new run
         self.forget_checks()
         self.started_at = self.clock()
-        self.intake.began(self.started_at, asked=True)  # its process starts later
+        self.intake.began(self.started_at, asked=True, replaced=replaced)  # its process: later
         try:
             tuning = await self.actuator.switch(self.cfg, tier, before, self.tuning())
         except Exception as exc:
-            self.intake.began(self.started_at)  # no start made: its lines are the running one's
+            # no start made: the lines of the process that runs are the run's
+            self.intake.began(self.started_at, replaced=frozenset())
             what = f"switching to {tier}" if before != tier else f"restarting on {tier}"
             log.error("switch failed", engine=self.name, tier=before, to=tier,
                       cause=cause.value, error=str(exc))

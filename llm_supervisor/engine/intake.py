@@ -35,6 +35,10 @@ from llm_supervisor.tiers import A_GPU_TIER, GPU_TIERS
 # the last ones, kept with their stamps: a start is seen at a check, after the new process's
 # first lines were routed
 KEPT = 2000
+# journald stamps a line when it reads it: the replaced process's last words, read late, may
+# be stamped after the new process began; by its PID, a line is known as theirs this long
+# after the run began
+LATE = 30.0
 
 
 def start_fact(observation: Observation) -> bool:
@@ -72,6 +76,8 @@ class Intake:
         # may be the replaced process's last words, so nothing is taken until the run's
         # start is known (``began`` again)
         self.asked = False
+        self.replaced: frozenset[int] = frozenset()  # the processes a start of ours replaces
+        self.replaced_until = float("-inf")         # ... whose lines are known until then
         # (logged at, how it was routed): what ``began`` routes again if the new run had
         # logged it already (an unstamped line: when it came)
         self.routed: collections.deque[tuple[float, Callable[[], None]]] = \
@@ -91,18 +97,26 @@ class Intake:
 
     # ------------------------------------------------------------------ this run
 
-    def began(self, at: float, *, asked: bool = False) -> None:
+    def began(self, at: float, *, asked: bool = False,
+              replaced: frozenset[int] | None = None) -> None:
         """A start: a clean slate, and lines count from ``at``. What was routed already but
         logged at or after ``at`` is the new run's own (a start is seen at a check, after the
         new process's first lines — the devices it found or dropped): routed again, on the
         clean slate. ``asked``: a start of ours, asked for ``at``; its process starts later,
-        and the run begins with it (``began`` again, once a check has seen it)."""
+        and the run begins with it (``began`` again, once a check has seen it); what the
+        processes it ``replaced`` write is theirs, whatever its stamp (given when it is not
+        asked: no start was made, and they are the run)."""
         # (asked now: what came so far is all the replaced process's)
         again = [] if asked else [route for logged, route in self.routed if logged >= at]
         cards, self.cards = self.cards, []  # the card's, whichever process: taken as they come
         self.forget()
         self.cards = cards
         self.routed.clear()
+        if replaced is not None:
+            self.replaced = replaced
+            self.replaced_until = float("inf") if asked else float("-inf")
+        elif self.asked:  # the hold ends: their words read late are known a while yet
+            self.replaced_until = self.clock() + LATE
         self.run_started, self.asked = at, asked
         self.again = True
         try:
@@ -145,10 +159,10 @@ class Intake:
     # ------------------------------------------------------------------ lines
 
     def line(self, message: str, at: float | None, rules: list[Rule], tier: str | None,
-             cfg: EngineConfig) -> None:
-        """One line of the engine's journal, routed once."""
+             cfg: EngineConfig, pid: int | None = None) -> None:
+        """One line of the engine's journal (written by ``pid``), routed once."""
         at = self.clock() if at is None else at  # unstamped: logged as it came
-        if not self.this_run(at):
+        if not self.this_run(at) or self.theirs(pid):
             return  # the last words of a run before this one
         if progress.completed_request(message):
             self.completed_sink()  # progress for a canary waiting now: never routed again
@@ -184,6 +198,10 @@ class Intake:
             found = Observation(False, "log", held) if held else found
         if found is not None and (not self.again or at > self.judged or start_fact(found)):
             self.found(found)  # (routed again: judged once; a start-up fact is kept)
+
+    def theirs(self, pid: int | None) -> bool:
+        """Written by a process a start of ours replaced (its last words, read late)."""
+        return pid is not None and pid in self.replaced and self.clock() < self.replaced_until
 
     def line_again(self, message: str, at: float, rules: list[Rule], cfg: EngineConfig
                    ) -> None:

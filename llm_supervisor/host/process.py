@@ -189,6 +189,20 @@ def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
+def tree_pids(pid: int) -> frozenset[int]:
+    """A process and all its descendants (an engine and its runners); empty when it is gone
+    or unreadable."""
+    import psutil
+
+    if pid <= 0:
+        return frozenset()
+    try:
+        root = psutil.Process(pid)
+        return frozenset([pid, *(child.pid for child in root.children(recursive=True))])
+    except (psutil.Error, OSError):
+        return frozenset()
+
+
 def tree_rss(pid: int) -> int | None:
     """Resident memory of a process and all its descendants (an engine and its runners), in
     bytes; None when the process is gone or unreadable. A model being loaded grows it (its

@@ -25,10 +25,11 @@ from llm_supervisor.systemd.systemctl import Systemd, journal_message
 
 log = structlog.get_logger("llm-supervisor")
 
-# (message, cursor, at): ``at`` is when the entry was logged on the monotonic clock
+# (message, cursor, at, pid): ``at`` is when the entry was logged on the monotonic clock
 # (CLOCK_MONOTONIC, which journald stamps and ``time.monotonic`` reads), -inf for an entry of
 # an earlier boot, None when the entry does not say. A wall clock step changes neither.
-Sink = Callable[[str, str, float | None], Awaitable[None] | None]
+# ``pid``: the process that wrote it (journald's _PID), None when the entry does not say.
+Sink = Callable[[str, str, float | None, int | None], Awaitable[None] | None]
 KERNEL = "kernel"
 ADDED_MARGIN = 10.0  # a new source is read from this many seconds before it was added
 DEBOUNCE = 0.2       # several changes in a row (one reload) restart journalctl once
@@ -157,7 +158,7 @@ class JournalReader:
     def fields(self) -> list[str]:
         """What routing and the sinks read of an entry (journalctl adds the cursor and the
         timestamps itself): asking for these alone spares formatting the rest of each entry."""
-        keys = {"MESSAGE", "_SYSTEMD_UNIT"}
+        keys = {"MESSAGE", "_SYSTEMD_UNIT", "_PID"}
         if self.kernel is not None:
             keys |= {term.partition("=")[0] for group in self.kernel[0] for term in group}
         return sorted(keys)
@@ -217,7 +218,8 @@ class JournalReader:
             if here is None or not here.after(done):
                 return None
             del self.skip[source]
-        result = sink(journal_message(entry), cursor, logged_at(entry, self.boot_id))
+        result = sink(journal_message(entry), cursor, logged_at(entry, self.boot_id),
+                      written_by(entry))
         return result if asyncio.iscoroutine(result) else None
 
     def _route(self, entry: Mapping[str, object]) -> tuple[str, Sink | None]:
@@ -248,6 +250,12 @@ def logged_at(entry: Mapping[str, object], boot_id: str) -> float | None:
         return int(str(entry.get("__MONOTONIC_TIMESTAMP", ""))) / 1e6
     except ValueError:
         return None
+
+
+def written_by(entry: Mapping[str, object]) -> int | None:
+    """The process that wrote an entry (journald's ``_PID``), None when it does not say."""
+    pid = str(entry.get("_PID", "") or "")
+    return int(pid) if pid.isdigit() else None
 
 
 def oldest(cursors: list[str | None]) -> str | None:

@@ -401,3 +401,42 @@ async def test_a_line_judged_before_the_restart_outside_was_seen_is_not_judged_a
     await engine.tick()
     assert [e for e in actuator.events if e["type"] == "restart"]
     assert engine.failures == 0  # a fresh start: the one failure is not counted again
+
+
+async def test_the_replaced_process_last_words_read_late_are_known_by_their_pid():
+    """journald stamps a line when it reads it: on a busy host the dying process's last
+    words may be stamped after the new process began. The processes the start replaced (the
+    main one and its runners) wrote them: not the new run's, whatever their stamp — for a
+    while; then a PID is anyone's again."""
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+
+    def logs(line: str, pid: int) -> None:
+        engine.intake.line(line, clock.now, rules, engine.tier, engine.cfg, pid)
+
+    logs("HIP error: hipErrorLaunchFailure", 4242)
+    await engine.tick()
+    assert actuator.switches == ["rocm", "vulkan"]
+    asked = clock.now
+    actuator.unit = dataclasses.replace(SERVING, main_pid=5151, main_started=asked + 0.5)
+    later(clock, wall, 1)  # read after the new process began
+    logs("HW Exception by GPU node-1 (Agent handle: 0x5) reason :GPU Hang", 4243)  # a runner
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm", "vulkan"] and engine.state == EngineState.HEALTHY
+    logs("ggml_vulkan: vk::DeviceLostError", 5152)  # the new process's runner: judged
+    await settle(engine)
+    assert actuator.switches == ["rocm", "vulkan", "cpu"]
+
+
+async def test_a_pid_of_a_replaced_process_is_anyones_again_after_a_while():
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+    await engine.start_on("vulkan", Cause.OPERATOR)
+    actuator.unit = dataclasses.replace(SERVING, main_pid=5151, main_started=clock.now + 0.5)
+    later(clock, wall, 1)
+    await settle(engine, 3)
+    later(clock, wall, 60)
+    engine.intake.line("ggml_vulkan: vk::DeviceLostError", clock.now, rules, engine.tier,
+                       engine.cfg, 4242)  # a PID used again, long after
+    await settle(engine)
+    assert actuator.switches == ["rocm", "vulkan", "cpu"]

@@ -82,7 +82,7 @@ def test_the_journal_stamps_entries_of_this_kernel_boot_not_the_configured_one()
     got: list[float | None] = []
     reader = JournalReader(Systemd())
     assert reader.boot_id == kernel_boot_id().replace("-", "") != ""
-    reader.add_unit("llm-a.service", lambda m, c, at: got.append(at))
+    reader.add_unit("llm-a.service", lambda m, c, at, pid: got.append(at))
     for boot in (reader.boot_id, "0" * 32):
         reader.deliver({"__CURSOR": f"s=x;i={len(got) + 1:x};b=b;m=1;t=1;x=0",
                         "_SYSTEMD_UNIT": "llm-a.service", "MESSAGE": "ROCm error",

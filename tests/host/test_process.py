@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from llm_supervisor.host.process import Capped, run
+from llm_supervisor.host.process import Capped, run, tree_pids
 from llm_supervisor.systemd.systemctl import Systemd
 
 
@@ -99,3 +100,15 @@ time.sleep(30)
     finally:
         await entries.aclose()  # type: ignore[attr-defined]
     assert first["MESSAGE"] == "after" and first["__CURSOR"] == "c2"
+
+
+def test_a_process_tree_is_the_process_and_its_descendants():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        family = tree_pids(os.getpid())
+        assert os.getpid() in family and child.pid in family
+        assert tree_pids(child.pid) == frozenset({child.pid})
+    finally:
+        child.kill()
+        child.wait()
+    assert tree_pids(child.pid) == frozenset() and tree_pids(0) == frozenset()

@@ -132,12 +132,12 @@ async def collect(units, cursor, since, seconds, add_later=None):
     got = {}
     reader = JournalReader(Systemd(), cursor=cursor, since=since)
     for unit in units:
-        reader.add_unit(unit, lambda m, c, r, u=unit: got.setdefault(u, []).append(m))
-    reader.set_kernel("_TRANSPORT=kernel", lambda m, c, r: None)
+        reader.add_unit(unit, lambda m, c, r, p, u=unit: got.setdefault(u, []).append(m))
+    reader.set_kernel("_TRANSPORT=kernel", lambda m, c, r, p: None)
     task = asyncio.create_task(reader.run())
     await asyncio.sleep(seconds)
     if add_later:
-        reader.add_unit(add_later, lambda m, c, r: got.setdefault(add_later, []).append(m))
+        reader.add_unit(add_later, lambda m, c, r, p: got.setdefault(add_later, []).append(m))
         await asyncio.sleep(seconds)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

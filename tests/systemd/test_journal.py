@@ -44,10 +44,10 @@ def test_kernel_match_terms_as_journalctl_reads_them():
 def test_one_command_line_routes_by_unit_and_kernel_and_skips_what_was_given():
     got: list[tuple[str, str]] = []
     reader = JournalReader(Systemd())
-    reader.add_unit("llm-a.service", lambda m, c, r: got.append(("a", m)))
-    reader.add_unit("llm-b.service", lambda m, c, r: got.append(("b", m)),
+    reader.add_unit("llm-a.service", lambda m, c, r, p: got.append(("a", m)))
+    reader.add_unit("llm-b.service", lambda m, c, r, p: got.append(("b", m)),
                     cursor=cursor(3))  # b was read up to 3 by an older follower
-    reader.set_kernel("_TRANSPORT=kernel", lambda m, c, r: got.append(("k", m)))
+    reader.set_kernel("_TRANSPORT=kernel", lambda m, c, r, p: got.append(("k", m)))
     assert reader.matches() == ["_SYSTEMD_UNIT=llm-a.service", "+",
                                 "_SYSTEMD_UNIT=llm-b.service", "+", "_TRANSPORT=kernel"]
     for item in (entry(1, "a1", _SYSTEMD_UNIT="llm-a.service"),
@@ -64,10 +64,10 @@ def test_one_command_line_routes_by_unit_and_kernel_and_skips_what_was_given():
 def test_a_source_added_while_running_rereads_a_little_without_repeating_the_others():
     got: list[str] = []
     reader = JournalReader(Systemd(), clock=lambda: 1000.0)
-    reader.add_unit("llm-a.service", lambda m, c, r: got.append(m))
+    reader.add_unit("llm-a.service", lambda m, c, r, p: got.append(m))
     reader.restarts = 1  # running
     reader.deliver(entry(10, "a10", _SYSTEMD_UNIT="llm-a.service"))
-    reader.add_unit("llm-new.service", lambda m, c, r: got.append(m))
+    reader.add_unit("llm-new.service", lambda m, c, r, p: got.append(m))
     assert reader.rewind == 1000.0 - 10  # read again from a little before it was added
     # journalctl restarts from there: a's lines up to 10 come again and are skipped
     for item in (entry(8, "new8", _SYSTEMD_UNIT="llm-new.service"),
@@ -79,12 +79,21 @@ def test_a_source_added_while_running_rereads_a_little_without_repeating_the_oth
 
 def test_journalctl_is_asked_only_for_the_fields_routing_and_the_sinks_read():
     reader = JournalReader(Systemd())
-    reader.add_unit("llm-a.service", lambda message, cursor, realtime: None)
-    assert reader.fields() == ["MESSAGE", "_SYSTEMD_UNIT"]
+    reader.add_unit("llm-a.service", lambda message, cursor, realtime, pid: None)
+    assert reader.fields() == ["MESSAGE", "_PID", "_SYSTEMD_UNIT"]
     reader.set_kernel("_TRANSPORT=kernel + SYSLOG_IDENTIFIER=amdgpu PRIORITY=3",
-                      lambda message, cursor, realtime: None)
-    assert reader.fields() == ["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "_SYSTEMD_UNIT",
-                               "_TRANSPORT"]
+                      lambda message, cursor, realtime, pid: None)
+    assert reader.fields() == ["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "_PID",
+                               "_SYSTEMD_UNIT", "_TRANSPORT"]
     # what a kernel entry carries with those fields alone still routes to the kernel's sink
     line = entry(1, "amdgpu: ring gfx timeout", _TRANSPORT="kernel")
     assert reader._route(line)[0] != ""
+
+
+def test_a_sink_hears_which_process_wrote_the_entry():
+    reader = JournalReader(Systemd())
+    got: list[int | None] = []
+    reader.add_unit("llm-a.service", lambda m, c, r, pid: got.append(pid))
+    reader.deliver(entry(1, "one", _SYSTEMD_UNIT="llm-a.service", _PID="4242"))
+    reader.deliver(entry(2, "two", _SYSTEMD_UNIT="llm-a.service"))
+    assert got == [4242, None]
