@@ -129,10 +129,11 @@ from llm_supervisor.systemd.journal import JournalReader
 from llm_supervisor.systemd.systemctl import Systemd
 
 async def collect(units, cursor, since, seconds, add_later=None):
-    got = {}
+    got, pids = {}, {}
     reader = JournalReader(Systemd(), cursor=cursor, since=since)
     for unit in units:
-        reader.add_unit(unit, lambda m, c, r, p, u=unit: got.setdefault(u, []).append(m))
+        reader.add_unit(unit, lambda m, c, r, p, u=unit: (got.setdefault(u, []).append(m),
+                                                          pids.setdefault(u, set()).add(p)))
     reader.set_kernel("_TRANSPORT=kernel", lambda m, c, r, p: None)
     task = asyncio.create_task(reader.run())
     await asyncio.sleep(seconds)
@@ -141,15 +142,15 @@ async def collect(units, cursor, since, seconds, add_later=None):
         await asyncio.sleep(seconds)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    return got, reader.cursor, reader.restarts
+    return got, {u: sorted(p, key=str) for u, p in pids.items()}, reader.cursor, reader.restarts
 
 mode, cursor, since, seconds, *units = sys.argv[1:]
 add_later = None
 if mode == "add":
     add_later = units.pop()
-got, cursor, restarts = asyncio.run(collect(units, cursor or None, float(since), float(seconds),
-                                            add_later))
-print(json.dumps({"got": got, "cursor": cursor, "restarts": restarts}))
+got, pids, cursor, restarts = asyncio.run(collect(units, cursor or None, float(since),
+                                                  float(seconds), add_later))
+print(json.dumps({"got": got, "pids": pids, "cursor": cursor, "restarts": restarts}))
 '''
 
 
@@ -182,6 +183,10 @@ def test_one_journal_reader_routes_and_resumes_without_loss_or_repeat(container)
         assert lines == [f"{unit}:{i}" for i in range(1, 61)], lines
     assert second["got"][late] == [f"{late}:{i}" for i in range(1, 21)]
     assert not set(first["got"]) - {a, b}
+    # each line says which process wrote it (the shell that echoes: one PID a unit)
+    for unit in (a, b):
+        assert len(first["pids"][unit]) == 1 and isinstance(first["pids"][unit][0], int)
+    assert first["pids"][a] != first["pids"][b]
 
 
 CRASHY = """
