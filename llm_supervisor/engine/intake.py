@@ -112,8 +112,8 @@ class Intake:
         self.forget()
         self.cards = cards
         self.routed.clear()
-        if replaced is not None:
-            self.replaced = replaced
+        if replaced is not None:  # (a start asked during the hold replaces those too)
+            self.replaced = replaced | self.replaced if asked and self.asked else replaced
             self.replaced_until = float("inf") if asked else float("-inf")
         elif self.asked:  # the hold ends: their words read late are known a while yet
             self.replaced_until = self.clock() + LATE

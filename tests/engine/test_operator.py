@@ -440,3 +440,19 @@ async def test_a_pid_of_a_replaced_process_is_anyones_again_after_a_while():
                        engine.cfg, 4242)  # a PID used again, long after
     await settle(engine)
     assert actuator.switches == ["rocm", "vulkan", "cpu"]
+
+
+async def test_a_second_start_during_the_hold_still_knows_the_first_ones_replaced():
+    engine, actuator, api, clock, wall = await serving()
+    rules = classify.rules_for(engine.config.logs)[0]
+    alive = {4242: frozenset({4242, 4243})}  # 4242 and its runner, gone once replaced
+    engine.family = lambda pid: alive.pop(pid, frozenset())
+    await engine.start_on("vulkan", Cause.OPERATOR)    # replaces 4242 (and its runner)
+    await engine.start_on("vulkan", Cause.RELOAD)      # before any check saw a process
+    actuator.unit = dataclasses.replace(SERVING, main_pid=5151, main_started=clock.now + 0.5)
+    later(clock, wall, 1)
+    engine.intake.line("HIP error: hipErrorLaunchFailure", clock.now, rules, engine.tier,
+                       engine.cfg, 4243)  # the first one's runner, read late
+    await settle(engine, 3)
+    assert actuator.switches == ["rocm", "vulkan", "vulkan"]
+    assert engine.state == EngineState.HEALTHY
