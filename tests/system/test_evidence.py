@@ -70,10 +70,16 @@ TOOLS = [
 @pytest.mark.parametrize("argv, cwd, says", TOOLS, ids=lambda x: x[0] if isinstance(x, list)
                          else "")
 def test_each_dev_tool_the_docs_name_runs_from_a_clone(clone, argv, cwd, says):
-    done = run(clone, argv, clone if cwd == "clone" else Path("/"))
+    try:
+        done = run(clone, argv, clone if cwd == "clone" else Path("/"))
+    finally:  # the fixtures it records are the clone's files: the evidence after it would
+        # say it measured a tree "with uncommitted changes"
+        subprocess.run(["git", "-C", str(clone), "checkout", "--", "."], check=True)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert says in done.stdout and "Traceback" not in output, output[-4000:]
+    assert not subprocess.run(["git", "-C", str(clone), "status", "--porcelain", "-uno"],
+                              check=True, capture_output=True, text=True).stdout
 
 
 def test_tinymodel_writes_a_model_from_a_clone(clone, tmp_path):
