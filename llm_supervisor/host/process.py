@@ -19,6 +19,10 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 from llm_supervisor.errors import CommandError
 
@@ -189,18 +193,23 @@ def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
 
 
-def tree_pids(pid: int) -> frozenset[int]:
-    """A process and all its descendants (an engine and its runners); empty when it is gone
-    or unreadable."""
+def _family(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (psutil's), empty when it is gone or unreadable."""
     import psutil
 
     if pid <= 0:
-        return frozenset()
+        return []
     try:
         root = psutil.Process(pid)
-        return frozenset([pid, *(child.pid for child in root.children(recursive=True))])
+        return [root, *root.children(recursive=True)]
     except (psutil.Error, OSError):
-        return frozenset()
+        return []
+
+
+def tree_pids(pid: int) -> frozenset[int]:
+    """A process and all its descendants (an engine and its runners); empty when it is gone
+    or unreadable."""
+    return frozenset(member.pid for member in _family(pid))
 
 
 def tree_rss(pid: int) -> int | None:
@@ -209,12 +218,8 @@ def tree_rss(pid: int) -> int | None:
     weights are read through the page cache into the process: mmap or copies)."""
     import psutil
 
-    if pid <= 0:
-        return None
-    try:
-        root = psutil.Process(pid)
-        members = [root, *root.children(recursive=True)]
-    except (psutil.Error, OSError):
+    members = _family(pid)
+    if not members:
         return None
     total = 0
     for member in members:
